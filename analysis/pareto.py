@@ -1,0 +1,70 @@
+"""Pareto sets, as pure functions (no plotting imports). Lower is better on every axis."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def pareto_mask(points: np.ndarray) -> np.ndarray:
+    """Boolean mask of the non-dominated rows of `points` (n, d); lower is better on every column.
+
+    A point is dominated when another point is <= on every axis and < on at least one.
+    Exact duplicates do not dominate each other, so both copies of a frontier point stay.
+    Rows with NaN are never on the front (callers count them: see FrontierInfo.excluded).
+    """
+    pts = np.asarray(points, dtype=float)
+    if pts.ndim != 2:
+        raise ValueError(f"points must be (n, d), got shape {pts.shape}")
+    finite = np.isfinite(pts).all(axis=1)
+    mask = np.zeros(len(pts), dtype=bool)
+    idx = np.flatnonzero(finite)
+    sub = pts[idx]
+    for j, p in zip(idx, sub):
+        le = (sub <= p).all(axis=1)
+        lt = (sub < p).any(axis=1)
+        mask[j] = not (le & lt).any()
+    return mask
+
+
+@dataclass(frozen=True)
+class FrontierInfo:
+    """One method's points in one 2D view and which of them form its Pareto front."""
+
+    method: str
+    x_name: str
+    y_name: str
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    labels: tuple[str, ...]
+    on_front: tuple[bool, ...]
+    excluded: int  # rows dropped for a non-finite value (reported, never silent)
+
+    def front(self) -> list[tuple[float, float, str]]:
+        """Front points sorted by x (then y)."""
+        pts = [(x, y, l) for x, y, l, f in zip(self.x, self.y, self.labels, self.on_front) if f]
+        return sorted(pts)
+
+
+def frontier(rows: list[dict], method: str, x: str, y: str) -> FrontierInfo:
+    """The Pareto front of one method's rows in the (x, y) view."""
+    mine = [r for r in rows if r["method"] == method]
+    finite = [r for r in mine if np.isfinite(r[x]) and np.isfinite(r[y])]
+    pts = np.array([[r[x], r[y]] for r in finite], dtype=float).reshape(-1, 2)
+    mask = pareto_mask(pts) if len(pts) else np.zeros(0, dtype=bool)
+    return FrontierInfo(
+        method=method, x_name=x, y_name=y,
+        x=tuple(float(v) for v in pts[:, 0]), y=tuple(float(v) for v in pts[:, 1]),
+        labels=tuple(r["name"] for r in finite), on_front=tuple(bool(m) for m in mask),
+        excluded=len(mine) - len(finite),
+    )
+
+
+VIEWS = (("L_ret", "L_ft"), ("L_pre", "L_ret"))  # the paper's two frontier views (Fig. 2)
+
+
+def frontiers(rows: list[dict]) -> dict[tuple[str, str], list[FrontierInfo]]:
+    """Every method's front in each of the paper's two views."""
+    methods = sorted({r["method"] for r in rows}, key=lambda m: (m != "unmixed", m))
+    return {view: [frontier(rows, m, *view) for m in methods] for view in VIEWS}

@@ -1,0 +1,59 @@
+"""The study report: a self-contained HTML page (plotly.js embedded, opens offline) and text tables."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from analysis.figures import plot_frontiers
+from analysis.pareto import frontiers
+
+_NAMES = {"L_ret": "L_ret (D_post after fine-tuning)", "L_ft": "L_ft (D_ft)", "L_pre": "L_pre (D_pre after fine-tuning)"}
+
+
+def frontier_tables(rows: list[dict]) -> str:
+    """Plain-text frontier tables, one per view, for the end-of-run summary."""
+    out = []
+    for (x, y), infos in frontiers(rows).items():
+        out.append(f"Pareto frontier in ({x}, {y}), lower is better:")
+        out.append(f"  {'method':<9} {x:>8} {y:>8}  run")
+        for info in infos:
+            for px, py, label in info.front():
+                out.append(f"  {info.method:<9} {px:>8.4f} {py:>8.4f}  {label}")
+            if info.excluded:
+                out.append(f"  {info.method:<9} ({info.excluded} runs with non-finite losses left out)")
+        out.append("")
+    return "\n".join(out)
+
+
+def runs_table_html(rows: list[dict]) -> str:
+    cols = ["name", "method", "mix_fraction", "posttrain_lr", "dropout", "finetune_lr", "L_im", "L_ft", "L_ret", "L_pre"]
+    head = "".join(f"<th>{c}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{r[c]:.4f}</td>" if isinstance(r[c], float) and c.startswith("L_") else f"<td>{html.escape(str(r[c]))}</td>" for c in cols) + "</tr>"
+        for r in sorted(rows, key=lambda r: r["name"])
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_report(rows: list[dict], path: Path, title: str = "raysweep study") -> Path:
+    views = frontiers(rows)
+    figs = []
+    for i, ((x, y), infos) in enumerate(views.items()):
+        fig = plot_frontiers(infos, title=f"{_NAMES.get(y, y)} vs {_NAMES.get(x, x)}")
+        figs.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))  # plotly.js embedded once
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;margin:2em}} .figs{{display:flex;flex-wrap:wrap;gap:1em}}
+table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}}</style>
+</head><body>
+<h1>{html.escape(title)}</h1>
+<p>Each point is one fine-tuned checkpoint θ_ft; lower is better on both axes. Bold lines are each method's Pareto frontier
+(unmixed: λ = 0; mixed: λ &gt; 0). {len(rows)} runs.</p>
+<div class="figs">{''.join(f'<div>{f}</div>' for f in figs)}</div>
+<h2>Frontiers</h2><pre>{html.escape(frontier_tables(rows))}</pre>
+<h2>All runs</h2>{runs_table_html(rows)}
+</body></html>"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,289 @@
+"""The study: one typed, validated object loaded from YAML, the only place defaults live.
+
+A study file is data. Every key is checked against the schema below before Ray starts;
+unknown keys, wrong types and out-of-range values are collected and raised together in one
+`StudyConfigError` that names the file, the dotted key and what to change.
+
+Convention: inside a stage, a field given as a list is a sweep axis (the grid is their
+product); a scalar is held fixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_STUDY = Path(__file__).resolve().parent.parent / "search_spaces" / "default.yaml"
+
+
+class StudyConfigError(ValueError):
+    """A study file or override is invalid. The message lists every problem at once."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        n = len(problems)
+        super().__init__(f"{source}: {n} problem{'s' if n != 1 else ''} in the study config:\n{lines}")
+
+
+class _Strict(BaseModel):
+    # strict: "3" is not silently an int; extra="forbid": a typo is an error, not a default.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ModelConfig(_Strict):
+    preset: str = Field("tiny", description="name in raysweep.models.PRESETS (`python -m raysweep.models`)")
+    seq_len: int = Field(128, gt=0, le=65536, description="tokens per training block")
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, name: str) -> str:
+        from raysweep.models import PRESETS
+
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return name
+
+
+class CorpusConfig(_Strict):
+    source: Literal["synthetic"] = Field("synthetic", description="where documents come from")
+    name: str = Field(description="corpus name within the source")
+    train_docs: int = Field(6000, gt=0, le=10_000_000, description="documents generated for training")
+    heldout_docs: int = Field(300, gt=0, le=1_000_000, description="documents kept out of every training stream")
+
+    @model_validator(mode="after")
+    def _known_corpus(self) -> "CorpusConfig":
+        from raysweep.corpora import SYNTHETIC_CORPORA
+
+        if self.source == "synthetic" and self.name not in SYNTHETIC_CORPORA:
+            raise ValueError(f"unknown synthetic corpus {self.name!r}; choose one of {sorted(SYNTHETIC_CORPORA)}")
+        return self
+
+
+class CorporaConfig(_Strict):
+    pre: CorpusConfig = Field(CorpusConfig(name="general", train_docs=12000, heldout_docs=400), description="D_pre, the general corpus (C4 in the paper)")
+    post: CorpusConfig = Field(CorpusConfig(name="notation"), description="D_post, the post-training domain (MusicPile)")
+    ft: CorpusConfig = Field(CorpusConfig(name="chem"), description="D_ft, the downstream task (ChemPile)")
+
+
+class TokenizerConfig(_Strict):
+    vocab_size: int = Field(2048, ge=260, le=262_144, description="BPE vocabulary size, trained on the study's corpora")
+
+
+class ResourcesConfig(_Strict):
+    workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks) per run of this stage")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each worker reserves (and its torch threads)")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs each worker reserves; 0 trains on CPU")
+
+
+class _StageConfig(_Strict):
+    min_lr: float = Field(0.0, ge=0, description="floor of the cosine decay")
+    warmup_steps: int = Field(10, ge=0, description="optimizer steps of linear warmup")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
+    batch_size: int = Field(16, gt=0, description="sequences per optimizer step, summed over workers")
+    tokens: int = Field(gt=0, description="training-token budget of one run (tokens, not documents)")
+    eval_every: int = Field(50, gt=0, description="optimizer steps between held-out evaluations")
+    eval_tokens: int = Field(8192, gt=0, description="held-out tokens per corpus per evaluation")
+    resources: ResourcesConfig = Field(ResourcesConfig(), description="compute per run of this stage")
+
+
+def _grid(values: list[float], lo: float, hi: float, name: str, hi_open: bool = False) -> list[float]:
+    if not values:
+        raise ValueError(f"needs at least one {name}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"repeated {name}s: {values}")
+    for v in values:
+        if not (lo <= v < hi if hi_open else lo <= v <= hi):
+            raise ValueError(f"{name} {v} outside [{lo}, {hi}{')' if hi_open else ']'}")
+    return values
+
+
+class PretrainConfig(_StageConfig):
+    mix_fraction: list[float] = Field([0.0, 1.0], description="λ: share of D_post's training tokens mixed into stage 1 (one pass at most)")
+    post_tokens: int = Field(60_000, gt=0, description="|D_post|: D_post training tokens that λ is a fraction of")
+    lr: float = Field(3e-3, gt=0, description="peak learning rate")
+    tokens: int = Field(300_000, gt=0, description="D_pre training tokens of one arm; λ·post_tokens come on top")
+    min_lr: float = Field(3e-4, ge=0, description="floor of the cosine decay")
+    warmup_steps: int = Field(20, ge=0, description="optimizer steps of linear warmup")
+
+    @field_validator("mix_fraction")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        return _grid(v, 0.0, 1.0, "mixing fraction")
+
+
+class PosttrainConfig(_StageConfig):
+    lr: list[float] = Field([1e-3, 3e-3], description="peak learning rates (sweep axis)")
+    dropout: list[float] = Field([0.0], description="residual/attention dropout during stage 2 (sweep axis)")
+    tokens: int = Field(360_000, gt=0, description="most D_post tokens one run may train on (early stopping may end it sooner)")
+    patience: int = Field(3, ge=1, description="evaluations without improvement before early stopping")
+    min_lr: float = Field(1e-4, ge=0, description="floor of the cosine decay")
+    eval_every: int = Field(10, gt=0, description="optimizer steps between held-out evaluations")
+
+    @field_validator("lr")
+    @classmethod
+    def _lrs(cls, v: list[float]) -> list[float]:
+        return _grid(v, 1e-12, 10.0, "learning rate")
+
+    @field_validator("dropout")
+    @classmethod
+    def _dropouts(cls, v: list[float]) -> list[float]:
+        return _grid(v, 0.0, 1.0, "dropout", hi_open=True)
+
+
+class FinetuneConfig(_StageConfig):
+    lr: list[float] = Field([3e-4, 1e-3, 3e-3], description="peak learning rates, one stage-3 run each (sweep axis)")
+    tokens: int = Field(40_000, gt=0, description="fixed D_ft token budget of every stage-3 run")
+    warmup_steps: int = Field(5, ge=0, description="optimizer steps of linear warmup")
+    eval_every: int = Field(20, gt=0, description="optimizer steps between held-out evaluations")
+
+    @field_validator("lr")
+    @classmethod
+    def _lrs(cls, v: list[float]) -> list[float]:
+        return _grid(v, 1e-12, 10.0, "learning rate")
+
+
+class Study(_Strict):
+    """A whole three-stage study: corpora, model, the three stages and where results go."""
+
+    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="study name: MLflow experiment and output folder")
+    seed: int = Field(0, ge=0, description="root seed; every node's seed derives from it and the node's path")
+    output_dir: str = Field("runs/{name}", description="folder for corpora, checkpoints, MLflow store, report ({name} is filled in)")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: a SQLite store inside output_dir")
+    model: ModelConfig = ModelConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    corpora: CorporaConfig = CorporaConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    posttrain: PosttrainConfig = PosttrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Study":
+        for stage in ("pretrain", "posttrain", "finetune"):
+            cfg = getattr(self, stage)
+            lrs = cfg.lr if isinstance(cfg.lr, list) else [cfg.lr]
+            if cfg.min_lr > min(lrs):
+                raise ValueError(f"{stage}.min_lr ({cfg.min_lr}) is above its smallest lr ({min(lrs)})")
+            blocks = cfg.tokens // self.model.seq_len
+            if blocks < cfg.batch_size:
+                raise ValueError(
+                    f"{stage}.tokens ({cfg.tokens}) fills {blocks} blocks of {self.model.seq_len} tokens, "
+                    f"fewer than one batch ({cfg.batch_size}); raise {stage}.tokens or lower {stage}.batch_size"
+                )
+            if cfg.batch_size % cfg.resources.workers:
+                raise ValueError(
+                    f"{stage}.batch_size ({cfg.batch_size}) must divide evenly over "
+                    f"{stage}.resources.workers ({cfg.resources.workers})"
+                )
+        return self
+
+    # ---- derived values (never stored, so they cannot disagree with the fields) ----
+    @property
+    def out(self) -> Path:
+        return Path(self.output_dir.format(name=self.name)).expanduser().resolve()
+
+    def content_hash(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- loading
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e-3` as a float (YAML 1.1 wants `1.0e-3` and would give a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+def _apply_override(doc: dict, item: str, problems: list[str]) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        problems.append(f"--set {item!r}: expected key=value, e.g. --set pretrain.mix_fraction=[0,0.5]")
+        return
+    try:
+        value = parse_yaml(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        problems.append(f"--set {key}: value {raw!r} is not valid YAML ({e.__class__.__name__})")
+        return
+    node = doc
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            problems.append(f"--set {key}: {part!r} is a value, not a section")
+            return
+        node = child
+    node[parts[-1]] = value
+
+
+def _describe(err: dict, overridden: set[str]) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see search_spaces/default.yaml for every key)"
+    origin = " [from --set]" if any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in overridden) else ""
+    got = err.get("input")
+    shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(got, dict) else f" (got {got!r})"
+    return f"{key}: {msg}{shown}{origin}" if err["loc"] else f"{msg}{origin}"  # cross-checks name their keys
+
+
+def load_study(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Study:
+    """Read a study file, apply `key=value` overrides, validate, and return the Study.
+
+    Raises StudyConfigError (listing every problem) on anything invalid.
+    """
+    path = Path(path) if path is not None else DEFAULT_STUDY
+    source = str(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise StudyConfigError(source, ["file not found; pass --config with a path to a study YAML"]) from None
+    except UnicodeDecodeError as e:
+        raise StudyConfigError(source, [f"not UTF-8 text (byte {e.start})"]) from None
+    try:
+        doc = parse_yaml(text)
+    except yaml.YAMLError as e:
+        raise StudyConfigError(source, [f"not valid YAML: {e}"]) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise StudyConfigError(source, [f"the top level must be a mapping of keys, got {type(doc).__name__}"])
+
+    problems: list[str] = []
+    overridden: set[str] = set()
+    for item in overrides:
+        _apply_override(doc, item, problems)
+        overridden.add(item.partition("=")[0].strip())
+    try:
+        study = Study.model_validate(doc)
+    except ValidationError as e:
+        problems += [_describe(err, overridden) for err in e.errors()]
+        study = None
+    if problems:
+        raise StudyConfigError(source, problems)
+    return study

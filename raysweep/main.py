@@ -1,0 +1,137 @@
+"""Run a study: `python -m raysweep.main [--config FILE] [--set key=value ...] [--dry-run]`.
+
+With no arguments it runs search_spaces/default.yaml on a local Ray instance, the built-in
+offline corpora and a local MLflow store. Running the same command again resumes: finished
+nodes are skipped. On a cluster: `ray job submit --working-dir . -- python -m raysweep.main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from raysweep.config import Study, StudyConfigError, load_study
+
+# Train V2 polls worker health every 2 s by default, which adds ~5 s to the end of every fit.
+_RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m raysweep.main", description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=None, help="study YAML (default: search_spaces/default.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one key, e.g. --set pretrain.mix_fraction=[0,0.5,1] (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved tree and its cost, then exit")
+    return p.parse_args(argv)
+
+
+def describe_tree(study: Study) -> str:
+    """The tree's size and cost, from the config alone (no data, no Ray)."""
+    from raysweep.models import estimate_parameters
+
+    p1, p2, p3 = study.pretrain, study.posttrain, study.finetune
+    n_arms = len(p1.mix_fraction)
+    n_post = n_arms * len(p2.lr) * len(p2.dropout)
+    n_ft = n_post * len(p3.lr)
+    n_params = estimate_parameters(study.model.preset, study.tokenizer.vocab_size)
+    t1 = sum(p1.tokens + lam * p1.post_tokens for lam in p1.mix_fraction)
+    t2, t3 = n_post * p2.tokens, n_ft * p3.tokens
+    flops = 6 * n_params * (t1 + t2 + t3)
+    lines = [
+        f"study {study.name!r} (hash {study.content_hash()}), model {study.model.preset} ≈{n_params / 1e6:.2f}M params, seq {study.model.seq_len}",
+        f"  level 1  pretrain   {n_arms:>4} runs  λ ∈ {p1.mix_fraction}; {p1.tokens:,} D_pre tokens + λ·{p1.post_tokens:,} D_post each",
+        f"  level 2  posttrain  {n_post:>4} runs  lr ∈ {p2.lr} × dropout ∈ {p2.dropout} per λ; ≤ {p2.tokens:,} tokens each (early stopping)",
+        f"  level 3  finetune   {n_ft:>4} runs  lr ∈ {p3.lr} per stage-2 run; {p3.tokens:,} tokens each",
+        f"  tokens at most: {t1 + t2 + t3:,.0f} ({t1:,.0f} / {t2:,.0f} / {t3:,.0f}); compute ≈ 6·N·D = {flops:.3g} FLOPs"
+        f" ≈ {flops / (989e12 * 0.4) / 3600:.3g} H100-hours at 40% MFU (bf16 dense peak 989 TFLOP/s)",
+        f"  output: {study.out}",
+    ]
+    return "\n".join(lines)
+
+
+def _init_ray(study: Study) -> None:
+    import ray
+
+    if ray.is_initialized():  # a caller (a test, a notebook) already connected
+        return
+    env = {**_RAY_ENV, "PYTHONUNBUFFERED": "1"}
+    os.environ.update(env)
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env})
+    else:
+        # Always a private local instance (never silently joining a `ray start` cluster that
+        # happens to run here; set RAY_ADDRESS for that), dashboard off.
+        ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": env}, configure_logging=True, logging_level="WARNING")
+
+
+def run(study: Study) -> dict:
+    """Prepare data, train the tree, write the report; returns the summary."""
+    from analysis.report import frontier_tables, write_report
+    from raysweep.prepare import prepare
+    from raysweep.tracking import Tracker, default_tracking_uri
+    from raysweep.tree import collect, run_tree
+
+    t0 = time.perf_counter()
+    out = study.out
+    out.mkdir(parents=True, exist_ok=True)
+    uri = study.tracking_uri or default_tracking_uri(out)
+    tracker = Tracker(uri, study.name, artifact_root=out / "mlartifacts")
+    tracker.init_store()
+    study_run = tracker.study_run(study.content_hash(), study.name, study.model_dump(mode="json"))
+
+    _init_ray(study)
+    t_ray = time.perf_counter()
+    data = prepare(study)
+    t_data = time.perf_counter()
+    tree = run_tree(study, data, tracker, study_run)
+    rows = collect(study, data)
+
+    report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}")
+    tracker.log_artifact(study_run, report)
+    tables = frontier_tables(rows)
+    (out / "frontiers.txt").write_text(tables)
+    tracker.log_artifact(study_run, out / "frontiers.txt")
+    tracker.finish(study_run, {"finetune_runs": len(rows), "failures": len(tree["failures"])}, failed=bool(tree["failures"]))
+
+    total = time.perf_counter() - t0
+    print("\n" + "=" * 78)
+    print(f"raysweep study {study.name!r}: {len(rows)} fine-tuned checkpoints in {total:.0f}s "
+          f"(Ray start {t_ray - t0:.0f}s, data {t_data - t_ray:.0f}s, tree {tree['seconds']:.0f}s)")
+    print(f"trained now: {tree['trained']}; the rest were already finished")
+    print(tables)
+    if tree["failures"]:
+        print(f"{len(tree['failures'])} FAILED:")
+        for f in tree["failures"]:
+            print(f"  - {f}")
+    print(f"report:      {report}")
+    print(f"MLflow:      {uri}")
+    print(f"  browse:    mlflow ui --backend-store-uri {uri}")
+    print("=" * 78)
+    return {"rows": rows, "failures": tree["failures"], "trained": tree["trained"], "report": report, "tracking_uri": uri}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        study = load_study(args.config, args.overrides)
+    except StudyConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(describe_tree(study))
+        return 0
+    print(describe_tree(study), flush=True)
+    try:
+        summary = run(study)
+    except StudyConfigError as e:  # data budgets are checked once the corpora are tokenized
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1 if summary["failures"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

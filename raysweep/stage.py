@@ -1,0 +1,296 @@
+"""The training loop that runs inside every Ray Train worker.
+
+One `TorchTrainer.fit` runs a *list* of runs (`RunSpec`s) back to back in the same worker
+group: a stage-2 run and then each of its stage-3 children, say. A fit costs 8-16 s of start-up
+on a small machine, so filling each one with several runs is what keeps a CPU sweep busy with
+training rather than with starting workers. Each run still is its own tree node: its own seed,
+checkpoint folder, MLflow run and results.
+
+Per run: AdamW (β 0.9/0.95, grad clip 1.0), linear warmup + cosine decay, a step budget,
+periodic held-out evaluation (sharded over ranks, all-reduced), optional early stopping that
+keeps the best weights, and a checkpoint (safetensors + node.json with the exact config).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from raysweep.models import build_model, set_dropout
+from raysweep.schedule import lr_at
+from raysweep.streams import read_blocks
+
+NODE_FILE = "node.json"  # written last: a node folder with this file is complete
+
+
+@dataclass
+class RunSpec:
+    """Everything one run needs; stored verbatim in its checkpoint's node.json."""
+
+    stage: str                 # pretrain | posttrain | finetune
+    label: str                 # human-readable, e.g. "posttrain λ=0.5 lr=1e-3"
+    node_key: str              # content hash of (parent key, stage config, data, tokenizer, seed)
+    node_dir: str              # where the checkpoint goes
+    dataset: str               # name of the Ray dataset shard to train on
+    lr: float
+    min_lr: float
+    warmup_steps: int
+    weight_decay: float
+    batch_size: int            # sequences per optimizer step, all ranks together
+    max_steps: int
+    eval_every: int            # steps
+    monitor: list[str]         # held-out sets evaluated during training
+    seed: int
+    dropout: float = 0.0
+    init_from: str | None = None  # parent node folder
+    early_stop_on: str | None = None  # held-out set whose loss decides early stopping
+    patience: int | None = None
+    run_id: str | None = None  # MLflow run receiving step metrics
+    meta: dict = field(default_factory=dict)  # config and lineage to keep with the checkpoint
+
+
+def node_done(node_dir: str | Path) -> dict | None:
+    """The node.json of a finished node, or None."""
+    p = Path(node_dir) / NODE_FILE
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _load_weights(node_dir: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(node_dir) / "model.safetensors"))
+
+
+def _save_node(spec: RunSpec, state: dict[str, torch.Tensor], result: dict, tokenizer_id: str) -> None:
+    from safetensors.torch import save_file
+
+    final = Path(spec.node_dir)
+    tmp = final.with_name(final.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    # tied embeddings share storage; safetensors refuses shared tensors, so save clones
+    save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(tmp / "model.safetensors"))
+    (tmp / NODE_FILE).write_text(json.dumps({"spec": asdict(spec), "result": result, "tokenizer_id": tokenizer_id}, indent=1))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
+class _StepLogger:
+    """Rank 0's window to the outside: progress lines on stdout and step metrics to MLflow."""
+
+    def __init__(self, spec: RunSpec, tracking_uri: str | None, total_steps: int, tokens_per_step: int, active: bool):
+        self.spec, self.total, self.tps, self.active = spec, total_steps, tokens_per_step, active
+        self.client = None
+        if active and spec.run_id and tracking_uri:
+            from mlflow.tracking import MlflowClient
+
+            self.client = MlflowClient(tracking_uri)
+        self.t0 = self.last_print = time.perf_counter()
+        self.pending: list = []
+
+    def metrics(self, step: int, values: dict[str, float]) -> None:
+        if not self.client:
+            return
+        from mlflow.entities import Metric
+
+        ts = int(time.time() * 1000)
+        self.pending += [Metric(k, float(v), ts, step) for k, v in values.items()]
+        if len(self.pending) >= 200:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.client and self.pending:
+            self.client.log_batch(self.spec.run_id, metrics=self.pending)
+            self.pending = []
+
+    def progress(self, step: int, train_loss: float, evals: dict[str, float] | None = None, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not self.active or (not force and now - self.last_print < 10.0):
+            return
+        self.last_print = now
+        elapsed = now - self.t0
+        rate = step * self.tps / max(elapsed, 1e-9)
+        eta = (self.total - step) * self.tps / max(rate, 1e-9)
+        ev = "".join(f" | {k} {v:.3f}" for k, v in (evals or {}).items())
+        print(
+            f"[{self.spec.label}] step {step}/{self.total} | {step * self.tps / 1e3:.0f}k/{self.total * self.tps / 1e3:.0f}k tok"
+            f" | {rate / 1e3:.1f}k tok/s | left ~{eta:.0f}s | train {train_loss:.3f}{ev}",
+            flush=True,
+        )
+
+
+def _evaluate(model, sets: dict[str, torch.Tensor], device, rank: int, world: int, batch: int = 32) -> dict[str, float]:
+    """Mean next-token cross-entropy per held-out set; blocks are sharded over ranks and summed."""
+    was_training = model.training
+    model.eval()
+    out = {}
+    with torch.no_grad():
+        for name, blocks in sets.items():
+            mine = blocks[rank::world]
+            total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, count of tokens)
+            for i in range(0, len(mine), batch):
+                x = mine[i : i + batch].to(device)
+                with _autocast(device):
+                    logits = model(input_ids=x[:, :-1]).logits
+                loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1), reduction="sum")
+                total += torch.stack([loss.double(), torch.tensor(x[:, 1:].numel(), dtype=torch.float64, device=device)])
+            if world > 1:
+                torch.distributed.all_reduce(total)
+            out[name] = (total[0] / total[1]).item()
+    model.train(was_training)
+    return out
+
+
+def _autocast(device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _optimizer(model, spec: RunSpec, device) -> torch.optim.Optimizer:
+    # No weight decay on norms (1-D tensors), as in nanoGPT; embeddings (2-D) are decayed.
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=spec.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
+
+
+def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, torch.Tensor], rank: int, world: int):
+    """Train one run; returns (result dict, final weights on CPU)."""
+    import ray.train.torch
+
+    device = ray.train.torch.get_device()
+    model = build_model(ctx["preset"], ctx["vocab_size"], ctx["seq_len"], dropout=spec.dropout, seed=spec.seed)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+        set_dropout(model, spec.dropout)
+    model = ray.train.torch.prepare_model(model)
+    raw = model.module if hasattr(model, "module") else model
+    opt = _optimizer(model, spec, device)
+    per_rank = spec.batch_size // world
+    tokens_per_step = spec.batch_size * ctx["seq_len"]
+    log = _StepLogger(spec, ctx.get("tracking_uri"), spec.max_steps, tokens_per_step, active=rank == 0)
+    torch.manual_seed(spec.seed + rank)  # dropout masks differ per rank, fixed per seed
+
+    def batches():
+        while True:  # repeat the stream as often as the step budget needs
+            n = 0
+            for b in shard.iter_torch_batches(batch_size=per_rank, drop_last=True, dtypes=torch.long, device=device):
+                n += 1
+                yield b["input_ids"]
+            if n == 0:
+                raise ValueError(f"{spec.label}: the training stream holds less than one batch per worker")
+
+    monitor = {k: eval_sets[k] for k in spec.monitor}
+    best, best_state, best_evals, best_step, bad = math.inf, None, None, 0, 0
+    step, train_loss, stopped_early, evals = 0, float("nan"), False, {}
+    t_train = time.perf_counter()
+    model.train()
+    it = batches()
+    seen_rows: list[str] = []  # audit only: digests of the rows this rank trained on
+    while step < spec.max_steps:
+        x = next(it)
+        if ctx.get("audit"):
+            seen_rows += [hashlib.sha1(r.cpu().numpy().tobytes()).hexdigest() for r in x]
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, spec.lr, spec.min_lr, spec.warmup_steps, spec.max_steps)
+        with _autocast(device):
+            logits = model(input_ids=x[:, :-1]).logits  # (batch, seq, vocab)
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{spec.label}: non-finite training loss at step {step}; lower the lr ({spec.lr})")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        train_loss = loss.item()
+        if step % 10 == 0:
+            log.metrics(step, {"train_loss": train_loss, "lr": opt.param_groups[0]["lr"]})
+        if step % spec.eval_every == 0 or step == spec.max_steps:
+            evals = _evaluate(model, monitor, device, rank, world)
+            log.metrics(step, {f"heldout_{k}": v for k, v in evals.items()})
+            log.progress(step, train_loss, evals, force=True)
+            if spec.early_stop_on:
+                current = evals[spec.early_stop_on]
+                if current < best - 1e-4:
+                    best, best_step, bad = current, step, 0
+                    best_state = {k: v.detach().to("cpu", copy=True) for k, v in raw.state_dict().items()}
+                else:
+                    bad += 1
+                    if bad >= spec.patience:
+                        stopped_early = True
+                        break
+        else:
+            log.progress(step, train_loss)
+    train_seconds = time.perf_counter() - t_train
+    if best_state is not None:
+        raw.load_state_dict(best_state)  # θ_post is the best checkpoint, not the last
+    final = _evaluate(model, eval_sets, device, rank, world)
+    log.metrics(step, {f"final_{k}": v for k, v in final.items()})
+    log.flush()
+    result = {
+        "losses": final,
+        "steps": step,
+        "best_step": best_step if spec.early_stop_on else step,
+        "stopped_early": stopped_early,
+        "tokens": step * tokens_per_step,
+        "train_seconds": train_seconds,
+        "tokens_per_s": step * tokens_per_step / max(train_seconds, 1e-9),
+    }
+    state = {k: v.detach().to("cpu", copy=True) for k, v in raw.state_dict().items()}
+    if ctx.get("audit"):
+        result["audit"] = _audit(state, seen_rows, world)
+    return result, state
+
+
+def _audit(state: dict[str, torch.Tensor], seen_rows: list[str], world: int) -> dict:
+    """What each rank trained on and ended with, gathered on every rank (for tests of DDP)."""
+    digest = hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()
+    mine = {"weights": digest, "rows": seen_rows}
+    everyone = [None] * world
+    if world > 1:
+        torch.distributed.all_gather_object(everyone, mine)
+    else:
+        everyone = [mine]
+    return {"weights": [e["weights"] for e in everyone], "rows": [e["rows"] for e in everyone]}
+
+
+def train_loop(ctx: dict) -> list[dict]:
+    """Ray Train entry point. ctx: model shape, eval sets, tokenizer id and the list of runs."""
+    import ray.train
+
+    tc = ray.train.get_context()
+    rank, world = tc.get_world_rank(), tc.get_world_size()
+    torch.set_num_threads(max(1, int(ctx.get("threads", 1))))
+    eval_sets = {name: torch.from_numpy(read_blocks(path, ctx["eval_tokens"])) for name, path in ctx["eval_paths"].items()}
+    results, states = [], {}
+    for spec in ctx["runs"]:
+        spec = RunSpec(**spec)
+        if spec.init_from is None:
+            init = None
+        elif spec.init_from in states:
+            init = states[spec.init_from]
+        else:
+            init = _load_weights(spec.init_from)
+        shard = ray.train.get_dataset_shard(spec.dataset)
+        result, state = run_one(spec, init, shard, ctx, eval_sets, rank, world)
+        result["rank"] = rank
+        if rank == 0:
+            _save_node(spec, state, result, ctx["tokenizer_id"])
+        states[spec.node_dir] = state
+        results.append({"node_key": spec.node_key, **result})
+    if world > 1:
+        torch.distributed.barrier()  # every checkpoint is on disk before the fit returns
+    return results

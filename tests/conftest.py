@@ -1,0 +1,49 @@
+"""Shared fixtures: one local Ray instance (2 CPUs) per test session, and the smoke study."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "search_spaces" / "smoke.yaml"
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except Exception:
+        has_gpu = False
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             runtime_env={"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smoke_out(tmp_path_factory) -> Path:
+    """One output folder for the smoke study, shared so corpora and streams are made once."""
+    return tmp_path_factory.mktemp("smoke")
+
+
+@pytest.fixture(scope="session")
+def smoke_data(ray_local, smoke_out):
+    from raysweep.config import load_study
+    from raysweep.prepare import prepare
+
+    study = load_study(SMOKE, [f"output_dir={smoke_out}"])
+    return study, prepare(study)

@@ -1,0 +1,101 @@
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from raysweep.config import Study, StudyConfigError, load_study
+from raysweep.main import describe_tree
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDIES = sorted((ROOT / "search_spaces").glob("*.yaml"))
+
+
+def test_default_file_is_the_schema_default():
+    # config.py is the one place defaults live; the default study spells them out for readers.
+    assert load_study() == Study()
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+def test_every_study_file_loads_and_dry_runs(path):
+    study = load_study(path)
+    text = describe_tree(study)
+    assert study.name in text and "FLOPs" in text
+
+
+def test_every_problem_is_reported_at_once_with_its_key():
+    with pytest.raises(StudyConfigError) as err:
+        load_study(None, ["pretrain.mix_fraction=[0, 1.5]", "model.preset=huge", "finetune.tokens=-1",
+                          "pretrain.bogus=1", "corpora.ft.name=nope"])
+    msg = str(err.value)
+    assert "5 problems" in msg
+    for key in ("pretrain.mix_fraction", "model.preset", "finetune.tokens", "pretrain.bogus", "corpora.ft"):
+        assert key in msg
+    assert "default.yaml" in msg
+
+
+@pytest.mark.parametrize("override, match", [
+    ("pretrain.mix_fraction=[-0.1]", r"pretrain\.mix_fraction: mixing fraction -0\.1 outside \[0\.0, 1\.0\]"),
+    ("posttrain.dropout=[1.0]", r"posttrain\.dropout: dropout 1\.0 outside"),
+    ("pretrain.tokens=0", r"pretrain\.tokens: Input should be greater than 0"),
+    ("model.seq_len='128'", r"model\.seq_len: Input should be a valid integer"),
+    ("posttrain.lr=[]", r"posttrain\.lr: needs at least one learning rate"),
+    ("finetune.lr=[1e-3, 1e-3]", r"finetune\.lr: repeated learning rates"),
+    ("pretrain.resources.workers=3", r"pretrain\.batch_size \(16\) must divide evenly over pretrain\.resources\.workers \(3\)"),
+    ("finetune.min_lr=1.0", r"finetune\.min_lr \(1\.0\) is above its smallest lr"),
+    ("name=a b", r"name: String should match pattern"),
+    ("nonsense", r"expected key=value"),
+])
+def test_bad_values_name_the_key(override, match):
+    with pytest.raises(StudyConfigError, match=match):
+        load_study(None, [override])
+
+
+def test_scientific_notation_is_a_float(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("pretrain:\n  lr: 1e-3\nfinetune:\n  lr: [3e-4, 1E-3]\n")
+    s = load_study(p)
+    assert s.pretrain.lr == 1e-3 and s.finetune.lr == [3e-4, 1e-3]
+
+
+@pytest.mark.parametrize("text, match", [
+    (b"[1, 2]", "top level must be a mapping"),
+    (b"a: [", "not valid YAML"),
+    (b"\xff\xfe\x00", "not UTF-8"),
+    (b"model:\n  preset: tiny\n  colour: red\n", r"model\.colour: unknown key"),
+])
+def test_bad_files(tmp_path, text, match):
+    p = tmp_path / "bad.yaml"
+    p.write_bytes(text)
+    with pytest.raises(StudyConfigError, match=match):
+        load_study(p)
+
+
+def test_empty_file_is_the_default_study(tmp_path):
+    p = tmp_path / "empty.yaml"
+    p.write_text("")
+    assert load_study(p) == Study()
+
+
+def test_missing_file():
+    with pytest.raises(StudyConfigError, match="file not found"):
+        load_study("no/such/study.yaml")
+
+
+def test_cli_rejects_bad_fraction_fast_without_starting_ray():
+    code = (
+        "import sys; from raysweep.main import main; rc = main(['--set', 'pretrain.mix_fraction=[0, 1.5]']);"
+        "assert 'ray' not in sys.modules, 'ray was imported'; sys.exit(rc)"
+    )
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 2, proc.stderr
+    assert "pretrain.mix_fraction" in proc.stderr and "1.5" in proc.stderr
+    assert elapsed < 10, f"took {elapsed:.1f}s"
+
+
+def test_content_hash_follows_content():
+    a, b = load_study(), load_study(None, ["seed=1"])
+    assert a.content_hash() == load_study().content_hash() != b.content_hash()

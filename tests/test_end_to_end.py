@@ -1,0 +1,56 @@
+"""The smoke study through the real Ray Data / Train / Tune / MLflow path, then resumed."""
+
+from collections import Counter
+
+from mlflow.tracking import MlflowClient
+
+from raysweep.config import load_study
+from raysweep.main import run
+from tests.conftest import SMOKE
+
+
+def _runs(uri, name):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_smoke_study_end_to_end_and_resume(ray_local, smoke_out, capsys):
+    study = load_study(SMOKE, [f"output_dir={smoke_out}"])
+    n_arms = len(study.pretrain.mix_fraction)
+    n_post = n_arms * len(study.posttrain.lr) * len(study.posttrain.dropout)
+    n_ft = n_post * len(study.finetune.lr)
+
+    summary = run(study)
+    assert summary["failures"] == []
+    assert summary["trained"] == {"pretrain": n_arms, "posttrain": n_post, "finetune": n_ft}
+    assert len(summary["rows"]) == n_ft
+    assert {r["method"] for r in summary["rows"]} == {"unmixed", "mixed"}
+    out = capsys.readouterr().out
+    assert "Pareto frontier in (L_ret, L_ft)" in out and "Pareto frontier in (L_pre, L_ret)" in out
+    assert str(summary["report"]) in out and "mlflow ui --backend-store-uri" in out
+
+    runs = _runs(summary["tracking_uri"], study.name)
+    assert len(runs) == 1 + n_arms + n_post + n_ft
+    by_id = {r.info.run_id: r for r in runs}
+    stage = Counter(r.data.tags["raysweep.stage"] for r in runs)
+    assert stage == {"study": 1, "pretrain": n_arms, "posttrain": n_post, "finetune": n_ft}
+    parent_stage = {"pretrain": "study", "posttrain": "pretrain", "finetune": "posttrain"}
+    for r in runs:
+        s = r.data.tags["raysweep.stage"]
+        assert r.info.status == "FINISHED", r.info.run_name
+        if s == "study":
+            continue
+        parent = by_id[r.data.tags["mlflow.parentRunId"]]
+        assert parent.data.tags["raysweep.stage"] == parent_stage[s]  # correctly nested
+        if s == "posttrain":
+            assert "L_im" in r.data.metrics
+        if s == "finetune":
+            assert {"L_ft", "L_ret", "L_pre"} <= set(r.data.metrics)
+            assert len(MlflowClient(summary["tracking_uri"]).get_metric_history(r.info.run_id, "train_loss")) > 0
+
+    # The same command again: nothing retrained, no duplicate runs, the same results.
+    again = run(study)
+    assert again["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0}
+    assert len(_runs(summary["tracking_uri"], study.name)) == len(runs)
+    assert sorted(again["rows"], key=lambda r: r["name"]) == sorted(summary["rows"], key=lambda r: r["name"])

@@ -1,0 +1,56 @@
+"""`ray job submit --working-dir . -- python -m raysweep.main` against a local `ray start --head`."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import ROOT, SMOKE
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+@pytest.fixture
+def ray_head():
+    temp = f"/tmp/rsj-{os.getpid()}"  # short: Ray's socket paths must fit in 107 characters
+    port, dash = 6391, 8277
+    env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+    before = {p.pid for p in psutil.process_iter()}
+    subprocess.run(
+        [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
+         f"--dashboard-port={dash}", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
+        check=True, capture_output=True, env=env, timeout=120,
+    )
+    yield f"http://127.0.0.1:{dash}"
+    # `ray stop` would also stop the test session's own Ray instance: end only the processes this
+    # cluster started (its daemons rename themselves, e.g. "ray::DashboardAgent", so match by pid).
+    mine = {p.pid for p in psutil.Process().children(recursive=True)}
+    procs = [p for p in psutil.process_iter(["name", "cmdline"]) if p.pid not in before and p.pid not in mine
+             and "ray" in (p.info["name"] or "") + " ".join(p.info["cmdline"] or [])]
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    for p in alive:
+        p.kill()
+
+
+def test_job_submit_runs_the_study(ray_head, tmp_path):
+    out = tmp_path / "job"
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}  # the head enables token auth; the CLI reads ~/.ray/auth_token
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [RAY, "job", "submit", "--address", ray_head, "--working-dir", ".", "--",
+         "python", "-m", "raysweep.main", "--config", str(SMOKE.relative_to(ROOT)), "--set", f"output_dir={out}",
+         "--set", "finetune.lr=[1e-3,3e-3,1e-2]"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in proc.stdout + proc.stderr
+    assert "Pareto frontier in (L_ret, L_ft)" in proc.stdout
+    assert (out / "report.html").exists() and (out / "mlflow.db").exists()
+    print(f"job took {time.perf_counter() - t0:.0f}s")
