@@ -18,6 +18,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -122,9 +123,12 @@ class _StepLogger:
         rate = step * self.tps / max(elapsed, 1e-9)
         eta = (self.total - step) * self.tps / max(rate, 1e-9)
         ev = "".join(f" | {k} {v:.3f}" for k, v in (evals or {}).items())
+        # sys.__stdout__: Ray Train patches print() in workers to tee into its logger, which
+        # would show every line twice; a print to the raw stream is shown once.
         print(
             f"[{self.spec.label}] step {step}/{self.total} | {step * self.tps / 1e3:.0f}k/{self.total * self.tps / 1e3:.0f}k tok"
             f" | {rate / 1e3:.1f}k tok/s | left ~{eta:.0f}s | train {train_loss:.3f}{ev}",
+            file=sys.__stdout__,
             flush=True,
         )
 

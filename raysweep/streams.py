@@ -14,6 +14,7 @@ Stream files are small enough at CPU scale to hand to Ray Train as in-memory dat
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -52,20 +53,20 @@ def _write_table(table: pa.Table, path: Path) -> None:
     tmp.replace(path)  # atomic: a file that exists is complete
 
 
-class _Tokenize:
+@functools.lru_cache(maxsize=4)
+def _cached_tokenizer(path: str):
+    return load_tokenizer(Path(path))  # once per worker process, not once per batch
+
+
+def _tokenize(batch: pa.Table, tokenizer_path: str) -> pa.Table:
     """Ray Data batch UDF: text -> token ids (int32), per document."""
-
-    def __init__(self, tokenizer_path: str):
-        self.tok = load_tokenizer(Path(tokenizer_path))
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        encodings = self.tok.encode_batch(batch.column("text").to_pylist())
-        tokens = [np.asarray(e.ids, dtype=np.int32) for e in encodings]
-        return pa.table({
-            "row": batch.column("row"),
-            "id": batch.column("id"),
-            "tokens": pa.array(tokens, type=pa.list_(pa.int32())),
-        })
+    encodings = _cached_tokenizer(tokenizer_path).encode_batch(batch.column("text").to_pylist())
+    tokens = [np.asarray(e.ids, dtype=np.int32) for e in encodings]
+    return pa.table({
+        "row": batch.column("row"),
+        "id": batch.column("id"),
+        "tokens": pa.array(tokens, type=pa.list_(pa.int32())),
+    })
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,10 @@ def tokenize_split(jsonl: Path, tokenizer_path: Path, cache_dir: Path, label: st
         t0 = time.perf_counter()
         rows = [json.loads(line) for line in jsonl.open(encoding="utf-8")]
         table = pa.table({"row": np.arange(len(rows), dtype=np.int64), "id": [r["id"] for r in rows], "text": [r["text"] for r in rows]})
+        # Task UDFs, not actor pools: an actor holds its CPU for the whole job, and several
+        # jobs at once (prepare runs them side by side) can then deadlock on a small machine.
         ds = ray.data.from_arrow(table).map_batches(
-            _Tokenize, fn_constructor_args=(str(tokenizer_path),), batch_format="pyarrow", batch_size=1024, compute=ray.data.ActorPoolStrategy(size=1)
+            _tokenize, fn_kwargs={"tokenizer_path": str(tokenizer_path)}, batch_format="pyarrow", batch_size=1024
         )
         result = pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow", batch_size=None)))
         _write_table(result, out)
@@ -101,18 +104,13 @@ def tokenize_split(jsonl: Path, tokenizer_path: Path, cache_dir: Path, label: st
     return TokenizedSplit(out, lengths.to_numpy(zero_copy_only=False).astype(np.int64))
 
 
-class _Pack:
+def _pack(batch: pa.Table, block_len: int, eos_id: int) -> pa.Table:
     """Ray Data batch UDF: ordered documents -> blocks of block_len tokens, EOS between documents."""
-
-    def __init__(self, block_len: int, eos_id: int):
-        self.block_len, self.eos_id = block_len, eos_id
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        docs = batch.column("tokens").to_pylist()
-        flat = np.fromiter((t for d in docs for t in (*d, self.eos_id)), dtype=np.int32)
-        n_blocks = len(flat) // self.block_len  # the partial tail is dropped (counted as waste)
-        blocks = flat[: n_blocks * self.block_len].reshape(n_blocks, self.block_len)
-        return pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(blocks.reshape(-1)), self.block_len)})
+    docs = batch.column("tokens").to_pylist()
+    flat = np.fromiter((t for d in docs for t in (*d, eos_id)), dtype=np.int32)
+    n_blocks = len(flat) // block_len  # the partial tail is dropped (counted as waste)
+    blocks = flat[: n_blocks * block_len].reshape(n_blocks, block_len)
+    return pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(blocks.reshape(-1)), block_len)})
 
 
 @dataclass(frozen=True)
@@ -170,7 +168,7 @@ def build_stream(
     ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
     if seed is not None:
         ds = ds.sort("order")
-    ds = ds.map_batches(_Pack, fn_constructor_args=(block_len, eos_id), batch_format="pyarrow", batch_size=_PACK_BATCH_DOCS, compute=ray.data.ActorPoolStrategy(size=1))
+    ds = ds.map_batches(_pack, fn_kwargs={"block_len": block_len, "eos_id": eos_id}, batch_format="pyarrow", batch_size=_PACK_BATCH_DOCS)
     batches = list(ds.iter_batches(batch_format="pyarrow", batch_size=None))
     table = pa.concat_tables(batches) if batches else pa.table({"input_ids": pa.array([], pa.list_(pa.int32(), block_len))})
 

@@ -217,14 +217,41 @@ def _run_args(node: Node, parent_run: str):
     return (node.spec.node_key, node.name, parent_run, node.spec.stage, node.params, node.tags)
 
 
-def _tune(trainable, axis: str, indices: list[int], ctx: dict, slots: int, name: str):
+def _progress_callback(level: str, total: int, describe):
+    """A Tune callback printing one line per finished or failed trial, with the level's progress."""
+    from ray.tune import Callback
+
+    class _Progress(Callback):
+        def __init__(self):
+            self.t0, self.done = time.perf_counter(), 0
+
+        def _line(self, trial, what: str) -> None:
+            self.done += 1
+            elapsed = time.perf_counter() - self.t0
+            left = elapsed / self.done * (total - self.done)
+            print(f"[tree] {level} {self.done}/{total} {describe(trial.config)} {what} "
+                  f"({elapsed:.0f}s elapsed, ~{left:.0f}s left)", flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            r = trial.last_result or {}
+            shown = ", ".join(f"{k} {r[k]:.3f}" for k in ("final_pre", "final_post", "L_im") if isinstance(r.get(k), float))
+            self._line(trial, f"done{': ' + shown if shown else ''}")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._line(trial, "FAILED")
+
+    return _Progress()
+
+
+def _tune(trainable, axis: str, indices: list[int], ctx: dict, slots: int, name: str, describe):
     from ray import tune
 
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, ctx=ctx), TRIAL_RESOURCES),
         param_space={axis: tune.grid_search(indices)},
         tune_config=tune.TuneConfig(max_concurrent_trials=slots),
-        run_config=tune.RunConfig(name=name, storage_path=ctx["tune_storage"], verbose=0),
+        run_config=tune.RunConfig(name=name, storage_path=ctx["tune_storage"], verbose=0,
+                                  callbacks=[_progress_callback(name, len(indices), describe)]),
     )
     return tuner.fit()
 
@@ -272,7 +299,8 @@ def run_tree(study: Study, data, tracker, study_run: str) -> dict:
             _ensure_finished(tracker, a, study_run)
     print(f"[tree] level 1: {len(arms)} pretraining arms, {len(arms) - len(todo)} already done", flush=True)
     if todo:
-        grid = _tune(pretrain_trial, "arm", todo, ctx, concurrency(study.pretrain.resources), "pretrain")
+        grid = _tune(pretrain_trial, "arm", todo, ctx, concurrency(study.pretrain.resources), "pretrain",
+                     lambda c: arms[c["arm"]].spec.label)
         failures += [f"pretrain arm {arms[r.config['arm']].name}: {r.error}" for r in grid if r.error]
     trained["pretrain"] = sum(1 for i in todo if node_done(arms[i].spec.node_dir))
 
@@ -283,7 +311,8 @@ def run_tree(study: Study, data, tracker, study_run: str) -> dict:
           f"{len(subtrees) - len(todo2)} subtrees already done, {len(subtrees) - len(ready)} blocked by a failed arm", flush=True)
     before = {n.spec.node_key for n, cs in subtrees for n in [n, *cs] if node_done(n.spec.node_dir)}
     if todo2:
-        grid = _tune(posttrain_trial, "subtree", todo2, ctx, concurrency(study.posttrain.resources), "posttrain")
+        grid = _tune(posttrain_trial, "subtree", todo2, ctx, concurrency(study.posttrain.resources), "posttrain",
+                     lambda c: subtrees[c["subtree"]][0].spec.label + f" (+{len(subtrees[c['subtree']][1])} fine-tuning runs)")
         failures += [f"subtree {subtrees[r.config['subtree']][0].name}: {r.error}" for r in grid if r.error]
     for n, cs in subtrees:
         for m in [n, *cs]:

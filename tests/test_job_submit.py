@@ -43,12 +43,15 @@ def test_job_submit_runs_the_study(ray_head, tmp_path):
     out = tmp_path / "job"
     env = {**os.environ, "RAY_AUTH_MODE": "token"}  # the head enables token auth; the CLI reads ~/.ray/auth_token
     t0 = time.perf_counter()
-    proc = subprocess.run(
-        [RAY, "job", "submit", "--address", ray_head, "--working-dir", ".", "--",
-         "python", "-m", "raysweep.main", "--config", str(SMOKE.relative_to(ROOT)), "--set", f"output_dir={out}",
-         "--set", "finetune.lr=[1e-3,3e-3,1e-2]"],
-        cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
-    )
+    cmd = [RAY, "job", "submit", "--address", ray_head, "--working-dir", ".", "--",
+           "python", "-m", "raysweep.main", "--config", str(SMOKE.relative_to(ROOT)), "--set", f"output_dir={out}",
+           "--set", "finetune.lr=[1e-3,3e-3,1e-2]"]
+    for _ in range(30):
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+        # right after `ray start` the head's job agent may not be up yet: the submission is refused, not run
+        if "No available agent to submit job" not in proc.stderr + proc.stdout:
+            break
+        time.sleep(2)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout + proc.stderr
     assert "Pareto frontier in (L_ret, L_ft)" in proc.stdout
