@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,15 +16,30 @@ from tests.conftest import ROOT, SMOKE
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
 @pytest.fixture
 def ray_head():
     temp = f"/tmp/rsj-{os.getpid()}"  # short: Ray's socket paths must fit in 107 characters
-    port, dash = 6391, 8277
+    # Every port explicit: the test session's own Ray instance already holds the defaults
+    # (a second dashboard agent on 52365 never comes up, and job submission then waits forever).
+    port, dash, agent, agent_grpc, env_agent, metrics, client, node_mgr, obj_mgr = _free_ports(9)
     env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
     before = {p.pid for p in psutil.process_iter()}
     subprocess.run(
         [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
-         f"--dashboard-port={dash}", "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
+         f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+         f"--runtime-env-agent-port={env_agent}", f"--metrics-export-port={metrics}", f"--ray-client-server-port={client}",
+         f"--node-manager-port={node_mgr}", f"--object-manager-port={obj_mgr}", "--min-worker-port=21000", "--max-worker-port=21999",
+         "--num-cpus=2", f"--temp-dir={temp}", "--disable-usage-stats"],
         check=True, capture_output=True, env=env, timeout=120,
     )
     yield f"http://127.0.0.1:{dash}"
@@ -46,7 +62,7 @@ def test_job_submit_runs_the_study(ray_head, tmp_path):
     cmd = [RAY, "job", "submit", "--address", ray_head, "--working-dir", ".", "--",
            "python", "-m", "raysweep.main", "--config", str(SMOKE.relative_to(ROOT)), "--set", f"output_dir={out}",
            "--set", "finetune.lr=[1e-3,3e-3,1e-2]"]
-    for _ in range(30):
+    for _ in range(45):
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
         # right after `ray start` the head's job agent may not be up yet: the submission is refused, not run
         if "No available agent to submit job" not in proc.stderr + proc.stdout:
