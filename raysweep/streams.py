@@ -7,6 +7,8 @@ Two steps, both cached on disk by content hash so a resumed or related study nev
    to one document) -> a seeded interleave (a sort on a precomputed rank, so the order is the
    same on every run and every worker count) -> documents joined with EOS and cut into
    fixed-length blocks of seq_len + 1 tokens (inputs and shifted targets) -> one parquet file.
+   The cutting (`pack_documents`) runs on the ordered documents in the driver, so block
+   boundaries never depend on Ray's batching; at CPU scale that costs well under a second.
 
 Stream files are small enough at CPU scale to hand to Ray Train as in-memory datasets
 (`as_train_dataset`), which needs no CPU for read tasks while the Train workers hold every CPU.
@@ -26,8 +28,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raysweep.tokenizer import EOS, _file_digest, load_tokenizer
-
-_PACK_BATCH_DOCS = 4096  # documents per packing batch: at most one partial block is dropped per batch
 
 
 def _configure_ray_data() -> None:
@@ -95,7 +95,7 @@ def tokenize_split(jsonl: Path, tokenizer_path: Path, cache_dir: Path, label: st
         ds = ray.data.from_arrow(table).map_batches(
             _tokenize, fn_kwargs={"tokenizer_path": str(tokenizer_path)}, batch_format="pyarrow", batch_size=1024
         )
-        result = pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow", batch_size=None)))
+        result = pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow", batch_size=None))).sort_by("row")
         _write_table(result, out)
         n = sum(len(t) for t in result.column("tokens").to_pylist())
         dt = time.perf_counter() - t0
@@ -104,13 +104,18 @@ def tokenize_split(jsonl: Path, tokenizer_path: Path, cache_dir: Path, label: st
     return TokenizedSplit(out, lengths.to_numpy(zero_copy_only=False).astype(np.int64))
 
 
-def _pack(batch: pa.Table, block_len: int, eos_id: int) -> pa.Table:
-    """Ray Data batch UDF: ordered documents -> blocks of block_len tokens, EOS between documents."""
-    docs = batch.column("tokens").to_pylist()
-    flat = np.fromiter((t for d in docs for t in (*d, eos_id)), dtype=np.int32)
-    n_blocks = len(flat) // block_len  # the partial tail is dropped (counted as waste)
-    blocks = flat[: n_blocks * block_len].reshape(n_blocks, block_len)
-    return pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(blocks.reshape(-1)), block_len)})
+def pack_documents(docs: list[np.ndarray], block_len: int, eos_id: int) -> np.ndarray:
+    """Documents in order -> (n_blocks, block_len) int32, EOS after every document.
+
+    One concatenation, then fixed cuts: the blocks depend only on the documents and their
+    order, never on how Ray happened to batch them. The partial tail is dropped (waste).
+    """
+    if not docs:
+        return np.zeros((0, block_len), dtype=np.int32)
+    eos = np.array([eos_id], dtype=np.int32)
+    flat = np.concatenate([piece for d in docs for piece in (np.asarray(d, dtype=np.int32), eos)])
+    n_blocks = len(flat) // block_len
+    return flat[: n_blocks * block_len].reshape(n_blocks, block_len)
 
 
 @dataclass(frozen=True)
@@ -168,9 +173,11 @@ def build_stream(
     ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
     if seed is not None:
         ds = ds.sort("order")
-    ds = ds.map_batches(_pack, fn_kwargs={"block_len": block_len, "eos_id": eos_id}, batch_format="pyarrow", batch_size=_PACK_BATCH_DOCS)
-    batches = list(ds.iter_batches(batch_format="pyarrow", batch_size=None))
-    table = pa.concat_tables(batches) if batches else pa.table({"input_ids": pa.array([], pa.list_(pa.int32(), block_len))})
+    # Packing happens here, on the ordered documents: cutting inside Ray Data's batches would make
+    # the block boundaries depend on how the sort split its output (and so on free CPUs).
+    docs = [np.asarray(t, dtype=np.int32) for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) for t in b.column("tokens").to_pylist()]
+    blocks = pack_documents(docs, block_len, eos_id)
+    table = pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(blocks.reshape(-1), pa.int32()), block_len)})
 
     tokens = {s: int(parts[s][0].lengths[parts[s][1]].sum() + len(parts[s][1])) for s in labels}  # + one EOS per doc
     total_tokens = sum(tokens.values())

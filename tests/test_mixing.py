@@ -65,3 +65,13 @@ def test_schedule_warms_up_then_decays_to_min(peak, min_frac, warmup, total):
         decay = lrs[warmup:]
         assert all(x >= y - 1e-12 for x, y in zip(decay, decay[1:]))  # monotone after warmup
         assert lrs[total] == pytest.approx(min_lr)
+
+
+@given(st.lists(st.lists(st.integers(1, 99), min_size=1, max_size=30), max_size=40), st.integers(2, 17))
+def test_packing_is_a_lossless_cut_of_the_joined_documents(docs, block_len):
+    from raysweep.streams import pack_documents
+
+    blocks = pack_documents([np.array(d) for d in docs], block_len, eos_id=0)
+    joined = [t for d in docs for t in (*d, 0)]
+    assert blocks.shape == (len(joined) // block_len, block_len)
+    assert blocks.reshape(-1).tolist() == joined[: blocks.size]  # nothing reordered, only the tail dropped
