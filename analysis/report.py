@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from analysis.compare import compare
 from analysis.figures import plot_frontiers
 from analysis.pareto import frontiers
 
@@ -24,6 +25,27 @@ def frontier_tables(rows: list[dict]) -> str:
                 out.append(f"  {info.method:<9} ({info.excluded} runs with non-finite losses left out)")
         out.append("")
     return "\n".join(out)
+
+
+def comparisons(rows: list[dict], baseline: str = "unmixed") -> list:
+    """Every other method against the baseline, in each view."""
+    out = []
+    for infos in frontiers(rows).values():
+        base = next((i for i in infos if i.method == baseline), None)
+        out += [compare(i, base) for i in infos if base is not None and i.method != baseline]
+    return out
+
+
+def comparison_table(rows: list[dict], baseline: str = "unmixed") -> str:
+    """Plain text: hypervolume, dominated shares and matched gaps of each method vs the baseline."""
+    lines = [f"Frontier comparison against {baseline} (hypervolume: larger is better, same reference point per view):"]
+    for c in comparisons(rows, baseline):
+        lines.append(
+            f"  ({c.x_name}, {c.y_name}) {c.a} vs {c.b}: hypervolume {c.hypervolume_a:.3f} vs {c.hypervolume_b:.3f}; "
+            f"{c.share_of_b_dominated_by_a:.0%} of {c.b}'s front dominated by {c.a}'s, {c.share_of_a_dominated_by_b:.0%} the other way; "
+            f"{c.x_name} lower by {c.x_gap_at_matched_y:+.3f} at matched {c.y_name}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def runs_table_html(rows: list[dict]) -> str:
@@ -52,6 +74,7 @@ table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;pa
 (unmixed: λ = 0; mixed: λ &gt; 0). {len(rows)} runs.</p>
 <div class="figs">{''.join(f'<div>{f}</div>' for f in figs)}</div>
 <h2>Frontiers</h2><pre>{html.escape(frontier_tables(rows))}</pre>
+<h2>Comparison</h2><pre>{html.escape(comparison_table(rows))}</pre>
 <h2>All runs</h2>{runs_table_html(rows)}
 </body></html>"""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -76,3 +76,4 @@ def test_report_is_self_contained(tmp_path):
     assert len(html) > 1_000_000  # the library itself is inline
     assert html.count("<tr>") == len(_rows()) + 1
     assert "1 runs with non-finite losses left out" in frontier_tables(_rows())
+    assert "(L_ret, L_ft) mixed vs unmixed: hypervolume" in html
