@@ -48,6 +48,30 @@ def comparison_table(rows: list[dict], baseline: str = "unmixed") -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_csvs(rows: list[dict], folder: Path) -> list[Path]:
+    """runs.csv (every fine-tuned checkpoint) and one frontier CSV per view, for spreadsheets and MLflow."""
+    import csv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    if rows:
+        path = folder / "runs.csv"
+        with path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(sorted(rows, key=lambda r: r["name"]))
+        paths.append(path)
+    for (x, y), infos in frontiers(rows).items():
+        path = folder / f"frontier_{x}_{y}.csv"
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["method", x, y, "run"])
+            for info in infos:
+                w.writerows([info.method, px, py, label] for px, py, label in info.front())
+        paths.append(path)
+    return paths
+
+
 def runs_table_html(rows: list[dict]) -> str:
     cols = ["name", "method", "mix_fraction", "posttrain_lr", "dropout", "finetune_lr", "L_im", "L_ft", "L_ret", "L_pre"]
     head = "".join(f"<th>{c}</th>" for c in cols)

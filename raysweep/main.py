@@ -70,7 +70,7 @@ def _init_ray(study: Study) -> None:
 
 def run(study: Study) -> dict:
     """Prepare data, train the tree, write the report; returns the summary."""
-    from analysis.report import comparison_table, frontier_tables, write_report
+    from analysis.report import comparison_table, frontier_tables, write_csvs, write_report
     from raysweep.prepare import prepare
     from raysweep.tracking import Tracker, default_tracking_uri
     from raysweep.tree import collect, run_tree
@@ -95,6 +95,8 @@ def run(study: Study) -> dict:
     tables = frontier_tables(rows) + comparison_table(rows)
     (out / "frontiers.txt").write_text(tables)
     tracker.log_artifact(study_run, out / "frontiers.txt")
+    for path in write_csvs(rows, out / "tables"):
+        tracker.log_artifact(study_run, path, "tables")
     tracker.finish(study_run, {"finetune_runs": len(rows), "failures": len(tree["failures"])}, failed=bool(tree["failures"]))
 
     total = time.perf_counter() - t0

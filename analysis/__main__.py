@@ -1,0 +1,29 @@
+"""Rebuild a study's report from an MLflow store: `python -m analysis --tracking-uri URI --experiment NAME`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from analysis.report import comparison_table, frontier_tables, write_report
+from analysis.runs import rows_from_mlflow
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
+    p.add_argument("--tracking-uri", required=True, help="e.g. sqlite:///runs/default/mlflow.db or http://127.0.0.1:5000")
+    p.add_argument("--experiment", required=True, help="the study's name (its MLflow experiment)")
+    p.add_argument("--out", type=Path, default=Path("."), help="folder for report.html (default: here)")
+    args = p.parse_args(argv)
+    rows = rows_from_mlflow(args.tracking_uri, args.experiment)
+    if not rows:
+        print(f"no finished fine-tuning runs in experiment {args.experiment!r}")
+        return 1
+    report = write_report(rows, args.out / "report.html", title=f"raysweep study {args.experiment!r}")
+    print(frontier_tables(rows) + comparison_table(rows))
+    print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
