@@ -174,6 +174,8 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
     """Train one run; returns (result dict, final weights on CPU)."""
     import ray.train.torch
 
+    if ctx.get("inject_failure") and ctx["inject_failure"] in spec.label:
+        raise RuntimeError(f"{spec.label}: failure injected by RAYSWEEP_INJECT_FAILURE={ctx['inject_failure']!r}")
     device = ray.train.torch.get_device()
     model = build_model(ctx["preset"], ctx["vocab_size"], ctx["seq_len"], dropout=spec.dropout, seed=spec.seed)
     if init_state is not None:

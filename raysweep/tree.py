@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -289,6 +290,8 @@ def run_tree(study: Study, data, tracker, study_run: str) -> dict:
             "eval_paths": {r: str(s.path) for r, s in data.heldout.items()},
             "tokenizer_id": data.tokenizer_id,
             "tracking_uri": tracker.tracking_uri,
+            # Fault injection for tests and drills: every run whose label contains this text raises.
+            "inject_failure": os.environ.get("RAYSWEEP_INJECT_FAILURE"),
         },
     }
     failures, trained = [], {"pretrain": 0, "posttrain": 0, "finetune": 0}
