@@ -166,6 +166,12 @@ class Study(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Study":
+        if self.finetune.resources != self.posttrain.resources:
+            # stage-3 runs train in their stage-2 parent's worker group, right after it
+            raise ValueError(
+                "finetune.resources must equal posttrain.resources: each stage-2 run's fine-tuning "
+                "children run in the same Ray Train worker group (see raysweep/tree.py)"
+            )
         for stage in ("pretrain", "posttrain", "finetune"):
             cfg = getattr(self, stage)
             lrs = cfg.lr if isinstance(cfg.lr, list) else [cfg.lr]

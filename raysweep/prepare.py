@@ -44,9 +44,11 @@ def prepare(study: Study) -> StudyData:
         files[role] = write_corpus(cache / "corpora", c.name, study.seed, c.train_docs, c.heldout_docs)
     print(f"[data] corpora ready in {time.perf_counter() - t0:.1f}s under {cache / 'corpora'}", flush=True)
 
+    t_tok = time.perf_counter()
     tok_path = train_tokenizer([files[r]["train"] for r in ROLES], study.tokenizer.vocab_size, cache / "tokenizers")
     tok_id = tokenizer_id(tok_path)
     vocab = load_tokenizer(tok_path).get_vocab_size()
+    print(f"[data] tokenizer {tok_id}: BPE, {vocab:,} tokens, ready in {time.perf_counter() - t_tok:.1f}s", flush=True)
     eos = eos_id(tok_path)
 
     # Each Ray Data job spends most of its ~1-4 s starting up on a small machine: run them side by side.

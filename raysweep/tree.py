@@ -312,15 +312,15 @@ def run_tree(study: Study, data, tracker, study_run: str) -> dict:
     leaves = sum(len(c) for _, c in subtrees)
     print(f"[tree] level 2: {len(subtrees)} post-training runs x {leaves // max(1, len(subtrees))} fine-tuning runs each; "
           f"{len(subtrees) - len(todo2)} subtrees already done, {len(subtrees) - len(ready)} blocked by a failed arm", flush=True)
-    before = {n.spec.node_key for n, cs in subtrees for n in [n, *cs] if node_done(n.spec.node_dir)}
+    every_node = [m for n2, children in subtrees for m in (n2, *children)]
+    before = {m.spec.node_key for m in every_node if node_done(m.spec.node_dir)}
     if todo2:
         grid = _tune(posttrain_trial, "subtree", todo2, ctx, concurrency(study.posttrain.resources), "posttrain",
                      lambda c: subtrees[c["subtree"]][0].spec.label + f" (+{len(subtrees[c['subtree']][1])} fine-tuning runs)")
         failures += [f"subtree {subtrees[r.config['subtree']][0].name}: {r.error}" for r in grid if r.error]
-    for n, cs in subtrees:
-        for m in [n, *cs]:
-            if node_done(m.spec.node_dir) and m.spec.node_key not in before:
-                trained[m.spec.stage] += 1
+    for m in every_node:
+        if node_done(m.spec.node_dir) and m.spec.node_key not in before:
+            trained[m.spec.stage] += 1
     failures += [f"{n.name}: blocked (its pretraining arm failed)" for i, (n, _) in enumerate(subtrees) if i not in ready]
     return {"arms": arms, "subtrees": subtrees, "trained": trained, "failures": failures, "seconds": time.perf_counter() - t0}
 

@@ -43,6 +43,7 @@ def test_every_problem_is_reported_at_once_with_its_key():
     ("posttrain.lr=[]", r"posttrain\.lr: needs at least one learning rate"),
     ("finetune.lr=[1e-3, 1e-3]", r"finetune\.lr: repeated learning rates"),
     ("pretrain.resources.workers=3", r"pretrain\.batch_size \(16\) must divide evenly over pretrain\.resources\.workers \(3\)"),
+    ("finetune.resources.workers=2", r"finetune\.resources must equal posttrain\.resources"),
     ("finetune.min_lr=1.0", r"finetune\.min_lr \(1\.0\) is above its smallest lr"),
     ("name=a b", r"name: String should match pattern"),
     ("nonsense", r"expected key=value"),
