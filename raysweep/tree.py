@@ -154,7 +154,7 @@ def _record(tracker, node: Node, run_id: str, result: dict) -> dict:
 
 def _ensure_finished(tracker, node: Node, parent_run: str) -> str:
     """For a node already trained: make sure its MLflow run exists and holds its final losses."""
-    run_id = tracker.node_run(node.spec.node_key, node.name, parent_run, node.spec.stage, node.params, node.tags)
+    run_id = tracker.node_run(*_run_args(node, parent_run))
     done = node_done(node.spec.node_dir)
     if tracker.client.get_run(run_id).info.status != "FINISHED":
         _record(tracker, node, run_id, done["result"])
@@ -168,7 +168,7 @@ def pretrain_trial(config: dict, ctx: dict) -> None:
 
     arm: Node = ctx["arms"][config["arm"]]
     tracker = ctx["tracker"]
-    run_id = tracker.node_run(arm.spec.node_key, arm.name, ctx["study_run"], "pretrain", arm.params, arm.tags)
+    run_id = tracker.node_run(*_run_args(arm, ctx["study_run"]))
     spec = RunSpec(**{**asdict(arm.spec), "run_id": run_id})
     try:
         [result] = _fit([spec], {"train": as_train_dataset(ctx["streams"][arm.spec.meta["mix_fraction"]])}, ctx, ctx["resources"]["pretrain"], f"{arm.spec.node_key}")
@@ -206,8 +206,13 @@ def posttrain_trial(config: dict, ctx: dict) -> None:
         try:
             results = _fit(runs, datasets, ctx, ctx["resources"]["posttrain"], node.spec.node_key)
         except Exception:
-            for k, rid in run_ids.items():
-                tracker.finish(rid, {}, failed=True)
+            # runs of this fit that finished before the failure keep their results
+            for n in nodes:
+                done = node_done(n.spec.node_dir)
+                if done:
+                    _record(tracker, n, run_ids[n.spec.node_key], done["result"])
+                else:
+                    tracker.finish(run_ids[n.spec.node_key], {}, failed=True)
             raise
         for n, res in zip(nodes, results):
             _record(tracker, n, run_ids[n.spec.node_key], res)

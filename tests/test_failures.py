@@ -1,4 +1,5 @@
-"""A failing trial loses nothing else: its siblings finish, it is reported, and a rerun trains only it."""
+"""A failing run loses nothing else: its siblings finish, the runs that shared its fit and finished
+before it keep their results, it is reported, and a rerun trains only it."""
 
 from mlflow.tracking import MlflowClient
 
@@ -10,21 +11,24 @@ from tests.conftest import SMOKE
 def test_one_failing_subtree_leaves_the_rest_complete(ray_local, tmp_path, monkeypatch):
     study = load_study(SMOKE, [f"output_dir={tmp_path / 'study'}", "name=failing"])
     n_lr = len(study.finetune.lr)
-    monkeypatch.setenv("RAYSWEEP_INJECT_FAILURE", "posttrain λ=0.5 lr=0.001")
+    # the last stage-3 run of one subtree fails, after its stage-2 parent and two siblings finished in the same fit
+    monkeypatch.setenv("RAYSWEEP_INJECT_FAILURE", "λ=0.5 lr=0.001 drop=0 ft_lr=0.003")
     summary = run(study)
     assert len(summary["failures"]) == 1 and "mix=0.5/lr=0.001" in summary["failures"][0]
-    assert summary["trained"] == {"pretrain": 2, "posttrain": 3, "finetune": 3 * n_lr}
-    assert len(summary["rows"]) == 3 * n_lr  # every other result is complete
+    assert summary["trained"] == {"pretrain": 2, "posttrain": 4, "finetune": 4 * n_lr - 1}
+    assert len(summary["rows"]) == 4 * n_lr - 1  # every other result is complete
     client = MlflowClient(summary["tracking_uri"])
     exp = client.get_experiment_by_name(study.name)
     runs = client.search_runs([exp.experiment_id])
     failed = [r.info.run_name for r in runs if r.info.status == "FAILED"]
-    assert "posttrain/mix=0.5/lr=0.001/dropout=0" in failed
+    assert sorted(failed) == ["failing", "finetune/mix=0.5/lr=0.001/dropout=0/ft_lr=0.003"]  # the run, and the study
+    parent = next(r for r in runs if r.info.run_name == "posttrain/mix=0.5/lr=0.001/dropout=0")
+    assert parent.info.status == "FINISHED" and "L_im" in parent.data.metrics
 
     monkeypatch.delenv("RAYSWEEP_INJECT_FAILURE")
     again = run(study)
     assert again["failures"] == []
-    assert again["trained"] == {"pretrain": 0, "posttrain": 1, "finetune": n_lr}  # only what failed
+    assert again["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 1}  # only what failed
     assert len(again["rows"]) == 4 * n_lr
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1 + 2 + 4 + 4 * n_lr and all(r.info.status == "FINISHED" for r in runs)
