@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raysweep.tokenizer import EOS, _file_digest, load_tokenizer
+from raysweep.tokenizer import EOS, file_digest, load_tokenizer
 
 
 def _configure_ray_data() -> None:
@@ -84,7 +84,7 @@ class TokenizedSplit:
 def tokenize_split(jsonl: Path, tokenizer_path: Path, cache_dir: Path, label: str) -> TokenizedSplit:
     import ray.data
 
-    out = cache_dir / f"{label.replace('/', '-')}-{_key(_file_digest(jsonl), _file_digest(tokenizer_path))}.parquet"
+    out = cache_dir / f"{label.replace('/', '-')}-{_key(file_digest(jsonl), file_digest(tokenizer_path))}.parquet"
     if not out.exists():
         _configure_ray_data()
         t0 = time.perf_counter()

@@ -13,7 +13,7 @@ from pathlib import Path
 EOS = "<|endoftext|>"  # document separator when packing; id 0
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -33,7 +33,7 @@ def train_tokenizer(train_files: list[Path], vocab_size: int, cache_dir: Path) -
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     key = hashlib.sha256(
-        json.dumps({"files": [_file_digest(p) for p in train_files], "vocab": vocab_size, "v": 1}).encode()
+        json.dumps({"files": [file_digest(p) for p in train_files], "vocab": vocab_size, "v": 1}).encode()
     ).hexdigest()[:16]
     out = cache_dir / f"bpe-{vocab_size}-{key}" / "tokenizer.json"
     if out.exists():
@@ -56,7 +56,7 @@ def train_tokenizer(train_files: list[Path], vocab_size: int, cache_dir: Path) -
 
 
 def tokenizer_id(path: Path) -> str:
-    return _file_digest(Path(path))[:16]
+    return file_digest(Path(path))[:16]
 
 
 def load_tokenizer(path: Path):

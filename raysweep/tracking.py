@@ -94,8 +94,5 @@ class Tracker:
             self.client.log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in ok.items()])
         self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
-    def has_metric(self, run_id: str, key: str) -> bool:
-        return key in self.client.get_run(run_id).data.metrics
-
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
