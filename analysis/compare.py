@@ -56,17 +56,15 @@ def best_y_at(front: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def matched_gap(a: np.ndarray, b: np.ndarray, grid: int = 512) -> float:
-    """Mean of best_y_B(x) - best_y_A(x) over the x range where both fronts are defined.
+    """Mean of best_y_B(x) - best_y_A(x) for x from where both fronts start to where the later ends.
 
-    Positive: A reaches a lower y than B at the same x. nan when the ranges do not overlap.
+    Positive: A reaches a lower y than B at the same x. nan when either front is empty.
     """
     fa, fb = _front_points(a), _front_points(b)
     if not len(fa) or not len(fb):
         return float("nan")
     lo = max(fa[:, 0].min(), fb[:, 0].min())
-    hi = max(fa[:, 0].max(), fb[:, 0].max())
-    if lo > hi:
-        return float("nan")
+    hi = max(fa[:, 0].max(), fb[:, 0].max())  # >= lo: best_y stays defined right of a front
     xs = np.linspace(lo, hi, grid) if hi > lo else np.array([lo])
     return float(np.mean(best_y_at(fb, xs) - best_y_at(fa, xs)))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from analysis.compare import compare
 from analysis.figures import plot_frontiers
 from analysis.pareto import frontiers
+from analysis.runs import COLUMNS
 
 _NAMES = {"L_ret": "L_ret (D_post after fine-tuning)", "L_ft": "L_ft (D_ft)", "L_pre": "L_pre (D_pre after fine-tuning)"}
 
@@ -73,7 +74,7 @@ def write_csvs(rows: list[dict], folder: Path) -> list[Path]:
 
 
 def runs_table_html(rows: list[dict]) -> str:
-    cols = ["name", "method", "mix_fraction", "posttrain_lr", "dropout", "finetune_lr", "L_im", "L_ft", "L_ret", "L_pre"]
+    cols = COLUMNS
     head = "".join(f"<th>{c}</th>" for c in cols)
     body = "".join(
         "<tr>" + "".join(f"<td>{r[c]:.4f}</td>" if isinstance(r[c], float) and c.startswith("L_") else f"<td>{html.escape(str(r[c]))}</td>" for c in cols) + "</tr>"

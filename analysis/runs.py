@@ -4,6 +4,19 @@ from __future__ import annotations
 
 STAGE = "raysweep.stage"
 
+# The runs table's columns: one row per fine-tuned checkpoint θ_ft.
+COLUMNS = ("name", "method", "mix_fraction", "posttrain_lr", "dropout", "finetune_lr", "L_im", "L_ft", "L_ret", "L_pre")
+
+
+def make_row(name: str, method: str, mix_fraction: float, posttrain_lr: float, dropout: float, finetune_lr: float,
+             immediate_loss: float, losses: dict[str, float]) -> dict:
+    """A runs-table row from a stage-3 run's held-out losses ({"ft", "post", "pre"}) and its parent's L_im."""
+    return {
+        "name": name, "method": method, "mix_fraction": mix_fraction, "posttrain_lr": posttrain_lr,
+        "dropout": dropout, "finetune_lr": finetune_lr, "L_im": immediate_loss,
+        "L_ft": losses["ft"], "L_ret": losses["post"], "L_pre": losses["pre"],
+    }
+
 
 def rows_from_mlflow(tracking_uri: str, experiment: str) -> list[dict]:
     """One row per finished stage-3 run, in the same shape as raysweep.tree.collect returns."""
@@ -22,16 +35,9 @@ def rows_from_mlflow(tracking_uri: str, experiment: str) -> list[dict]:
         if t.get(STAGE) != "finetune" or r.info.status != "FINISHED" or not {"L_ft", "L_ret", "L_pre"} <= set(m):
             continue
         parent = by_id.get(t.get("mlflow.parentRunId"))
-        rows.append({
-            "name": r.info.run_name,
-            "method": t["raysweep.method"],
-            "mix_fraction": float(p["mix_fraction"]),
-            "posttrain_lr": float(p["posttrain_lr"]),
-            "dropout": float(p["dropout"]),
-            "finetune_lr": float(p["lr"]),
-            "L_im": parent.data.metrics.get("L_im", float("nan")) if parent else float("nan"),
-            "L_ft": m["L_ft"],
-            "L_ret": m["L_ret"],
-            "L_pre": m["L_pre"],
-        })
+        rows.append(make_row(
+            r.info.run_name, t["raysweep.method"], float(p["mix_fraction"]), float(p["posttrain_lr"]), float(p["dropout"]),
+            float(p["lr"]), parent.data.metrics.get("L_im", float("nan")) if parent else float("nan"),
+            {"ft": m["L_ft"], "post": m["L_ret"], "pre": m["L_pre"]},
+        ))
     return sorted(rows, key=lambda r: r["name"])

@@ -29,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from analysis.runs import make_row
 from raysweep.config import Study
 from raysweep.mixing import derive_seed
 from raysweep.stage import RunSpec, node_done
@@ -340,17 +341,8 @@ def collect(study: Study, data) -> list[dict]:
             done = node_done(c.spec.node_dir)
             if not (post and done):
                 continue
-            losses = done["result"]["losses"]
-            rows.append({
-                "name": c.name,
-                "method": c.tags["raysweep.method"],
-                "mix_fraction": c.params["mix_fraction"],
-                "posttrain_lr": c.params["posttrain_lr"],
-                "dropout": c.params["dropout"],
-                "finetune_lr": c.params["lr"],
-                "L_im": post["result"]["losses"]["post"],
-                "L_ft": losses["ft"],
-                "L_ret": losses["post"],
-                "L_pre": losses["pre"],
-            })
+            rows.append(make_row(
+                c.name, c.tags["raysweep.method"], c.params["mix_fraction"], c.params["posttrain_lr"], c.params["dropout"],
+                c.params["lr"], post["result"]["losses"]["post"], done["result"]["losses"],
+            ))
     return rows
