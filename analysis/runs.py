@@ -5,15 +5,15 @@ from __future__ import annotations
 STAGE = "raysweep.stage"
 
 # The runs table's columns: one row per fine-tuned checkpoint θ_ft.
-COLUMNS = ("name", "method", "mix_fraction", "posttrain_lr", "dropout", "finetune_lr", "L_im", "L_ft", "L_ret", "L_pre")
+COLUMNS = ("name", "method", "mix_fraction", "posttrain_lr", "dropout", "replay", "finetune_lr", "L_im", "L_ft", "L_ret", "L_pre")
 
 
-def make_row(name: str, method: str, mix_fraction: float, posttrain_lr: float, dropout: float, finetune_lr: float,
+def make_row(name: str, method: str, mix_fraction: float, posttrain_lr: float, dropout: float, replay: float, finetune_lr: float,
              immediate_loss: float, losses: dict[str, float]) -> dict:
     """A runs-table row from a stage-3 run's held-out losses ({"ft", "post", "pre"}) and its parent's L_im."""
     return {
         "name": name, "method": method, "mix_fraction": mix_fraction, "posttrain_lr": posttrain_lr,
-        "dropout": dropout, "finetune_lr": finetune_lr, "L_im": immediate_loss,
+        "dropout": dropout, "replay": replay, "finetune_lr": finetune_lr, "L_im": immediate_loss,
         "L_ft": losses["ft"], "L_ret": losses["post"], "L_pre": losses["pre"],
     }
 
@@ -37,7 +37,7 @@ def rows_from_mlflow(tracking_uri: str, experiment: str) -> list[dict]:
         parent = by_id.get(t.get("mlflow.parentRunId"))
         rows.append(make_row(
             r.info.run_name, t["raysweep.method"], float(p["mix_fraction"]), float(p["posttrain_lr"]), float(p["dropout"]),
-            float(p["lr"]), parent.data.metrics.get("L_im", float("nan")) if parent else float("nan"),
+            float(p.get("replay", 0.0)), float(p["lr"]), parent.data.metrics.get("L_im", float("nan")) if parent else float("nan"),
             {"ft": m["L_ft"], "post": m["L_ret"], "pre": m["L_pre"]},
         ))
     return sorted(rows, key=lambda r: r["name"])

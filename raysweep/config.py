@@ -52,29 +52,92 @@ class ModelConfig(_Strict):
         return name
 
 
+# Which CorpusConfig fields each source reads; any other field set for it is an error.
+_SOURCE_FIELDS = {
+    "synthetic": {"name", "train_docs", "heldout_docs"},
+    "hub": {"name", "dataset", "subset", "revision", "split", "heldout_split", "heldout_docs", "heldout_fraction", "text_field", "template", "train_docs"},
+    "local": {"name", "path", "split", "heldout_split", "heldout_path", "heldout_docs", "heldout_fraction", "text_field", "template", "train_docs"},
+}
+
+
 class CorpusConfig(_Strict):
-    source: Literal["synthetic"] = Field("synthetic", description="where documents come from")
-    name: str = Field(description="corpus name within the source")
-    train_docs: int = Field(6000, gt=0, le=10_000_000, description="documents generated for training")
-    heldout_docs: int = Field(300, gt=0, le=1_000_000, description="documents kept out of every training stream")
+    """One corpus: built-in offline generator, Hugging Face dataset (streamed), or local files."""
+
+    source: Literal["synthetic", "hub", "local"] = Field("synthetic", description="synthetic (built-in, offline) | hub (Hugging Face, streamed) | local (files)")
+    name: str | None = Field(None, description="synthetic: the generator (general, notation, chem); others: a label for logs and caches")
+    train_docs: int | None = Field(None, gt=0, le=1_000_000_000, description="synthetic: documents generated (default 6000); hub/local: most documents read (default: as many as the token budgets need)")
+    heldout_docs: int = Field(300, gt=0, le=10_000_000, description="documents kept out of every training stream and used for the held-out losses")
+    dataset: str | None = Field(None, description="hub: dataset id, e.g. allenai/c4 (a local folder laid out like a hub repo also works)")
+    subset: str | None = Field(None, description="hub: dataset config name, e.g. en for allenai/c4")
+    revision: str | None = Field(None, description="hub: git revision (tag, branch or commit) to pin the data to")
+    path: str | None = Field(None, description="local: a .jsonl/.json(.gz), .parquet or .txt file, a folder of them, or a datasets save_to_disk folder")
+    split: str = Field("train", description="hub / save_to_disk: the split training documents come from")
+    heldout_split: str | None = Field(None, description="hub / save_to_disk: a split to hold out as given (e.g. validation); none: carve one")
+    heldout_path: str | None = Field(None, description="local: a file or folder of held-out documents; none: carve them from path")
+    heldout_fraction: float = Field(0.02, gt=0, lt=1, description="when carving: the share of documents (chosen by a hash of their text) that are held out")
+    text_field: str = Field("text", description="the record field holding the document text")
+    template: str | None = Field(None, description="instead of text_field: a named template (see raysweep/corpora/sources.py TEMPLATES) or a format string like '{inputs}\\n{targets}'")
 
     @model_validator(mode="after")
-    def _known_corpus(self) -> "CorpusConfig":
+    def _fits_source(self) -> "CorpusConfig":
         from raysweep.corpora import SYNTHETIC_CORPORA
+        from raysweep.corpora.sources import TEMPLATES
 
-        if self.source == "synthetic" and self.name not in SYNTHETIC_CORPORA:
-            raise ValueError(f"unknown synthetic corpus {self.name!r}; choose one of {sorted(SYNTHETIC_CORPORA)}")
+        allowed = _SOURCE_FIELDS[self.source]
+        stray = sorted(f for f in self.model_fields_set if f != "source" and f not in allowed)
+        if stray:
+            raise ValueError(f"{', '.join(stray)}: not used by source {self.source!r} (it reads {', '.join(sorted(allowed))})")
+        if self.source == "synthetic":
+            if self.name not in SYNTHETIC_CORPORA:
+                raise ValueError(f"unknown synthetic corpus {self.name!r}; choose one of {sorted(SYNTHETIC_CORPORA)}")
+        elif self.source == "hub" and not self.dataset:
+            raise ValueError("source hub needs dataset: a Hugging Face dataset id such as allenai/c4")
+        elif self.source == "local":
+            if not self.path:
+                raise ValueError("source local needs path: a file or folder of documents")
+            for key in ("path", "heldout_path"):
+                value = getattr(self, key)
+                if value and not Path(value).expanduser().exists():
+                    raise ValueError(f"{key}: {value} does not exist (relative paths start from {Path.cwd()})")
+        if self.template is not None and self.template not in TEMPLATES and "{" not in self.template:
+            raise ValueError(f"template {self.template!r} is neither a named template ({', '.join(sorted(TEMPLATES))}) nor a format string with {{field}} placeholders")
         return self
+
+    @property
+    def label(self) -> str:
+        """A short name for logs and cache folders."""
+        if self.name:
+            return self.name
+        if self.source == "hub":
+            raw = Path(self.dataset).name if Path(self.dataset).expanduser().exists() else self.dataset  # a local copy of a repo
+            raw += f"-{self.subset}" if self.subset else ""
+        else:
+            raw = Path(self.path or "corpus").name
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(raw)).strip("-") or "corpus"
 
 
 class CorporaConfig(_Strict):
     pre: CorpusConfig = Field(CorpusConfig(name="general", train_docs=12000, heldout_docs=400), description="D_pre, the general corpus (C4 in the paper)")
-    post: CorpusConfig = Field(CorpusConfig(name="notation"), description="D_post, the post-training domain (MusicPile)")
-    ft: CorpusConfig = Field(CorpusConfig(name="chem"), description="D_ft, the downstream task (ChemPile)")
+    post: CorpusConfig = Field(CorpusConfig(name="notation", train_docs=6000, heldout_docs=300), description="D_post, the post-training domain (MusicPile)")
+    ft: CorpusConfig = Field(CorpusConfig(name="chem", train_docs=6000, heldout_docs=300), description="D_ft, the downstream task (ChemPile)")
 
 
 class TokenizerConfig(_Strict):
-    vocab_size: int = Field(2048, ge=260, le=262_144, description="BPE vocabulary size, trained on the study's corpora")
+    pretrained: str | None = Field(None, description="a local tokenizer folder or a hub id (e.g. HuggingFaceTB/SmolLM2-135M); none: train a BPE tokenizer")
+    revision: str | None = Field(None, description="hub revision of the pretrained tokenizer")
+    vocab_size: int = Field(2048, ge=260, le=262_144, description="trained BPE only: vocabulary size")
+    train_docs: int = Field(20_000, gt=0, description="trained BPE only: documents of each corpus it is trained on")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "TokenizerConfig":
+        if self.pretrained is not None:
+            stray = sorted({"vocab_size", "train_docs"} & self.model_fields_set)
+            if stray:
+                raise ValueError(f"{', '.join(stray)}: only for a trained BPE tokenizer; a pretrained tokenizer brings its own vocabulary "
+                                 "(on the command line, replace the whole section: --set 'tokenizer={pretrained: HuggingFaceTB/SmolLM2-135M}')")
+        elif self.revision is not None:
+            raise ValueError("revision: only used with pretrained")
+        return self
 
 
 class ResourcesConfig(_Strict):
@@ -106,6 +169,7 @@ def _grid(values: list[float], lo: float, hi: float, name: str, hi_open: bool = 
 
 
 class PretrainConfig(_StageConfig):
+    mode: Literal["sweep", "compute_matched"] = Field("sweep", description="sweep: λ·|D_post| added to stage 1, stage 2 trains on all of D_post; compute_matched: λ of D_post in stage 1, the disjoint 1−λ in stage 2, one pass in total")
     mix_fraction: list[float] = Field([0.0, 1.0], description="λ: share of D_post's training tokens mixed into stage 1 (one pass at most)")
     post_tokens: int = Field(60_000, gt=0, description="|D_post|: D_post training tokens that λ is a fraction of")
     lr: float = Field(3e-3, gt=0, description="peak learning rate")
@@ -116,13 +180,16 @@ class PretrainConfig(_StageConfig):
     @field_validator("mix_fraction")
     @classmethod
     def _fractions(cls, v: list[float]) -> list[float]:
+        if any(x > 1.0 for x in v):
+            raise ValueError(f"mixing fraction {max(v)} above 1: λ·|D_post| would exceed one pass over D_post")
         return _grid(v, 0.0, 1.0, "mixing fraction")
 
 
 class PosttrainConfig(_StageConfig):
     lr: list[float] = Field([1e-3, 3e-3], description="peak learning rates (sweep axis)")
     dropout: list[float] = Field([0.0], description="residual/attention dropout during stage 2 (sweep axis)")
-    tokens: int = Field(360_000, gt=0, description="most D_post tokens one run may train on (early stopping may end it sooner)")
+    replay: list[float] = Field([0.0], description="share of the stage-2 stream drawn from D_pre (replay; 0.01 in the paper) (sweep axis)")
+    tokens: int = Field(360_000, gt=0, description="most D_post tokens one run may train on (early stopping may end it sooner); compute_matched: at most one pass")
     patience: int = Field(3, ge=1, description="evaluations without improvement before early stopping")
     min_lr: float = Field(1e-4, ge=0, description="floor of the cosine decay")
     eval_every: int = Field(10, gt=0, description="optimizer steps between held-out evaluations")
@@ -136,6 +203,11 @@ class PosttrainConfig(_StageConfig):
     @classmethod
     def _dropouts(cls, v: list[float]) -> list[float]:
         return _grid(v, 0.0, 1.0, "dropout", hi_open=True)
+
+    @field_validator("replay")
+    @classmethod
+    def _replays(cls, v: list[float]) -> list[float]:
+        return _grid(v, 0.0, 1.0, "replay fraction", hi_open=True)
 
 
 class FinetuneConfig(_StageConfig):
@@ -172,6 +244,16 @@ class Study(_Strict):
                 "finetune.resources must equal posttrain.resources: each stage-2 run's fine-tuning "
                 "children run in the same Ray Train worker group (see raysweep/tree.py)"
             )
+        if self.pretrain.mode == "compute_matched":
+            need = self.posttrain.batch_size * (self.model.seq_len + 1)
+            for lam in self.pretrain.mix_fraction:
+                rest = self.pretrain.post_tokens - int(round(lam * self.pretrain.post_tokens))
+                if rest < need:
+                    raise ValueError(
+                        f"pretrain.mix_fraction: in compute_matched mode λ={lam:g} leaves (1−λ)·|D_post| = {rest:,} "
+                        f"tokens for stage 2, less than one stage-2 batch ({need:,}); the two parts cannot both be "
+                        f"non-empty and disjoint. Use λ < 1 that leaves a batch, or raise pretrain.post_tokens"
+                    )
         for stage in ("pretrain", "posttrain", "finetune"):
             cfg = getattr(self, stage)
             lrs = cfg.lr if isinstance(cfg.lr, list) else [cfg.lr]

@@ -8,6 +8,7 @@ nodes are skipped. On a cluster: `ray job submit --working-dir . -- python -m ra
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -28,22 +29,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _corpus(c) -> str:
+    return {"synthetic": f"{c.name} (built-in)", "hub": f"{c.dataset}" + (f"/{c.subset}" if c.subset else "") + " (hub)"}.get(c.source, f"{c.path} (local)")
+
+
 def describe_tree(study: Study) -> str:
     """The tree's size and cost, from the config alone (no data, no Ray)."""
     from raysweep.models import estimate_parameters
 
     p1, p2, p3 = study.pretrain, study.posttrain, study.finetune
     n_arms = len(p1.mix_fraction)
-    n_post = n_arms * len(p2.lr) * len(p2.dropout)
+    n_post = n_arms * len(p2.lr) * len(p2.dropout) * len(p2.replay)
     n_ft = n_post * len(p3.lr)
-    n_params = estimate_parameters(study.model.preset, study.tokenizer.vocab_size)
+    vocab = 49_152 if study.tokenizer.pretrained else study.tokenizer.vocab_size  # SmolLM2's, for a pretrained one
+    n_params = estimate_parameters(study.model.preset, vocab)
     t1 = sum(p1.tokens + lam * p1.post_tokens for lam in p1.mix_fraction)
     t2, t3 = n_post * p2.tokens, n_ft * p3.tokens
     flops = 6 * n_params * (t1 + t2 + t3)
     lines = [
         f"study {study.name!r} (hash {study.content_hash()}), model {study.model.preset} ≈{n_params / 1e6:.2f}M params, seq {study.model.seq_len}",
-        f"  level 1  pretrain   {n_arms:>4} runs  λ ∈ {p1.mix_fraction}; {p1.tokens:,} D_pre tokens + λ·{p1.post_tokens:,} D_post each",
-        f"  level 2  posttrain  {n_post:>4} runs  lr ∈ {p2.lr} × dropout ∈ {p2.dropout} per λ; ≤ {p2.tokens:,} tokens each (early stopping)",
+        f"  corpora  pre {_corpus(study.corpora.pre)} · post {_corpus(study.corpora.post)} · ft {_corpus(study.corpora.ft)}",
+        f"  level 1  pretrain   {n_arms:>4} runs  λ ∈ {p1.mix_fraction} ({p1.mode}); {p1.tokens:,} D_pre tokens + λ·{p1.post_tokens:,} D_post each",
+        f"  level 2  posttrain  {n_post:>4} runs  lr ∈ {p2.lr} × dropout ∈ {p2.dropout} × replay ∈ {p2.replay} per λ; "
+        + (f"one pass over (1−λ)·{p1.post_tokens:,} D_post tokens" if p1.mode == "compute_matched" else f"≤ {p2.tokens:,} tokens each (early stopping)"),
         f"  level 3  finetune   {n_ft:>4} runs  lr ∈ {p3.lr} per stage-2 run; {p3.tokens:,} tokens each",
         f"  tokens at most: {t1 + t2 + t3:,.0f} ({t1:,.0f} / {t2:,.0f} / {t3:,.0f}); compute ≈ 6·N·D = {flops:.3g} FLOPs"
         f" ≈ {flops / (989e12 * 0.4) / 3600:.3g} H100-hours at 40% MFU (bf16 dense peak 989 TFLOP/s)",
@@ -68,6 +76,16 @@ def _init_ray(study: Study) -> None:
         ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": env}, configure_logging=True, logging_level="WARNING")
 
 
+def _write_data_summary(data, path: Path) -> Path:
+    """What every stream holds (tokens per source, blocks, waste) and what was read, for MLflow and audits."""
+    streams = {f"pretrain λ={lam:g}": s.stats for lam, s in data.pretrain.items()}
+    streams.update({f"posttrain λ={lam:g} replay={r:g}": s.stats for (lam, r), s in data.posttrain.items()})
+    streams["finetune"] = data.finetune.stats
+    streams.update({f"heldout {r}": s.stats for r, s in data.heldout.items()})
+    path.write_text(json.dumps({"tokenizer": data.tokenizer_id, "corpora": data.corpora, "streams": streams}, indent=1))
+    return path
+
+
 def run(study: Study) -> dict:
     """Prepare data, train the tree, write the report; returns the summary."""
     from analysis.report import comparison_table, frontier_tables, write_csvs, write_report
@@ -87,6 +105,7 @@ def run(study: Study) -> dict:
     t_ray = time.perf_counter()
     data = prepare(study)
     t_data = time.perf_counter()
+    tracker.log_artifact(study_run, _write_data_summary(data, out / "data.json"))
     tree = run_tree(study, data, tracker, study_run)
     rows = collect(study, data)
 

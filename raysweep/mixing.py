@@ -1,13 +1,18 @@
-"""The mixing arithmetic, as pure functions: which documents go into which stream, in what order.
+"""The mixing arithmetic, as pure functions: which tokens of which documents go into which stream.
 
-Selection is exact to one document: a budget of B tokens takes documents from a seeded order
-while the running total stays within B. Seeds derive from (root seed, node path) by SHA-256,
-never from Python's salted hash().
+A corpus is read in a seeded document order; each document counts as its tokens plus one
+separator. A budget is a range of that token sequence, [start, stop), so every share is exact
+to the token: the last document of a share may be cut, and in compute-matched mode the other
+part of that document opens the complementary share. Shares are prefixes of one order, so a
+smaller λ always selects a subset of a larger one, and λ = 1 is exactly one pass.
+
+Seeds derive from (root seed, node path) by SHA-256, never from Python's salted hash().
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,24 +28,91 @@ def seeded_order(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n)
 
 
-def take_budget(lengths: np.ndarray, order: np.ndarray, budget: int) -> np.ndarray:
-    """Indices (a prefix of `order`) whose lengths sum to at most `budget`, as many as fit in order.
+@dataclass(frozen=True)
+class Selection:
+    """Pieces of documents: row `rows[i]` contributes tokens [start[i], stop[i]) of its
+    (tokens + separator) sequence. Rows are distinct and listed in the corpus order."""
 
-    Stops at the first document that would overflow, so the realised total is within one
-    document of the budget and a larger budget always selects a superset.
-    """
-    if budget < 0:
-        raise ValueError(f"budget must be >= 0, got {budget}")
-    cumulative = np.cumsum(lengths[order])
-    k = int(np.searchsorted(cumulative, budget, side="right"))
-    return order[:k]
+    rows: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+
+    @property
+    def tokens(self) -> int:
+        return int((self.stop - self.start).sum())
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for a in (self.rows, self.start, self.stop):
+            h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+        return h.hexdigest()
+
+    @staticmethod
+    def whole(rows: np.ndarray, lengths: np.ndarray) -> "Selection":
+        rows = np.asarray(rows, dtype=np.int64)
+        return Selection(rows, np.zeros(len(rows), dtype=np.int64), lengths[rows].astype(np.int64) + 1)
 
 
-def mix_share(post_lengths: np.ndarray, post_order: np.ndarray, mix_fraction: float) -> np.ndarray:
-    """The λ share of D_post mixed into stage 1: a prefix of D_post's own order, so λ=1 is one full
-    pass and shares for a smaller λ are nested in those for a larger one."""
-    if not 0.0 <= mix_fraction <= 1.0:
-        raise ValueError(f"mix_fraction must be in [0, 1], got {mix_fraction}")
-    total = int(post_lengths[post_order].sum())
-    return take_budget(post_lengths, post_order, int(round(mix_fraction * total)))
+class BudgetError(ValueError):
+    """A budget asks for more tokens than the corpus holds."""
 
+    def __init__(self, wanted: int, available: int):
+        self.wanted, self.available = wanted, available
+        super().__init__(f"{wanted:,} tokens asked, {available:,} available")
+
+
+def available_tokens(lengths: np.ndarray) -> int:
+    """Tokens a corpus offers to budgets: every document plus its separator."""
+    return int(lengths.sum() + len(lengths))
+
+
+def take_tokens(lengths: np.ndarray, order: np.ndarray, start: int, stop: int) -> Selection:
+    """Tokens [start, stop) of the documents in `order` laid end to end (each with its separator)."""
+    if not 0 <= start <= stop:
+        raise ValueError(f"need 0 <= start <= stop, got [{start}, {stop})")
+    sizes = lengths[order].astype(np.int64) + 1
+    ends = np.cumsum(sizes)
+    if stop > (ends[-1] if len(ends) else 0):
+        raise BudgetError(stop, int(ends[-1]) if len(ends) else 0)
+    begins = ends - sizes
+    first = int(np.searchsorted(ends, start, side="right"))  # first document ending after `start`
+    last = int(np.searchsorted(begins, stop, side="left"))   # documents beginning before `stop`
+    rows = order[first:last].astype(np.int64)
+    b = begins[first:last]
+    lo = np.maximum(start - b, 0)
+    hi = np.minimum(stop - b, sizes[first:last])
+    keep = lo < hi  # an empty range touches at most one document and takes nothing from it
+    return Selection(rows[keep], lo[keep], hi[keep])
+
+
+def take_budget(lengths: np.ndarray, order: np.ndarray, budget: int) -> Selection:
+    """The first `budget` tokens in `order` (the last document cut to fit)."""
+    return take_tokens(lengths, order, 0, budget)
+
+
+def share_tokens(total: int, fraction: float) -> int:
+    """Tokens of a fraction of a total: round half to even, the one rounding used everywhere."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"mix_fraction must be in [0, 1], got {fraction}")
+    return int(round(fraction * total))
+
+
+def mix_share(lengths: np.ndarray, order: np.ndarray, post_tokens: int, mix_fraction: float) -> Selection:
+    """λ-sweep and compute-matched stage 1: the first λ·|D_post| tokens of D_post's order."""
+    return take_tokens(lengths, order, 0, share_tokens(post_tokens, mix_fraction))
+
+
+def complement_share(lengths: np.ndarray, order: np.ndarray, post_tokens: int, mix_fraction: float) -> Selection:
+    """Compute-matched stage 2: the (1−λ)·|D_post| tokens stage 1 did not see; together one pass."""
+    return take_tokens(lengths, order, share_tokens(post_tokens, mix_fraction), post_tokens)
+
+
+def replay_tokens(stage2_tokens: int, replay: float) -> int:
+    """D_pre tokens to add to a stage-2 set of `stage2_tokens` so that they are a share `replay`
+    of the mixed stream: R / (S + R) = replay."""
+    if not 0.0 <= replay < 1.0:
+        raise ValueError(f"replay must be in [0, 1), got {replay}")
+    return int(round(replay * stage2_tokens / (1.0 - replay)))

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from raysweep.models import build_model, set_dropout
 from raysweep.schedule import lr_at
-from raysweep.streams import read_blocks
+from raysweep.streams import read_blocks, shard_name
+from raysweep.tokenizer import check_same_tokenizer
 
 NODE_FILE = "node.json"  # written last: a node folder with this file is complete
 
@@ -66,9 +67,14 @@ def node_done(node_dir: str | Path) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
-def _load_weights(node_dir: str) -> dict[str, torch.Tensor]:
+def load_weights(node_dir: str, tokenizer_id: str) -> dict[str, torch.Tensor]:
+    """A finished node's weights, refused if they were trained with another tokenizer."""
     from safetensors.torch import load_file
 
+    done = node_done(node_dir)
+    if done is None:
+        raise FileNotFoundError(f"{node_dir}: no finished checkpoint (node.json missing)")
+    check_same_tokenizer(tokenizer_id, done.get("tokenizer_id"), f"checkpoint {node_dir}")
     return load_file(str(Path(node_dir) / "model.safetensors"))
 
 
@@ -205,8 +211,11 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
     model.train()
     it = batches()
     seen_rows: list[str] = []  # audit only: digests of the rows this rank trained on
+    data_wait = 0.0  # seconds spent waiting for the next batch: the stream must never starve training
     while step < spec.max_steps:
+        t_wait = time.perf_counter()
         x = next(it)
+        data_wait += time.perf_counter() - t_wait
         if ctx.get("audit"):
             seen_rows += [hashlib.sha1(r.cpu().numpy().tobytes()).hexdigest() for r in x]
         for g in opt.param_groups:
@@ -254,6 +263,8 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
         "tokens": step * tokens_per_step,
         "train_seconds": train_seconds,
         "tokens_per_s": step * tokens_per_step / max(train_seconds, 1e-9),
+        "data_wait_seconds": data_wait,
+        "data_wait_share": data_wait / max(train_seconds, 1e-9),
     }
     state = {k: v.detach().to("cpu", copy=True) for k, v in raw.state_dict().items()}
     if ctx.get("audit"):
@@ -289,8 +300,8 @@ def train_loop(ctx: dict) -> list[dict]:
         elif spec.init_from in states:
             init = states[spec.init_from]
         else:
-            init = _load_weights(spec.init_from)
-        shard = ray.train.get_dataset_shard(spec.dataset)
+            init = load_weights(spec.init_from, ctx["tokenizer_id"])
+        shard = ray.train.get_dataset_shard(shard_name(spec.dataset, rank))
         result, state = run_one(spec, init, shard, ctx, eval_sets, rank, world)
         result["rank"] = rank
         if rank == 0:

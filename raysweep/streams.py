@@ -2,16 +2,20 @@
 
 Two steps, both cached on disk by content hash so a resumed or related study never redoes them:
 
-1. `tokenize_split`: jsonl documents -> parquet rows (row, id, tokens), one row per document.
-2. `build_stream`: chosen rows of one or more tokenized corpora (chosen by raysweep.mixing, exact
-   to one document) -> a seeded interleave (a sort on a precomputed rank, so the order is the
-   same on every run and every worker count) -> documents joined with EOS and cut into
-   fixed-length blocks of seq_len + 1 tokens (inputs and shifted targets) -> one parquet file.
-   The cutting (`pack_documents`) runs on the ordered documents in the driver, so block
-   boundaries never depend on Ray's batching; at CPU scale that costs well under a second.
+1. `tokenize_split`: documents (parquet: id, text, hash) -> parquet rows (row, id, hash, tokens).
+2. `build_stream`: selected token ranges of one or more tokenized corpora (raysweep.mixing:
+   exact to the token) -> each document cut to its piece (a Ray Data task) -> a seeded uniform
+   interleave (a sort on a precomputed rank, so the order is the same on every run and every
+   worker count) -> pieces joined (each document ends with its EOS separator) and cut into
+   fixed-length blocks of seq_len + 1 tokens (inputs and shifted targets) -> one parquet file,
+   with stats.json saying how many tokens came from each source and how many were wasted.
+   The cutting (`pack`) runs on the ordered pieces in the driver, so block boundaries never
+   depend on Ray's batching. `reference_blocks` is the same stream in plain numpy: the
+   specification the Ray path is tested against byte for byte.
 
-Stream files are small enough at CPU scale to hand to Ray Train as in-memory datasets
-(`as_train_dataset`), which needs no CPU for read tasks while the Train workers hold every CPU.
+Feeding Train workers: `rank_rows` gives each rank its slice of every global batch, so the data
+of a step is the same with 1 or N workers; each rank gets its rows as its own in-memory Ray
+Dataset (`as_train_datasets`), which needs no read tasks while the workers hold every CPU.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from raysweep.tokenizer import EOS, file_digest, load_tokenizer
+from raysweep.mixing import Selection, available_tokens
+from raysweep.tokenizer import file_digest, load_tokenizer
 
 
 def _configure_ray_data() -> None:
@@ -59,12 +65,13 @@ def _cached_tokenizer(path: str):
 
 
 def _tokenize(batch: pa.Table, tokenizer_path: str) -> pa.Table:
-    """Ray Data batch UDF: text -> token ids (int32), per document."""
-    encodings = _cached_tokenizer(tokenizer_path).encode_batch(batch.column("text").to_pylist())
+    """Ray Data batch UDF: text -> token ids (int32), per document (no special tokens added)."""
+    encodings = _cached_tokenizer(tokenizer_path).encode_batch(batch.column("text").to_pylist(), add_special_tokens=False)
     tokens = [np.asarray(e.ids, dtype=np.int32) for e in encodings]
     return pa.table({
         "row": batch.column("row"),
         "id": batch.column("id"),
+        "hash": batch.column("hash"),
         "tokens": pa.array(tokens, type=pa.list_(pa.int32())),
     })
 
@@ -78,44 +85,97 @@ class TokenizedSplit:
 
     @property
     def n_tokens(self) -> int:
-        return int(self.lengths.sum())
+        """Tokens this split offers to budgets: documents plus one separator each."""
+        return available_tokens(self.lengths)
 
 
-def tokenize_split(jsonl: Path, tokenizer_path: Path, cache_dir: Path, label: str) -> TokenizedSplit:
+def tokenize_split(docs: Path, tokenizer_path: Path, cache_dir: Path, label: str) -> TokenizedSplit:
+    """Documents (a parquet file of id, text, hash) -> token ids, with Ray Data tasks."""
     import ray.data
 
-    out = cache_dir / f"{label.replace('/', '-')}-{_key(file_digest(jsonl), file_digest(tokenizer_path))}.parquet"
+    out = cache_dir / f"{label.replace('/', '-')}-{_key(file_digest(docs), file_digest(tokenizer_path))}.parquet"
     if not out.exists():
         _configure_ray_data()
         t0 = time.perf_counter()
-        rows = [json.loads(line) for line in jsonl.open(encoding="utf-8")]
-        table = pa.table({"row": np.arange(len(rows), dtype=np.int64), "id": [r["id"] for r in rows], "text": [r["text"] for r in rows]})
+        table = pq.read_table(docs, columns=["id", "text", "hash"])
+        table = table.append_column("row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
         # Task UDFs, not actor pools: an actor holds its CPU for the whole job, and several
         # jobs at once (prepare runs them side by side) can then deadlock on a small machine.
         ds = ray.data.from_arrow(table).map_batches(
             _tokenize, fn_kwargs={"tokenizer_path": str(tokenizer_path)}, batch_format="pyarrow", batch_size=1024
         )
-        result = pa.concat_tables(list(ds.iter_batches(batch_format="pyarrow", batch_size=None))).sort_by("row")
+        batches, done, last = [], 0, time.perf_counter()
+        for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            batches.append(b)
+            done += b.num_rows
+            if time.perf_counter() - last > 5.0 and done < table.num_rows:  # live progress on big corpora
+                last, rate = time.perf_counter(), done / (time.perf_counter() - t0)
+                print(f"[data] tokenizing {label}: {done:,}/{table.num_rows:,} docs ({rate:,.0f} docs/s, ~{(table.num_rows - done) / rate:.0f}s left)", flush=True)
+        result = pa.concat_tables(batches).sort_by("row") if batches else _tokenize(table.slice(0, 0), str(tokenizer_path))
         _write_table(result, out)
-        n = sum(len(t) for t in result.column("tokens").to_pylist())
+        n = int(pc.sum(pc.list_value_length(result.column("tokens"))).as_py() or 0)
         dt = time.perf_counter() - t0
-        print(f"[data] tokenized {label}: {len(rows):,} docs -> {n:,} tokens in {dt:.1f}s ({n / dt / 1e3:.0f}k tok/s)", flush=True)
+        print(f"[data] tokenized {label}: {table.num_rows:,} docs -> {n:,} tokens in {dt:.1f}s ({n / dt / 1e3:.0f}k tok/s)", flush=True)
     lengths = pq.read_table(out, columns=["tokens"]).column("tokens").combine_chunks().value_lengths()
     return TokenizedSplit(out, lengths.to_numpy(zero_copy_only=False).astype(np.int64))
 
 
-def pack_documents(docs: list[np.ndarray], block_len: int, eos_id: int) -> np.ndarray:
-    """Documents in order -> (n_blocks, block_len) int32, EOS after every document.
+def pack(pieces: list[np.ndarray], block_len: int) -> np.ndarray:
+    """Pieces in order (each already ending with its separator, unless cut) -> (n_blocks, block_len).
 
-    One concatenation, then fixed cuts: the blocks depend only on the documents and their
-    order, never on how Ray happened to batch them. The partial tail is dropped (waste).
+    One concatenation, then fixed cuts: the blocks depend only on the pieces and their order,
+    never on how Ray happened to batch them. The partial tail is dropped (waste < one block).
     """
-    if not docs:
+    if not pieces:
         return np.zeros((0, block_len), dtype=np.int32)
-    eos = np.array([eos_id], dtype=np.int32)
-    flat = np.concatenate([piece for d in docs for piece in (np.asarray(d, dtype=np.int32), eos)])
+    flat = np.concatenate([np.asarray(p, dtype=np.int32) for p in pieces])
     n_blocks = len(flat) // block_len
     return flat[: n_blocks * block_len].reshape(n_blocks, block_len)
+
+
+def pack_documents(docs: list[np.ndarray], block_len: int, eos_id: int) -> np.ndarray:
+    """Whole documents in order -> blocks, an EOS separator after every document."""
+    eos = np.array([eos_id], dtype=np.int32)
+    return pack([np.concatenate([np.asarray(d, dtype=np.int32), eos]) for d in docs], block_len)
+
+
+def piece(tokens: np.ndarray, start: int, stop: int, eos_id: int) -> np.ndarray:
+    """Tokens [start, stop) of a document's (tokens + separator) sequence."""
+    tokens = np.asarray(tokens, dtype=np.int32)
+    if stop <= len(tokens):
+        return tokens[start:stop]
+    return np.concatenate([tokens[start:], np.array([eos_id], dtype=np.int32)])
+
+
+def interleave_ranks(labels: list[str], counts: dict[str, int], seed: int | None) -> dict[str, np.ndarray]:
+    """The position in the stream of every selected piece, per source: a seeded uniform interleave
+    (a permutation of all pieces), or file order when seed is None."""
+    total = sum(counts[s] for s in labels)
+    ranks = np.arange(total) if seed is None else np.random.default_rng(seed).permutation(total)
+    out, offset = {}, 0
+    for s in labels:
+        out[s] = ranks[offset: offset + counts[s]]
+        offset += counts[s]
+    return out
+
+
+def reference_blocks(docs: dict[str, list[np.ndarray]], selections: dict, seed: int | None, block_len: int, eos_id: int) -> np.ndarray:
+    """The stream `build_stream` must produce, in plain numpy: the specification it is tested against."""
+    labels = sorted(selections)
+    ranks = interleave_ranks(labels, {s: len(selections[s]) for s in labels}, seed)
+    placed = {}
+    for s in labels:
+        sel = selections[s]
+        for i, (r, a, b) in enumerate(zip(sel.rows, sel.start, sel.stop)):
+            placed[int(ranks[s][i])] = piece(docs[s][r], a, b, eos_id)
+    return pack([placed[k] for k in sorted(placed)], block_len)
+
+
+def _cut(batch: pa.Table, eos_id: int) -> pa.Table:
+    """Ray Data batch UDF: each selected document -> its selected piece."""
+    toks, a, b = batch.column("tokens").to_pylist(), batch.column("start").to_numpy(), batch.column("stop").to_numpy()
+    pieces = [piece(np.asarray(t, dtype=np.int32), int(x), int(y), eos_id) for t, x, y in zip(toks, a, b)]
+    return pa.table({"order": batch.column("order"), "piece": pa.array(pieces, type=pa.list_(pa.int32()))})
 
 
 @dataclass(frozen=True)
@@ -123,7 +183,7 @@ class Stream:
     """A packed training or evaluation stream on disk, with what went into it."""
 
     path: Path
-    stats: dict  # blocks, block_len, tokens per source, waste fraction
+    stats: dict  # blocks, block_len, tokens per source, waste fraction, tokenizer
 
     @property
     def n_blocks(self) -> int:
@@ -132,23 +192,24 @@ class Stream:
 
 def build_stream(
     name: str,
-    parts: dict[str, tuple[TokenizedSplit, np.ndarray]],
+    parts: dict[str, tuple[TokenizedSplit, "Selection"]],
     seed: int | None,
     seq_len: int,
     eos_id: int,
     cache_dir: Path,
+    tokenizer_id: str = "",
 ) -> Stream:
-    """Pack the chosen documents of each part into one stream.
+    """Pack the selected pieces of each part into one stream.
 
-    parts: {source label: (tokenized split, indices of the chosen rows)}.
-    seed: the interleave of all chosen documents is a permutation fixed by this seed;
+    parts: {source label: (tokenized split, Selection of its documents' tokens)}.
+    seed: the interleave of all pieces is a permutation fixed by this seed;
           None keeps file order (held-out evaluation sets).
     """
     import ray.data
 
     block_len = seq_len + 1
     labels = sorted(parts)
-    key = _key(name, seed, block_len, eos_id, *[(s, parts[s][0].path.name, hashlib.sha256(np.ascontiguousarray(parts[s][1]).tobytes()).hexdigest()) for s in labels])
+    key = _key(name, seed, block_len, eos_id, tokenizer_id, *[(s, parts[s][0].path.name, parts[s][1].digest()) for s in labels])
     folder = cache_dir / f"{name}-{key}"
     path, stats_path = folder / "blocks.parquet", folder / "stats.json"
     if stats_path.exists():
@@ -156,39 +217,40 @@ def build_stream(
 
     _configure_ray_data()
     t0 = time.perf_counter()
-    # Global rank of every chosen document in the interleaved stream (pure numpy, seeded).
-    total = sum(len(parts[s][1]) for s in labels)
-    ranks = np.arange(total) if seed is None else np.random.default_rng(seed).permutation(total)
-    datasets, offset = [], 0
+    ranks = interleave_ranks(labels, {s: len(parts[s][1]) for s in labels}, seed)
+    datasets = []
     for source in labels:
-        split, chosen = parts[source]
-        rank_of_row = np.full(len(split.lengths), -1, dtype=np.int64)
-        rank_of_row[chosen] = ranks[offset : offset + len(chosen)]
-        offset += len(chosen)
-        table = pq.read_table(split.path, columns=["row", "tokens"])
-        order = rank_of_row[table.column("row").to_numpy()]
-        keep = order >= 0
-        table = table.filter(pa.array(keep)).append_column("order", pa.array(order[keep]))
+        split, sel = parts[source]
+        if not len(sel):
+            continue
+        table = pq.read_table(split.path, columns=["tokens"]).take(pa.array(sel.rows))
+        table = table.append_column("order", pa.array(ranks[source])).append_column("start", pa.array(sel.start)).append_column("stop", pa.array(sel.stop))
         datasets.append(ray.data.from_arrow(table))
-    ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
-    if seed is not None:
-        ds = ds.sort("order")
-    # Packing happens here, on the ordered documents: cutting inside Ray Data's batches would make
-    # the block boundaries depend on how the sort split its output (and so on free CPUs).
-    docs = [np.asarray(t, dtype=np.int32) for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) for t in b.column("tokens").to_pylist()]
-    blocks = pack_documents(docs, block_len, eos_id)
+    pieces: list[np.ndarray] = []
+    if datasets:
+        ds = datasets[0].union(*datasets[1:]) if len(datasets) > 1 else datasets[0]
+        ds = ds.map_batches(_cut, fn_kwargs={"eos_id": eos_id}, batch_format="pyarrow", batch_size=4096).sort("order")
+        # Packing happens here, on the ordered pieces: cutting inside Ray Data's batches would make
+        # the block boundaries depend on how the sort split its output (and so on free CPUs).
+        for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            col = b.column("piece").combine_chunks()
+            flat, offsets = col.values.to_numpy(), col.offsets.to_numpy()
+            pieces += [flat[offsets[i]: offsets[i + 1]] for i in range(len(col))]
+    blocks = pack(pieces, block_len)
     table = pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(blocks.reshape(-1), pa.int32()), block_len)})
 
-    tokens = {s: int(parts[s][0].lengths[parts[s][1]].sum() + len(parts[s][1])) for s in labels}  # + one EOS per doc
+    tokens = {s: parts[s][1].tokens for s in labels}  # exact: separators included, cut pieces counted as cut
     total_tokens = sum(tokens.values())
     stats = {
         "name": name,
         "blocks": table.num_rows,
         "block_len": block_len,
-        "documents": {s: int(len(parts[s][1])) for s in labels},
-        "tokens": tokens,  # tokens per source going into packing, separators included
+        "documents": {s: len(parts[s][1]) for s in labels},
+        "tokens": tokens,
+        "waste_tokens": total_tokens - table.num_rows * block_len,
         "waste_fraction": (1.0 - table.num_rows * block_len / total_tokens) if total_tokens else 0.0,
         "seed": seed,
+        "tokenizer_id": tokenizer_id,
     }
     _write_table(table, path)
     stats_path.write_text(json.dumps(stats, indent=1))
@@ -209,13 +271,37 @@ def read_blocks(stream: Stream | Path, max_tokens: int | None = None) -> np.ndar
     return blocks
 
 
-def as_train_dataset(stream: Stream):
-    """The stream as a Ray Dataset whose blocks already sit in the object store (see module doc)."""
+def rank_rows(n_blocks: int, batch_size: int, world: int, rank: int) -> np.ndarray:
+    """The stream rows rank `rank` of `world` trains on, in order, one local batch after another.
+
+    Global step s uses rows [s·B, (s+1)·B); rank r takes its slice [r·B/W, (r+1)·B/W) of each.
+    So the ranks' local batches, concatenated in rank order, are exactly the one-worker batch
+    of the same step: the data a run sees does not depend on how many workers it has.
+    The tail shorter than one global batch is left out of every epoch.
+    """
+    if batch_size % world:
+        raise ValueError(f"batch_size {batch_size} does not divide over {world} workers")
+    per = batch_size // world
+    steps = n_blocks // batch_size
+    base = np.arange(steps, dtype=np.int64)[:, None] * batch_size + rank * per
+    return (base + np.arange(per, dtype=np.int64)[None, :]).reshape(-1)
+
+
+def shard_name(dataset: str, rank: int) -> str:
+    return f"{dataset}@{rank}"
+
+
+def as_train_datasets(stream: Stream, dataset: str, batch_size: int, world: int) -> dict:
+    """One Ray Dataset per rank (see rank_rows), already in the object store: no read tasks are
+    needed while the Train workers hold every CPU, and each worker only iterates its own rows."""
     import ray.data
 
     _configure_ray_data()
-    return ray.data.from_arrow(pq.read_table(stream.path))
+    table = pq.read_table(stream.path)
+    return {shard_name(dataset, r): ray.data.from_arrow(table.take(pa.array(rank_rows(table.num_rows, batch_size, world, r)))) for r in range(world)}
 
 
 def eos_id(tokenizer_path: Path) -> int:
-    return load_tokenizer(tokenizer_path).token_to_id(EOS)
+    from raysweep.tokenizer import eos_token
+
+    return load_tokenizer(tokenizer_path).token_to_id(eos_token(tokenizer_path))

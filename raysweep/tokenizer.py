@@ -1,7 +1,10 @@
-"""A byte-level BPE tokenizer trained on the study's own corpora, cached by content hash.
+"""The study's tokenizer: a byte-level BPE trained on the study's own corpora, or a pretrained one
+(SmolLM2's for the paper's studies) loaded from a local folder or a hub id.
 
-The tokenizer's identity (`tokenizer_id`, the hash of its JSON) is stored with every
-checkpoint, so a checkpoint is never continued with a different vocabulary.
+Either way it ends up as one `tokenizer.json` in the study cache, next to a small sidecar naming
+its document separator. Its identity (`tokenizer_id`, the hash of that JSON) is stored with every
+stream and checkpoint; continuing a checkpoint with a different tokenizer is an error
+(`check_same_tokenizer`), never a silent mix of vocabularies.
 """
 
 from __future__ import annotations
@@ -10,34 +13,59 @@ import hashlib
 import json
 from pathlib import Path
 
-EOS = "<|endoftext|>"  # document separator when packing; id 0
+EOS = "<|endoftext|>"  # separator of the trained BPE tokenizer; id 0
+SIDECAR = "raysweep-tokenizer.json"  # {"eos": separator token, "origin": where it came from}
+
+
+class TokenizerMismatchError(RuntimeError):
+    """A checkpoint, stream or parent node was made with another tokenizer than the study's."""
 
 
 def file_digest(path: Path) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
 
 
-def _texts(paths: list[Path]):
-    for p in paths:
-        with p.open(encoding="utf-8") as f:
-            for line in f:
-                yield json.loads(line)["text"]
+def _texts(doc_files: list[Path], max_docs: int | None):
+    import pyarrow.parquet as pq
+
+    for p in doc_files:
+        n = 0
+        for batch in pq.ParquetFile(p).iter_batches(columns=["text"], batch_size=2048):
+            for text in batch.column("text").to_pylist():
+                if max_docs is not None and n >= max_docs:
+                    break
+                n += 1
+                yield text
 
 
-def train_tokenizer(train_files: list[Path], vocab_size: int, cache_dir: Path) -> Path:
-    """Train (or reuse) a BPE tokenizer on the given jsonl files; returns the tokenizer.json path."""
+def _store(tok, eos: str, origin: str, cache_dir: Path, prefix: str) -> Path:
+    """Save a `tokenizers.Tokenizer` into the cache, in a folder named by its content."""
+    blob = tok.to_str()
+    key = hashlib.sha256(blob.encode()).hexdigest()[:16]
+    out = cache_dir / f"{prefix}-{key}" / "tokenizer.json"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (out.parent / SIDECAR).write_text(json.dumps({"eos": eos, "origin": origin}))
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(blob, encoding="utf-8")
+        tmp.replace(out)  # written last: a folder with tokenizer.json is complete
+    return out
+
+
+def train_tokenizer(doc_files: list[Path], vocab_size: int, cache_dir: Path, max_docs: int | None = None) -> Path:
+    """Train (or reuse) a BPE tokenizer on the first `max_docs` documents of each parquet file."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     key = hashlib.sha256(
-        json.dumps({"files": [file_digest(p) for p in train_files], "vocab": vocab_size, "v": 1}).encode()
+        json.dumps({"files": [file_digest(p) for p in doc_files], "vocab": vocab_size, "max_docs": max_docs, "v": 2}).encode()
     ).hexdigest()[:16]
-    out = cache_dir / f"bpe-{vocab_size}-{key}" / "tokenizer.json"
-    if out.exists():
-        return out
+    marker = cache_dir / f"trained-{key}.path"  # training input -> the stored tokenizer it gave
+    if marker.exists() and Path(marker.read_text()).exists():
+        return Path(marker.read_text())
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -47,19 +75,53 @@ def train_tokenizer(train_files: list[Path], vocab_size: int, cache_dir: Path) -
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_texts(train_files), trainer=trainer)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tok.save(str(tmp))
-    tmp.replace(out)
+    tok.train_from_iterator(_texts(doc_files, max_docs), trainer=trainer)
+    out = _store(tok, EOS, f"bpe trained on {len(doc_files)} corpora", cache_dir, f"bpe-{vocab_size}")
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(out))
     return out
+
+
+def load_pretrained(name_or_path: str, revision: str | None, cache_dir: Path) -> Path:
+    """A pretrained fast tokenizer from a local folder or a hub id, stored in the cache.
+
+    Raises ValueError naming `tokenizer.pretrained` when it cannot be loaded or has no
+    end-of-text token to separate documents with.
+    """
+    try:
+        from transformers import AutoTokenizer
+
+        hf = AutoTokenizer.from_pretrained(name_or_path, revision=revision)
+    except Exception as e:  # OSError, ValueError, HTTP errors: all mean "cannot load this"
+        raise ValueError(f"tokenizer.pretrained: cannot load {name_or_path!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if not getattr(hf, "is_fast", False):
+        raise ValueError(f"tokenizer.pretrained: {name_or_path!r} has no fast (tokenizers) version; raysweep needs tokenizer.json")
+    eos = hf.eos_token
+    if not eos:
+        raise ValueError(f"tokenizer.pretrained: {name_or_path!r} defines no eos_token to separate documents with")
+    origin = f"{name_or_path}@{revision}" if revision else name_or_path
+    return _store(hf.backend_tokenizer, eos, origin, cache_dir, "pretrained")
 
 
 def tokenizer_id(path: Path) -> str:
     return file_digest(Path(path))[:16]
 
 
+def eos_token(path: Path) -> str:
+    sidecar = Path(path).parent / SIDECAR
+    return json.loads(sidecar.read_text())["eos"] if sidecar.exists() else EOS
+
+
 def load_tokenizer(path: Path):
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(str(path))
+
+
+def check_same_tokenizer(expected: str, found: str | None, what: str) -> None:
+    """Refuse to mix vocabularies: `what` was made with tokenizer `found`, the study uses `expected`."""
+    if found != expected:
+        raise TokenizerMismatchError(
+            f"{what} was made with tokenizer {found!r}, but this study's tokenizer is {expected!r}; "
+            "token ids would mean different strings. Use the same tokenizer settings or a new output_dir."
+        )

@@ -33,6 +33,7 @@ from analysis.runs import make_row
 from raysweep.config import Study
 from raysweep.mixing import derive_seed
 from raysweep.stage import RunSpec, node_done
+from raysweep.streams import Stream
 
 TRIAL_RESOURCES = {"memory": 1}  # see the module docstring
 
@@ -41,8 +42,14 @@ def node_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def method_of(mix_fraction: float) -> str:
-    return "mixed" if mix_fraction > 0 else "unmixed"
+def method_of(mix_fraction: float, replay: float = 0.0, dropout: float = 0.0) -> str:
+    """The method a run belongs to, as the analysis groups them (PAPER.md: unmixed, mixed, +dropout, +replay)."""
+    name = "mixed" if mix_fraction > 0 else "unmixed"
+    if dropout > 0:
+        name += "+dropout"
+    if replay > 0:
+        name += "+replay"
+    return name
 
 
 @dataclass(frozen=True)
@@ -54,10 +61,17 @@ class Node:
     parent: str | None  # parent node key (None for arms)
     params: dict
     tags: dict
+    stream: Stream   # what it trains on
 
 
 def _steps(tokens: int, batch_size: int, seq_len: int) -> int:
     return max(1, tokens // (batch_size * seq_len))
+
+
+def stream_params(stream: Stream) -> dict:
+    """A stream's realised make-up, as MLflow params (data.tokens.<source>, ...)."""
+    st = stream.stats
+    return {"stream": st["name"], "blocks": st["blocks"], "tokens": st["tokens"], "waste_fraction": round(st["waste_fraction"], 6)}
 
 
 def plan(study: Study, data) -> tuple[list[Node], list[tuple[Node, list[Node]]]]:
@@ -69,46 +83,56 @@ def plan(study: Study, data) -> tuple[list[Node], list[tuple[Node, list[Node]]]]
     p1, p2, p3 = study.pretrain, study.posttrain, study.finetune
     for lam in p1.mix_fraction:
         stream = data.pretrain[lam]
-        w = p1.resources.workers
         # one pass over the stage-1 stream at most: the step count comes from its size
-        steps = max(1, (stream.n_blocks // w) // (p1.batch_size // w))
+        steps = max(1, stream.n_blocks // p1.batch_size)
         hyper = {"lr": p1.lr, "min_lr": p1.min_lr, "warmup_steps": p1.warmup_steps, "weight_decay": p1.weight_decay, "batch_size": p1.batch_size}
         key = node_key("pretrain", model_id, hyper, stream.stats, study.seed)
         spec = RunSpec(
             stage="pretrain", label=f"pretrain λ={lam:g}", node_key=key, node_dir=str(out / "pretrain" / key), dataset="train",
             max_steps=steps, eval_every=p1.eval_every, monitor=["pre", "post"], seed=derive_seed(study.seed, "pretrain", lam),
-            meta={"mix_fraction": lam, "stream": stream.stats, **model_id}, **hyper,
+            meta={"mix_fraction": lam, "mode": p1.mode, "stream": stream.stats, **model_id}, **hyper,
         )
-        arm = Node(spec, f"pretrain/mix={lam:g}", None, {"mix_fraction": lam, "steps": steps, **hyper, "stream_tokens": stream.stats["tokens"]},
-                   {"raysweep.mix_fraction": lam, "raysweep.method": method_of(lam)})
+        arm = Node(spec, f"pretrain/mix={lam:g}", None, {"mix_fraction": lam, "mode": p1.mode, "steps": steps, **hyper, "data": stream_params(stream)},
+                   {"raysweep.mix_fraction": lam, "raysweep.method": method_of(lam)}, stream)
         arms.append(arm)
         for lr2 in p2.lr:
             for drop in p2.dropout:
-                hyper2 = {"lr": lr2, "min_lr": p2.min_lr, "warmup_steps": p2.warmup_steps, "weight_decay": p2.weight_decay, "batch_size": p2.batch_size, "dropout": drop}
-                k2 = node_key("posttrain", key, hyper2, data.posttrain.stats, p2.tokens, p2.patience, p2.eval_every, study.seed)
-                path2 = f"mix={lam:g}/lr={lr2:g}/dropout={drop:g}"
-                s2 = RunSpec(
-                    stage="posttrain", label=f"posttrain λ={lam:g} lr={lr2:g} drop={drop:g}", node_key=k2, node_dir=str(out / "posttrain" / k2),
-                    dataset="train", max_steps=_steps(p2.tokens, p2.batch_size, seq), eval_every=p2.eval_every, monitor=["post"],
-                    seed=derive_seed(study.seed, "posttrain", path2), init_from=arm.spec.node_dir, early_stop_on="post", patience=p2.patience,
-                    meta={"mix_fraction": lam, "parent": key, "stream": data.posttrain.stats, **model_id}, **hyper2,
-                )
-                n2 = Node(s2, f"posttrain/{path2}", key, {"mix_fraction": lam, **hyper2, "max_tokens": p2.tokens, "patience": p2.patience},
-                          {"raysweep.mix_fraction": lam, "raysweep.method": method_of(lam), "raysweep.parent_node": key})
-                children = []
-                for lr3 in p3.lr:
-                    hyper3 = {"lr": lr3, "min_lr": p3.min_lr, "warmup_steps": p3.warmup_steps, "weight_decay": p3.weight_decay, "batch_size": p3.batch_size}
-                    k3 = node_key("finetune", k2, hyper3, data.finetune.stats, p3.tokens, study.seed)
-                    path3 = f"{path2}/ft_lr={lr3:g}"
-                    s3 = RunSpec(
-                        stage="finetune", label=f"finetune λ={lam:g} lr={lr2:g} drop={drop:g} ft_lr={lr3:g}", node_key=k3,
-                        node_dir=str(out / "finetune" / k3), dataset="ft", max_steps=_steps(p3.tokens, p3.batch_size, seq),
-                        eval_every=p3.eval_every, monitor=["ft"], seed=derive_seed(study.seed, "finetune", path3), init_from=s2.node_dir,
-                        meta={"mix_fraction": lam, "parent": k2, "stream": data.finetune.stats, **model_id}, **hyper3,
+                for rep in p2.replay:
+                    s2stream = data.posttrain[lam, rep]
+                    steps2 = _steps(p2.tokens, p2.batch_size, seq)
+                    if p1.mode == "compute_matched":  # one pass in total: stage 2 never repeats its share
+                        steps2 = min(steps2, max(1, s2stream.n_blocks // p2.batch_size))
+                    hyper2 = {"lr": lr2, "min_lr": p2.min_lr, "warmup_steps": p2.warmup_steps, "weight_decay": p2.weight_decay,
+                              "batch_size": p2.batch_size, "dropout": drop}
+                    k2 = node_key("posttrain", key, hyper2, s2stream.stats, steps2, p2.patience, p2.eval_every, study.seed)
+                    path2 = f"mix={lam:g}/lr={lr2:g}/dropout={drop:g}" + (f"/replay={rep:g}" if rep else "")
+                    method = method_of(lam, rep, drop)
+                    s2 = RunSpec(
+                        stage="posttrain", label=f"posttrain λ={lam:g} lr={lr2:g} drop={drop:g}" + (f" replay={rep:g}" if rep else ""),
+                        node_key=k2, node_dir=str(out / "posttrain" / k2),
+                        dataset="train", max_steps=steps2, eval_every=p2.eval_every, monitor=["post"],
+                        seed=derive_seed(study.seed, "posttrain", path2), init_from=arm.spec.node_dir, early_stop_on="post", patience=p2.patience,
+                        meta={"mix_fraction": lam, "replay": rep, "parent": key, "stream": s2stream.stats, **model_id}, **hyper2,
                     )
-                    children.append(Node(s3, f"finetune/{path3}", k2, {"mix_fraction": lam, "posttrain_lr": lr2, "dropout": drop, **hyper3, "tokens": p3.tokens},
-                                         {"raysweep.mix_fraction": lam, "raysweep.method": method_of(lam), "raysweep.parent_node": k2}))
-                subtrees.append((n2, children))
+                    n2 = Node(s2, f"posttrain/{path2}", key,
+                              {"mix_fraction": lam, "replay": rep, **hyper2, "max_steps": steps2, "patience": p2.patience, "data": stream_params(s2stream)},
+                              {"raysweep.mix_fraction": lam, "raysweep.method": method, "raysweep.parent_node": key}, s2stream)
+                    children = []
+                    for lr3 in p3.lr:
+                        hyper3 = {"lr": lr3, "min_lr": p3.min_lr, "warmup_steps": p3.warmup_steps, "weight_decay": p3.weight_decay, "batch_size": p3.batch_size}
+                        k3 = node_key("finetune", k2, hyper3, data.finetune.stats, p3.tokens, study.seed)
+                        path3 = f"{path2}/ft_lr={lr3:g}"
+                        s3 = RunSpec(
+                            stage="finetune", label=f"finetune {s2.label.removeprefix('posttrain ')} ft_lr={lr3:g}", node_key=k3,
+                            node_dir=str(out / "finetune" / k3), dataset="ft", max_steps=_steps(p3.tokens, p3.batch_size, seq),
+                            eval_every=p3.eval_every, monitor=["ft"], seed=derive_seed(study.seed, "finetune", path3), init_from=s2.node_dir,
+                            meta={"mix_fraction": lam, "replay": rep, "parent": k2, "stream": data.finetune.stats, **model_id}, **hyper3,
+                        )
+                        children.append(Node(s3, f"finetune/{path3}", k2,
+                                             {"mix_fraction": lam, "posttrain_lr": lr2, "dropout": drop, "replay": rep, **hyper3, "tokens": p3.tokens,
+                                              "data": stream_params(data.finetune)},
+                                             {"raysweep.mix_fraction": lam, "raysweep.method": method, "raysweep.parent_node": k2}, data.finetune))
+                    subtrees.append((n2, children))
     return arms, subtrees
 
 
@@ -126,7 +150,7 @@ def _final_metrics(stage: str, losses: dict[str, float]) -> dict[str, float]:
 
 def _fit(runs: list[RunSpec], datasets: dict, ctx: dict, resources, run_name: str) -> list[dict]:
     import ray.train
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import DataConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from raysweep.stage import train_loop
@@ -142,6 +166,8 @@ def _fit(runs: list[RunSpec], datasets: dict, ctx: dict, resources, run_name: st
         scaling_config=ScalingConfig(num_workers=resources.workers, use_gpu=resources.gpus_per_worker > 0, resources_per_worker=worker),
         run_config=RunConfig(name=run_name, storage_path=ctx["ray_storage"]),
         datasets=datasets,
+        # every rank reads its own per-rank dataset (streams.rank_rows): no Ray-side splitting
+        dataset_config=DataConfig(datasets_to_split=[]),
     )
     return trainer.fit().return_value
 
@@ -149,6 +175,8 @@ def _fit(runs: list[RunSpec], datasets: dict, ctx: dict, resources, run_name: st
 def _record(tracker, node: Node, run_id: str, result: dict) -> dict:
     metrics = _final_metrics(node.spec.stage, result["losses"])
     metrics.update(steps=result["steps"], tokens=result["tokens"], tokens_per_s=result["tokens_per_s"], best_step=result["best_step"])
+    if "data_wait_share" in result:
+        metrics["data_wait_share"] = result["data_wait_share"]
     tracker.finish(run_id, metrics)
     return metrics
 
@@ -165,14 +193,16 @@ def _ensure_finished(tracker, node: Node, parent_run: str) -> str:
 def pretrain_trial(config: dict, ctx: dict) -> None:
     from ray import tune
 
-    from raysweep.streams import as_train_dataset
+    from raysweep.streams import as_train_datasets
 
     arm: Node = ctx["arms"][config["arm"]]
     tracker = ctx["tracker"]
     run_id = tracker.node_run(*_run_args(arm, ctx["study_run"]))
     spec = RunSpec(**{**asdict(arm.spec), "run_id": run_id})
     try:
-        [result] = _fit([spec], {"train": as_train_dataset(ctx["streams"][arm.spec.meta["mix_fraction"]])}, ctx, ctx["resources"]["pretrain"], f"{arm.spec.node_key}")
+        res = ctx["resources"]["pretrain"]
+        datasets = as_train_datasets(arm.stream, "train", arm.spec.batch_size, res.workers)
+        [result] = _fit([spec], datasets, ctx, res, f"{arm.spec.node_key}")
     except Exception:
         tracker.finish(run_id, {}, failed=True)
         raise
@@ -182,7 +212,7 @@ def pretrain_trial(config: dict, ctx: dict) -> None:
 def posttrain_trial(config: dict, ctx: dict) -> None:
     from ray import tune
 
-    from raysweep.streams import as_train_dataset
+    from raysweep.streams import as_train_datasets
 
     node, children = ctx["subtrees"][config["subtree"]]
     tracker = ctx["tracker"]
@@ -203,9 +233,11 @@ def posttrain_trial(config: dict, ctx: dict) -> None:
         runs.append(RunSpec(**{**asdict(child.spec), "run_id": run_ids[child.spec.node_key]}))
         nodes.append(child)
     if runs:
-        datasets = {"train": as_train_dataset(ctx["streams"]["posttrain"]), "ft": as_train_dataset(ctx["streams"]["finetune"])}
+        res = ctx["resources"]["posttrain"]
+        datasets = {**as_train_datasets(node.stream, "train", node.spec.batch_size, res.workers),
+                    **as_train_datasets(children[0].stream, "ft", children[0].spec.batch_size, res.workers)}
         try:
-            results = _fit(runs, datasets, ctx, ctx["resources"]["posttrain"], node.spec.node_key)
+            results = _fit(runs, datasets, ctx, res, node.spec.node_key)
         except Exception:
             # runs of this fit that finished before the failure keep their results
             for n in nodes:
@@ -287,7 +319,6 @@ def run_tree(study: Study, data, tracker, study_run: str) -> dict:
         "tune_storage": str(study.out / "tune"),
         "ray_storage": str(study.out / "ray"),
         "resources": {s: getattr(study, s).resources for s in ("pretrain", "posttrain", "finetune")},
-        "streams": {**data.pretrain, "posttrain": data.posttrain, "finetune": data.finetune},
         "loop": {
             "preset": study.model.preset,
             "vocab_size": data.vocab_size,
@@ -343,6 +374,6 @@ def collect(study: Study, data) -> list[dict]:
                 continue
             rows.append(make_row(
                 c.name, c.tags["raysweep.method"], c.params["mix_fraction"], c.params["posttrain_lr"], c.params["dropout"],
-                c.params["lr"], post["result"]["losses"]["post"], done["result"]["losses"],
+                c.params["replay"], c.params["lr"], post["result"]["losses"]["post"], done["result"]["losses"],
             ))
     return rows

@@ -1,6 +1,4 @@
-import json
-
-from raysweep.corpora.synthetic import NOTATION_SYMBOLS, generate, write_corpus
+from raysweep.corpora.synthetic import NOTATION_SYMBOLS, generate
 
 
 def test_generation_is_seeded_and_deterministic():
@@ -23,9 +21,15 @@ def test_shared_words_change_sense_between_domains():
     assert "key opens the door" in general and "key of" in music
 
 
-def test_written_corpus_is_cached_and_splits_are_disjoint(tmp_path):
-    paths = write_corpus(tmp_path, "chem", 0, 50, 10)
-    mtime = paths["train"].stat().st_mtime_ns
-    assert write_corpus(tmp_path, "chem", 0, 50, 10) == paths and paths["train"].stat().st_mtime_ns == mtime
-    ids = {s: {json.loads(l)["id"] for l in p.open()} for s, p in paths.items()}
+def test_synthetic_corpus_is_ingested_once_with_disjoint_splits(tmp_path):
+    import pyarrow.parquet as pq
+
+    from raysweep.config import CorpusConfig
+    from raysweep.corpora.sources import ingest
+
+    cfg = CorpusConfig(name="chem", train_docs=50, heldout_docs=10)
+    files = ingest(cfg, "corpora.ft", 0, tmp_path)
+    mtime = files.train.stat().st_mtime_ns
+    assert ingest(cfg, "corpora.ft", 0, tmp_path).train == files.train and files.train.stat().st_mtime_ns == mtime  # cached
+    ids = {s: set(pq.read_table(p, columns=["id"]).column("id").to_pylist()) for s, p in (("train", files.train), ("heldout", files.heldout))}
     assert len(ids["train"]) == 50 and len(ids["heldout"]) == 10 and not ids["train"] & ids["heldout"]

@@ -1,19 +1,18 @@
-"""One stage on 2 Ray Train workers (DDP over gloo): disjoint shards, identical weights."""
+"""One stage on 1 and on 2 Ray Train workers (DDP over gloo): the same data per step, identical replicas."""
 
 from dataclasses import asdict
 
 from raysweep.stage import RunSpec, node_done
-from raysweep.streams import as_train_dataset
+from raysweep.streams import as_train_datasets
 
 
-def test_two_workers_read_disjoint_shards_and_agree(smoke_data, tmp_path):
-    from ray.train import RunConfig, ScalingConfig
+def _fit(study, data, tmp_path, workers: int, name: str):
+    from ray.train import DataConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from raysweep.stage import train_loop
 
-    study, data = smoke_data
-    spec = RunSpec(stage="finetune", label="ddp", node_key="ddp", node_dir=str(tmp_path / "node"), dataset="train",
+    spec = RunSpec(stage="finetune", label="ddp", node_key=name, node_dir=str(tmp_path / name), dataset="train",
                    lr=1e-3, min_lr=0.0, warmup_steps=2, weight_decay=0.1, batch_size=8, max_steps=12, eval_every=6,
                    monitor=["ft"], seed=1)
     ctx = {"preset": study.model.preset, "vocab_size": data.vocab_size, "seq_len": study.model.seq_len, "eval_tokens": 1024,
@@ -21,16 +20,28 @@ def test_two_workers_read_disjoint_shards_and_agree(smoke_data, tmp_path):
            "runs": [asdict(spec)], "audit": True, "threads": 1}
     trainer = TorchTrainer(
         train_loop, train_loop_config=ctx,
-        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(name="ddp", storage_path=str(tmp_path / "ray")),
-        datasets={"train": as_train_dataset(data.finetune)},
+        scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 2 / workers}),
+        run_config=RunConfig(name=name, storage_path=str(tmp_path / "ray")),
+        datasets=as_train_datasets(data.finetune, "train", 8, workers),
+        dataset_config=DataConfig(datasets_to_split=[]),
     )
     [result] = trainer.fit().return_value
-    audit = result["audit"]
-    rows0, rows1 = audit["rows"]
+    return spec, result
+
+
+def test_two_workers_see_the_one_worker_batches_and_agree(smoke_data, tmp_path):
+    study, data = smoke_data
+    spec, two = _fit(study, data, tmp_path, 2, "ddp2")
+    rows0, rows1 = two["audit"]["rows"]
     assert len(rows0) == len(rows1) == 12 * 4  # 12 steps x 4 sequences per rank
-    assert not set(rows0) & set(rows1)  # each rank trained on its own shard
-    assert audit["weights"][0] == audit["weights"][1]  # DDP kept the replicas identical
+    assert not set(rows0) & set(rows1)  # each rank trained on its own rows
+    assert two["audit"]["weights"][0] == two["audit"]["weights"][1]  # DDP kept the replicas identical
+    # the same seed gives the same data whatever the worker count: per step, rank 0's rows then
+    # rank 1's are exactly the rows the one-worker run trained on (byte-identical, by digest)
+    _, one = _fit(study, data, tmp_path, 1, "ddp1")
+    [single] = one["audit"]["rows"]
+    assert single == [row for s in range(12) for row in rows0[4 * s: 4 * s + 4] + rows1[4 * s: 4 * s + 4]]
     done = node_done(spec.node_dir)
     assert done["spec"]["batch_size"] == 8 and done["tokenizer_id"] == data.tokenizer_id  # the checkpoint carries its config
     assert set(done["result"]["losses"]) == {"pre", "post", "ft"}
+    assert 0 <= done["result"]["data_wait_share"] < 1

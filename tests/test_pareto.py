@@ -47,7 +47,7 @@ def _rows():
     for i, (m, ret, ft) in enumerate([("unmixed", 1.0, 3.0), ("unmixed", 2.0, 2.0), ("unmixed", 2.5, 2.5),
                                      ("mixed", 0.5, 2.9), ("mixed", 1.5, 1.5), ("mixed", math.nan, 1.0)]):
         rows.append({"name": f"r{i}", "method": m, "L_ret": ret, "L_ft": ft, "L_pre": 3.0 - ft, "L_im": 1.0,
-                     "mix_fraction": 0.0 if m == "unmixed" else 1.0, "posttrain_lr": 1e-3, "dropout": 0.0, "finetune_lr": 1e-3})
+                     "mix_fraction": 0.0 if m == "unmixed" else 1.0, "posttrain_lr": 1e-3, "dropout": 0.0, "replay": 0.0, "finetune_lr": 1e-3})
     return rows
 
 

@@ -1,4 +1,7 @@
-"""Document sources. Each corpus is a pair of jsonl files ({"id", "text"} per line): train and held-out."""
+"""Document sources: built-in offline generators, Hugging Face datasets and local files.
+
+`sources.ingest` turns any of them into train and held-out parquet files of (id, text, hash).
+"""
 
 from raysweep.corpora.synthetic import GENERATORS as _SYNTHETIC
 

@@ -187,19 +187,3 @@ def generate(corpus: str, seed: int, split: str, n_docs: int) -> Iterator[dict]:
     gen = GENERATORS[corpus]
     for i in range(n_docs):
         yield {"id": f"{corpus}/{split}/{i}", "text": gen(_doc_rng(corpus, seed, split, i))}
-
-
-def write_corpus(root: Path, corpus: str, seed: int, train_docs: int, heldout_docs: int) -> dict[str, Path]:
-    """Generate (or reuse) the corpus under `root`; returns {split: jsonl path}."""
-    folder = root / f"{corpus}-s{seed}-n{train_docs}-h{heldout_docs}-v{GENERATOR_VERSION}"
-    paths = {split: folder / f"{split}.jsonl" for split in ("train", "heldout")}
-    if all(p.exists() for p in paths.values()):
-        return paths
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", train_docs), ("heldout", heldout_docs)):
-        tmp = paths[split].with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for doc in generate(corpus, seed, split, n):
-                f.write(json.dumps(doc, ensure_ascii=False) + "\n")
-        tmp.replace(paths[split])  # atomic: a killed run never leaves a half corpus behind
-    return paths
