@@ -10,6 +10,7 @@ stream and checkpoint; continuing a checkpoint with a different tokenizer is an 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -33,13 +34,8 @@ def _texts(doc_files: list[Path], max_docs: int | None):
     import pyarrow.parquet as pq
 
     for p in doc_files:
-        n = 0
-        for batch in pq.ParquetFile(p).iter_batches(columns=["text"], batch_size=2048):
-            for text in batch.column("text").to_pylist():
-                if max_docs is not None and n >= max_docs:
-                    break
-                n += 1
-                yield text
+        texts = (t for batch in pq.ParquetFile(p).iter_batches(columns=["text"], batch_size=2048) for t in batch.column("text").to_pylist())
+        yield from itertools.islice(texts, max_docs)  # the first max_docs documents of each corpus (all if None)
 
 
 def _store(tok, eos: str, origin: str, cache_dir: Path, prefix: str) -> Path:

@@ -57,6 +57,14 @@ def test_smoke_study_end_to_end_and_resume(ray_local, smoke_out, mlflow_server, 
             continue
         parent = by_id[r.data.tags["mlflow.parentRunId"]]
         assert parent.data.tags["raysweep.stage"] == parent_stage[s]  # correctly nested
+        # the realised make-up of the stream each run trained on
+        p = r.data.params
+        if s == "pretrain":
+            lam = float(p["mix_fraction"])
+            assert int(p["data.tokens.pre"]) == study.pretrain.tokens
+            assert int(p.get("data.tokens.post", 0)) == round(lam * study.pretrain.post_tokens)
+        if s == "posttrain":
+            assert int(p["data.tokens.post"]) == study.pretrain.post_tokens and "data.waste_fraction" in p
         if s == "posttrain":
             assert "L_im" in r.data.metrics
         if s == "finetune":
@@ -65,7 +73,7 @@ def test_smoke_study_end_to_end_and_resume(ray_local, smoke_out, mlflow_server, 
 
     listed = json.load(urllib.request.urlopen(
         f"{mlflow_server}/api/2.0/mlflow/artifacts/list?run_id={by_stage_run(runs, 'study')}", timeout=30))
-    assert {"report.html", "frontiers.txt", "tables"} <= {f["path"] for f in listed["files"]}
+    assert {"report.html", "frontiers.txt", "tables", "data.json"} <= {f["path"] for f in listed["files"]}
 
     # Every finished run's losses reached MLflow: the report rebuilt from the store alone matches.
     assert rows_from_mlflow(summary["tracking_uri"], study.name) == sorted(summary["rows"], key=lambda r: r["name"])
