@@ -86,18 +86,22 @@ class Comparison:
     x_gap_at_matched_y: float  # > 0: A's x is lower than B's at the same y (in (L_ret, L_ft): the L_ret gap at matched L_ft)
 
 
-def compare(a: FrontierInfo, b: FrontierInfo, margin: float = 0.05) -> Comparison:
-    """Compare two methods' fronts in the same view; the reference is the worst finite point of
-    either method plus `margin` of the range, so every point counts."""
+def reference_point(points: np.ndarray, margin: float = 0.05) -> tuple[float, float]:
+    """The worst finite point plus `margin` of the range on each axis, so every point counts."""
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if not len(pts):
+        return (float("nan"), float("nan"))
+    span = np.ptp(pts, axis=0)
+    return tuple(float(v) for v in pts.max(axis=0) + margin * np.where(span > 0, span, 1.0))
+
+
+def compare(a: FrontierInfo, b: FrontierInfo, margin: float = 0.05, reference: tuple[float, float] | None = None) -> Comparison:
+    """Compare two methods' fronts in the same view; the reference point is shared by both (by
+    default the worst finite point of either plus `margin` of the range)."""
     pa = np.column_stack([a.x, a.y]).reshape(-1, 2)
     pb = np.column_stack([b.x, b.y]).reshape(-1, 2)
-    both = np.vstack([pa, pb])
-    both = both[np.isfinite(both).all(axis=1)]
-    if len(both):
-        span = np.ptp(both, axis=0)
-        ref = tuple(float(v) for v in both.max(axis=0) + margin * np.where(span > 0, span, 1.0))
-    else:
-        ref = (float("nan"), float("nan"))
+    ref = reference if reference is not None else reference_point(np.vstack([pa, pb]), margin)
     return Comparison(
         a=a.method, b=b.method, x_name=a.x_name, y_name=a.y_name, reference=ref,
         hypervolume_a=hypervolume_2d(pa, ref), hypervolume_b=hypervolume_2d(pb, ref),
@@ -105,3 +109,59 @@ def compare(a: FrontierInfo, b: FrontierInfo, margin: float = 0.05) -> Compariso
         y_gap_at_matched_x=matched_gap(pa, pb),
         x_gap_at_matched_y=matched_gap(pa[:, ::-1], pb[:, ::-1]),
     )
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Seed-level bootstrap intervals for A vs B in one view."""
+
+    a: str
+    b: str
+    x_name: str
+    y_name: str
+    seeds: int
+    level: float
+    hypervolume_diff: Interval      # hypervolume_a - hypervolume_b (> 0: A's front is better)
+    share_of_b_dominated_by_a: Interval
+    x_gap_at_matched_y: Interval
+
+
+def _interval(values: list[float], estimate: float, level: float) -> Interval:
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if not len(v):
+        return Interval(estimate, float("nan"), float("nan"))
+    lo, hi = np.quantile(v, [(1 - level) / 2, (1 + level) / 2])
+    return Interval(estimate, float(lo), float(hi))
+
+
+def bootstrap(rows: list[dict], a: str, b: str, view: tuple[str, str], n_boot: int = 1000, level: float = 0.9,
+              seed: int = 0) -> BootstrapResult | None:
+    """Percentile intervals from resampling whole seeds with replacement (the runs of one seed are
+    not independent: they share θ_pre). The reference point is the full data's, fixed across
+    resamples so hypervolumes stay comparable. None with fewer than two seeds."""
+    from analysis.pareto import frontier
+
+    seeds = sorted({r["seed"] for r in rows if r["method"] in (a, b)})
+    if len(seeds) < 2:
+        return None
+    by_seed = {s: [r for r in rows if r["seed"] == s and r["method"] in (a, b)] for s in seeds}
+    x, y = view
+    pooled = [r for s in seeds for r in by_seed[s]]
+    ref = reference_point(np.array([[r[x], r[y]] for r in pooled], dtype=float))
+
+    def stats(sample: list[dict]) -> tuple[float, float, float]:
+        c = compare(frontier(sample, a, x, y), frontier(sample, b, x, y), reference=ref)
+        return c.hypervolume_a - c.hypervolume_b, c.share_of_b_dominated_by_a, c.x_gap_at_matched_y
+
+    full = stats(pooled)
+    rng = np.random.default_rng(seed)
+    draws = [stats([r for s in rng.choice(seeds, size=len(seeds), replace=True) for r in by_seed[s]]) for _ in range(n_boot)]
+    cols = list(zip(*draws))
+    return BootstrapResult(a, b, x, y, len(seeds), level, *(_interval(list(c), e, level) for c, e in zip(cols, full)))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 
-from analysis.pareto import FrontierInfo
+from analysis.curves import LambdaCurve
+from analysis.pareto import FrontierInfo, SetInfo
 
-COLOURS = {"unmixed": "#1f77b4", "mixed": "#d62728"}
+COLOURS = {"unmixed": "#1f77b4", "mixed": "#d62728", "mixed+dropout": "#ff7f0e", "mixed+replay": "#2ca02c",
+           "unmixed+dropout": "#17becf", "unmixed+replay": "#9467bd", "mixed+dropout+replay": "#8c564b"}
 _FALLBACK = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
 
 
@@ -34,4 +38,56 @@ def plot_frontiers(infos: list[FrontierInfo], title: str = "") -> go.Figure:
         ))
     fig.update_layout(title=title, xaxis_title=infos[0].x_name if infos else "", yaxis_title=infos[0].y_name if infos else "",
                       template="plotly_white", width=620, height=480)
+    return fig
+
+
+_MODE_TITLE = {"sweep": "Fig. 3a: λ-sweep (λ·|D_post| added to stage 1)",
+               "compute_matched": "Fig. 3b: compute-matched (λ in stage 1, 1−λ in stage 2)"}
+_DASH = {"L_im": "dot", "L_ret": "solid"}
+
+
+def plot_lambda(curves: list[LambdaCurve], rows: list[dict], mode: str) -> go.Figure:
+    """L_im and L_ret against λ, one line pair per |D_post| (best run at each λ), every run faint."""
+    fig = go.Figure()
+    mine = [c for c in curves if c.mode == mode]
+    sizes = sorted({c.post_tokens for c in mine}, key=lambda v: v if v is not None else -1)
+    for i, c in enumerate(mine):
+        colour_ = _FALLBACK[sizes.index(c.post_tokens) % len(_FALLBACK)]
+        size = f"|D_post|={c.post_tokens:,}" if c.post_tokens is not None else "|D_post| unknown"
+        pts = [r for r in rows if r["mode"] == mode and r["post_tokens"] == c.post_tokens]
+        fig.add_trace(go.Scatter(
+            x=[r["mix_fraction"] for r in pts], y=[r[c.metric] for r in pts], mode="markers",
+            name=f"{c.metric}, every run ({size})", marker={"color": colour_, "opacity": 0.25, "size": 7,
+                                                            "symbol": "circle-open" if c.metric == "L_im" else "circle"},
+            text=[r["name"] for r in pts], hovertemplate="%{text}<br>λ=%{x}<br>" + c.metric + "=%{y:.4f}<extra></extra>",
+            legendgroup=f"{c.metric}{size}", showlegend=False,
+        ))
+        fig.add_trace(go.Scatter(
+            x=list(c.lam), y=list(c.best), mode="lines+markers", name=f"{c.metric} ({size})",
+            line={"color": colour_, "width": 3, "dash": _DASH.get(c.metric, "solid")}, text=list(c.best_run),
+            hovertemplate="best at λ=%{x}: %{text}<br>" + c.metric + "=%{y:.4f}<extra></extra>", legendgroup=f"{c.metric}{size}",
+        ))
+    fig.update_layout(title=_MODE_TITLE.get(mode, mode), xaxis_title="λ (share of D_post mixed into pretraining)",
+                      yaxis_title="held-out loss on D_post", template="plotly_white", width=620, height=480)
+    return fig
+
+
+def plot_pareto_3d(rows: list[dict], joint: SetInfo) -> go.Figure:
+    """Every run in (L_ft, L_ret, L_pre), faint; the joint 3D Pareto set bold, coloured by method."""
+    fig = go.Figure()
+    on = {id(r) for r in joint.rows}
+    x, y, z = joint.axes
+    for i, m in enumerate(sorted({r["method"] for r in rows})):
+        for front in (False, True):
+            pts = [r for r in rows if r["method"] == m and (id(r) in on) == front and all(math.isfinite(r[a]) for a in joint.axes)]
+            if not pts:
+                continue
+            fig.add_trace(go.Scatter3d(
+                x=[r[x] for r in pts], y=[r[y] for r in pts], z=[r[z] for r in pts], mode="markers",
+                name=f"{m} ({'on the 3D set' if front else 'other runs'})", text=[r["name"] for r in pts],
+                marker={"color": colour(m, i), "size": 6 if front else 3, "opacity": 1.0 if front else 0.25},
+                hovertemplate="%{text}<br>" + f"{x}=%{{x:.4f}}<br>{y}=%{{y:.4f}}<br>{z}=%{{z:.4f}}<extra></extra>",
+            ))
+    fig.update_layout(title=f"3D Pareto set over ({x}, {y}, {z})", template="plotly_white", width=620, height=520,
+                      scene={"xaxis_title": x, "yaxis_title": y, "zaxis_title": z})
     return fig

@@ -68,3 +68,35 @@ def frontiers(rows: list[dict]) -> dict[tuple[str, str], list[FrontierInfo]]:
     """Every method's front in each of the paper's two views."""
     methods = sorted({r["method"] for r in rows}, key=lambda m: (m != "unmixed", m))
     return {view: [frontier(rows, m, *view) for m in methods] for view in VIEWS}
+
+
+OBJECTIVES_3D = ("L_ft", "L_ret", "L_pre")  # the three losses after fine-tuning
+
+
+@dataclass(frozen=True)
+class SetInfo:
+    """The Pareto set of some rows over any number of objectives."""
+
+    axes: tuple[str, ...]
+    rows: tuple[dict, ...]      # the rows on the set, sorted by the first axis
+    considered: int             # rows with finite values on every axis
+    excluded: int               # rows left out for a non-finite value (counted, never silent)
+
+
+def pareto_set(rows: list[dict], axes: tuple[str, ...] = OBJECTIVES_3D) -> SetInfo:
+    """The rows no other row beats on every axis at once (e.g. the 3D set over L_ft, L_ret, L_pre)."""
+    finite = [r for r in rows if all(np.isfinite(r[a]) for a in axes)]
+    pts = np.array([[r[a] for a in axes] for r in finite], dtype=float).reshape(-1, len(axes))
+    mask = pareto_mask(pts) if len(pts) else np.zeros(0, dtype=bool)
+    on = sorted((r for r, m in zip(finite, mask) if m), key=lambda r: tuple(r[a] for a in axes))
+    return SetInfo(tuple(axes), tuple(on), len(finite), len(rows) - len(finite))
+
+
+def set_shares(rows: list[dict], axes: tuple[str, ...] = OBJECTIVES_3D) -> dict[str, tuple[int, int]]:
+    """Per method: (its points on the joint Pareto set of all methods, its points considered).
+
+    A method that owns most of the joint set is the one to pick whatever the weighting of the losses."""
+    joint = pareto_set(rows, axes)
+    methods = sorted({r["method"] for r in rows})
+    considered = {m: sum(1 for r in rows if r["method"] == m and all(np.isfinite(r[a]) for a in axes)) for m in methods}
+    return {m: (sum(1 for r in joint.rows if r["method"] == m), considered[m]) for m in methods}

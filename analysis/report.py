@@ -5,9 +5,10 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from analysis.compare import compare
-from analysis.figures import plot_frontiers
-from analysis.pareto import frontiers
+from analysis.compare import bootstrap, compare
+from analysis.curves import lambda_curves
+from analysis.figures import plot_frontiers, plot_lambda, plot_pareto_3d
+from analysis.pareto import OBJECTIVES_3D, VIEWS, frontiers, pareto_set, set_shares
 from analysis.runs import COLUMNS
 
 _NAMES = {"L_ret": "L_ret (D_post after fine-tuning)", "L_ft": "L_ft (D_ft)", "L_pre": "L_pre (D_pre after fine-tuning)"}
@@ -46,6 +47,39 @@ def comparison_table(rows: list[dict], baseline: str = "unmixed") -> str:
             f"{c.share_of_b_dominated_by_a:.0%} of {c.b}'s front dominated by {c.a}'s, {c.share_of_a_dominated_by_b:.0%} the other way; "
             f"{c.x_name} lower by {c.x_gap_at_matched_y:+.3f} at matched {c.y_name}"
         )
+    intervals = confidence_table(rows, baseline)
+    return "\n".join(lines) + "\n" + intervals
+
+
+def confidence_table(rows: list[dict], baseline: str = "unmixed", n_boot: int = 1000) -> str:
+    """Seed-bootstrap intervals of each comparison, or a line saying why there are none."""
+    seeds = sorted({r["seed"] for r in rows})
+    if len(seeds) < 2:
+        return (f"Confidence intervals: none, the runs come from {len(seeds)} seed; run the study again with "
+                "--set seed=<n> into the same experiment and rebuild with `python -m analysis`.\n")
+    lines = [f"Seed-bootstrap 90% intervals ({len(seeds)} seeds, {n_boot} resamples of whole seeds):"]
+    methods = sorted({r["method"] for r in rows} - {baseline})
+    for view in VIEWS:
+        for m in methods:
+            b = bootstrap(rows, m, baseline, view, n_boot=n_boot)
+            if b is None:
+                continue
+            hv, dom, gap = b.hypervolume_diff, b.share_of_b_dominated_by_a, b.x_gap_at_matched_y
+            lines.append(f"  ({b.x_name}, {b.y_name}) {m} vs {baseline}: hypervolume difference {hv.estimate:+.3f} [{hv.low:+.3f}, {hv.high:+.3f}]; "
+                         f"share dominated {dom.estimate:.0%} [{dom.low:.0%}, {dom.high:.0%}]; {b.x_name} gap {gap.estimate:+.3f} [{gap.low:+.3f}, {gap.high:+.3f}]")
+    return "\n".join(lines) + "\n"
+
+
+def pareto_3d_table(rows: list[dict]) -> str:
+    """The joint Pareto set over (L_ft, L_ret, L_pre): who owns it, and its runs."""
+    joint = pareto_set(rows, OBJECTIVES_3D)
+    lines = [f"3D Pareto set over {OBJECTIVES_3D} (all methods together), lower is better:"]
+    for m, (n_on, n) in set_shares(rows).items():
+        lines.append(f"  {m:<16} {n_on:>3} of its {n} runs on the set")
+    for r in joint.rows:
+        lines.append(f"  {r['method']:<16} " + " ".join(f"{r[a]:.4f}" for a in OBJECTIVES_3D) + f"  {r['name']}")
+    if joint.excluded:
+        lines.append(f"  ({joint.excluded} runs with non-finite losses left out)")
     return "\n".join(lines) + "\n"
 
 
@@ -83,12 +117,21 @@ def runs_table_html(rows: list[dict]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def report_figures(rows: list[dict]) -> list:
+    """Every figure of the report, in order: the two frontier views (Fig. 2 / Fig. 4 with more
+    methods), L_im and L_ret against λ per mode when λ varies (Fig. 3a / 3b), the 3D set."""
+    figs = [plot_frontiers(infos, title=f"{_NAMES.get(y, y)} vs {_NAMES.get(x, x)}") for (x, y), infos in frontiers(rows).items()]
+    curves = lambda_curves(rows)
+    for mode in sorted({r["mode"] for r in rows}):
+        if len({r["mix_fraction"] for r in rows if r["mode"] == mode}) > 1:
+            figs.append(plot_lambda(curves, rows, mode))
+    if rows:
+        figs.append(plot_pareto_3d(rows, pareto_set(rows, OBJECTIVES_3D)))
+    return figs
+
+
 def write_report(rows: list[dict], path: Path, title: str = "raysweep study") -> Path:
-    views = frontiers(rows)
-    figs = []
-    for i, ((x, y), infos) in enumerate(views.items()):
-        fig = plot_frontiers(infos, title=f"{_NAMES.get(y, y)} vs {_NAMES.get(x, x)}")
-        figs.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))  # plotly.js embedded once
+    figs = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(report_figures(rows))]  # plotly.js embedded once
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} .figs{{display:flex;flex-wrap:wrap;gap:1em}}
@@ -96,10 +139,12 @@ table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;pa
 </head><body>
 <h1>{html.escape(title)}</h1>
 <p>Each point is one fine-tuned checkpoint θ_ft; lower is better on both axes. Bold lines are each method's Pareto frontier
-(unmixed: λ = 0; mixed: λ &gt; 0). {len(rows)} runs.</p>
+(unmixed: λ = 0; mixed: λ &gt; 0; +dropout / +replay: with that stage-2 regulariser). Hover a point for its run and config.
+{len(rows)} runs.</p>
 <div class="figs">{''.join(f'<div>{f}</div>' for f in figs)}</div>
 <h2>Frontiers</h2><pre>{html.escape(frontier_tables(rows))}</pre>
 <h2>Comparison</h2><pre>{html.escape(comparison_table(rows))}</pre>
+<h2>All three losses at once</h2><pre>{html.escape(pareto_3d_table(rows))}</pre>
 <h2>All runs</h2>{runs_table_html(rows)}
 </body></html>"""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,21 +5,28 @@ from __future__ import annotations
 STAGE = "raysweep.stage"
 
 # The runs table's columns: one row per fine-tuned checkpoint θ_ft.
-COLUMNS = ("name", "method", "mix_fraction", "posttrain_lr", "dropout", "replay", "finetune_lr", "L_im", "L_ft", "L_ret", "L_pre")
+CONFIG = ("mode", "post_tokens", "mix_fraction", "posttrain_lr", "dropout", "replay", "finetune_lr", "seed")
+COLUMNS = ("name", "method", *CONFIG, "L_im", "L_ft", "L_ret", "L_pre")
+_TYPES = {"mode": str, "post_tokens": int, "seed": int}
+_DEFAULTS = {"mode": "sweep", "replay": 0.0, "seed": 0}  # stores written before these existed
 
 
-def make_row(name: str, method: str, mix_fraction: float, posttrain_lr: float, dropout: float, replay: float, finetune_lr: float,
-             immediate_loss: float, losses: dict[str, float]) -> dict:
-    """A runs-table row from a stage-3 run's held-out losses ({"ft", "post", "pre"}) and its parent's L_im."""
-    return {
-        "name": name, "method": method, "mix_fraction": mix_fraction, "posttrain_lr": posttrain_lr,
-        "dropout": dropout, "replay": replay, "finetune_lr": finetune_lr, "L_im": immediate_loss,
-        "L_ft": losses["ft"], "L_ret": losses["post"], "L_pre": losses["pre"],
-    }
+def make_row(name: str, method: str, config: dict, immediate_loss: float, losses: dict[str, float]) -> dict:
+    """A runs-table row from a stage-3 run's config (CONFIG keys), held-out losses ({"ft", "post", "pre"})
+    and its parent's L_im."""
+    row = {"name": name, "method": method}
+    for key in CONFIG:
+        value = config.get(key, _DEFAULTS.get(key))
+        row[key] = _TYPES.get(key, float)(value) if value is not None else None
+    row.update(L_im=immediate_loss, L_ft=losses["ft"], L_ret=losses["post"], L_pre=losses["pre"])
+    return row
 
 
 def rows_from_mlflow(tracking_uri: str, experiment: str) -> list[dict]:
-    """One row per finished stage-3 run, in the same shape as raysweep.tree.collect returns."""
+    """One row per finished stage-3 run, in the same shape as raysweep.tree.collect returns.
+
+    Every study run logged into the experiment counts, so running a study again with another
+    `seed` into the same experiment gives the report several seeds (and confidence intervals)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
@@ -35,9 +42,10 @@ def rows_from_mlflow(tracking_uri: str, experiment: str) -> list[dict]:
         if t.get(STAGE) != "finetune" or r.info.status != "FINISHED" or not {"L_ft", "L_ret", "L_pre"} <= set(m):
             continue
         parent = by_id.get(t.get("mlflow.parentRunId"))
+        config = {k: p.get(k) for k in CONFIG} | {"finetune_lr": p["lr"]}
         rows.append(make_row(
-            r.info.run_name, t["raysweep.method"], float(p["mix_fraction"]), float(p["posttrain_lr"]), float(p["dropout"]),
-            float(p.get("replay", 0.0)), float(p["lr"]), parent.data.metrics.get("L_im", float("nan")) if parent else float("nan"),
+            r.info.run_name, t["raysweep.method"], {k: v for k, v in config.items() if v is not None},
+            parent.data.metrics.get("L_im", float("nan")) if parent else float("nan"),
             {"ft": m["L_ft"], "post": m["L_ret"], "pre": m["L_pre"]},
         ))
-    return sorted(rows, key=lambda r: r["name"])
+    return sorted(rows, key=lambda r: (r["name"], r["seed"]))

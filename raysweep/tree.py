@@ -130,7 +130,7 @@ def plan(study: Study, data) -> tuple[list[Node], list[tuple[Node, list[Node]]]]
                         )
                         children.append(Node(s3, f"finetune/{path3}", k2,
                                              {"mix_fraction": lam, "posttrain_lr": lr2, "dropout": drop, "replay": rep, **hyper3, "tokens": p3.tokens,
-                                              "data": stream_params(data.finetune)},
+                                              "mode": p1.mode, "post_tokens": p1.post_tokens, "seed": study.seed, "data": stream_params(data.finetune)},
                                              {"raysweep.mix_fraction": lam, "raysweep.method": method, "raysweep.parent_node": k2}, data.finetune))
                     subtrees.append((n2, children))
     return arms, subtrees
@@ -372,8 +372,6 @@ def collect(study: Study, data) -> list[dict]:
             done = node_done(c.spec.node_dir)
             if not (post and done):
                 continue
-            rows.append(make_row(
-                c.name, c.tags["raysweep.method"], c.params["mix_fraction"], c.params["posttrain_lr"], c.params["dropout"],
-                c.params["replay"], c.params["lr"], post["result"]["losses"]["post"], done["result"]["losses"],
-            ))
+            rows.append(make_row(c.name, c.tags["raysweep.method"], {**c.params, "finetune_lr": c.params["lr"]},
+                                 post["result"]["losses"]["post"], done["result"]["losses"]))
     return rows

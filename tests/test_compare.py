@@ -62,3 +62,42 @@ def test_compare_uses_one_reference_for_both():
     assert c.hypervolume_a > c.hypervolume_b
     assert c.share_of_b_dominated_by_a == 1.0 and c.share_of_a_dominated_by_b == 0.0
     assert c.y_gap_at_matched_x > 0 and c.x_gap_at_matched_y > 0
+
+
+def _seed_rows(n_seeds: int, shift: float, noise: float = 0.05):
+    """Method 'a' is method 'b' moved down by `shift` on both losses, in every seed."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for seed in range(n_seeds):
+        for k in range(6):
+            ret, ft = 1.0 + k * 0.2 + rng.normal(0, noise), 3.0 - k * 0.2 + rng.normal(0, noise)
+            for m, d in (("b", 0.0), ("a", -shift)):
+                rows.append({"name": f"{m}{seed}-{k}", "method": m, "seed": seed, "L_ret": ret + d, "L_ft": ft + d, "L_pre": 1.0})
+    return rows
+
+
+def test_bootstrap_needs_several_seeds():
+    from analysis.compare import bootstrap
+
+    assert bootstrap(_seed_rows(1, 0.3), "a", "b", ("L_ret", "L_ft")) is None
+
+
+def test_bootstrap_interval_excludes_zero_when_a_wins_in_every_seed_and_not_when_equal():
+    from analysis.compare import bootstrap
+
+    win = bootstrap(_seed_rows(5, 0.3), "a", "b", ("L_ret", "L_ft"), n_boot=200)
+    assert win.seeds == 5 and win.hypervolume_diff.low > 0 and win.share_of_b_dominated_by_a.low == 1.0
+    tie = bootstrap(_seed_rows(5, 0.0), "a", "b", ("L_ret", "L_ft"), n_boot=200)
+    assert tie.hypervolume_diff.low <= 0 <= tie.hypervolume_diff.high
+    again = bootstrap(_seed_rows(5, 0.3), "a", "b", ("L_ret", "L_ft"), n_boot=200)
+    assert again == win  # seeded: the same intervals every time
+
+
+def test_report_tables_say_how_sure_we_are():
+    from analysis.report import comparison_table
+
+    rows = [dict(r, method={"a": "mixed", "b": "unmixed"}[r["method"]]) for r in _seed_rows(4, 0.3)]
+    table = comparison_table(rows)
+    assert "Seed-bootstrap 90% intervals (4 seeds" in table and "mixed vs unmixed: hypervolume difference +" in table
+    one = [r for r in rows if r["seed"] == 0]
+    assert "Confidence intervals: none, the runs come from 1 seed" in comparison_table(one)

@@ -1,0 +1,40 @@
+"""L_im and L_ret as functions of the mixing fraction λ (the paper's Fig. 3a and 3b), as pure functions.
+
+One curve per (mode, |D_post|): at each λ, the best (lowest) value over every run at that λ, with
+the run it came from. Best-of is what a practitioner would pick at each λ; every run is also kept
+so the figures can show the spread behind each point.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LambdaCurve:
+    mode: str              # sweep (Fig. 3a) | compute_matched (Fig. 3b)
+    post_tokens: int       # |D_post|
+    metric: str            # L_im | L_ret
+    lam: tuple[float, ...]
+    best: tuple[float, ...]
+    best_run: tuple[str, ...]
+
+
+def lambda_curves(rows: list[dict], metrics: tuple[str, ...] = ("L_im", "L_ret")) -> list[LambdaCurve]:
+    """Curves over λ for each (mode, |D_post|, metric); non-finite values are skipped."""
+    out = []
+    groups = sorted({(r["mode"], r["post_tokens"]) for r in rows}, key=lambda g: (g[0], g[1] if g[1] is not None else -1))
+    for mode, post in groups:
+        mine = [r for r in rows if r["mode"] == mode and r["post_tokens"] == post]
+        for metric in metrics:
+            lams, best, names = [], [], []
+            for lam in sorted({r["mix_fraction"] for r in mine}):
+                at = [r for r in mine if r["mix_fraction"] == lam and math.isfinite(r[metric])]
+                if at:
+                    top = min(at, key=lambda r: (r[metric], r["name"]))
+                    lams.append(lam)
+                    best.append(top[metric])
+                    names.append(top["name"])
+            out.append(LambdaCurve(mode, post, metric, tuple(lams), tuple(best), tuple(names)))
+    return out
