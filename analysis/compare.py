@@ -3,9 +3,9 @@
 - `hypervolume_2d`: the area a front dominates inside the box bounded by a reference point;
   with one shared reference, a larger area is a better front.
 - `dominated_share`: the share of B's front points that some point of A's front dominates.
-- `matched_gap`: how much lower A's y is than B's at the same x, averaged over the x range both
-  fronts cover; each front is read as a step function (the best y reachable at cost <= x),
-  which is exactly what a Pareto front promises and needs no smoothing.
+- `matched_gap`: how much lower A's y is than B's at the same x (e.g. the L_ret gap at matched
+  L_ft), averaged over the x range both fronts span; each front is interpolated linearly between
+  its points, which is monotone along a front, and never extrapolated.
 """
 
 from __future__ import annotations
@@ -46,27 +46,32 @@ def dominated_share(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(hit))
 
 
-def best_y_at(front: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """The lowest y of any front point with x' <= x (inf left of the front)."""
-    front = _front_points(front)
-    out = np.full(len(x), np.inf)
-    for px, py in front:
-        out = np.where(x >= px, np.minimum(out, py), out)
-    return out
+def front_y_at(front: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The front's y at each x, interpolated linearly between consecutive front points.
+
+    Along a Pareto front y falls as x rises, so the interpolation is monotone; outside the
+    front's x range it is nan (no extrapolation)."""
+    f = _front_points(front)  # sorted by x; x strictly increasing on a front without duplicates
+    if not len(f):
+        return np.full(len(x), np.nan)
+    return np.interp(x, f[:, 0], f[:, 1], left=np.nan, right=np.nan)
 
 
 def matched_gap(a: np.ndarray, b: np.ndarray, grid: int = 512) -> float:
-    """Mean of best_y_B(x) - best_y_A(x) for x from where both fronts start to where the later ends.
+    """Mean of y_B(x) - y_A(x) over the x range both fronts span (monotone interpolation along each).
 
-    Positive: A reaches a lower y than B at the same x. nan when either front is empty.
+    Positive: A reaches a lower y than B at the same x. nan when either front is empty or their
+    x ranges do not overlap (then there is no matched x to compare at).
     """
     fa, fb = _front_points(a), _front_points(b)
     if not len(fa) or not len(fb):
         return float("nan")
     lo = max(fa[:, 0].min(), fb[:, 0].min())
-    hi = max(fa[:, 0].max(), fb[:, 0].max())  # >= lo: best_y stays defined right of a front
+    hi = min(fa[:, 0].max(), fb[:, 0].max())
+    if lo > hi:
+        return float("nan")
     xs = np.linspace(lo, hi, grid) if hi > lo else np.array([lo])
-    return float(np.mean(best_y_at(fb, xs) - best_y_at(fa, xs)))
+    return float(np.mean(front_y_at(fb, xs) - front_y_at(fa, xs)))
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,14 @@ def test_dominated_share_and_gaps():
     assert matched_gap(lower, b) == pytest.approx(0.5)
     assert matched_gap(b, lower) == pytest.approx(-0.5)
     assert matched_gap(b, b) == 0.0
+    assert np.isnan(matched_gap(b, b + [10.0, 0.0]))  # no x in common: nothing to match
     assert np.isnan(dominated_share(a, np.zeros((0, 2))))
+
+
+@given(cloud, st.floats(-2, 2))
+def test_matched_gap_of_a_shifted_front_is_the_shift(pts, d):
+    b = np.array(pts)
+    assert matched_gap(b - [0.0, d], b) == pytest.approx(d, abs=1e-9)  # same x, every y lower by d
 
 
 def _info(method, pts):

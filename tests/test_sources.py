@@ -235,3 +235,28 @@ def test_hub_study_prepares_exact_compute_matched_and_replay_streams(ray_local, 
     # a budget beyond the corpus: a clear error with the tokens available, before any training
     with pytest.raises(StudyConfigError, match=r"finetune\.tokens: 10,000,000 tokens asked, but corpus '.*chempile-education' holds [\d,]+ training tokens"):
         prepare_mod.prepare(_hub_study(tmp_path, "finetune.tokens=10000000"))
+
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(0, 60), min_size=1, max_size=120), st.floats(0.05, 0.6), st.integers(1, 20))
+def test_carving_never_lets_a_heldout_text_into_training(tmp_path_factory, picks, fraction, heldout_docs):
+    """Any corpus (with exact duplicates): every document ends up in exactly one place, and no
+    held-out text (by hash) is a training document."""
+    root = tmp_path_factory.mktemp("carve")
+    texts = [f"text number {k}" for k in picks]  # repeats of k are exact duplicates
+    (root / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    try:
+        files = ingest(CorpusConfig(source="local", path=str(root / "c.jsonl"), heldout_docs=heldout_docs,
+                                    heldout_fraction=fraction), "corpora.post", 0, root / "cache")
+    except CorpusError as e:  # every text carved, or none: a clear error, never a half corpus
+        assert "no training documents" in str(e) or "no held-out documents" in str(e)
+        return
+    train, held = _column(files.train, "hash"), _column(files.heldout, "hash")
+    assert not set(train) & set(held)
+    assert len(set(held)) == len(held) <= heldout_docs
+    skipped = files.stats["skipped"]
+    assert len(train) + len(held) + skipped["heldout_copies"] + skipped["carved_beyond_heldout_docs"] + skipped["empty"] == len(texts)
