@@ -229,6 +229,8 @@ class Study(_Strict):
     seed: int = Field(0, ge=0, description="root seed; every node's seed derives from it and the node's path")
     output_dir: str = Field("runs/{name}", description="folder for corpora, checkpoints, MLflow store, report ({name} is filled in)")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: a SQLite store inside output_dir")
+    checkpoint_dir: str | None = Field(None, description="the content-addressed node store; default <output_dir>/checkpoints. Point several studies at one folder and a node any of them finished (same key: parent, stage config, data, tokenizer, seed) is never trained again")
+    max_concurrent_trials: int | None = Field(None, ge=1, le=100_000, description="Tune trials run at once per level; none: as many as the cluster's CPUs/GPUs can feed now. Set it on an autoscaling cluster (e.g. the GPU workers' max), where the cluster starts small and grows for the trials that wait")
     model: ModelConfig = ModelConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     corpora: CorporaConfig = CorporaConfig()
@@ -277,8 +279,13 @@ class Study(_Strict):
     def out(self) -> Path:
         return Path(self.output_dir.format(name=self.name)).expanduser().resolve()
 
+    @property
+    def checkpoints(self) -> Path:
+        return Path(self.checkpoint_dir.format(name=self.name)).expanduser().resolve() if self.checkpoint_dir else self.out / "checkpoints"
+
     def content_hash(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        # operational knobs that do not change any result stay out of the study's identity
+        blob = json.dumps(self.model_dump(mode="json", exclude={"max_concurrent_trials", "checkpoint_dir"}), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -76,7 +76,7 @@ def stream_params(stream: Stream) -> dict:
 
 def plan(study: Study, data) -> tuple[list[Node], list[tuple[Node, list[Node]]]]:
     """The whole tree as RunSpecs: arms, and (stage-2 node, its stage-3 children) pairs."""
-    out = study.out / "checkpoints"
+    out = study.checkpoints
     seq = study.model.seq_len
     model_id = {"preset": study.model.preset, "seq_len": seq, "tokenizer": data.tokenizer_id}
     arms, subtrees = [], []
@@ -339,7 +339,7 @@ def run_tree(study: Study, data, tracker, study_run: str) -> dict:
             _ensure_finished(tracker, a, study_run)
     print(f"[tree] level 1: {len(arms)} pretraining arms, {len(arms) - len(todo)} already done", flush=True)
     if todo:
-        grid = _tune(pretrain_trial, "arm", todo, ctx, concurrency(study.pretrain.resources), "pretrain",
+        grid = _tune(pretrain_trial, "arm", todo, ctx, study.max_concurrent_trials or concurrency(study.pretrain.resources), "pretrain",
                      lambda c: arms[c["arm"]].spec.label)
         failures += [f"pretrain arm {arms[r.config['arm']].name}: {r.error}" for r in grid if r.error]
     trained["pretrain"] = sum(1 for i in todo if node_done(arms[i].spec.node_dir))
@@ -352,7 +352,7 @@ def run_tree(study: Study, data, tracker, study_run: str) -> dict:
     every_node = [m for n2, children in subtrees for m in (n2, *children)]
     before = {m.spec.node_key for m in every_node if node_done(m.spec.node_dir)}
     if todo2:
-        grid = _tune(posttrain_trial, "subtree", todo2, ctx, concurrency(study.posttrain.resources), "posttrain",
+        grid = _tune(posttrain_trial, "subtree", todo2, ctx, study.max_concurrent_trials or concurrency(study.posttrain.resources), "posttrain",
                      lambda c: subtrees[c["subtree"]][0].spec.label + f" (+{len(subtrees[c['subtree']][1])} fine-tuning runs)")
         failures += [f"subtree {subtrees[r.config['subtree']][0].name}: {r.error}" for r in grid if r.error]
     for m in every_node:

@@ -1,0 +1,36 @@
+"""Content-addressed reuse across studies: a second study sharing the first one's stage-1 prefix
+(same data, model, stage-1 config and seed) and its checkpoint store trains no stage-1 node."""
+
+from mlflow.tracking import MlflowClient
+
+from raysweep.config import load_study
+from raysweep.main import run
+from raysweep.stage import node_done
+from raysweep.tree import plan
+from tests.conftest import SMOKE
+
+ONE_BRANCH = ["pretrain.mix_fraction=[0.5]", "finetune.lr=[1e-3]"]
+
+
+def test_second_study_reuses_the_shared_stage1_node(ray_local, tmp_path):
+    store = tmp_path / "store"
+    a = load_study(SMOKE, ["name=reuse-a", f"output_dir={tmp_path / 'a'}", f"checkpoint_dir={store}", "posttrain.lr=[1e-3]", *ONE_BRANCH])
+    first = run(a)
+    assert first["failures"] == [] and first["trained"] == {"pretrain": 1, "posttrain": 1, "finetune": 1}
+    [arm] = list((store / "pretrain").iterdir())
+    stamp = (arm / "model.safetensors").stat().st_mtime_ns
+
+    b = load_study(SMOKE, ["name=reuse-b", f"output_dir={tmp_path / 'b'}", f"checkpoint_dir={store}", "posttrain.lr=[3e-3]", *ONE_BRANCH])
+    second = run(b)
+    assert second["failures"] == []
+    assert second["trained"] == {"pretrain": 0, "posttrain": 1, "finetune": 1}  # stage 1 reused, counted
+    assert (arm / "model.safetensors").stat().st_mtime_ns == stamp  # the shared checkpoint was not rewritten
+    from raysweep.prepare import prepare
+
+    arms, subtrees = plan(b, prepare(b))
+    assert [x.spec.node_dir for x in arms] == [str(arm)] and node_done(arm)
+    # the reused arm is still a finished, measured run in the second study's own MLflow experiment
+    client = MlflowClient(second["tracking_uri"])
+    exp = client.get_experiment_by_name("reuse-b")
+    [pre] = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags["raysweep.stage"] == "pretrain"]
+    assert pre.info.status == "FINISHED" and "final_pre" in pre.data.metrics
