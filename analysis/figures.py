@@ -10,7 +10,8 @@ from analysis.curves import LambdaCurve
 from analysis.pareto import FrontierInfo, SetInfo
 
 COLOURS = {"unmixed": "#1f77b4", "mixed": "#d62728", "mixed+dropout": "#ff7f0e", "mixed+replay": "#2ca02c",
-           "unmixed+dropout": "#17becf", "unmixed+replay": "#9467bd", "mixed+dropout+replay": "#8c564b"}
+           "unmixed+dropout": "#17becf", "unmixed+replay": "#9467bd", "mixed+dropout+replay": "#8c564b",
+           "mixed+lora": "#e377c2", "unmixed+lora": "#7f7f7f"}
 _FALLBACK = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
 
 

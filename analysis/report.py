@@ -17,14 +17,15 @@ _NAMES = {"L_ret": "L_ret (D_post after fine-tuning)", "L_ft": "L_ft (D_ft)", "L
 def frontier_tables(rows: list[dict]) -> str:
     """Plain-text frontier tables, one per view, for the end-of-run summary."""
     out = []
+    w = max([9, *(len(r["method"]) for r in rows)])
     for (x, y), infos in frontiers(rows).items():
         out.append(f"Pareto frontier in ({x}, {y}), lower is better:")
-        out.append(f"  {'method':<9} {x:>8} {y:>8}  run")
+        out.append(f"  {'method':<{w}} {x:>8} {y:>8}  run")
         for info in infos:
             for px, py, label in info.front():
-                out.append(f"  {info.method:<9} {px:>8.4f} {py:>8.4f}  {label}")
+                out.append(f"  {info.method:<{w}} {px:>8.4f} {py:>8.4f}  {label}")
             if info.excluded:
-                out.append(f"  {info.method:<9} ({info.excluded} runs with non-finite losses left out)")
+                out.append(f"  {info.method:<{w}} ({info.excluded} runs with non-finite losses left out)")
         out.append("")
     return "\n".join(out)
 
@@ -40,6 +41,8 @@ def comparisons(rows: list[dict], baseline: str = "unmixed") -> list:
 
 def comparison_table(rows: list[dict], baseline: str = "unmixed") -> str:
     """Plain text: hypervolume, dominated shares and matched gaps of each method vs the baseline."""
+    if not any(r["method"] == baseline for r in rows):
+        return f"Frontier comparison: no {baseline!r} runs in this study to compare against.\n"
     lines = [f"Frontier comparison against {baseline} (hypervolume: larger is better, same reference point per view):"]
     for c in comparisons(rows, baseline):
         lines.append(

@@ -189,6 +189,11 @@ class PosttrainConfig(_StageConfig):
     lr: list[float] = Field([1e-3, 3e-3], description="peak learning rates (sweep axis)")
     dropout: list[float] = Field([0.0], description="residual/attention dropout during stage 2 (sweep axis)")
     replay: list[float] = Field([0.0], description="share of the stage-2 stream drawn from D_pre (replay; 0.01 in the paper) (sweep axis)")
+    tuning: list[Literal["full", "lora"]] = Field(["full"], description="full fine-tuning and/or LoRA adapters (sweep axis); for LoRA runs the dropout axis is the LoRA dropout")
+    lora_rank: int = Field(64, ge=1, le=4096, description="LoRA rank (PAPER.md Table 9: 64)")
+    lora_alpha: float = Field(128.0, gt=0, description="LoRA alpha (Table 9: 128)")
+    lora_targets: list[str] = Field(["o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"], min_length=1,
+                                    description="modules given adapters (Table 9: attention output, MLP, head; Q/K/V excluded). With tied embeddings lm_head is left out (see README)")
     tokens: int = Field(360_000, gt=0, description="most D_post tokens one run may train on (early stopping may end it sooner); compute_matched: at most one pass")
     patience: int = Field(3, ge=1, description="evaluations without improvement before early stopping")
     min_lr: float = Field(1e-4, ge=0, description="floor of the cosine decay")
@@ -203,6 +208,22 @@ class PosttrainConfig(_StageConfig):
     @classmethod
     def _dropouts(cls, v: list[float]) -> list[float]:
         return _grid(v, 0.0, 1.0, "dropout", hi_open=True)
+
+    @field_validator("tuning")
+    @classmethod
+    def _tunings(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"needs one or more distinct values of full / lora, got {v}")
+        return v
+
+    @field_validator("lora_targets")
+    @classmethod
+    def _targets(cls, v: list[str]) -> list[str]:
+        known = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"}
+        unknown = sorted(set(v) - known)
+        if unknown:
+            raise ValueError(f"unknown module(s) {unknown}; the Llama decoder has {sorted(known)}")
+        return v
 
     @field_validator("replay")
     @classmethod

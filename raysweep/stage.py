@@ -53,7 +53,8 @@ class RunSpec:
     eval_every: int            # steps
     monitor: list[str]         # held-out sets evaluated during training
     seed: int
-    dropout: float = 0.0
+    dropout: float = 0.0       # residual/attention dropout; with `lora`, the LoRA dropout instead
+    lora: dict | None = None   # {"rank", "alpha", "targets"}: train LoRA adapters only, merged into θ at the end
     init_from: str | None = None  # parent node folder
     early_stop_on: str | None = None  # held-out set whose loss decides early stopping
     patience: int | None = None
@@ -176,6 +177,14 @@ def _optimizer(model, spec: RunSpec, device) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=spec.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
 
+def add_lora(model, lora: dict, dropout: float):
+    """Freeze the model and add LoRA adapters (peft) on `lora["targets"]`; only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"], lora_dropout=dropout, target_modules=list(lora["targets"]), bias="none")
+    return get_peft_model(model, cfg)
+
+
 def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, torch.Tensor], rank: int, world: int):
     """Train one run; returns (result dict, final weights on CPU)."""
     import ray.train.torch
@@ -183,10 +192,14 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
     if ctx.get("inject_failure") and ctx["inject_failure"] in spec.label:
         raise RuntimeError(f"{spec.label}: failure injected by RAYSWEEP_INJECT_FAILURE={ctx['inject_failure']!r}")
     device = ray.train.torch.get_device()
-    model = build_model(ctx["preset"], ctx["vocab_size"], ctx["seq_len"], dropout=spec.dropout, seed=spec.seed)
+    residual_dropout = 0.0 if spec.lora else spec.dropout
+    model = build_model(ctx["preset"], ctx["vocab_size"], ctx["seq_len"], dropout=residual_dropout, seed=spec.seed)
     if init_state is not None:
         model.load_state_dict(init_state)
-        set_dropout(model, spec.dropout)
+        set_dropout(model, residual_dropout)
+    if spec.lora:
+        model = add_lora(model, spec.lora, spec.dropout)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model = ray.train.torch.prepare_model(model)
     raw = model.module if hasattr(model, "module") else model
     opt = _optimizer(model, spec, device)
@@ -253,6 +266,8 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
     if best_state is not None:
         raw.load_state_dict(best_state)  # θ_post is the best checkpoint, not the last
     final = _evaluate(model, eval_sets, device, rank, world)
+    if spec.lora:
+        raw = raw.merge_and_unload()  # θ_post = base + the adapters' product: a plain model for stage 3
     log.metrics(step, {f"final_{k}": v for k, v in final.items()})
     log.flush()
     result = {
@@ -263,6 +278,7 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
         "tokens": step * tokens_per_step,
         "train_seconds": train_seconds,
         "tokens_per_s": step * tokens_per_step / max(train_seconds, 1e-9),
+        "trainable_parameters": trainable,
         "data_wait_seconds": data_wait,
         "data_wait_share": data_wait / max(train_seconds, 1e-9),
     }

@@ -42,14 +42,26 @@ def node_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def method_of(mix_fraction: float, replay: float = 0.0, dropout: float = 0.0) -> str:
-    """The method a run belongs to, as the analysis groups them (PAPER.md: unmixed, mixed, +dropout, +replay)."""
+def method_of(mix_fraction: float, replay: float = 0.0, dropout: float = 0.0, tuning: str = "full") -> str:
+    """The method a run belongs to, as the analysis groups them (PAPER.md: unmixed, mixed, +dropout,
+    +replay, LoRA vs full fine-tuning). For LoRA runs the dropout is LoRA's, part of the LoRA method."""
     name = "mixed" if mix_fraction > 0 else "unmixed"
+    if tuning == "lora":
+        return name + "+lora" + ("+replay" if replay > 0 else "")
     if dropout > 0:
         name += "+dropout"
     if replay > 0:
         name += "+replay"
     return name
+
+
+def lora_targets(study: Study) -> list[str]:
+    """The modules that get adapters. With tied input/output embeddings an adapter on lm_head would,
+    once merged, also change the input embeddings; it is left out there (README, "LoRA")."""
+    from raysweep.models import PRESETS
+
+    tied = PRESETS[study.model.preset].tie_embeddings
+    return [t for t in study.posttrain.lora_targets if not (tied and t == "lm_head")]
 
 
 @dataclass(frozen=True)
@@ -97,25 +109,26 @@ def plan(study: Study, data) -> tuple[list[Node], list[tuple[Node, list[Node]]]]
         arms.append(arm)
         for lr2 in p2.lr:
             for drop in p2.dropout:
-                for rep in p2.replay:
+                for rep, tuning in [(r, t) for r in p2.replay for t in p2.tuning]:
                     s2stream = data.posttrain[lam, rep]
+                    lora = {"rank": p2.lora_rank, "alpha": p2.lora_alpha, "targets": lora_targets(study)} if tuning == "lora" else None
                     steps2 = _steps(p2.tokens, p2.batch_size, seq)
                     if p1.mode == "compute_matched":  # one pass in total: stage 2 never repeats its share
                         steps2 = min(steps2, max(1, s2stream.n_blocks // p2.batch_size))
                     hyper2 = {"lr": lr2, "min_lr": p2.min_lr, "warmup_steps": p2.warmup_steps, "weight_decay": p2.weight_decay,
-                              "batch_size": p2.batch_size, "dropout": drop}
+                              "batch_size": p2.batch_size, "dropout": drop, **({"lora": lora} if lora else {})}
                     k2 = node_key("posttrain", key, hyper2, s2stream.stats, steps2, p2.patience, p2.eval_every, study.seed)
-                    path2 = f"mix={lam:g}/lr={lr2:g}/dropout={drop:g}" + (f"/replay={rep:g}" if rep else "")
-                    method = method_of(lam, rep, drop)
+                    path2 = f"mix={lam:g}/lr={lr2:g}/dropout={drop:g}" + (f"/replay={rep:g}" if rep else "") + ("/lora" if lora else "")
+                    method = method_of(lam, rep, drop, tuning)
                     s2 = RunSpec(
-                        stage="posttrain", label=f"posttrain λ={lam:g} lr={lr2:g} drop={drop:g}" + (f" replay={rep:g}" if rep else ""),
+                        stage="posttrain", label=f"posttrain λ={lam:g} lr={lr2:g} drop={drop:g}" + (f" replay={rep:g}" if rep else "") + (" lora" if lora else ""),
                         node_key=k2, node_dir=str(out / "posttrain" / k2),
                         dataset="train", max_steps=steps2, eval_every=p2.eval_every, monitor=["post"],
                         seed=derive_seed(study.seed, "posttrain", path2), init_from=arm.spec.node_dir, early_stop_on="post", patience=p2.patience,
                         meta={"mix_fraction": lam, "replay": rep, "parent": key, "stream": s2stream.stats, **model_id}, **hyper2,
                     )
                     n2 = Node(s2, f"posttrain/{path2}", key,
-                              {"mix_fraction": lam, "replay": rep, **hyper2, "max_steps": steps2, "patience": p2.patience, "data": stream_params(s2stream)},
+                              {"mix_fraction": lam, "replay": rep, "tuning": tuning, **hyper2, "max_steps": steps2, "patience": p2.patience, "data": stream_params(s2stream)},
                               {"raysweep.mix_fraction": lam, "raysweep.method": method, "raysweep.parent_node": key}, s2stream)
                     children = []
                     for lr3 in p3.lr:
@@ -129,7 +142,7 @@ def plan(study: Study, data) -> tuple[list[Node], list[tuple[Node, list[Node]]]]
                             meta={"mix_fraction": lam, "replay": rep, "parent": k2, "stream": data.finetune.stats, **model_id}, **hyper3,
                         )
                         children.append(Node(s3, f"finetune/{path3}", k2,
-                                             {"mix_fraction": lam, "posttrain_lr": lr2, "dropout": drop, "replay": rep, **hyper3, "tokens": p3.tokens,
+                                             {"mix_fraction": lam, "posttrain_lr": lr2, "dropout": drop, "replay": rep, "tuning": tuning, **hyper3, "tokens": p3.tokens,
                                               "mode": p1.mode, "post_tokens": p1.post_tokens, "seed": study.seed, "data": stream_params(data.finetune)},
                                              {"raysweep.mix_fraction": lam, "raysweep.method": method, "raysweep.parent_node": k2}, data.finetune))
                     subtrees.append((n2, children))
