@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from analysis.report import comparison_table, frontier_tables, write_report
-from analysis.runs import rows_from_mlflow
+from analysis.runs import failed_runs_from_mlflow, rows_from_mlflow
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,8 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print(f"no finished fine-tuning runs in experiment {args.experiment!r}")
         return 1
-    report = write_report(rows, args.out / "report.html", title=f"raysweep study {args.experiment!r}")
+    failed = failed_runs_from_mlflow(args.tracking_uri, args.experiment)
+    report = write_report(rows, args.out / "report.html", title=f"raysweep study {args.experiment!r}", failures=failed)
     print(frontier_tables(rows) + comparison_table(rows))
+    if failed:
+        print(f"{len(failed)} failed runs: " + ", ".join(failed))
     print(f"report: {report}")
     return 0
 

@@ -120,6 +120,14 @@ def runs_table_html(rows: list[dict]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _failures_html(failures) -> str:
+    if not failures:
+        return ""
+    items = "".join(f"<li>{html.escape(f)}</li>" for f in failures)
+    return (f"<h2>Failed runs ({len(failures)})</h2><p>Not in any figure or table above; running the same command "
+            f"again retrains only these.</p><ul>{items}</ul>")
+
+
 def report_figures(rows: list[dict]) -> list:
     """Every figure of the report, in order: the two frontier views (Fig. 2 / Fig. 4 with more
     methods), L_im and L_ret against λ per mode when λ varies (Fig. 3a / 3b), the 3D set."""
@@ -133,7 +141,7 @@ def report_figures(rows: list[dict]) -> list:
     return figs
 
 
-def write_report(rows: list[dict], path: Path, title: str = "raysweep study") -> Path:
+def write_report(rows: list[dict], path: Path, title: str = "raysweep study", failures: list[str] = ()) -> Path:
     figs = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(report_figures(rows))]  # plotly.js embedded once
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -148,7 +156,7 @@ table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;pa
 <h2>Frontiers</h2><pre>{html.escape(frontier_tables(rows))}</pre>
 <h2>Comparison</h2><pre>{html.escape(comparison_table(rows))}</pre>
 <h2>All three losses at once</h2><pre>{html.escape(pareto_3d_table(rows))}</pre>
-<h2>All runs</h2>{runs_table_html(rows)}
+{_failures_html(failures)}<h2>All runs</h2>{runs_table_html(rows)}
 </body></html>"""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")

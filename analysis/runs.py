@@ -49,3 +49,15 @@ def rows_from_mlflow(tracking_uri: str, experiment: str) -> list[dict]:
             {"ft": m["L_ft"], "post": m["L_ret"], "pre": m["L_pre"]},
         ))
     return sorted(rows, key=lambda r: (r["name"], r["seed"]))
+
+
+def failed_runs_from_mlflow(tracking_uri: str, experiment: str) -> list[str]:
+    """Names of the experiment's node runs whose last attempt failed (the study runs themselves excluded)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FAILED'", max_results=50_000)
+    return sorted(r.info.run_name for r in runs if r.data.tags.get(STAGE) not in (None, "study"))

@@ -154,6 +154,7 @@ class _StageConfig(_Strict):
     tokens: int = Field(gt=0, description="training-token budget of one run (tokens, not documents)")
     eval_every: int = Field(50, gt=0, description="optimizer steps between held-out evaluations")
     eval_tokens: int = Field(8192, gt=0, description="held-out tokens per corpus per evaluation")
+    checkpoint_every: int = Field(100, ge=0, description="optimizer steps between resumable progress checkpoints (0: none); an interrupted or retried run continues from the last one")
     resources: ResourcesConfig = Field(ResourcesConfig(), description="compute per run of this stage")
 
 
@@ -189,6 +190,7 @@ class PosttrainConfig(_StageConfig):
     lr: list[float] = Field([1e-3, 3e-3], description="peak learning rates (sweep axis)")
     dropout: list[float] = Field([0.0], description="residual/attention dropout during stage 2 (sweep axis)")
     replay: list[float] = Field([0.0], description="share of the stage-2 stream drawn from D_pre (replay; 0.01 in the paper) (sweep axis)")
+    batch_size: int | list[int] = Field(16, description="sequences per optimizer step, summed over workers; a list is a sweep axis (the paper sweeps 192, 480, 896)")
     tuning: list[Literal["full", "lora"]] = Field(["full"], description="full fine-tuning and/or LoRA adapters (sweep axis); for LoRA runs the dropout axis is the LoRA dropout")
     lora_rank: int = Field(64, ge=1, le=4096, description="LoRA rank (PAPER.md Table 9: 64)")
     lora_alpha: float = Field(128.0, gt=0, description="LoRA alpha (Table 9: 128)")
@@ -208,6 +210,18 @@ class PosttrainConfig(_StageConfig):
     @classmethod
     def _dropouts(cls, v: list[float]) -> list[float]:
         return _grid(v, 0.0, 1.0, "dropout", hi_open=True)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batches(cls, v: int | list[int]) -> int | list[int]:
+        values = v if isinstance(v, list) else [v]
+        if not values or len(set(values)) != len(values) or any(b <= 0 for b in values):
+            raise ValueError(f"batch sizes must be distinct positive integers, got {v}")
+        return v
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return self.batch_size if isinstance(self.batch_size, list) else [self.batch_size]
 
     @field_validator("tuning")
     @classmethod
@@ -251,6 +265,7 @@ class Study(_Strict):
     output_dir: str = Field("runs/{name}", description="folder for corpora, checkpoints, MLflow store, report ({name} is filled in)")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: a SQLite store inside output_dir")
     checkpoint_dir: str | None = Field(None, description="the content-addressed node store; default <output_dir>/checkpoints. Point several studies at one folder and a node any of them finished (same key: parent, stage config, data, tokenizer, seed) is never trained again")
+    retries: int = Field(2, ge=0, le=100, description="times a failed trial (an exception, a non-finite loss, a lost worker) is retried, from its last progress checkpoint, before it is marked failed")
     max_concurrent_trials: int | None = Field(None, ge=1, le=100_000, description="Tune trials run at once per level; none: as many as the cluster's CPUs/GPUs can feed now. Set it on an autoscaling cluster (e.g. the GPU workers' max), where the cluster starts small and grows for the trials that wait")
     model: ModelConfig = ModelConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
@@ -268,7 +283,7 @@ class Study(_Strict):
                 "children run in the same Ray Train worker group (see raysweep/tree.py)"
             )
         if self.pretrain.mode == "compute_matched":
-            need = self.posttrain.batch_size * (self.model.seq_len + 1)
+            need = max(self.posttrain.batch_sizes) * (self.model.seq_len + 1)
             for lam in self.pretrain.mix_fraction:
                 rest = self.pretrain.post_tokens - int(round(lam * self.pretrain.post_tokens))
                 if rest < need:
@@ -283,16 +298,17 @@ class Study(_Strict):
             if cfg.min_lr > min(lrs):
                 raise ValueError(f"{stage}.min_lr ({cfg.min_lr}) is above its smallest lr ({min(lrs)})")
             blocks = cfg.tokens // self.model.seq_len
-            if blocks < cfg.batch_size:
-                raise ValueError(
-                    f"{stage}.tokens ({cfg.tokens}) fills {blocks} blocks of {self.model.seq_len} tokens, "
-                    f"fewer than one batch ({cfg.batch_size}); raise {stage}.tokens or lower {stage}.batch_size"
-                )
-            if cfg.batch_size % cfg.resources.workers:
-                raise ValueError(
-                    f"{stage}.batch_size ({cfg.batch_size}) must divide evenly over "
-                    f"{stage}.resources.workers ({cfg.resources.workers})"
-                )
+            for batch in (cfg.batch_size if isinstance(cfg.batch_size, list) else [cfg.batch_size]):
+                if blocks < batch:
+                    raise ValueError(
+                        f"{stage}.tokens ({cfg.tokens}) fills {blocks} blocks of {self.model.seq_len} tokens, "
+                        f"fewer than one batch ({batch}); raise {stage}.tokens or lower {stage}.batch_size"
+                    )
+                if batch % cfg.resources.workers:
+                    raise ValueError(
+                        f"{stage}.batch_size ({batch}) must divide evenly over "
+                        f"{stage}.resources.workers ({cfg.resources.workers})"
+                    )
         return self
 
     # ---- derived values (never stored, so they cannot disagree with the fields) ----
@@ -306,7 +322,7 @@ class Study(_Strict):
 
     def content_hash(self) -> str:
         # operational knobs that do not change any result stay out of the study's identity
-        blob = json.dumps(self.model_dump(mode="json", exclude={"max_concurrent_trials", "checkpoint_dir"}), sort_keys=True)
+        blob = json.dumps(self.model_dump(mode="json", exclude={"max_concurrent_trials", "checkpoint_dir", "retries"}), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -59,6 +59,7 @@ class RunSpec:
     early_stop_on: str | None = None  # held-out set whose loss decides early stopping
     patience: int | None = None
     run_id: str | None = None  # MLflow run receiving step metrics
+    checkpoint_every: int = 0  # steps between resumable progress checkpoints (0: none); not part of the node key
     meta: dict = field(default_factory=dict)  # config and lineage to keep with the checkpoint
 
 
@@ -66,6 +67,46 @@ def node_done(node_dir: str | Path) -> dict | None:
     """The node.json of a finished node, or None."""
     p = Path(node_dir) / NODE_FILE
     return json.loads(p.read_text()) if p.exists() else None
+
+
+def progress_dir(node_dir: str | Path) -> Path:
+    """Where an unfinished node keeps its resumable progress (deleted once node.json exists)."""
+    return Path(str(node_dir) + ".resume")
+
+
+def _save_progress(spec: RunSpec, rank: int, model_state: dict | None, opt_state: dict | None, counters: dict, best_state: dict | None) -> None:
+    """Everything needed to continue bit for bit: weights, optimizer, counters, best-so-far, and
+    each rank's RNG. Written to a temp file and renamed, so a kill never leaves half a file."""
+    folder = progress_dir(spec.node_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {f"rng{rank}.pt": {"step": counters["step"], "rng": torch.get_rng_state()}}
+    if rank == 0:
+        files["state.pt"] = {"node_key": spec.node_key, "model": model_state, "opt": opt_state, "best_state": best_state or {}, **counters}
+    for name, blob in files.items():
+        tmp = folder / (name + ".tmp")
+        torch.save(blob, tmp)
+        tmp.replace(folder / name)
+
+
+def _load_progress(spec: RunSpec, rank: int) -> dict | None:
+    folder = progress_dir(spec.node_dir)
+    if not (folder / "state.pt").exists():
+        return None
+    state = torch.load(folder / "state.pt", weights_only=True)  # tensors and numbers only: never unpickles code
+    if state.get("node_key") != spec.node_key:
+        return None
+    rng = folder / f"rng{rank}.pt"
+    own = torch.load(rng, weights_only=True) if rng.exists() else None
+    state["rng"] = own["rng"] if own and own["step"] == state["step"] else None
+    return state
+
+
+def _record_failure(spec: RunSpec, error: BaseException) -> None:
+    """Append one line per failed attempt next to the node, for the report and for audits."""
+    path = Path(str(spec.node_dir) + ".failures.jsonl")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps({"time": time.time(), "error": f"{type(error).__name__}: {error}"[:2000]}) + "\n")
 
 
 def load_weights(node_dir: str, tokenizer_id: str) -> dict[str, torch.Tensor]:
@@ -218,11 +259,26 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
                 raise ValueError(f"{spec.label}: the training stream holds less than one batch per worker")
 
     monitor = {k: eval_sets[k] for k in spec.monitor}
-    best, best_state, best_evals, best_step, bad = math.inf, None, None, 0, 0
+    best, best_state, best_step, bad = math.inf, None, 0, 0
     step, train_loss, stopped_early, evals = 0, float("nan"), False, {}
+    it = batches()
+    resumed_from, seconds_before = 0, 0.0
+    saved = _load_progress(spec, rank) if spec.checkpoint_every else None
+    if saved is not None:  # continue where an interrupted attempt left off, bit for bit
+        raw.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["opt"])
+        step, best, best_step, bad = saved["step"], saved["best"], saved["best_step"], saved["bad"]
+        best_state = saved["best_state"] or None
+        seconds_before = saved["train_seconds"]
+        if saved["rng"] is not None:
+            torch.set_rng_state(saved["rng"])
+        for _ in range(step):  # the data position: the same batches follow as in an uninterrupted run
+            next(it)
+        resumed_from = step
+        if rank == 0:
+            print(f"[{spec.label}] resumed at step {step}/{spec.max_steps} from {progress_dir(spec.node_dir)}", file=sys.__stdout__, flush=True)
     t_train = time.perf_counter()
     model.train()
-    it = batches()
     seen_rows: list[str] = []  # audit only: digests of the rows this rank trained on
     data_wait = 0.0  # seconds spent waiting for the next batch: the stream must never starve training
     while step < spec.max_steps:
@@ -262,7 +318,11 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
                         break
         else:
             log.progress(step, train_loss)
-    train_seconds = time.perf_counter() - t_train
+        if spec.checkpoint_every and step % spec.checkpoint_every == 0 and step < spec.max_steps:
+            counters = {"step": step, "best": best, "best_step": best_step, "bad": bad,
+                        "train_seconds": seconds_before + time.perf_counter() - t_train}
+            _save_progress(spec, rank, raw.state_dict() if rank == 0 else None, opt.state_dict() if rank == 0 else None, counters, best_state)
+    train_seconds = seconds_before + time.perf_counter() - t_train
     if best_state is not None:
         raw.load_state_dict(best_state)  # θ_post is the best checkpoint, not the last
     final = _evaluate(model, eval_sets, device, rank, world)
@@ -279,6 +339,7 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
         "train_seconds": train_seconds,
         "tokens_per_s": step * tokens_per_step / max(train_seconds, 1e-9),
         "trainable_parameters": trainable,
+        "resumed_from_step": resumed_from,
         "data_wait_seconds": data_wait,
         "data_wait_share": data_wait / max(train_seconds, 1e-9),
     }
@@ -318,10 +379,16 @@ def train_loop(ctx: dict) -> list[dict]:
         else:
             init = load_weights(spec.init_from, ctx["tokenizer_id"])
         shard = ray.train.get_dataset_shard(shard_name(spec.dataset, rank))
-        result, state = run_one(spec, init, shard, ctx, eval_sets, rank, world)
+        try:
+            result, state = run_one(spec, init, shard, ctx, eval_sets, rank, world)
+        except Exception as e:
+            if rank == 0:
+                _record_failure(spec, e)
+            raise
         result["rank"] = rank
         if rank == 0:
             _save_node(spec, state, result, ctx["tokenizer_id"])
+            shutil.rmtree(progress_dir(spec.node_dir), ignore_errors=True)  # finished: nothing to resume
         states[spec.node_dir] = state
         results.append({"node_key": spec.node_key, **result})
     if world > 1:

@@ -102,6 +102,7 @@ def plan(study: Study, data) -> tuple[list[Node], list[tuple[Node, list[Node]]]]
         spec = RunSpec(
             stage="pretrain", label=f"pretrain λ={lam:g}", node_key=key, node_dir=str(out / "pretrain" / key), dataset="train",
             max_steps=steps, eval_every=p1.eval_every, monitor=["pre", "post"], seed=derive_seed(study.seed, "pretrain", lam),
+            checkpoint_every=p1.checkpoint_every,
             meta={"mix_fraction": lam, "mode": p1.mode, "stream": stream.stats, **model_id}, **hyper,
         )
         arm = Node(spec, f"pretrain/mix={lam:g}", None, {"mix_fraction": lam, "mode": p1.mode, "steps": steps, **hyper, "data": stream_params(stream)},
@@ -109,22 +110,24 @@ def plan(study: Study, data) -> tuple[list[Node], list[tuple[Node, list[Node]]]]
         arms.append(arm)
         for lr2 in p2.lr:
             for drop in p2.dropout:
-                for rep, tuning in [(r, t) for r in p2.replay for t in p2.tuning]:
+                for rep, tuning, bs in [(r, t, b) for r in p2.replay for t in p2.tuning for b in p2.batch_sizes]:
                     s2stream = data.posttrain[lam, rep]
                     lora = {"rank": p2.lora_rank, "alpha": p2.lora_alpha, "targets": lora_targets(study)} if tuning == "lora" else None
-                    steps2 = _steps(p2.tokens, p2.batch_size, seq)
+                    steps2 = _steps(p2.tokens, bs, seq)
                     if p1.mode == "compute_matched":  # one pass in total: stage 2 never repeats its share
-                        steps2 = min(steps2, max(1, s2stream.n_blocks // p2.batch_size))
+                        steps2 = min(steps2, max(1, s2stream.n_blocks // bs))
                     hyper2 = {"lr": lr2, "min_lr": p2.min_lr, "warmup_steps": p2.warmup_steps, "weight_decay": p2.weight_decay,
-                              "batch_size": p2.batch_size, "dropout": drop, **({"lora": lora} if lora else {})}
+                              "batch_size": bs, "dropout": drop, **({"lora": lora} if lora else {})}
                     k2 = node_key("posttrain", key, hyper2, s2stream.stats, steps2, p2.patience, p2.eval_every, study.seed)
-                    path2 = f"mix={lam:g}/lr={lr2:g}/dropout={drop:g}" + (f"/replay={rep:g}" if rep else "") + ("/lora" if lora else "")
+                    path2 = (f"mix={lam:g}/lr={lr2:g}/dropout={drop:g}" + (f"/replay={rep:g}" if rep else "") + ("/lora" if lora else "")
+                             + (f"/batch={bs}" if len(p2.batch_sizes) > 1 else ""))
                     method = method_of(lam, rep, drop, tuning)
                     s2 = RunSpec(
-                        stage="posttrain", label=f"posttrain λ={lam:g} lr={lr2:g} drop={drop:g}" + (f" replay={rep:g}" if rep else "") + (" lora" if lora else ""),
+                        stage="posttrain", label=f"posttrain λ={lam:g} lr={lr2:g} drop={drop:g}" + (f" replay={rep:g}" if rep else "") + (" lora" if lora else "") + (f" batch={bs}" if len(p2.batch_sizes) > 1 else ""),
                         node_key=k2, node_dir=str(out / "posttrain" / k2),
                         dataset="train", max_steps=steps2, eval_every=p2.eval_every, monitor=["post"],
                         seed=derive_seed(study.seed, "posttrain", path2), init_from=arm.spec.node_dir, early_stop_on="post", patience=p2.patience,
+                        checkpoint_every=p2.checkpoint_every,
                         meta={"mix_fraction": lam, "replay": rep, "parent": key, "stream": s2stream.stats, **model_id}, **hyper2,
                     )
                     n2 = Node(s2, f"posttrain/{path2}", key,
@@ -139,6 +142,7 @@ def plan(study: Study, data) -> tuple[list[Node], list[tuple[Node, list[Node]]]]
                             stage="finetune", label=f"finetune {s2.label.removeprefix('posttrain ')} ft_lr={lr3:g}", node_key=k3,
                             node_dir=str(out / "finetune" / k3), dataset="ft", max_steps=_steps(p3.tokens, p3.batch_size, seq),
                             eval_every=p3.eval_every, monitor=["ft"], seed=derive_seed(study.seed, "finetune", path3), init_from=s2.node_dir,
+                            checkpoint_every=p3.checkpoint_every,
                             meta={"mix_fraction": lam, "replay": rep, "parent": k2, "stream": data.finetune.stats, **model_id}, **hyper3,
                         )
                         children.append(Node(s3, f"finetune/{path3}", k2,
@@ -302,7 +306,9 @@ def _tune(trainable, axis: str, indices: list[int], ctx: dict, slots: int, name:
         tune.with_resources(tune.with_parameters(trainable, ctx=ctx), TRIAL_RESOURCES),
         param_space={axis: tune.grid_search(indices)},
         tune_config=tune.TuneConfig(max_concurrent_trials=slots),
+        # a retried trial skips its finished nodes and continues its unfinished one from its last progress checkpoint
         run_config=tune.RunConfig(name=name, storage_path=ctx["tune_storage"], verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=ctx["retries"]),
                                   callbacks=[_progress_callback(name, len(indices), describe)]),
     )
     return tuner.fit()
@@ -329,6 +335,7 @@ def run_tree(study: Study, data, tracker, study_run: str) -> dict:
         "subtrees": subtrees,
         "tracker": tracker,
         "study_run": study_run,
+        "retries": study.retries,
         "tune_storage": str(study.out / "tune"),
         "ray_storage": str(study.out / "ray"),
         "resources": {s: getattr(study, s).resources for s in ("pretrain", "posttrain", "finetune")},

@@ -100,3 +100,25 @@ def test_cli_rejects_bad_fraction_fast_without_starting_ray():
 def test_content_hash_follows_content():
     a, b = load_study(), load_study(None, ["seed=1"])
     assert a.content_hash() == load_study().content_hash() != b.content_hash()
+
+
+def test_paper_study_dry_run_counts_its_search_space_offline_and_fast():
+    import os
+    import subprocess
+    import sys
+    import time
+
+    path = ROOT / "search_spaces" / "paper-135m-frontier.yaml"
+    study = load_study(path)
+    p1, p2, p3 = study.pretrain, study.posttrain, study.finetune
+    n2 = len(p1.mix_fraction) * len(p2.lr) * len(p2.dropout) * len(p2.replay) * len(p2.tuning) * len(p2.batch_sizes)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "RAY_ADDRESS": ""}
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "raysweep.main", "--config", str(path), "--dry-run"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    seconds = time.perf_counter() - t0
+    assert out.returncode == 0, out.stderr
+    assert f"pretrain   {len(p1.mix_fraction):>4} runs" in out.stdout
+    assert f"posttrain  {n2:>4} runs" in out.stdout and n2 == 90
+    assert f"finetune   {n2 * len(p3.lr):>4} runs" in out.stdout
+    assert "H100-hours" in out.stdout and seconds < 10, seconds

@@ -1,5 +1,7 @@
-"""A failing run loses nothing else: its siblings finish, the runs that shared its fit and finished
-before it keep their results, it is reported, and a rerun trains only it."""
+"""A failing run loses nothing else: it is retried, then marked failed; its siblings finish, the runs
+that shared its fit and finished before it keep their results, it is reported, and a rerun trains only it."""
+
+import json
 
 from mlflow.tracking import MlflowClient
 
@@ -9,7 +11,7 @@ from tests.conftest import SMOKE
 
 
 def test_one_failing_subtree_leaves_the_rest_complete(ray_local, tmp_path, monkeypatch):
-    study = load_study(SMOKE, [f"output_dir={tmp_path / 'study'}", "name=failing"])
+    study = load_study(SMOKE, [f"output_dir={tmp_path / 'study'}", "name=failing", "retries=1"])
     n_lr = len(study.finetune.lr)
     # the last stage-3 run of one subtree fails, after its stage-2 parent and two siblings finished in the same fit
     monkeypatch.setenv("RAYSWEEP_INJECT_FAILURE", "λ=0.5 lr=0.001 drop=0 ft_lr=0.003")
@@ -17,11 +19,15 @@ def test_one_failing_subtree_leaves_the_rest_complete(ray_local, tmp_path, monke
     assert len(summary["failures"]) == 1 and "mix=0.5/lr=0.001" in summary["failures"][0]
     assert summary["trained"] == {"pretrain": 2, "posttrain": 4, "finetune": 4 * n_lr - 1}
     assert len(summary["rows"]) == 4 * n_lr - 1  # every other result is complete
+    [log] = list((tmp_path / "study" / "checkpoints" / "finetune").glob("*.failures.jsonl"))
+    attempts = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(attempts) == 2 and all("failure injected" in a["error"] for a in attempts)  # tried, retried once, then failed
     client = MlflowClient(summary["tracking_uri"])
     exp = client.get_experiment_by_name(study.name)
     runs = client.search_runs([exp.experiment_id])
     failed = [r.info.run_name for r in runs if r.info.status == "FAILED"]
     assert sorted(failed) == ["failing", "finetune/mix=0.5/lr=0.001/dropout=0/ft_lr=0.003"]  # the run, and the study
+    assert "Failed runs (1)" in summary["report"].read_text() and "mix=0.5/lr=0.001" in summary["report"].read_text()
     parent = next(r for r in runs if r.info.run_name == "posttrain/mix=0.5/lr=0.001/dropout=0")
     assert parent.info.status == "FINISHED" and "L_im" in parent.data.metrics
 

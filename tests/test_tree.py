@@ -39,3 +39,20 @@ def test_budget_beyond_the_corpus_fails_before_training(smoke_data, smoke_out):
     study = load_study(SMOKE, [f"output_dir={smoke_out}", "pretrain.tokens=10000000"])
     with pytest.raises(StudyConfigError, match=r"pretrain\.tokens: 10,000,000 tokens asked, but corpus 'general' holds [\d,]+ training tokens"):
         prepare(study)
+
+
+def test_stage2_batch_size_can_be_a_sweep_axis(smoke_data):
+    from raysweep.config import load_study
+    from raysweep.tree import plan
+    from tests.conftest import SMOKE
+
+    study, data = smoke_data
+    swept = load_study(SMOKE, [f"output_dir={study.out}", "posttrain.batch_size=[4, 8]"])
+    _, base = plan(study, data)
+    _, both = plan(swept, data)
+    assert len(both) == 2 * len(base)
+    assert sorted({n.spec.batch_size for n, _ in both}) == [4, 8]
+    for n, _ in both:  # the step budget follows the batch: same token budget
+        assert n.spec.max_steps == swept.posttrain.tokens // (n.spec.batch_size * swept.model.seq_len)
+        assert n.name.endswith(f"/batch={n.spec.batch_size}")
+    assert len({n.spec.node_key for n, _ in both}) == len(both)
