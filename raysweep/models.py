@@ -29,6 +29,8 @@ class ModelShape:
 PRESETS: dict[str, ModelShape] = {
     # CPU-sized: ~1M parameters with a 2k vocabulary, ≈5-8k tokens/s on 2 cores.
     "tiny": ModelShape(n_layers=4, hidden=128, n_heads=4, n_kv_heads=2, mlp_hidden=384, note="CPU tests and the default study"),
+    # A mid-size CPU model (~6M parameters with a 2k vocabulary), for benchmarks of the stage loop.
+    "small": ModelShape(n_layers=8, hidden=256, n_heads=4, n_kv_heads=2, mlp_hidden=768, note="CPU benchmarks"),
     # Even smaller, for tests that only need the code path to run.
     "debug": ModelShape(n_layers=2, hidden=64, n_heads=2, n_kv_heads=1, mlp_hidden=128, note="unit tests"),
     # SmolLM2-135M's shape (PAPER.md); vocab 49,152 when used with SmolLM2's tokenizer.

@@ -1,0 +1,109 @@
+"""Stage-loop overhead: tokens/s of raysweep's Ray Train stage loop vs a bare PyTorch loop on the
+same model, batch, data and thread count, in one run, printed as a ratio (goal, issue 8: ≥ 0.97).
+
+    python bench/stage_loop.py [--presets tiny small] [--seq-len 128] [--batch 8] [--steps 40]
+
+Both loops do the same work per step (forward, cross-entropy, backward, clip, AdamW) from step 0,
+one thread, no evaluation inside the timed steps (the Ray loop's final held-out evaluation runs
+after its timer stops; its sets are kept tiny).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+
+def bare_loop(preset: str, vocab: int, seq_len: int, blocks: np.ndarray, batch: int, steps: int) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    from raysweep.models import build_model
+
+    torch.set_num_threads(1)
+    model = build_model(preset, vocab, seq_len, seed=0)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
+    data = torch.from_numpy(blocks.astype(np.int64))
+    t0 = time.perf_counter()
+    for step in range(steps):
+        x = data[(step * batch) % (len(data) - batch + 1):][:batch].clone()
+        logits = model(input_ids=x[:, :-1]).logits
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        loss.item()
+    return steps * batch * seq_len / (time.perf_counter() - t0)
+
+
+def ray_loop(preset: str, vocab: int, seq_len: int, stream, heldout: Path, batch: int, steps: int, tmp: Path) -> float:
+    from ray.train import DataConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from raysweep.stage import RunSpec, train_loop
+    from raysweep.streams import as_train_datasets
+
+    spec = RunSpec(stage="finetune", label=f"bench {preset}", node_key=f"bench-{preset}", node_dir=str(tmp / f"node-{preset}"),
+                   dataset="train", lr=1e-3, min_lr=1e-3, warmup_steps=0, weight_decay=0.0, batch_size=batch, max_steps=steps,
+                   eval_every=10**9, monitor=[], seed=0)
+    ctx = {"preset": preset, "vocab_size": vocab, "seq_len": seq_len, "eval_tokens": seq_len, "eval_paths": {"pre": str(heldout)},
+           "tokenizer_id": "bench", "runs": [asdict(spec)], "threads": 1}
+    [result] = TorchTrainer(
+        train_loop, train_loop_config=ctx, scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(name=f"bench-{preset}", storage_path=str(tmp / "ray")),
+        datasets=as_train_datasets(stream, "train", batch, 1), dataset_config=DataConfig(datasets_to_split=[]),
+    ).fit().return_value
+    return result["tokens_per_s"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=["tiny", "small"])
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--vocab", type=int, default=2048)
+    args = ap.parse_args()
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+    import torch
+
+    from raysweep.streams import Stream
+
+    print(f"machine: {platform.node()} · {os.cpu_count()} CPUs · python {platform.python_version()} · torch {torch.__version__} · ray {ray.__version__}")
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    ray.init(address="local", include_dashboard=False, logging_level="WARNING")
+    tmp = Path(tempfile.mkdtemp(prefix="raysweep-bench-"))
+    block = args.seq_len + 1
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(1, args.vocab, size=(args.batch * args.steps, block), dtype=np.int32)
+    table = pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(blocks.reshape(-1)), block)})
+    pq.write_table(table, tmp / "train.parquet")
+    pq.write_table(table.slice(0, 2), tmp / "heldout.parquet")
+    stream = Stream(tmp / "train.parquet", {"blocks": len(blocks), "block_len": block})
+    rows = []
+    for preset in args.presets:
+        steps = args.steps
+        bare = bare_loop(preset, args.vocab, args.seq_len, blocks, args.batch, steps)
+        in_ray = ray_loop(preset, args.vocab, args.seq_len, stream, tmp / "heldout.parquet", args.batch, steps, tmp)
+        rows.append((preset, steps, bare, in_ray))
+    print(f"\nseq {args.seq_len}, batch {args.batch}, 1 thread, vocab {args.vocab}")
+    print(f"{'preset':<14} {'steps':>5} {'bare torch tok/s':>17} {'Ray Train tok/s':>16} {'ratio':>6}   goal ≥ 0.97")
+    for preset, steps, bare, in_ray in rows:
+        print(f"{preset:<14} {steps:>5} {bare:>17,.0f} {in_ray:>16,.0f} {in_ray / bare:>6.3f}")
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
