@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.pareto import FrontierInfo, pareto_mask
+from analysis.pareto import FrontierInfo, frontier, pareto_mask
 
 
 def _front_points(points: np.ndarray) -> np.ndarray:
@@ -151,8 +151,6 @@ def bootstrap(rows: list[dict], a: str, b: str, view: tuple[str, str], n_boot: i
     """Percentile intervals from resampling whole seeds with replacement (the runs of one seed are
     not independent: they share θ_pre). The reference point is the full data's, fixed across
     resamples so hypervolumes stay comparable. None with fewer than two seeds."""
-    from analysis.pareto import frontier
-
     seeds = sorted({r["seed"] for r in rows if r["method"] in (a, b)})
     if len(seeds) < 2:
         return None

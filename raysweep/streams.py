@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raysweep.mixing import Selection, available_tokens
-from raysweep.tokenizer import file_digest, load_tokenizer
+from raysweep.tokenizer import eos_token, file_digest, load_tokenizer
 
 
 def _configure_ray_data() -> None:
@@ -302,6 +302,4 @@ def as_train_datasets(stream: Stream, dataset: str, batch_size: int, world: int)
 
 
 def eos_id(tokenizer_path: Path) -> int:
-    from raysweep.tokenizer import eos_token
-
     return load_tokenizer(tokenizer_path).token_to_id(eos_token(tokenizer_path))

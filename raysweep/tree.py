@@ -119,11 +119,12 @@ def plan(study: Study, data) -> tuple[list[Node], list[tuple[Node, list[Node]]]]
                     hyper2 = {"lr": lr2, "min_lr": p2.min_lr, "warmup_steps": p2.warmup_steps, "weight_decay": p2.weight_decay,
                               "batch_size": bs, "dropout": drop, **({"lora": lora} if lora else {})}
                     k2 = node_key("posttrain", key, hyper2, s2stream.stats, steps2, p2.patience, p2.eval_every, study.seed)
-                    path2 = (f"mix={lam:g}/lr={lr2:g}/dropout={drop:g}" + (f"/replay={rep:g}" if rep else "") + ("/lora" if lora else "")
-                             + (f"/batch={bs}" if len(p2.batch_sizes) > 1 else ""))
+                    # axes beyond lr and dropout appear in names only when used, so older names stay as they were
+                    extras = [part for part, used in ((f"replay={rep:g}", rep), ("lora", lora), (f"batch={bs}", len(p2.batch_sizes) > 1)) if used]
+                    path2 = "/".join([f"mix={lam:g}/lr={lr2:g}/dropout={drop:g}", *extras])
                     method = method_of(lam, rep, drop, tuning)
                     s2 = RunSpec(
-                        stage="posttrain", label=f"posttrain λ={lam:g} lr={lr2:g} drop={drop:g}" + (f" replay={rep:g}" if rep else "") + (" lora" if lora else "") + (f" batch={bs}" if len(p2.batch_sizes) > 1 else ""),
+                        stage="posttrain", label=" ".join([f"posttrain λ={lam:g} lr={lr2:g} drop={drop:g}", *extras]),
                         node_key=k2, node_dir=str(out / "posttrain" / k2),
                         dataset="train", max_steps=steps2, eval_every=p2.eval_every, monitor=["post"],
                         seed=derive_seed(study.seed, "posttrain", path2), init_from=arm.spec.node_dir, early_stop_on="post", patience=p2.patience,

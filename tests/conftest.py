@@ -49,6 +49,16 @@ def smoke_data(ray_local, smoke_out):
     return study, prepare(study)
 
 
+def plan_smoke(smoke_data, *overrides: str):
+    """The smoke study's stage-2 subtrees as planned, and as planned with `overrides` (same data)."""
+    from raysweep.config import load_study
+    from raysweep.tree import plan
+
+    study, data = smoke_data
+    changed = load_study(SMOKE, [f"output_dir={study.out}", *overrides])
+    return plan(study, data)[1], plan(changed, data)[1], changed
+
+
 def free_port() -> int:
     import socket
 

@@ -48,14 +48,9 @@ def test_lora_run_changes_only_its_targets_and_saves_a_merged_model(smoke_data, 
 
 
 def test_lora_is_its_own_method_and_leaves_full_runs_keys_alone(smoke_data):
-    from raysweep.config import load_study
-    from raysweep.tree import plan
-    from tests.conftest import SMOKE
+    from tests.conftest import plan_smoke
 
-    study, data = smoke_data
-    both = load_study(SMOKE, [f"output_dir={study.out}", "posttrain.tuning=[full, lora]"])
-    _, full_only = plan(study, data)
-    _, with_lora = plan(both, data)
+    full_only, with_lora, _ = plan_smoke(smoke_data, "posttrain.tuning=[full, lora]")
     assert len(with_lora) == 2 * len(full_only)
     methods = {n.tags["raysweep.method"] for n, _ in with_lora}
     assert methods == {"unmixed", "mixed", "unmixed+lora", "mixed+lora"}

@@ -5,7 +5,7 @@ import pytest
 from raysweep.config import StudyConfigError, load_study
 from raysweep.prepare import prepare
 from raysweep.tree import plan
-from tests.conftest import SMOKE
+from tests.conftest import SMOKE, plan_smoke
 
 
 def test_plan_is_deterministic_with_unique_keys_and_lineage(smoke_data):
@@ -42,14 +42,7 @@ def test_budget_beyond_the_corpus_fails_before_training(smoke_data, smoke_out):
 
 
 def test_stage2_batch_size_can_be_a_sweep_axis(smoke_data):
-    from raysweep.config import load_study
-    from raysweep.tree import plan
-    from tests.conftest import SMOKE
-
-    study, data = smoke_data
-    swept = load_study(SMOKE, [f"output_dir={study.out}", "posttrain.batch_size=[4, 8]"])
-    _, base = plan(study, data)
-    _, both = plan(swept, data)
+    base, both, swept = plan_smoke(smoke_data, "posttrain.batch_size=[4, 8]")
     assert len(both) == 2 * len(base)
     assert sorted({n.spec.batch_size for n, _ in both}) == [4, 8]
     for n, _ in both:  # the step budget follows the batch: same token budget
