@@ -39,6 +39,7 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
+    kind: Literal["lm", "linear"] = Field("lm", description="lm: a Llama decoder from the preset table; linear: the paper's two-layer linear network (section `theory`, raysweep/theory.py)")
     preset: str = Field("tiny", description="name in raysweep.models.PRESETS (`python -m raysweep.models`)")
     seq_len: int = Field(128, gt=0, le=65536, description="tokens per training block")
 
@@ -257,6 +258,42 @@ class FinetuneConfig(_StageConfig):
         return _grid(v, 1e-12, 10.0, "learning rate")
 
 
+class TheoryFeatures(_Strict):
+    invariant: int = Field(2, ge=0, le=256, description="directions with one gain in all three tasks")
+    inconsistent: int = Field(2, ge=1, le=256, description="directions whose gain differs between D_post and the general tasks (D_pre, D_ft)")
+    specialised: int = Field(2, ge=1, le=256, description="directions only D_post's inputs vary along")
+    ft_only: int = Field(2, ge=0, le=256, description="directions only D_ft's inputs vary along")
+
+
+class TheoryGains(_Strict):
+    invariant: float = Field(1.0, ge=0, le=100)
+    inconsistent_general: float = Field(1.0, ge=0, le=100, description="gain of the inconsistent directions in D_pre and D_ft")
+    inconsistent_post: float = Field(2.0, ge=0, le=100, description="their gain in D_post")
+    specialised: float = Field(1.5, ge=0, le=100, description="β: gain of the specialised directions in D_post")
+    ft_only: float = Field(1.0, ge=0, le=100)
+
+
+class TheorySteps(_Strict):
+    pretrain: int = Field(3000, ge=1, le=10_000_000)
+    posttrain: int = Field(3000, ge=1, le=10_000_000, description="at most; stage 2 stops once L_post < converged")
+    finetune: int = Field(3000, ge=1, le=10_000_000, description="fixed budget, as the paper's stage 3")
+
+
+class TheoryConfig(_Strict):
+    """The linear network and tasks of `model.kind: linear` (raysweep/theory.py explains each part).
+    Learning rates come from the stages' `lr`; λ becomes the stage-1 mixture weight α exactly as
+    tokens would: α = λ·post_tokens / (tokens + λ·post_tokens)."""
+
+    width: int = Field(16, ge=1, le=4096, description="hidden units")
+    init_scale: float = Field(0.01, gt=0, le=10, description="std of the initial weights (small: the feature-learning regime)")
+    features: TheoryFeatures = TheoryFeatures()
+    gains: TheoryGains = TheoryGains()
+    co_occurrence: float = Field(1.0, ge=0, le=1, description="ρ: correlation of each specialised input with its inconsistent partner in D_post")
+    steps: TheorySteps = TheorySteps()
+    converged: float = Field(1e-8, gt=0, description="stage 2 ends once the D_post loss is below this")
+    seed: int | None = Field(None, ge=0, description="seed of the tasks' singular vectors; none: the study seed")
+
+
 class Study(_Strict):
     """A whole three-stage study: corpora, model, the three stages and where results go."""
 
@@ -273,9 +310,17 @@ class Study(_Strict):
     pretrain: PretrainConfig = PretrainConfig()
     posttrain: PosttrainConfig = PosttrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    theory: TheoryConfig = TheoryConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Study":
+        if self.model.kind == "linear":
+            # the linear network has no tokens, dropout, replay stream or adapters
+            for key, value, allowed in (("posttrain.dropout", self.posttrain.dropout, [0.0]), ("posttrain.replay", self.posttrain.replay, [0.0]),
+                                        ("posttrain.tuning", self.posttrain.tuning, ["full"])):
+                if list(value) != allowed:
+                    raise ValueError(f"{key}: model.kind linear supports only {allowed} (got {value}); the linear network has no such axis")
+            return self  # token budgets, batches and workers do not apply to it
         if self.finetune.resources != self.posttrain.resources:
             # stage-3 runs train in their stage-2 parent's worker group, right after it
             raise ValueError(
@@ -322,7 +367,11 @@ class Study(_Strict):
 
     def content_hash(self) -> str:
         # operational knobs that do not change any result stay out of the study's identity
-        blob = json.dumps(self.model_dump(mode="json", exclude={"max_concurrent_trials", "checkpoint_dir", "retries"}), sort_keys=True)
+        doc = self.model_dump(mode="json", exclude={"max_concurrent_trials", "checkpoint_dir", "retries"})
+        if self.model.kind == "lm":  # fields that do not apply stay out, so older studies keep their hash
+            doc.pop("theory")
+            doc["model"].pop("kind")
+        blob = json.dumps(doc, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

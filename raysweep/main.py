@@ -38,13 +38,20 @@ def describe_tree(study: Study) -> str:
     from raysweep.models import estimate_parameters
 
     p1, p2, p3 = study.pretrain, study.posttrain, study.finetune
+    if study.model.kind == "linear":
+        return _describe_linear(study)
     n_arms = len(p1.mix_fraction)
     n_post = n_arms * len(p2.lr) * len(p2.dropout) * len(p2.replay) * len(p2.tuning) * len(p2.batch_sizes)
     n_ft = n_post * len(p3.lr)
     vocab = 49_152 if study.tokenizer.pretrained else study.tokenizer.vocab_size  # SmolLM2's, for a pretrained one
     n_params = estimate_parameters(study.model.preset, vocab)
     t1 = sum(p1.tokens + lam * p1.post_tokens for lam in p1.mix_fraction)
-    t2, t3 = n_post * p2.tokens, n_ft * p3.tokens
+    per_arm = n_post // n_arms
+    if p1.mode == "compute_matched":  # stage 2 makes one pass over the (1−λ)·|D_post| stage 1 left
+        t2 = per_arm * sum(min(p2.tokens, (1 - lam) * p1.post_tokens) for lam in p1.mix_fraction)
+    else:
+        t2 = n_post * p2.tokens
+    t3 = n_ft * p3.tokens
     flops = 6 * n_params * (t1 + t2 + t3)
     lines = [
         f"study {study.name!r} (hash {study.content_hash()}), model {study.model.preset} ≈{n_params / 1e6:.2f}M params, seq {study.model.seq_len}",
@@ -58,6 +65,24 @@ def describe_tree(study: Study) -> str:
         f"  output: {study.out}",
     ]
     return "\n".join(lines)
+
+
+def _describe_linear(study: Study) -> str:
+    from raysweep.theory_tree import mixture_weight
+
+    th, p1, p2, p3 = study.theory, study.pretrain, study.posttrain, study.finetune
+    f = th.features
+    d = f.invariant + f.inconsistent + f.specialised + f.ft_only
+    n_arms, n_post = len(p1.mix_fraction), len(p1.mix_fraction) * len(p2.lr)
+    alphas = ", ".join(f"{mixture_weight(study, lam):.3f}" for lam in p1.mix_fraction)
+    return "\n".join([
+        f"study {study.name!r} (hash {study.content_hash()}), two-layer linear network {d}→{th.width}→{d} (raysweep/theory.py)",
+        f"  features invariant {f.invariant} · inconsistent {f.inconsistent} · specialised {f.specialised} · ft_only {f.ft_only}; co-occurrence ρ={th.co_occurrence:g}",
+        f"  level 1  pretrain   {n_arms:>4} runs  λ ∈ {p1.mix_fraction} → stage-1 mixture weight α ∈ [{alphas}]; {th.steps.pretrain:,} GD steps, lr {p1.lr:g}",
+        f"  level 2  posttrain  {n_post:>4} runs  lr ∈ {p2.lr} per λ; ≤ {th.steps.posttrain:,} GD steps (until L_post < {th.converged:g})",
+        f"  level 3  finetune   {n_post * len(p3.lr):>4} runs  lr ∈ {p3.lr} per stage-2 run; {th.steps.finetune:,} GD steps each",
+        f"  runs in the driver in seconds (no Ray); output: {study.out}",
+    ])
 
 
 def _init_ray(study: Study) -> None:
@@ -101,13 +126,25 @@ def run(study: Study) -> dict:
     tracker.init_store()
     study_run = tracker.study_run(study.content_hash(), study.name, study.model_dump(mode="json"))
 
-    _init_ray(study)
-    t_ray = time.perf_counter()
-    data = prepare(study)
-    t_data = time.perf_counter()
-    tracker.log_artifact(study_run, _write_data_summary(data, out / "data.json"))
-    tree = run_tree(study, data, tracker, study_run)
-    rows = collect(study, data)
+    if study.model.kind == "linear":
+        from raysweep import theory_tree
+
+        t_ray = t_data = time.perf_counter()
+        tree = theory_tree.run_tree(study, tracker, study_run)
+        rows = theory_tree.collect(study)
+        summary = theory_tree.summary(study)
+        (out / "theory.json").write_text(json.dumps(summary, indent=1))
+        (out / "theory.txt").write_text(theory_tree.summary_table(summary))
+        for name in ("theory.json", "theory.txt"):
+            tracker.log_artifact(study_run, out / name)
+    else:
+        _init_ray(study)
+        t_ray = time.perf_counter()
+        data = prepare(study)
+        t_data = time.perf_counter()
+        tracker.log_artifact(study_run, _write_data_summary(data, out / "data.json"))
+        tree = run_tree(study, data, tracker, study_run)
+        rows = collect(study, data)
 
     report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}", failures=tree["failures"])
     tracker.log_artifact(study_run, report)
@@ -124,6 +161,8 @@ def run(study: Study) -> dict:
           f"(Ray start {t_ray - t0:.0f}s, data {t_data - t_ray:.0f}s, tree {tree['seconds']:.0f}s)")
     print(f"trained now: {tree['trained']}; the rest were already finished")
     print(tables)
+    if study.model.kind == "linear":
+        print((out / "theory.txt").read_text())
     if tree["failures"]:
         print(f"{len(tree['failures'])} FAILED:")
         for f in tree["failures"]:
