@@ -92,3 +92,25 @@ def plot_pareto_3d(rows: list[dict], joint: SetInfo) -> go.Figure:
     fig.update_layout(title=f"3D Pareto set over ({x}, {y}, {z})", template="plotly_white", width=620, height=520,
                       scene={"xaxis_title": x, "yaxis_title": y, "zaxis_title": z})
     return fig
+
+
+def plot_theory(summary: dict) -> go.Figure:
+    """The linear theory study (raysweep.theory_tree.summary): the specialised features' learned gain
+    after each stage, and the forgetting Δ = L_ret − L_im, against λ (one Δ line per stage-3 lr)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("specialised gain after each stage", "Δ = L(θ_ft; D_post) − L(θ_post; D_post)"))
+    leaves = summary["leaves"]
+    first = sorted({(r["mix_fraction"], r["alpha"]) for r in leaves})
+    for stage, dash in (("pre", "dot"), ("post", "dash"), ("ft", "solid")):
+        pts = [next(r for r in leaves if r["mix_fraction"] == lam) for lam, _ in first]
+        fig.add_trace(go.Scatter(x=[r["mix_fraction"] for r in pts], y=[r[f"gains_{stage}"]["specialised"] for r in pts],
+                                 mode="lines+markers", line={"dash": dash}, name=f"after stage {'1' if stage == 'pre' else '2' if stage == 'post' else '3'}"), 1, 1)
+    for i, ft_lr in enumerate(sorted({r["finetune_lr"] for r in leaves})):
+        pts = sorted((r for r in leaves if r["finetune_lr"] == ft_lr), key=lambda r: r["mix_fraction"])
+        fig.add_trace(go.Scatter(x=[r["mix_fraction"] for r in pts], y=[r["delta"] for r in pts], mode="lines+markers",
+                                 name=f"Δ, stage-3 lr {ft_lr:g}", line={"color": _FALLBACK[i % len(_FALLBACK)]},
+                                 text=[f"α={r['alpha']:.3f}" for r in pts]), 1, 2)
+    fig.update_xaxes(title_text="λ (stage-1 mixing)")
+    fig.update_layout(width=1000, height=420, title="Linear theory: early exposure and forgetting")
+    return fig

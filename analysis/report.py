@@ -30,6 +30,24 @@ def frontier_tables(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def lambda_table(rows: list[dict]) -> str:
+    """L_im and L_ret against λ (best run at each λ) per (mode, |D_post|), when λ varies; else ''."""
+    curves = {(c.mode, c.post_tokens, c.metric): c for c in lambda_curves(rows)}
+    out = []
+    for mode, post in sorted({(m, p) for m, p, _ in curves}, key=lambda g: (g[0], g[1] if g[1] is not None else -1)):
+        im, ret = curves[mode, post, "L_im"], curves[mode, post, "L_ret"]
+        if len(set(im.lam) | set(ret.lam)) < 2:
+            continue
+        size = f"{post:,}" if post is not None else "unknown"
+        out.append(f"L_im and L_ret against λ ({mode}, |D_post| = {size}; best run at each λ):")
+        out.append(f"  {'λ':>6} {'L_im':>8} {'L_ret':>8}")
+        ret_at = dict(zip(ret.lam, ret.best))
+        for lam, v in zip(im.lam, im.best):
+            out.append(f"  {lam:>6g} {v:>8.4f} {ret_at.get(lam, float('nan')):>8.4f}")
+        out.append("")
+    return "\n".join(out)
+
+
 def comparisons(rows: list[dict], baseline: str = "unmixed") -> list:
     """Every other method against the baseline, in each view."""
     out = []
@@ -141,8 +159,11 @@ def report_figures(rows: list[dict]) -> list:
     return figs
 
 
-def write_report(rows: list[dict], path: Path, title: str = "raysweep study", failures: list[str] = ()) -> Path:
-    figs = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(report_figures(rows))]  # plotly.js embedded once
+def write_report(rows: list[dict], path: Path, title: str = "raysweep study", failures: list[str] = (), plotlyjs: str = "inline") -> Path:
+    """The report page. plotlyjs "inline" embeds plotly.js once (≈3.5 MB, opens offline); "cdn" links
+    it (a few kB, for pages kept in git such as docs/figures/; needs a network to view)."""
+    embed = True if plotlyjs == "inline" else "cdn"
+    figs = [f.to_html(full_html=False, include_plotlyjs=(embed if i == 0 else False)) for i, f in enumerate(report_figures(rows))]
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} .figs{{display:flex;flex-wrap:wrap;gap:1em}}
@@ -154,6 +175,7 @@ table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;pa
 {len(rows)} runs.</p>
 <div class="figs">{''.join(f'<div>{f}</div>' for f in figs)}</div>
 <h2>Frontiers</h2><pre>{html.escape(frontier_tables(rows))}</pre>
+<h2>Against λ</h2><pre>{html.escape(lambda_table(rows) or "λ does not vary in this study.")}</pre>
 <h2>Comparison</h2><pre>{html.escape(comparison_table(rows))}</pre>
 <h2>All three losses at once</h2><pre>{html.escape(pareto_3d_table(rows))}</pre>
 {_failures_html(failures)}<h2>All runs</h2>{runs_table_html(rows)}

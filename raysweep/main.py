@@ -113,7 +113,7 @@ def _write_data_summary(data, path: Path) -> Path:
 
 def run(study: Study) -> dict:
     """Prepare data, train the tree, write the report; returns the summary."""
-    from analysis.report import comparison_table, frontier_tables, write_csvs, write_report
+    from analysis.report import comparison_table, frontier_tables, lambda_table, write_csvs, write_report
     from raysweep.prepare import prepare
     from raysweep.tracking import Tracker, default_tracking_uri
     from raysweep.tree import collect, run_tree
@@ -135,7 +135,10 @@ def run(study: Study) -> dict:
         summary = theory_tree.summary(study)
         (out / "theory.json").write_text(json.dumps(summary, indent=1))
         (out / "theory.txt").write_text(theory_tree.summary_table(summary))
-        for name in ("theory.json", "theory.txt"):
+        from analysis.figures import plot_theory
+
+        plot_theory(summary).write_html(out / "theory.html", include_plotlyjs=True)
+        for name in ("theory.json", "theory.txt", "theory.html"):
             tracker.log_artifact(study_run, out / name)
     else:
         _init_ray(study)
@@ -148,7 +151,7 @@ def run(study: Study) -> dict:
 
     report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}", failures=tree["failures"])
     tracker.log_artifact(study_run, report)
-    tables = frontier_tables(rows) + comparison_table(rows)
+    tables = frontier_tables(rows) + lambda_table(rows) + comparison_table(rows)
     (out / "frontiers.txt").write_text(tables)
     tracker.log_artifact(study_run, out / "frontiers.txt")
     for path in write_csvs(rows, out / "tables"):

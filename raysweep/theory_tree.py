@@ -9,6 +9,7 @@ as for the language models: a node whose folder holds node.json is never trained
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,8 +106,6 @@ def _train_node(node: LinearNode, study: Study, problem: theory.Problem) -> dict
     np.savez(tmp / "weights.npz", W1=W1, W2=W2)
     (tmp / NODE_FILE).write_text(json.dumps({"node_key": node.key, "stage": node.stage, "params": node.params, "result": result}, indent=1))
     if node.dir.exists():
-        import shutil
-
         shutil.rmtree(node.dir)
     tmp.replace(node.dir)
     return result
