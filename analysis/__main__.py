@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from analysis.report import comparison_table, frontier_tables, lambda_table, write_report
+from analysis.report import comparison_table, frontier_tables, hypervolume_table, lambda_table, write_report
 from analysis.runs import failed_runs_from_mlflow, rows_from_mlflow
 
 
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     failed = failed_runs_from_mlflow(args.tracking_uri, args.experiment)
     report = write_report(rows, args.out / "report.html", title=f"raysweep study {args.experiment!r}", failures=failed, plotlyjs=args.plotlyjs)
-    print(frontier_tables(rows) + lambda_table(rows) + comparison_table(rows))
+    print(frontier_tables(rows) + lambda_table(rows) + comparison_table(rows) + hypervolume_table(rows))
     if failed:
         print(f"{len(failed)} failed runs: " + ", ".join(failed))
     print(f"report: {report}")

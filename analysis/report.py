@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import html
+
+import numpy as np
 from pathlib import Path
 
-from analysis.compare import bootstrap, compare
+from analysis.compare import bootstrap, compare, hypervolume_2d, reference_point
 from analysis.curves import lambda_curves
 from analysis.figures import plot_frontiers, plot_lambda, plot_pareto_3d
 from analysis.pareto import OBJECTIVES_3D, VIEWS, frontiers, pareto_set, set_shares
@@ -45,6 +47,24 @@ def lambda_table(rows: list[dict]) -> str:
         for lam, v in zip(im.lam, im.best):
             out.append(f"  {lam:>6g} {v:>8.4f} {ret_at.get(lam, float('nan')):>8.4f}")
         out.append("")
+    return "\n".join(out)
+
+
+def hypervolume_table(rows: list[dict]) -> str:
+    """Every method's frontier hypervolume on one scale per view (one reference point: the worst
+    finite point of all runs plus 5% of the range), so any two methods can be read against each
+    other, e.g. mixed against mixed+replay. '' with fewer than two methods."""
+    views = frontiers(rows)
+    if len({i.method for infos in views.values() for i in infos}) < 2:
+        return ""
+    out = []
+    for (x, y), infos in views.items():
+        every = np.vstack([np.column_stack([i.x, i.y]).reshape(-1, 2) for i in infos])
+        ref = reference_point(every)
+        out.append(f"Hypervolume of each method's frontier in ({x}, {y}), one reference point ({ref[0]:.3f}, {ref[1]:.3f}); larger is better:")
+        ranked = sorted(((hypervolume_2d(np.column_stack([i.x, i.y]), ref), i.method) for i in infos), reverse=True)
+        w = max(len(m) for _, m in ranked)
+        out += [f"  {m:<{w}} {hv:8.3f}" for hv, m in ranked] + [""]
     return "\n".join(out)
 
 
@@ -176,7 +196,8 @@ table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;pa
 <div class="figs">{''.join(f'<div>{f}</div>' for f in figs)}</div>
 <h2>Frontiers</h2><pre>{html.escape(frontier_tables(rows))}</pre>
 <h2>Against λ</h2><pre>{html.escape(lambda_table(rows) or "λ does not vary in this study.")}</pre>
-<h2>Comparison</h2><pre>{html.escape(comparison_table(rows))}</pre>
+<h2>Comparison</h2><pre>{html.escape(comparison_table(rows))}
+{html.escape(hypervolume_table(rows))}</pre>
 <h2>All three losses at once</h2><pre>{html.escape(pareto_3d_table(rows))}</pre>
 {_failures_html(failures)}<h2>All runs</h2>{runs_table_html(rows)}
 </body></html>"""

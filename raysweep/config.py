@@ -201,6 +201,9 @@ class PosttrainConfig(_StageConfig):
     patience: int = Field(3, ge=1, description="evaluations without improvement before early stopping")
     min_lr: float = Field(1e-4, ge=0, description="floor of the cosine decay")
     eval_every: int = Field(10, gt=0, description="optimizer steps between held-out evaluations")
+    search: Literal["grid", "optuna"] = Field("grid", description="grid: every combination of the axes (the paper); optuna: `trials` configurations per λ chosen by Optuna from the stage-3 children's (L_ret, L_ft), lr log-uniform between the smallest and largest of `lr`, the other axes picked from their lists (raysweep/search.py)")
+    trials: int = Field(8, ge=1, le=100_000, description="search: optuna: stage-2 configurations per λ")
+    optuna_batch: int = Field(4, ge=1, le=10_000, description="search: optuna: configurations asked for at once per λ (trained side by side, then told). Fixed, not taken from the cluster, so a study picks the same configurations on any cluster")
 
     @field_validator("lr")
     @classmethod
@@ -317,7 +320,7 @@ class Study(_Strict):
         if self.model.kind == "linear":
             # the linear network has no tokens, dropout, replay stream or adapters
             for key, value, allowed in (("posttrain.dropout", self.posttrain.dropout, [0.0]), ("posttrain.replay", self.posttrain.replay, [0.0]),
-                                        ("posttrain.tuning", self.posttrain.tuning, ["full"])):
+                                        ("posttrain.tuning", self.posttrain.tuning, ["full"]), ("posttrain.search", [self.posttrain.search], ["grid"])):
                 if list(value) != allowed:
                     raise ValueError(f"{key}: model.kind linear supports only {allowed} (got {value}); the linear network has no such axis")
             return self  # token budgets, batches and workers do not apply to it
@@ -371,6 +374,9 @@ class Study(_Strict):
         if self.model.kind == "lm":  # fields that do not apply stay out, so older studies keep their hash
             doc.pop("theory")
             doc["model"].pop("kind")
+        if self.posttrain.search == "grid":
+            for key in ("search", "trials", "optuna_batch"):
+                doc["posttrain"].pop(key)
         blob = json.dumps(doc, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -41,7 +41,8 @@ def describe_tree(study: Study) -> str:
     if study.model.kind == "linear":
         return _describe_linear(study)
     n_arms = len(p1.mix_fraction)
-    n_post = n_arms * len(p2.lr) * len(p2.dropout) * len(p2.replay) * len(p2.tuning) * len(p2.batch_sizes)
+    optuna = p2.search == "optuna"
+    n_post = n_arms * (p2.trials if optuna else len(p2.lr) * len(p2.dropout) * len(p2.replay) * len(p2.tuning) * len(p2.batch_sizes))
     n_ft = n_post * len(p3.lr)
     vocab = 49_152 if study.tokenizer.pretrained else study.tokenizer.vocab_size  # SmolLM2's, for a pretrained one
     n_params = estimate_parameters(study.model.preset, vocab)
@@ -57,7 +58,10 @@ def describe_tree(study: Study) -> str:
         f"study {study.name!r} (hash {study.content_hash()}), model {study.model.preset} ≈{n_params / 1e6:.2f}M params, seq {study.model.seq_len}",
         f"  corpora  pre {_corpus(study.corpora.pre)} · post {_corpus(study.corpora.post)} · ft {_corpus(study.corpora.ft)}",
         f"  level 1  pretrain   {n_arms:>4} runs  λ ∈ {p1.mix_fraction} ({p1.mode}); {p1.tokens:,} D_pre tokens + λ·{p1.post_tokens:,} D_post each",
-        f"  level 2  posttrain  {n_post:>4} runs  lr ∈ {p2.lr} × dropout ∈ {p2.dropout} × replay ∈ {p2.replay} × tuning ∈ {p2.tuning} × batch ∈ {p2.batch_sizes} per λ; "
+        f"  level 2  posttrain  {n_post:>4} runs  "
+        + (f"Optuna: {p2.trials} per λ, {p2.optuna_batch} at a time, lr log-uniform in [{min(p2.lr):g}, {max(p2.lr):g}], dropout ∈ {p2.dropout}, "
+           f"replay ∈ {p2.replay}, tuning ∈ {p2.tuning}, batch ∈ {p2.batch_sizes}, told the stage-3 children's (L_ret, L_ft); " if optuna else
+           f"lr ∈ {p2.lr} × dropout ∈ {p2.dropout} × replay ∈ {p2.replay} × tuning ∈ {p2.tuning} × batch ∈ {p2.batch_sizes} per λ; ")
         + (f"one pass over (1−λ)·{p1.post_tokens:,} D_post tokens" if p1.mode == "compute_matched" else f"≤ {p2.tokens:,} tokens each (early stopping)"),
         f"  level 3  finetune   {n_ft:>4} runs  lr ∈ {p3.lr} per stage-2 run; {p3.tokens:,} tokens each",
         f"  tokens at most: {t1 + t2 + t3:,.0f} ({t1:,.0f} / {t2:,.0f} / {t3:,.0f}); compute ≈ 6·N·D = {flops:.3g} FLOPs"
@@ -113,7 +117,7 @@ def _write_data_summary(data, path: Path) -> Path:
 
 def run(study: Study) -> dict:
     """Prepare data, train the tree, write the report; returns the summary."""
-    from analysis.report import comparison_table, frontier_tables, lambda_table, write_csvs, write_report
+    from analysis.report import comparison_table, frontier_tables, hypervolume_table, lambda_table, write_csvs, write_report
     from raysweep.prepare import prepare
     from raysweep.tracking import Tracker, default_tracking_uri
     from raysweep.tree import collect, run_tree
@@ -147,11 +151,13 @@ def run(study: Study) -> dict:
         t_data = time.perf_counter()
         tracker.log_artifact(study_run, _write_data_summary(data, out / "data.json"))
         tree = run_tree(study, data, tracker, study_run)
-        rows = collect(study, data)
+        if "search" in tree:
+            tracker.log_artifact(study_run, out / "search.json")
+        rows = collect(study, data, tree["subtrees"])
 
     report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}", failures=tree["failures"])
     tracker.log_artifact(study_run, report)
-    tables = frontier_tables(rows) + lambda_table(rows) + comparison_table(rows)
+    tables = frontier_tables(rows) + lambda_table(rows) + comparison_table(rows) + hypervolume_table(rows)
     (out / "frontiers.txt").write_text(tables)
     tracker.log_artifact(study_run, out / "frontiers.txt")
     for path in write_csvs(rows, out / "tables"):

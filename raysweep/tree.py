@@ -5,6 +5,9 @@
         └── level 2: one post-training run per stage-2 configuration          (Tune trial -> fit)
             └── stage 3: one fine-tuning run per learning rate, from θ_post    (same fit, after stage 2)
 
+Both levels are trials of one Tune run, arms first: a stage-2 trial starts as soon as its own arm
+is done, while other arms may still train (it never waits for the slowest arm).
+
 A stage-2 trial runs its stage-3 children in the same worker group right after stage 2: they
 start the moment their parent ends (not when the slowest sibling does), and the tree pays one
 fit's start-up per stage-2 configuration instead of one per leaf.
@@ -86,8 +89,30 @@ def stream_params(stream: Stream) -> dict:
     return {"stream": st["name"], "blocks": st["blocks"], "tokens": st["tokens"], "waste_fraction": round(st["waste_fraction"], 6)}
 
 
-def plan(study: Study, data) -> tuple[list[Node], list[tuple[Node, list[Node]]]]:
-    """The whole tree as RunSpecs: arms, and (stage-2 node, its stage-3 children) pairs."""
+@dataclass(frozen=True)
+class Stage2Config:
+    """One point of the stage-2 search space under one arm."""
+
+    mix_fraction: float
+    lr: float
+    dropout: float
+    replay: float
+    tuning: str
+    batch_size: int
+    trial: int | None = None  # the Optuna trial that asked for it (None: a grid point)
+
+
+def grid(study: Study) -> list[Stage2Config]:
+    """Every stage-2 configuration of the study's grid, in the tree's order."""
+    p2 = study.posttrain
+    return [Stage2Config(lam, lr, drop, rep, tuning, bs) for lam in study.pretrain.mix_fraction for lr in p2.lr
+            for drop in p2.dropout for rep in p2.replay for tuning in p2.tuning for bs in p2.batch_sizes]
+
+
+def plan(study: Study, data, stage2: list[Stage2Config] | None = None) -> tuple[list[Node], list[tuple[Node, list[Node]]]]:
+    """The whole tree as RunSpecs: arms, and (stage-2 node, its stage-3 children) pairs, for the
+    given stage-2 configurations (default: the grid)."""
+    stage2 = grid(study) if stage2 is None else stage2
     out = study.checkpoints
     seq = study.model.seq_len
     model_id = {"preset": study.model.preset, "seq_len": seq, "tokenizer": data.tokenizer_id}
@@ -108,49 +133,49 @@ def plan(study: Study, data) -> tuple[list[Node], list[tuple[Node, list[Node]]]]
         arm = Node(spec, f"pretrain/mix={lam:g}", None, {"mix_fraction": lam, "mode": p1.mode, "steps": steps, **hyper, "data": stream_params(stream)},
                    {"raysweep.mix_fraction": lam, "raysweep.method": method_of(lam)}, stream)
         arms.append(arm)
-        for lr2 in p2.lr:
-            for drop in p2.dropout:
-                for rep, tuning, bs in [(r, t, b) for r in p2.replay for t in p2.tuning for b in p2.batch_sizes]:
-                    s2stream = data.posttrain[lam, rep]
-                    lora = {"rank": p2.lora_rank, "alpha": p2.lora_alpha, "targets": lora_targets(study)} if tuning == "lora" else None
-                    steps2 = _steps(p2.tokens, bs, seq)
-                    if p1.mode == "compute_matched":  # one pass in total: stage 2 never repeats its share
-                        steps2 = min(steps2, max(1, s2stream.n_blocks // bs))
-                    hyper2 = {"lr": lr2, "min_lr": p2.min_lr, "warmup_steps": p2.warmup_steps, "weight_decay": p2.weight_decay,
-                              "batch_size": bs, "dropout": drop, **({"lora": lora} if lora else {})}
-                    k2 = node_key("posttrain", key, hyper2, s2stream.stats, steps2, p2.patience, p2.eval_every, study.seed)
-                    # axes beyond lr and dropout appear in names only when used, so older names stay as they were
-                    extras = [part for part, used in ((f"replay={rep:g}", rep), ("lora", lora), (f"batch={bs}", len(p2.batch_sizes) > 1)) if used]
-                    path2 = "/".join([f"mix={lam:g}/lr={lr2:g}/dropout={drop:g}", *extras])
-                    method = method_of(lam, rep, drop, tuning)
-                    s2 = RunSpec(
-                        stage="posttrain", label=" ".join([f"posttrain λ={lam:g} lr={lr2:g} drop={drop:g}", *extras]),
-                        node_key=k2, node_dir=str(out / "posttrain" / k2),
-                        dataset="train", max_steps=steps2, eval_every=p2.eval_every, monitor=["post"],
-                        seed=derive_seed(study.seed, "posttrain", path2), init_from=arm.spec.node_dir, early_stop_on="post", patience=p2.patience,
-                        checkpoint_every=p2.checkpoint_every,
-                        meta={"mix_fraction": lam, "replay": rep, "parent": key, "stream": s2stream.stats, **model_id}, **hyper2,
-                    )
-                    n2 = Node(s2, f"posttrain/{path2}", key,
-                              {"mix_fraction": lam, "replay": rep, "tuning": tuning, **hyper2, "max_steps": steps2, "patience": p2.patience, "data": stream_params(s2stream)},
-                              {"raysweep.mix_fraction": lam, "raysweep.method": method, "raysweep.parent_node": key}, s2stream)
-                    children = []
-                    for lr3 in p3.lr:
-                        hyper3 = {"lr": lr3, "min_lr": p3.min_lr, "warmup_steps": p3.warmup_steps, "weight_decay": p3.weight_decay, "batch_size": p3.batch_size}
-                        k3 = node_key("finetune", k2, hyper3, data.finetune.stats, p3.tokens, study.seed)
-                        path3 = f"{path2}/ft_lr={lr3:g}"
-                        s3 = RunSpec(
-                            stage="finetune", label=f"finetune {s2.label.removeprefix('posttrain ')} ft_lr={lr3:g}", node_key=k3,
-                            node_dir=str(out / "finetune" / k3), dataset="ft", max_steps=_steps(p3.tokens, p3.batch_size, seq),
-                            eval_every=p3.eval_every, monitor=["ft"], seed=derive_seed(study.seed, "finetune", path3), init_from=s2.node_dir,
-                            checkpoint_every=p3.checkpoint_every,
-                            meta={"mix_fraction": lam, "replay": rep, "parent": k2, "stream": data.finetune.stats, **model_id}, **hyper3,
-                        )
-                        children.append(Node(s3, f"finetune/{path3}", k2,
-                                             {"mix_fraction": lam, "posttrain_lr": lr2, "dropout": drop, "replay": rep, "tuning": tuning, **hyper3, "tokens": p3.tokens,
-                                              "mode": p1.mode, "post_tokens": p1.post_tokens, "seed": study.seed, "data": stream_params(data.finetune)},
-                                             {"raysweep.mix_fraction": lam, "raysweep.method": method, "raysweep.parent_node": k2}, data.finetune))
-                    subtrees.append((n2, children))
+        for cfg in (c for c in stage2 if c.mix_fraction == lam):
+            lr2, drop, rep, tuning, bs = cfg.lr, cfg.dropout, cfg.replay, cfg.tuning, cfg.batch_size
+            s2stream = data.posttrain[lam, rep]
+            lora = {"rank": p2.lora_rank, "alpha": p2.lora_alpha, "targets": lora_targets(study)} if tuning == "lora" else None
+            steps2 = _steps(p2.tokens, bs, seq)
+            if p1.mode == "compute_matched":  # one pass in total: stage 2 never repeats its share
+                steps2 = min(steps2, max(1, s2stream.n_blocks // bs))
+            hyper2 = {"lr": lr2, "min_lr": p2.min_lr, "warmup_steps": p2.warmup_steps, "weight_decay": p2.weight_decay,
+                      "batch_size": bs, "dropout": drop, **({"lora": lora} if lora else {})}
+            k2 = node_key("posttrain", key, hyper2, s2stream.stats, steps2, p2.patience, p2.eval_every, study.seed)
+            # axes beyond lr and dropout appear in names only when used, so older names stay as they were
+            extras = [part for part, used in ((f"replay={rep:g}", rep), ("lora", lora), (f"batch={bs}", len(p2.batch_sizes) > 1)) if used]
+            path2 = "/".join([f"mix={lam:g}/lr={lr2:g}/dropout={drop:g}", *extras])
+            method = method_of(lam, rep, drop, tuning)
+            s2 = RunSpec(
+                stage="posttrain", label=" ".join([f"posttrain λ={lam:g} lr={lr2:g} drop={drop:g}", *extras]),
+                node_key=k2, node_dir=str(out / "posttrain" / k2),
+                dataset="train", max_steps=steps2, eval_every=p2.eval_every, monitor=["post"],
+                seed=derive_seed(study.seed, "posttrain", path2), init_from=arm.spec.node_dir, early_stop_on="post", patience=p2.patience,
+                checkpoint_every=p2.checkpoint_every,
+                meta={"mix_fraction": lam, "replay": rep, "parent": key, "stream": s2stream.stats, **model_id}, **hyper2,
+            )
+            n2 = Node(s2, f"posttrain/{path2}", key,
+                      {"mix_fraction": lam, "replay": rep, "tuning": tuning, **hyper2, "max_steps": steps2, "patience": p2.patience, "data": stream_params(s2stream),
+                       **({"optuna_trial": cfg.trial} if cfg.trial is not None else {})},
+                      {"raysweep.mix_fraction": lam, "raysweep.method": method, "raysweep.parent_node": key}, s2stream)
+            children = []
+            for lr3 in p3.lr:
+                hyper3 = {"lr": lr3, "min_lr": p3.min_lr, "warmup_steps": p3.warmup_steps, "weight_decay": p3.weight_decay, "batch_size": p3.batch_size}
+                k3 = node_key("finetune", k2, hyper3, data.finetune.stats, p3.tokens, study.seed)
+                path3 = f"{path2}/ft_lr={lr3:g}"
+                s3 = RunSpec(
+                    stage="finetune", label=f"finetune {s2.label.removeprefix('posttrain ')} ft_lr={lr3:g}", node_key=k3,
+                    node_dir=str(out / "finetune" / k3), dataset="ft", max_steps=_steps(p3.tokens, p3.batch_size, seq),
+                    eval_every=p3.eval_every, monitor=["ft"], seed=derive_seed(study.seed, "finetune", path3), init_from=s2.node_dir,
+                    checkpoint_every=p3.checkpoint_every,
+                    meta={"mix_fraction": lam, "replay": rep, "parent": k2, "stream": data.finetune.stats, **model_id}, **hyper3,
+                )
+                children.append(Node(s3, f"finetune/{path3}", k2,
+                                     {"mix_fraction": lam, "posttrain_lr": lr2, "dropout": drop, "replay": rep, "tuning": tuning, **hyper3, "tokens": p3.tokens,
+                                      "mode": p1.mode, "post_tokens": p1.post_tokens, "seed": study.seed, "data": stream_params(data.finetune)},
+                                     {"raysweep.mix_fraction": lam, "raysweep.method": method, "raysweep.parent_node": k2}, data.finetune))
+            subtrees.append((n2, children))
     return arms, subtrees
 
 
@@ -274,8 +299,9 @@ def _run_args(node: Node, parent_run: str):
     return (node.spec.node_key, node.name, parent_run, node.spec.stage, node.params, node.tags)
 
 
-def _progress_callback(level: str, total: int, describe):
-    """A Tune callback printing one line per finished or failed trial, with the level's progress."""
+def _progress_callback(level: str, total: int, describe, on_failed=None):
+    """A Tune callback printing one line per finished or failed trial, with the level's progress;
+    `on_failed(config)` runs in the driver when a trial has failed for good (retries used up)."""
     from ray.tune import Callback
 
     class _Progress(Callback):
@@ -295,24 +321,52 @@ def _progress_callback(level: str, total: int, describe):
             self._line(trial, f"done{': ' + shown if shown else ''}")
 
         def on_trial_error(self, iteration, trials, trial, **info):
+            if on_failed is not None:
+                on_failed(trial.config)
             self._line(trial, "FAILED")
 
     return _Progress()
 
 
-def _tune(trainable, axis: str, indices: list[int], ctx: dict, slots: int, name: str, describe):
+def _tune(trainable, axis: str, indices: list, ctx: dict, slots: int, name: str, describe, on_failed=None):
     from ray import tune
 
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, ctx=ctx), TRIAL_RESOURCES),
+        # grid_search keeps the list's order, and Tune starts trials in that order
         param_space={axis: tune.grid_search(indices)},
         tune_config=tune.TuneConfig(max_concurrent_trials=slots),
         # a retried trial skips its finished nodes and continues its unfinished one from its last progress checkpoint
         run_config=tune.RunConfig(name=name, storage_path=ctx["tune_storage"], verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=ctx["retries"]),
-                                  callbacks=[_progress_callback(name, len(indices), describe)]),
+                                  callbacks=[_progress_callback(name, len(indices), describe, on_failed)]),
     )
     return tuner.fit()
+
+
+class ArmFailed(RuntimeError):
+    """A stage-2 trial's pretraining arm failed for good: there is no θ_pre to start from."""
+
+
+def _failed_flag(arm: Node) -> Path:
+    return Path(arm.spec.node_dir + ".failed")
+
+
+def tree_trial(config: dict, ctx: dict) -> None:
+    """One trial of the single Tune run over the whole tree: a pretraining arm, or a stage-2
+    subtree that first waits for its arm. Arms come first in the trial order, so a subtree waits
+    only while its own arm is still training, never for the slowest arm (cross-level pipelining).
+    A waiting trial holds no CPU or GPU (TRIAL_RESOURCES), so it cannot starve the arm it waits for."""
+    kind, index = config["node"]
+    if kind == "arm":
+        return pretrain_trial({"arm": index}, ctx)
+    node, _ = ctx["subtrees"][index]
+    arm = ctx["arm_nodes"][node.parent]
+    while not node_done(arm.spec.node_dir):
+        if _failed_flag(arm).exists():
+            raise ArmFailed(f"its pretraining arm {arm.name} failed")
+        time.sleep(0.5)
+    return posttrain_trial({"subtree": index}, ctx)
 
 
 def concurrency(resources) -> int:
@@ -328,8 +382,17 @@ def concurrency(resources) -> int:
 
 
 def run_tree(study: Study, data, tracker, study_run: str) -> dict:
-    """Train every node not yet finished; returns counts and the failures."""
-    arms, subtrees = plan(study, data)
+    """Train every node not yet finished; returns counts, failures and the tree's nodes. With
+    `posttrain.search: optuna` the stage-2 configurations come from raysweep.search, round by round."""
+    if study.posttrain.search == "optuna":
+        from raysweep.search import run_search
+
+        return run_search(study, data, lambda stage2: run_nodes(study, data, tracker, study_run, *plan(study, data, stage2)))
+    return run_nodes(study, data, tracker, study_run, *plan(study, data))
+
+
+def run_nodes(study: Study, data, tracker, study_run: str, arms: list[Node], subtrees: list[tuple[Node, list[Node]]]) -> dict:
+    """One Tune run over the given arms and subtrees; finished nodes are skipped."""
     ctx = {
         "arms": arms,
         "arm_nodes": {a.spec.node_key: a for a in arms},
@@ -356,36 +419,63 @@ def run_tree(study: Study, data, tracker, study_run: str) -> dict:
     t0 = time.perf_counter()
     todo = [i for i, a in enumerate(arms) if not node_done(a.spec.node_dir)]
     for a in arms:
+        _failed_flag(a).unlink(missing_ok=True)  # a failure from an earlier run: this run tries the arm again
         if node_done(a.spec.node_dir):
             _ensure_finished(tracker, a, study_run)
-    print(f"[tree] level 1: {len(arms)} pretraining arms, {len(arms) - len(todo)} already done", flush=True)
-    if todo:
-        grid = _tune(pretrain_trial, "arm", todo, ctx, study.max_concurrent_trials or concurrency(study.pretrain.resources), "pretrain",
-                     lambda c: arms[c["arm"]].spec.label)
-        failures += [f"pretrain arm {arms[r.config['arm']].name}: {r.error}" for r in grid if r.error]
-    trained["pretrain"] = sum(1 for i in todo if node_done(arms[i].spec.node_dir))
-
-    ready = [i for i, (n, _) in enumerate(subtrees) if node_done(ctx["arm_nodes"][n.parent].spec.node_dir)]
-    todo2 = [i for i in ready if not (node_done(subtrees[i][0].spec.node_dir) and all(node_done(c.spec.node_dir) for c in subtrees[i][1]))]
+    todo2 = [i for i, (n, children) in enumerate(subtrees)
+             if not (node_done(n.spec.node_dir) and all(node_done(c.spec.node_dir) for c in children))]
+    for i in sorted(set(range(len(subtrees))) - set(todo2)):
+        # finished here or by another study sharing the node store: this study's MLflow lists them too
+        n2, children = subtrees[i]
+        post_run = _ensure_finished(tracker, n2, tracker.node_run(*_run_args(ctx["arm_nodes"][n2.parent], study_run)))
+        for c in children:
+            _ensure_finished(tracker, c, post_run)
     leaves = sum(len(c) for _, c in subtrees)
+    print(f"[tree] level 1: {len(arms)} pretraining arms, {len(arms) - len(todo)} already done", flush=True)
     print(f"[tree] level 2: {len(subtrees)} post-training runs x {leaves // max(1, len(subtrees))} fine-tuning runs each; "
-          f"{len(subtrees) - len(todo2)} subtrees already done, {len(subtrees) - len(ready)} blocked by a failed arm", flush=True)
+          f"{len(subtrees) - len(todo2)} subtrees already done; each starts as soon as its own arm is done", flush=True)
     every_node = [m for n2, children in subtrees for m in (n2, *children)]
-    before = {m.spec.node_key for m in every_node if node_done(m.spec.node_dir)}
-    if todo2:
-        grid = _tune(posttrain_trial, "subtree", todo2, ctx, study.max_concurrent_trials or concurrency(study.posttrain.resources), "posttrain",
-                     lambda c: subtrees[c["subtree"]][0].spec.label + f" (+{len(subtrees[c['subtree']][1])} fine-tuning runs)")
-        failures += [f"subtree {subtrees[r.config['subtree']][0].name}: {r.error}" for r in grid if r.error]
-    for m in every_node:
+    before = {m.spec.node_key for m in [*arms, *every_node] if node_done(m.spec.node_dir)}
+    # arms first, then subtrees in the order of their arms: Tune starts trials in this order
+    rank = {a.spec.node_key: i for i, a in enumerate(arms)}
+    items = [("arm", i) for i in todo] + [("subtree", j) for j in sorted(todo2, key=lambda j: rank[subtrees[j][0].parent])]
+
+    def describe(c: dict) -> str:
+        kind, i = c["node"]
+        return arms[i].spec.label if kind == "arm" else subtrees[i][0].spec.label + f" (+{len(subtrees[i][1])} fine-tuning runs)"
+
+    def on_failed(c: dict) -> None:
+        kind, i = c["node"]
+        if kind == "arm":  # its waiting subtrees stop waiting
+            flag = _failed_flag(arms[i])
+            flag.parent.mkdir(parents=True, exist_ok=True)
+            flag.write_text("failed\n")
+
+    if items:
+        slots = study.max_concurrent_trials or max(concurrency(study.pretrain.resources), concurrency(study.posttrain.resources))
+        grid = _tune(tree_trial, "node", items, ctx, slots, "tree", describe, on_failed)
+        for r in grid:
+            if not r.error:
+                continue
+            kind, i = r.config["node"]
+            if kind == "arm":
+                failures.append(f"pretrain arm {arms[i].name}: {r.error}")
+            elif isinstance(r.error, ArmFailed) or "ArmFailed" in str(r.error):
+                failures.append(f"{subtrees[i][0].name}: blocked (its pretraining arm failed)")
+            else:
+                failures.append(f"subtree {subtrees[i][0].name}: {r.error}")
+    for m in [*arms, *every_node]:
         if node_done(m.spec.node_dir) and m.spec.node_key not in before:
             trained[m.spec.stage] += 1
-    failures += [f"{n.name}: blocked (its pretraining arm failed)" for i, (n, _) in enumerate(subtrees) if i not in ready]
+    for a in arms:
+        _failed_flag(a).unlink(missing_ok=True)
     return {"arms": arms, "subtrees": subtrees, "trained": trained, "failures": failures, "seconds": time.perf_counter() - t0}
 
 
-def collect(study: Study, data) -> list[dict]:
-    """One row per finished stage-3 node: the four losses, the method and the path to it."""
-    arms, subtrees = plan(study, data)
+def collect(study: Study, data, subtrees: list[tuple[Node, list[Node]]] | None = None) -> list[dict]:
+    """One row per finished stage-3 node: the four losses, the method and the path to it
+    (of the grid, or of the subtrees a search ran)."""
+    subtrees = plan(study, data)[1] if subtrees is None else subtrees
     rows = []
     for n2, children in subtrees:
         post = node_done(n2.spec.node_dir)

@@ -108,3 +108,21 @@ def test_report_tables_say_how_sure_we_are():
     assert "Seed-bootstrap 90% intervals (4 seeds" in table and "mixed vs unmixed: hypervolume difference +" in table
     one = [r for r in rows if r["seed"] == 0]
     assert "Confidence intervals: none, the runs come from 1 seed" in comparison_table(one)
+
+
+def test_hypervolume_table_ranks_every_method_on_one_scale():
+    from analysis.report import hypervolume_table
+
+    rows = [{"name": f"{m}{i}", "method": m, "mode": "sweep", "post_tokens": 1, "mix_fraction": 0.0, "seed": 0,
+             "L_im": 1.0, "L_ft": ft, "L_ret": ret, "L_pre": 1.0}
+            for m, pts in {"unmixed": [(3.0, 2.0), (2.0, 3.0)], "mixed": [(2.0, 1.5), (1.5, 2.5)], "mixed+replay": [(1.0, 1.0)]}.items()
+            for i, (ft, ret) in enumerate(pts)]
+    text = hypervolume_table(rows)
+    ref = (3.0 + 0.05 * 2.0, 3.0 + 0.05 * 2.0)  # (L_ret, L_ft): worst of all runs + 5% of the range
+    block = text.split("\n\n")[0].splitlines()
+    assert f"({ref[0]:.3f}, {ref[1]:.3f})" in block[0]
+    order = [line.split()[0] for line in block[1:]]
+    assert order == ["mixed+replay", "mixed", "unmixed"]
+    got = {line.split()[0]: float(line.split()[1]) for line in block[1:]}
+    assert got["mixed+replay"] == pytest.approx(hypervolume_2d(np.array([[1.0, 1.0]]), ref), abs=1e-3)
+    assert hypervolume_table([r for r in rows if r["method"] == "mixed"]) == ""

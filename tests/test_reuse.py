@@ -34,3 +34,12 @@ def test_second_study_reuses_the_shared_stage1_node(ray_local, tmp_path):
     exp = client.get_experiment_by_name("reuse-b")
     [pre] = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags["raysweep.stage"] == "pretrain"]
     assert pre.info.status == "FINISHED" and "final_pre" in pre.data.metrics
+
+    # A third study made only of nodes the first one finished trains nothing, and its own MLflow
+    # experiment still lists every run with its losses (the report rebuilt from it is complete).
+    from analysis.runs import rows_from_mlflow
+
+    c = load_study(SMOKE, ["name=reuse-c", f"output_dir={tmp_path / 'c'}", f"checkpoint_dir={store}", "posttrain.lr=[1e-3]", *ONE_BRANCH])
+    third = run(c)
+    assert third["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0} and len(third["rows"]) == 1
+    assert rows_from_mlflow(third["tracking_uri"], "reuse-c") == third["rows"] == first["rows"]
