@@ -304,7 +304,7 @@ class Study(_Strict):
     seed: int = Field(0, ge=0, description="root seed; every node's seed derives from it and the node's path")
     output_dir: str = Field("runs/{name}", description="folder for corpora, checkpoints, MLflow store, report ({name} is filled in)")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: a SQLite store inside output_dir")
-    checkpoint_dir: str | None = Field(None, description="the content-addressed node store; default <output_dir>/checkpoints. Point several studies at one folder and a node any of them finished (same key: parent, stage config, data, tokenizer, seed) is never trained again")
+    checkpoint_dir: str | None = Field(None, description="the content-addressed node store: a folder, or an object-store URI (s3://bucket/prefix, gs://bucket/prefix; raysweep/storage.py); default <output_dir>/checkpoints. Point several studies at one folder and a node any of them finished (same key: parent, stage config, data, tokenizer, seed) is never trained again")
     retries: int = Field(2, ge=0, le=100, description="times a failed trial (an exception, a non-finite loss, a lost worker) is retried, from its last progress checkpoint, before it is marked failed")
     max_concurrent_trials: int | None = Field(None, ge=1, le=100_000, description="Tune trials run at once per level; none: as many as the cluster's CPUs/GPUs can feed now. Set it on an autoscaling cluster (e.g. the GPU workers' max), where the cluster starts small and grows for the trials that wait")
     model: ModelConfig = ModelConfig()
@@ -323,6 +323,8 @@ class Study(_Strict):
                                         ("posttrain.tuning", self.posttrain.tuning, ["full"]), ("posttrain.search", [self.posttrain.search], ["grid"])):
                 if list(value) != allowed:
                     raise ValueError(f"{key}: model.kind linear supports only {allowed} (got {value}); the linear network has no such axis")
+            if self.checkpoint_dir and "://" in self.checkpoint_dir:
+                raise ValueError("checkpoint_dir: model.kind linear keeps its nodes in a local folder (its runs take milliseconds); use a path")
             return self  # token budgets, batches and workers do not apply to it
         if self.finetune.resources != self.posttrain.resources:
             # stage-3 runs train in their stage-2 parent's worker group, right after it
@@ -365,8 +367,13 @@ class Study(_Strict):
         return Path(self.output_dir.format(name=self.name)).expanduser().resolve()
 
     @property
-    def checkpoints(self) -> Path:
-        return Path(self.checkpoint_dir.format(name=self.name)).expanduser().resolve() if self.checkpoint_dir else self.out / "checkpoints"
+    def checkpoints(self) -> Path | str:
+        if not self.checkpoint_dir:
+            return self.out / "checkpoints"
+        where = self.checkpoint_dir.format(name=self.name)
+        if "://" in where:  # an object store (raysweep.storage): kept as the URI it is
+            return where
+        return Path(where).expanduser().resolve()
 
     def content_hash(self) -> str:
         # operational knobs that do not change any result stay out of the study's identity

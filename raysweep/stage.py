@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raysweep import storage
 from raysweep.models import build_model, set_dropout
 from raysweep.schedule import lr_at
 from raysweep.streams import read_blocks, shard_name
@@ -64,17 +65,21 @@ class RunSpec:
 
 
 def node_done(node_dir: str | Path) -> dict | None:
-    """The node.json of a finished node, or None."""
-    p = Path(node_dir) / NODE_FILE
-    return json.loads(p.read_text()) if p.exists() else None
+    """The node.json of a finished node (a local folder or a URI, raysweep.storage), or None."""
+    text = storage.read_text(storage.join(node_dir, NODE_FILE))
+    return json.loads(text) if text is not None else None
 
 
 def progress_dir(node_dir: str | Path) -> Path:
-    """Where an unfinished node keeps its resumable progress (deleted once node.json exists)."""
+    """Where an unfinished node keeps its resumable progress (deleted once node.json exists); for a
+    node in an object store, the local copy of `<node>.resume` (uploaded after each save)."""
+    if storage.is_remote(node_dir):
+        return storage.cache_dir(storage.with_suffix(node_dir, ".resume"))
     return Path(str(node_dir) + ".resume")
 
 
-def _save_progress(spec: RunSpec, rank: int, model_state: dict | None, opt_state: dict | None, counters: dict, best_state: dict | None) -> None:
+def _save_progress(spec: RunSpec, rank: int, model_state: dict | None, opt_state: dict | None, counters: dict, best_state: dict | None,
+                   uploader=None) -> None:
     """Everything needed to continue bit for bit: weights, optimizer, counters, best-so-far, and
     each rank's RNG. Written to a temp file and renamed, so a kill never leaves half a file."""
     folder = progress_dir(spec.node_dir)
@@ -86,10 +91,16 @@ def _save_progress(spec: RunSpec, rank: int, model_state: dict | None, opt_state
         tmp = folder / (name + ".tmp")
         torch.save(blob, tmp)
         tmp.replace(folder / name)
+    if storage.is_remote(spec.node_dir) and uploader is not None:  # in the background: training goes on
+        uploader.submit(storage.upload_files, folder, storage.with_suffix(spec.node_dir, ".resume"), sorted(files, key=lambda n: n == "state.pt"))
 
 
 def _load_progress(spec: RunSpec, rank: int) -> dict | None:
     folder = progress_dir(spec.node_dir)
+    if storage.is_remote(spec.node_dir) and not (folder / "state.pt").exists():
+        remote = storage.with_suffix(spec.node_dir, ".resume")
+        for name in ("state.pt", f"rng{rank}.pt"):  # each rank fetches what it reads
+            storage.download_file(storage.join(remote, name), folder / name)
     if not (folder / "state.pt").exists():
         return None
     state = torch.load(folder / "state.pt", weights_only=True)  # tensors and numbers only: never unpickles code
@@ -103,27 +114,42 @@ def _load_progress(spec: RunSpec, rank: int) -> dict | None:
 
 def _record_failure(spec: RunSpec, error: BaseException) -> None:
     """Append one line per failed attempt next to the node, for the report and for audits."""
+    line = json.dumps({"time": time.time(), "error": f"{type(error).__name__}: {error}"[:2000]}) + "\n"
+    if storage.is_remote(spec.node_dir):  # object stores cannot append: rewrite (one attempt at a time)
+        path = storage.with_suffix(spec.node_dir, ".failures.jsonl")
+        storage.write_text(path, (storage.read_text(path) or "") + line)
+        return
     path = Path(str(spec.node_dir) + ".failures.jsonl")
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as f:
-        f.write(json.dumps({"time": time.time(), "error": f"{type(error).__name__}: {error}"[:2000]}) + "\n")
+        f.write(line)
 
 
 def load_weights(node_dir: str, tokenizer_id: str) -> dict[str, torch.Tensor]:
     """A finished node's weights, refused if they were trained with another tokenizer."""
     from safetensors.torch import load_file
 
-    done = node_done(node_dir)
+    local = Path(node_dir)
+    if storage.is_remote(node_dir):  # fetched once into the local cache
+        local = storage.cache_dir(node_dir)
+        if not (local / NODE_FILE).exists():
+            if node_done(node_dir) is None:
+                raise FileNotFoundError(f"{node_dir}: no finished checkpoint (node.json missing)")
+            storage.download_dir(node_dir, local)
+    done = node_done(local)
     if done is None:
         raise FileNotFoundError(f"{node_dir}: no finished checkpoint (node.json missing)")
     check_same_tokenizer(tokenizer_id, done.get("tokenizer_id"), f"checkpoint {node_dir}")
-    return load_file(str(Path(node_dir) / "model.safetensors"))
+    return load_file(str(local / "model.safetensors"))
 
 
-def _save_node(spec: RunSpec, state: dict[str, torch.Tensor], result: dict, tokenizer_id: str) -> None:
+def _save_node(spec: RunSpec, state: dict[str, torch.Tensor], result: dict, tokenizer_id: str, uploader=None) -> None:
+    """Write the finished node; in an object store, via the local cache and a background upload
+    (node.json last), so the next run of the fit starts without waiting for the network."""
     from safetensors.torch import save_file
 
-    final = Path(spec.node_dir)
+    remote = storage.is_remote(spec.node_dir)
+    final = storage.cache_dir(spec.node_dir) if remote else Path(spec.node_dir)
     tmp = final.with_name(final.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -132,6 +158,8 @@ def _save_node(spec: RunSpec, state: dict[str, torch.Tensor], result: dict, toke
     (tmp / NODE_FILE).write_text(json.dumps({"spec": asdict(spec), "result": result, "tokenizer_id": tokenizer_id}, indent=1))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
+    if remote:
+        uploader.submit(storage.upload_dir, final, spec.node_dir, NODE_FILE)
 
 
 class _StepLogger:
@@ -321,7 +349,8 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
         if spec.checkpoint_every and step % spec.checkpoint_every == 0 and step < spec.max_steps:
             counters = {"step": step, "best": best, "best_step": best_step, "bad": bad,
                         "train_seconds": seconds_before + time.perf_counter() - t_train}
-            _save_progress(spec, rank, raw.state_dict() if rank == 0 else None, opt.state_dict() if rank == 0 else None, counters, best_state)
+            _save_progress(spec, rank, raw.state_dict() if rank == 0 else None, opt.state_dict() if rank == 0 else None, counters, best_state,
+                           ctx.get("uploader"))
     train_seconds = seconds_before + time.perf_counter() - t_train
     if best_state is not None:
         raw.load_state_dict(best_state)  # θ_post is the best checkpoint, not the last
@@ -370,6 +399,7 @@ def train_loop(ctx: dict) -> list[dict]:
     torch.set_num_threads(max(1, int(ctx.get("threads", 1))))
     eval_sets = {name: torch.from_numpy(read_blocks(path, ctx["eval_tokens"])) for name, path in ctx["eval_paths"].items()}
     results, states = [], {}
+    uploader = ctx["uploader"] = storage.Uploader()  # object-store writes happen behind training
     for spec in ctx["runs"]:
         spec = RunSpec(**spec)
         if spec.init_from is None:
@@ -384,13 +414,17 @@ def train_loop(ctx: dict) -> list[dict]:
         except Exception as e:
             if rank == 0:
                 _record_failure(spec, e)
+            uploader.wait()  # what finished before the failure is stored before the attempt ends
             raise
         result["rank"] = rank
         if rank == 0:
-            _save_node(spec, state, result, ctx["tokenizer_id"])
+            _save_node(spec, state, result, ctx["tokenizer_id"], uploader)
             shutil.rmtree(progress_dir(spec.node_dir), ignore_errors=True)  # finished: nothing to resume
+            if storage.is_remote(spec.node_dir):
+                uploader.submit(storage.delete, storage.with_suffix(spec.node_dir, ".resume"))
         states[spec.node_dir] = state
         results.append({"node_key": spec.node_key, **result})
+    uploader.wait()  # every node of the fit is stored before it reports done
     if world > 1:
         torch.distributed.barrier()  # every checkpoint is on disk before the fit returns
     return results

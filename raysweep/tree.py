@@ -30,9 +30,9 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from analysis.runs import make_row
+from raysweep import storage
 from raysweep.config import Study
 from raysweep.mixing import derive_seed
 from raysweep.stage import RunSpec, node_done
@@ -125,7 +125,7 @@ def plan(study: Study, data, stage2: list[Stage2Config] | None = None) -> tuple[
         hyper = {"lr": p1.lr, "min_lr": p1.min_lr, "warmup_steps": p1.warmup_steps, "weight_decay": p1.weight_decay, "batch_size": p1.batch_size}
         key = node_key("pretrain", model_id, hyper, stream.stats, study.seed)
         spec = RunSpec(
-            stage="pretrain", label=f"pretrain λ={lam:g}", node_key=key, node_dir=str(out / "pretrain" / key), dataset="train",
+            stage="pretrain", label=f"pretrain λ={lam:g}", node_key=key, node_dir=storage.join(out, "pretrain", key), dataset="train",
             max_steps=steps, eval_every=p1.eval_every, monitor=["pre", "post"], seed=derive_seed(study.seed, "pretrain", lam),
             checkpoint_every=p1.checkpoint_every,
             meta={"mix_fraction": lam, "mode": p1.mode, "stream": stream.stats, **model_id}, **hyper,
@@ -149,7 +149,7 @@ def plan(study: Study, data, stage2: list[Stage2Config] | None = None) -> tuple[
             method = method_of(lam, rep, drop, tuning)
             s2 = RunSpec(
                 stage="posttrain", label=" ".join([f"posttrain λ={lam:g} lr={lr2:g} drop={drop:g}", *extras]),
-                node_key=k2, node_dir=str(out / "posttrain" / k2),
+                node_key=k2, node_dir=storage.join(out, "posttrain", k2),
                 dataset="train", max_steps=steps2, eval_every=p2.eval_every, monitor=["post"],
                 seed=derive_seed(study.seed, "posttrain", path2), init_from=arm.spec.node_dir, early_stop_on="post", patience=p2.patience,
                 checkpoint_every=p2.checkpoint_every,
@@ -166,7 +166,7 @@ def plan(study: Study, data, stage2: list[Stage2Config] | None = None) -> tuple[
                 path3 = f"{path2}/ft_lr={lr3:g}"
                 s3 = RunSpec(
                     stage="finetune", label=f"finetune {s2.label.removeprefix('posttrain ')} ft_lr={lr3:g}", node_key=k3,
-                    node_dir=str(out / "finetune" / k3), dataset="ft", max_steps=_steps(p3.tokens, p3.batch_size, seq),
+                    node_dir=storage.join(out, "finetune", k3), dataset="ft", max_steps=_steps(p3.tokens, p3.batch_size, seq),
                     eval_every=p3.eval_every, monitor=["ft"], seed=derive_seed(study.seed, "finetune", path3), init_from=s2.node_dir,
                     checkpoint_every=p3.checkpoint_every,
                     meta={"mix_fraction": lam, "replay": rep, "parent": k2, "stream": data.finetune.stats, **model_id}, **hyper3,
@@ -348,8 +348,8 @@ class ArmFailed(RuntimeError):
     """A stage-2 trial's pretraining arm failed for good: there is no θ_pre to start from."""
 
 
-def _failed_flag(arm: Node) -> Path:
-    return Path(arm.spec.node_dir + ".failed")
+def _failed_flag(arm: Node) -> str:
+    return storage.with_suffix(arm.spec.node_dir, ".failed")
 
 
 def tree_trial(config: dict, ctx: dict) -> None:
@@ -363,7 +363,7 @@ def tree_trial(config: dict, ctx: dict) -> None:
     node, _ = ctx["subtrees"][index]
     arm = ctx["arm_nodes"][node.parent]
     while not node_done(arm.spec.node_dir):
-        if _failed_flag(arm).exists():
+        if storage.exists(_failed_flag(arm)):
             raise ArmFailed(f"its pretraining arm {arm.name} failed")
         time.sleep(0.5)
     return posttrain_trial({"subtree": index}, ctx)
@@ -419,7 +419,7 @@ def run_nodes(study: Study, data, tracker, study_run: str, arms: list[Node], sub
     t0 = time.perf_counter()
     todo = [i for i, a in enumerate(arms) if not node_done(a.spec.node_dir)]
     for a in arms:
-        _failed_flag(a).unlink(missing_ok=True)  # a failure from an earlier run: this run tries the arm again
+        storage.delete(_failed_flag(a))  # a failure from an earlier run: this run tries the arm again
         if node_done(a.spec.node_dir):
             _ensure_finished(tracker, a, study_run)
     todo2 = [i for i, (n, children) in enumerate(subtrees)
@@ -447,9 +447,7 @@ def run_nodes(study: Study, data, tracker, study_run: str, arms: list[Node], sub
     def on_failed(c: dict) -> None:
         kind, i = c["node"]
         if kind == "arm":  # its waiting subtrees stop waiting
-            flag = _failed_flag(arms[i])
-            flag.parent.mkdir(parents=True, exist_ok=True)
-            flag.write_text("failed\n")
+            storage.write_text(_failed_flag(arms[i]), "failed\n")
 
     if items:
         slots = study.max_concurrent_trials or max(concurrency(study.pretrain.resources), concurrency(study.posttrain.resources))
@@ -468,7 +466,7 @@ def run_nodes(study: Study, data, tracker, study_run: str, arms: list[Node], sub
         if node_done(m.spec.node_dir) and m.spec.node_key not in before:
             trained[m.spec.stage] += 1
     for a in arms:
-        _failed_flag(a).unlink(missing_ok=True)
+        storage.delete(_failed_flag(a))
     return {"arms": arms, "subtrees": subtrees, "trained": trained, "failures": failures, "seconds": time.perf_counter() - t0}
 
 

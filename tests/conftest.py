@@ -24,12 +24,13 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def ray_local():
+def ray_local(tmp_path_factory):
     import ray
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    cache = str(tmp_path_factory.mktemp("raysweep-cache"))  # object-store node copies stay in the test's temp
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
-             runtime_env={"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}})
+             runtime_env={"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAYSWEEP_CACHE": cache}})
     yield ray
     ray.shutdown()
 

@@ -1,0 +1,186 @@
+"""Where nodes live: a local folder (or NFS mount), or an object store named by a URI.
+
+`checkpoint_dir` may be a path, or any URI pyarrow's filesystems open: `s3://bucket/prefix`,
+`gs://bucket/prefix`, `hdfs://…`, `file:///…`. pyarrow options go in the URI's query, e.g.
+`s3://bucket/nodes?region=eu-west-1` or `?endpoint_override=minio:9000&scheme=http`; credentials
+come from the environment or the instance role, never from a study file.
+
+For a URI, every node is written to a local cache first (`RAYSWEEP_CACHE`, default
+~/.cache/raysweep) and uploaded by a background thread while training goes on; node.json is
+uploaded last, so a node is finished remotely only once all of it is there. Parents are
+downloaded into the cache once. A local path is used directly, as before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+
+def is_remote(path: str | Path) -> bool:
+    return "://" in str(path)
+
+
+def join(base: str | Path, *parts: str) -> str:
+    """`base/part/...`, keeping a URI's query at the end."""
+    if not is_remote(base):
+        return str(Path(base, *parts))
+    head, sep, query = str(base).partition("?")
+    return "/".join([head.rstrip("/"), *parts]) + sep + query
+
+
+def with_suffix(path: str | Path, suffix: str) -> str:
+    """`path` + suffix (e.g. '.resume'), before a URI's query."""
+    head, sep, query = str(path).partition("?")
+    return head + suffix + sep + query
+
+
+def _resolve(uri: str):
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(uri)
+
+
+def cache_dir(uri: str) -> Path:
+    """The local copy of a remote folder (stable: the same URI always maps to the same folder)."""
+    head = uri.partition("?")[0]
+    root = Path(os.environ.get("RAYSWEEP_CACHE", Path.home() / ".cache" / "raysweep"))
+    return root / "nodes" / hashlib.sha256(head.encode()).hexdigest()[:24]
+
+
+def read_text(path: str | Path) -> str | None:
+    """A file's text, or None if it does not exist."""
+    if not is_remote(path):
+        p = Path(path)
+        return p.read_text() if p.exists() else None
+    import pyarrow.fs as pafs
+
+    fs, p = _resolve(str(path))
+    if fs.get_file_info(p).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(p) as f:
+        return f.read().decode()
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a whole file (a temp name, then renamed, where the filesystem can rename)."""
+    if not is_remote(path):
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(p)
+        return
+    fs, p = _resolve(str(path))
+    fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(p) as f:  # an object store writes an object whole or not at all
+        f.write(text.encode())
+
+
+def exists(path: str | Path) -> bool:
+    if not is_remote(path):
+        return Path(path).exists()
+    import pyarrow.fs as pafs
+
+    fs, p = _resolve(str(path))
+    return fs.get_file_info(p).type != pafs.FileType.NotFound
+
+
+def delete(path: str | Path) -> None:
+    """Remove a file or a folder; nothing if it is not there."""
+    if not is_remote(path):
+        p = Path(path)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        return
+    import pyarrow.fs as pafs
+
+    fs, p = _resolve(str(path))
+    kind = fs.get_file_info(p).type
+    if kind == pafs.FileType.Directory:
+        fs.delete_dir(p)
+    elif kind == pafs.FileType.File:
+        fs.delete_file(p)
+
+
+def upload_dir(local: Path, uri: str, last: str | None = None) -> None:
+    """Copy a local folder's files to `uri`; the file named `last` goes after all others."""
+    fs, root = _resolve(uri)
+    fs.create_dir(root, recursive=True)
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.name == last)  # stable: `last` moves to the end
+    for f in files:
+        rel = f.relative_to(local).as_posix()
+        if "/" in rel:
+            fs.create_dir(f"{root}/{rel.rsplit('/', 1)[0]}", recursive=True)
+        with fs.open_output_stream(f"{root}/{rel}") as out, f.open("rb") as src:
+            shutil.copyfileobj(src, out, length=8 << 20)
+
+
+def download_dir(uri: str, local: Path) -> Path:
+    """Copy a remote folder into `local` (via a temp folder renamed at the end); returns `local`."""
+    import pyarrow.fs as pafs
+
+    fs, root = _resolve(uri)
+    tmp = local.with_name(local.name + f".download-{os.getpid()}-{threading.get_ident()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+        if info.type != pafs.FileType.File:
+            continue
+        dest = tmp / info.path[len(root):].lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with fs.open_input_stream(info.path) as src, dest.open("wb") as out:
+            shutil.copyfileobj(src, out, length=8 << 20)
+    tmp.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(local, ignore_errors=True)
+    tmp.replace(local)
+    return local
+
+
+class Uploader:
+    """One background thread that uploads in submission order, so training never waits on the
+    network; `wait()` blocks until everything submitted is stored and re-raises the first error."""
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raysweep-upload")
+        self._pending: list[Future] = []
+
+    def submit(self, fn, *args) -> Future:
+        fut = self._pool.submit(fn, *args)
+        self._pending.append(fut)
+        return fut
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for fut in pending:
+            fut.result()
+
+
+def upload_files(local: Path, uri: str, names: list[str]) -> None:
+    """Copy some files of a local folder to `uri` (in the given order)."""
+    fs, root = _resolve(uri)
+    fs.create_dir(root, recursive=True)
+    for name in names:
+        with fs.open_output_stream(f"{root}/{name}") as out, (local / name).open("rb") as src:
+            shutil.copyfileobj(src, out, length=8 << 20)
+
+
+def download_file(uri: str, dest: Path) -> bool:
+    """Copy one remote file to `dest` (temp file, then renamed); False if it does not exist."""
+    import pyarrow.fs as pafs
+
+    fs, p = _resolve(uri)
+    if fs.get_file_info(p).type != pafs.FileType.File:
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + f".download-{os.getpid()}-{threading.get_ident()}")
+    with fs.open_input_stream(p) as src, tmp.open("wb") as out:
+        shutil.copyfileobj(src, out, length=8 << 20)
+    tmp.replace(dest)
+    return True

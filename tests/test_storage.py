@@ -1,0 +1,143 @@
+"""Object-store node stores (raysweep/storage.py), through pyarrow's filesystem API.
+
+The store here is a `file://` URI: the same code path as s3:// or gs:// (pyarrow FileSystem.from_uri,
+streams, selectors), with the "remote" side on local disk so the tests need no network. The
+checks: nodes are written through the local cache and uploaded with node.json last; parents and
+progress are fetched back when the cache is gone; a whole study runs on such a store and resumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from raysweep import storage
+from raysweep.stage import NODE_FILE, RunSpec, _load_progress, _save_node, _save_progress, load_weights, node_done, progress_dir
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "bucket", f"file://{tmp_path / 'bucket'}"
+
+
+def test_paths_keep_a_uris_query_at_the_end():
+    uri = "s3://b/nodes?region=eu-west-1&scheme=http"
+    assert storage.join(uri, "pretrain", "abc") == "s3://b/nodes/pretrain/abc?region=eu-west-1&scheme=http"
+    assert storage.with_suffix(storage.join(uri, "x"), ".resume") == "s3://b/nodes/x.resume?region=eu-west-1&scheme=http"
+    assert storage.join("/data/nodes", "pretrain", "abc") == "/data/nodes/pretrain/abc"
+    assert not storage.is_remote("/data/nodes") and storage.is_remote(uri)
+
+
+def test_text_files_exist_and_delete_on_both_kinds(store, tmp_path):
+    _, uri = store
+    for base in (uri, str(tmp_path / "plain")):
+        f = storage.join(base, "a", "flag")
+        assert storage.read_text(f) is None and not storage.exists(f)
+        storage.write_text(f, "x\n")
+        assert storage.read_text(f) == "x\n" and storage.exists(f)
+        storage.delete(f)
+        assert not storage.exists(f)
+
+
+def _spec(node_dir: str, **kw) -> RunSpec:
+    return RunSpec(stage="posttrain", label="t", node_key="k1", node_dir=node_dir, dataset="train", lr=1e-3, min_lr=0.0,
+                   warmup_steps=0, weight_decay=0.0, batch_size=2, max_steps=4, eval_every=1, monitor=["post"], seed=0, **kw)
+
+
+def test_a_node_is_uploaded_node_json_last_and_fetched_back_when_the_cache_is_gone(store, tmp_path):
+    root, uri = store
+    node_dir = storage.join(uri, "posttrain", "k1")
+    uploaded: list[str] = []
+    real = storage.upload_dir
+
+    def spy(local, dest, last=None):
+        real(local, dest, last)
+        uploaded.extend(sorted(p.name for p in (root / "posttrain" / "k1").iterdir()))
+
+    up = storage.Uploader()
+    storage.upload_dir, saved = spy, storage.upload_dir
+    try:
+        state = {"w": torch.arange(6.0).reshape(2, 3)}
+        _save_node(_spec(node_dir), state, {"losses": {"post": 1.0}}, "tok", up)
+        up.wait()
+    finally:
+        storage.upload_dir = saved
+    assert set(uploaded) == {"model.safetensors", NODE_FILE}
+    assert node_done(node_dir)["result"]["losses"] == {"post": 1.0}
+
+    shutil.rmtree(tmp_path / "cache")  # a new machine: nothing cached
+    assert torch.equal(load_weights(node_dir, "tok")["w"], state["w"])  # downloaded once
+    assert (storage.cache_dir(node_dir) / "model.safetensors").exists()
+    from raysweep.tokenizer import TokenizerMismatchError
+
+    with pytest.raises(TokenizerMismatchError):
+        load_weights(node_dir, "another-tokenizer")
+
+
+def test_upload_dir_writes_the_marker_file_after_every_other(tmp_path, store):
+    _, uri = store
+    local = tmp_path / "node"
+    local.mkdir()
+    for name in (NODE_FILE, "b.bin", "a.bin"):
+        (local / name).write_text(name)
+    seen = []
+
+    class Spy:
+        def __init__(self, fs):
+            self.fs = fs
+
+        def __getattr__(self, k):
+            return getattr(self.fs, k)
+
+        def open_output_stream(self, path):
+            seen.append(path.rsplit("/", 1)[1])
+            return self.fs.open_output_stream(path)
+
+    real = storage._resolve
+    storage._resolve = lambda u: (Spy(real(u)[0]), real(u)[1])
+    try:
+        storage.upload_dir(local, storage.join(uri, "n"), last=NODE_FILE)
+    finally:
+        storage._resolve = real
+    assert seen == ["a.bin", "b.bin", NODE_FILE]
+
+
+def test_progress_is_uploaded_in_the_background_and_resumed_from_the_store(store, tmp_path):
+    _, uri = store
+    spec = _spec(storage.join(uri, "posttrain", "k1"))
+    up = storage.Uploader()
+    counters = {"step": 3, "best": 0.5, "best_step": 2, "bad": 0, "train_seconds": 1.5}
+    _save_progress(spec, 0, {"w": torch.ones(2)}, {"state": {}, "param_groups": []}, counters, None, up)
+    up.wait()
+    shutil.rmtree(progress_dir(spec.node_dir))  # the worker that saved it is gone
+    state = _load_progress(spec, 0)
+    assert state["step"] == 3 and torch.equal(state["model"]["w"], torch.ones(2)) and state["rng"] is not None
+    remote = json.dumps(sorted(p.name for p in (tmp_path / "bucket" / "posttrain" / "k1.resume").iterdir()))
+    assert remote == json.dumps(["rng0.pt", "state.pt"])
+
+
+def test_a_failed_upload_is_raised_by_wait():
+    up = storage.Uploader()
+    up.submit(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        up.wait()
+
+
+def test_a_study_runs_and_resumes_on_an_object_store_uri(ray_local, tmp_path):
+    from raysweep.config import load_study
+    from raysweep.main import run
+    from tests.conftest import SMOKE
+
+    uri = f"file://{tmp_path / 'bucket' / 'nodes'}"
+    study = load_study(SMOKE, [f"output_dir={tmp_path / 'out'}", f"checkpoint_dir={uri}", "pretrain.mix_fraction=[0.5]",
+                               "posttrain.lr=[1e-3]", "finetune.lr=[1e-3]"])
+    assert study.checkpoints == uri
+    first = run(study)
+    assert first["failures"] == [] and first["trained"] == {"pretrain": 1, "posttrain": 1, "finetune": 1}
+    stored = sorted(p.relative_to(tmp_path / "bucket" / "nodes").as_posix() for p in (tmp_path / "bucket" / "nodes").rglob("*") if p.is_file())
+    assert len(stored) == 6 and sum(p.endswith("/node.json") for p in stored) == 3 and not any(".resume" in p for p in stored)
+    again = run(study)
+    assert again["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0} and again["rows"] == first["rows"]
