@@ -344,6 +344,14 @@ def _tune(trainable, axis: str, indices: list, ctx: dict, slots: int, name: str,
     return tuner.fit()
 
 
+def trial_order(arms: list[Node], subtrees: list[tuple[Node, list[Node]]], todo: list[int], todo2: list[int]) -> list[tuple[str, int]]:
+    """The trials of one tree run, in the order Tune starts them: the arms to train first, then the
+    subtrees to train in the order of their arms, so the first subtrees to start are those whose
+    arm started (and so ends) first."""
+    rank = {a.spec.node_key: i for i, a in enumerate(arms)}
+    return [("arm", i) for i in todo] + [("subtree", j) for j in sorted(todo2, key=lambda j: (rank[subtrees[j][0].parent], j))]
+
+
 class ArmFailed(RuntimeError):
     """A stage-2 trial's pretraining arm failed for good: there is no θ_pre to start from."""
 
@@ -436,9 +444,7 @@ def run_nodes(study: Study, data, tracker, study_run: str, arms: list[Node], sub
           f"{len(subtrees) - len(todo2)} subtrees already done; each starts as soon as its own arm is done", flush=True)
     every_node = [m for n2, children in subtrees for m in (n2, *children)]
     before = {m.spec.node_key for m in [*arms, *every_node] if node_done(m.spec.node_dir)}
-    # arms first, then subtrees in the order of their arms: Tune starts trials in this order
-    rank = {a.spec.node_key: i for i, a in enumerate(arms)}
-    items = [("arm", i) for i in todo] + [("subtree", j) for j in sorted(todo2, key=lambda j: rank[subtrees[j][0].parent])]
+    items = trial_order(arms, subtrees, todo, todo2)
 
     def describe(c: dict) -> str:
         kind, i = c["node"]
