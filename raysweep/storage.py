@@ -163,11 +163,17 @@ class Uploader:
 
 
 def upload_files(local: Path, uri: str, names: list[str]) -> None:
-    """Copy some files of a local folder to `uri` (in the given order)."""
+    """Copy some files of a local folder to `uri` (in the given order). A file gone by the time its
+    upload runs is skipped: progress files are removed once their node is finished, and a queued
+    progress upload of that node no longer matters."""
     fs, root = _resolve(uri)
     fs.create_dir(root, recursive=True)
     for name in names:
-        with fs.open_output_stream(f"{root}/{name}") as out, (local / name).open("rb") as src:
+        try:
+            src = (local / name).open("rb")
+        except FileNotFoundError:
+            continue
+        with src, fs.open_output_stream(f"{root}/{name}") as out:
             shutil.copyfileobj(src, out, length=8 << 20)
 
 

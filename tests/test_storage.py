@@ -141,3 +141,14 @@ def test_a_study_runs_and_resumes_on_an_object_store_uri(ray_local, tmp_path):
     assert len(stored) == 6 and sum(p.endswith("/node.json") for p in stored) == 3 and not any(".resume" in p for p in stored)
     again = run(study)
     assert again["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0} and again["rows"] == first["rows"]
+
+
+def test_a_queued_progress_upload_of_a_finished_node_is_skipped_not_an_error(store, tmp_path):
+    _, uri = store
+    local = tmp_path / "progress"
+    local.mkdir()
+    (local / "state.pt").write_bytes(b"x")
+    up = storage.Uploader()
+    up.submit(storage.upload_files, local, storage.join(uri, "n.resume"), ["rng0.pt", "state.pt"])  # rng0.pt already gone
+    up.wait()
+    assert storage.exists(storage.join(uri, "n.resume", "state.pt")) and not storage.exists(storage.join(uri, "n.resume", "rng0.pt"))
