@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import numpy as np
-from pathlib import Path
 
 from analysis.compare import bootstrap, compare, hypervolume_2d, reference_point
 from analysis.curves import lambda_curves

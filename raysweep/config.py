@@ -19,6 +19,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from raysweep.storage import is_remote
+
 DEFAULT_STUDY = Path(__file__).resolve().parent.parent / "search_spaces" / "default.yaml"
 
 
@@ -323,7 +325,7 @@ class Study(_Strict):
                                         ("posttrain.tuning", self.posttrain.tuning, ["full"]), ("posttrain.search", [self.posttrain.search], ["grid"])):
                 if list(value) != allowed:
                     raise ValueError(f"{key}: model.kind linear supports only {allowed} (got {value}); the linear network has no such axis")
-            if self.checkpoint_dir and "://" in self.checkpoint_dir:
+            if self.checkpoint_dir and is_remote(self.checkpoint_dir):
                 raise ValueError("checkpoint_dir: model.kind linear keeps its nodes in a local folder (its runs take milliseconds); use a path")
             return self  # token budgets, batches and workers do not apply to it
         if self.finetune.resources != self.posttrain.resources:
@@ -371,7 +373,7 @@ class Study(_Strict):
         if not self.checkpoint_dir:
             return self.out / "checkpoints"
         where = self.checkpoint_dir.format(name=self.name)
-        if "://" in where:  # an object store (raysweep.storage): kept as the URI it is
+        if is_remote(where):  # an object store (raysweep.storage): kept as the URI it is
             return where
         return Path(where).expanduser().resolve()
 

@@ -138,7 +138,8 @@ def run(study: Study) -> dict:
         rows = theory_tree.collect(study)
         summary = theory_tree.summary(study)
         (out / "theory.json").write_text(json.dumps(summary, indent=1))
-        (out / "theory.txt").write_text(theory_tree.summary_table(summary))
+        theory_text = theory_tree.summary_table(summary)
+        (out / "theory.txt").write_text(theory_text)
         from analysis.figures import plot_theory
 
         plot_theory(summary).write_html(out / "theory.html", include_plotlyjs=True)
@@ -171,7 +172,7 @@ def run(study: Study) -> dict:
     print(f"trained now: {tree['trained']}; the rest were already finished")
     print(tables)
     if study.model.kind == "linear":
-        print((out / "theory.txt").read_text())
+        print(theory_text)
     if tree["failures"]:
         print(f"{len(tree['failures'])} FAILED:")
         for f in tree["failures"]:

@@ -107,7 +107,7 @@ def run_search(study: Study, data, run_nodes: Callable) -> dict:
         arms, round_subtrees = plan(study, data, configs)
         print(f"[search] round of {len(configs)} stage-2 configurations: "
               + ", ".join(f"λ={c.mix_fraction:g} lr={c.lr:.3g}" for c in configs), flush=True)
-        result = run_nodes(configs)
+        result = run_nodes(arms, round_subtrees)
         seconds += result["seconds"]
         failures.extend(result["failures"])
         for k, v in result["trained"].items():

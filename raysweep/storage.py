@@ -13,6 +13,7 @@ downloaded into the cache once. A local path is used directly, as before.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -39,7 +40,10 @@ def with_suffix(path: str | Path, suffix: str) -> str:
     return head + suffix + sep + query
 
 
+@functools.lru_cache(maxsize=4096)
 def _resolve(uri: str):
+    """(filesystem, path) of a URI, made once per URI: building an S3 or GCS client is not free, and
+    a waiting stage-2 trial polls its arm's node.json and failure flag twice a second."""
     import pyarrow.fs as pafs
 
     return pafs.FileSystem.from_uri(uri)

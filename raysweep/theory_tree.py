@@ -21,7 +21,7 @@ from raysweep import theory
 from raysweep.config import Study
 from raysweep.mixing import derive_seed
 from raysweep.stage import NODE_FILE, node_done
-from raysweep.tree import method_of, node_key
+from raysweep.tree import final_metrics, method_of, node_key
 
 
 @dataclass(frozen=True)
@@ -112,12 +112,9 @@ def _train_node(node: LinearNode, study: Study, problem: theory.Problem) -> dict
 
 
 def _metrics(node: LinearNode, result: dict, parent_result: dict | None) -> dict[str, float]:
-    losses = result["losses"]
-    m = {f"final_{k}": v for k, v in losses.items()} | {f"sv.{g}": v for g, v in result["gains"].items()} | {"steps": result["steps"]}
-    if node.stage == "posttrain":
-        m["L_im"] = losses["post"]
+    m = final_metrics(node.stage, result["losses"]) | {f"sv.{g}": v for g, v in result["gains"].items()} | {"steps": result["steps"]}
     if node.stage == "finetune":
-        m.update(L_ft=losses["ft"], L_ret=losses["post"], L_pre=losses["pre"], delta=losses["post"] - parent_result["losses"]["post"])
+        m["delta"] = result["losses"]["post"] - parent_result["losses"]["post"]
     return m
 
 

@@ -181,7 +181,7 @@ def plan(study: Study, data, stage2: list[Stage2Config] | None = None) -> tuple[
 
 # ----------------------------------------------------------------------------- Ray glue
 
-def _final_metrics(stage: str, losses: dict[str, float]) -> dict[str, float]:
+def final_metrics(stage: str, losses: dict[str, float]) -> dict[str, float]:
     """The study's named losses (PAPER.md) from a node's held-out losses."""
     m = {f"final_{k}": v for k, v in losses.items()}
     if stage == "posttrain":
@@ -216,7 +216,7 @@ def _fit(runs: list[RunSpec], datasets: dict, ctx: dict, resources, run_name: st
 
 
 def _record(tracker, node: Node, run_id: str, result: dict) -> dict:
-    metrics = _final_metrics(node.spec.stage, result["losses"])
+    metrics = final_metrics(node.spec.stage, result["losses"])
     metrics.update(steps=result["steps"], tokens=result["tokens"], tokens_per_s=result["tokens_per_s"], best_step=result["best_step"])
     if "data_wait_share" in result:
         metrics["data_wait_share"] = result["data_wait_share"]
@@ -395,7 +395,7 @@ def run_tree(study: Study, data, tracker, study_run: str) -> dict:
     if study.posttrain.search == "optuna":
         from raysweep.search import run_search
 
-        return run_search(study, data, lambda stage2: run_nodes(study, data, tracker, study_run, *plan(study, data, stage2)))
+        return run_search(study, data, lambda arms, subtrees: run_nodes(study, data, tracker, study_run, arms, subtrees))
     return run_nodes(study, data, tracker, study_run, *plan(study, data))
 
 
@@ -425,13 +425,15 @@ def run_nodes(study: Study, data, tracker, study_run: str, arms: list[Node], sub
     }
     failures, trained = [], {"pretrain": 0, "posttrain": 0, "finetune": 0}
     t0 = time.perf_counter()
-    todo = [i for i, a in enumerate(arms) if not node_done(a.spec.node_dir)]
+    every_node = [m for n2, children in subtrees for m in (n2, *children)]
+    # one look at each node's node.json (a remote read with an object store); everything below derives from it
+    before = {m.spec.node_key for m in [*arms, *every_node] if node_done(m.spec.node_dir)}
+    todo = [i for i, a in enumerate(arms) if a.spec.node_key not in before]
     for a in arms:
         storage.delete(_failed_flag(a))  # a failure from an earlier run: this run tries the arm again
-        if node_done(a.spec.node_dir):
+        if a.spec.node_key in before:
             _ensure_finished(tracker, a, study_run)
-    todo2 = [i for i, (n, children) in enumerate(subtrees)
-             if not (node_done(n.spec.node_dir) and all(node_done(c.spec.node_dir) for c in children))]
+    todo2 = [i for i, (n, children) in enumerate(subtrees) if not {m.spec.node_key for m in (n, *children)} <= before]
     for i in sorted(set(range(len(subtrees))) - set(todo2)):
         # finished here or by another study sharing the node store: this study's MLflow lists them too
         n2, children = subtrees[i]
@@ -442,8 +444,6 @@ def run_nodes(study: Study, data, tracker, study_run: str, arms: list[Node], sub
     print(f"[tree] level 1: {len(arms)} pretraining arms, {len(arms) - len(todo)} already done", flush=True)
     print(f"[tree] level 2: {len(subtrees)} post-training runs x {leaves // max(1, len(subtrees))} fine-tuning runs each; "
           f"{len(subtrees) - len(todo2)} subtrees already done; each starts as soon as its own arm is done", flush=True)
-    every_node = [m for n2, children in subtrees for m in (n2, *children)]
-    before = {m.spec.node_key for m in [*arms, *every_node] if node_done(m.spec.node_dir)}
     items = trial_order(arms, subtrees, todo, todo2)
 
     def describe(c: dict) -> str:
