@@ -26,6 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one key, e.g. --set pretrain.mix_fraction=[0,0.5,1] (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the resolved tree and its cost, then exit")
+    p.add_argument("--sync-mlflow", action="store_true",
+                   help="train nothing: write to MLflow whatever it is missing of the finished nodes (after a tracking "
+                        "outage, or into a new tracking_uri); idempotent")
     return p.parse_args(argv)
 
 
@@ -94,7 +97,9 @@ def _init_ray(study: Study) -> None:
 
     if ray.is_initialized():  # a caller (a test, a notebook) already connected
         return
-    env = {**_RAY_ENV, "PYTHONUNBUFFERED": "1"}
+    from raysweep.tracking import http_env
+
+    env = {**_RAY_ENV, **http_env(), "PYTHONUNBUFFERED": "1"}
     os.environ.update(env)
     address = os.environ.get("RAY_ADDRESS")
     if address:
@@ -115,20 +120,65 @@ def _write_data_summary(data, path: Path) -> Path:
     return path
 
 
-def run(study: Study) -> dict:
-    """Prepare data, train the tree, write the report; returns the summary."""
+def check_writable(study: Study) -> None:
+    """Fail before any compute if the output or node folder cannot be written (a read-only mount, a
+    path through a file, a full disk), naming the key to change."""
+    from raysweep import storage
+
+    problems = []
+    places = [("output_dir", study.out)]
+    if not storage.is_remote(study.checkpoints):
+        places.append(("checkpoint_dir", Path(study.checkpoints)))
+    for key, folder in places:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".raysweep-write-test-{os.getpid()}"
+            probe.write_bytes(b"x" * 4096)
+            probe.unlink()
+        except OSError as e:
+            problems.append(f"{key}: cannot write to {folder} ({e.strerror or e}); choose a writable folder with --set {key}=PATH")
+    if problems:
+        raise StudyConfigError("storage", problems)
+
+
+class _Tracking:
+    """The driver's MLflow calls: any failure is warned about and the study goes on (the results are
+    in the node store; raysweep.tracking explains how MLflow is synced from it)."""
+
+    def __init__(self, tracker):
+        self.tracker = tracker
+
+    def __call__(self, what: str, fn, *args, **kwargs):
+        from raysweep.tracking import warn_outage
+
+        if not self.tracker.online:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            warn_outage(what, e)
+            return None
+
+
+def run(study: Study, train: bool = True) -> dict:
+    """Prepare data, train the tree, write the report; returns the summary. `train=False`
+    (--sync-mlflow) trains nothing and brings MLflow up to date from the node store."""
     from analysis.report import comparison_table, frontier_tables, hypervolume_table, lambda_table, write_csvs, write_report
     from raysweep.prepare import prepare
-    from raysweep.tracking import Tracker, default_tracking_uri
+    from raysweep.tracking import Tracker, default_tracking_uri, http_env
     from raysweep.tree import collect, run_tree
 
     t0 = time.perf_counter()
+    check_writable(study)
     out = study.out
-    out.mkdir(parents=True, exist_ok=True)
+    os.environ.update(http_env())
     uri = study.tracking_uri or default_tracking_uri(out)
     tracker = Tracker(uri, study.name, artifact_root=out / "mlartifacts")
-    tracker.init_store()
-    study_run = tracker.study_run(study.content_hash(), study.name, study.model_dump(mode="json"))
+    tracking = _Tracking(tracker)
+    tracker.start()
+    study_run = tracking("creating the study's MLflow run", tracker.study_run, study.content_hash(), study.name, study.model_dump(mode="json"))
+    if study_run is None:
+        tracker.online = False  # trials skip MLflow; everything is synced from the node store later
 
     if study.model.kind == "linear":
         from raysweep import theory_tree
@@ -144,26 +194,28 @@ def run(study: Study) -> dict:
 
         plot_theory(summary).write_html(out / "theory.html", include_plotlyjs=True)
         for name in ("theory.json", "theory.txt", "theory.html"):
-            tracker.log_artifact(study_run, out / name)
+            tracking("logging an artifact", tracker.log_artifact, study_run, out / name)
     else:
         _init_ray(study)
         t_ray = time.perf_counter()
         data = prepare(study)
         t_data = time.perf_counter()
-        tracker.log_artifact(study_run, _write_data_summary(data, out / "data.json"))
-        tree = run_tree(study, data, tracker, study_run)
+        tracking("logging an artifact", tracker.log_artifact, study_run, _write_data_summary(data, out / "data.json"))
+        tree = run_tree(study, data, tracker, study_run, train=train)
         if "search" in tree:
-            tracker.log_artifact(study_run, out / "search.json")
+            tracking("logging an artifact", tracker.log_artifact, study_run, out / "search.json")
         rows = collect(study, data, tree["subtrees"])
 
-    report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}", failures=tree["failures"])
-    tracker.log_artifact(study_run, report)
+    diverged = list(dict.fromkeys(tree.get("diverged", [])))  # a search's rounds report an arm once each
+    report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}", failures=tree["failures"] + diverged)
+    tracking("logging an artifact", tracker.log_artifact, study_run, report)
     tables = frontier_tables(rows) + lambda_table(rows) + comparison_table(rows) + hypervolume_table(rows)
     (out / "frontiers.txt").write_text(tables)
-    tracker.log_artifact(study_run, out / "frontiers.txt")
+    tracking("logging an artifact", tracker.log_artifact, study_run, out / "frontiers.txt")
     for path in write_csvs(rows, out / "tables"):
-        tracker.log_artifact(study_run, path, "tables")
-    tracker.finish(study_run, {"finetune_runs": len(rows), "failures": len(tree["failures"])}, failed=bool(tree["failures"]))
+        tracking("logging an artifact", tracker.log_artifact, study_run, path, "tables")
+    tracking("closing the study's MLflow run", tracker.finish, study_run,
+             {"finetune_runs": len(rows), "failures": len(tree["failures"]), "diverged": len(diverged)}, failed=bool(tree["failures"]))
 
     total = time.perf_counter() - t0
     print("\n" + "=" * 78)
@@ -177,11 +229,20 @@ def run(study: Study) -> dict:
         print(f"{len(tree['failures'])} FAILED:")
         for f in tree["failures"]:
             print(f"  - {f}")
+    if diverged:
+        print(f"{len(diverged)} diverged (a non-finite loss is an outcome of the config: recorded, not retried):")
+        for d in diverged:
+            print(f"  - {d}")
     print(f"report:      {report}")
     print(f"MLflow:      {uri}")
-    print(f"  browse:    mlflow ui --backend-store-uri {uri}")
+    if tracker.online:
+        print(f"  browse:    mlflow ui --host 127.0.0.1 --backend-store-uri {uri}")
+    else:
+        print("  UNREACHABLE during this run; every result is in the node store. Once it is back:")
+        print("             the same command with --sync-mlflow (trains nothing, idempotent)")
     print("=" * 78)
-    return {"rows": rows, "failures": tree["failures"], "trained": tree["trained"], "report": report, "tracking_uri": uri}
+    return {"rows": rows, "failures": tree["failures"], "diverged": diverged, "trained": tree["trained"], "report": report,
+            "tracking_uri": uri, "tracking_online": tracker.online}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(describe_tree(study), flush=True)
     try:
-        summary = run(study)
+        summary = run(study, train=not args.sync_mlflow)
     except StudyConfigError as e:  # data budgets are checked once the corpora are tokenized
         print(f"error: {e}", file=sys.stderr)
         return 2

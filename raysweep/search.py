@@ -100,7 +100,7 @@ def run_search(study: Study, data, run_nodes: Callable) -> dict:
     from raysweep.tree import plan
 
     total = {"pretrain": 0, "posttrain": 0, "finetune": 0}
-    failures, subtrees, seconds, arms = [], [], 0.0, []
+    failures, diverged, subtrees, seconds, arms = [], [], [], 0.0, []
 
     def train_round(configs: list[Stage2Config]):
         nonlocal seconds, arms
@@ -110,6 +110,7 @@ def run_search(study: Study, data, run_nodes: Callable) -> dict:
         result = run_nodes(arms, round_subtrees)
         seconds += result["seconds"]
         failures.extend(result["failures"])
+        diverged.extend(result.get("diverged", []))
         for k, v in result["trained"].items():
             total[k] += v
         subtrees.extend(round_subtrees)
@@ -130,4 +131,4 @@ def run_search(study: Study, data, run_nodes: Callable) -> dict:
         if r:
             print(f"[search] λ={lam:g}: best balanced stage-2 configuration lr={r['lr']:.3g} dropout={r['dropout']:g} "
                   f"(L_ret {r['L_ret']:.3f}, L_ft {r['L_ft']:.3f}); all trials in {path}", flush=True)
-    return {"arms": arms, "subtrees": subtrees, "trained": total, "failures": failures, "seconds": seconds, "search": log}
+    return {"arms": arms, "subtrees": subtrees, "trained": total, "failures": failures, "diverged": diverged, "seconds": seconds, "search": log}

@@ -9,6 +9,13 @@ checkpoint folder, MLflow run and results.
 Per run: AdamW (β 0.9/0.95, grad clip 1.0), linear warmup + cosine decay, a step budget,
 periodic held-out evaluation (sharded over ranks, all-reduced), optional early stopping that
 keeps the best weights, and a checkpoint (safetensors + node.json with the exact config).
+
+What a node folder guarantees (README, "Guarantees"): it is written under a temporary name and
+renamed, node.json last, so a folder with node.json is complete; node.json holds the size and
+SHA-256 of every other file, checked before weights are ever loaded (a corrupt node is moved
+aside and trained again, never loaded); metrics.json holds every metric point the run logged, so
+MLflow can be rebuilt from the folders alone. A run whose loss turns non-finite is recorded as
+*diverged* (`<node>.diverged.json`): a deterministic outcome of its config, never retried.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +41,19 @@ from raysweep.streams import read_blocks, shard_name
 from raysweep.tokenizer import check_same_tokenizer
 
 NODE_FILE = "node.json"  # written last: a node folder with this file is complete
+METRICS_FILE = "metrics.json"  # every metric point the run logged: [key, value, timestamp ms, step]
+
+
+class CorruptCheckpoint(RuntimeError):
+    """A node's files do not match the sizes and checksums its node.json recorded."""
+
+
+class Diverged(FloatingPointError):
+    """The training loss (so the gradient) became non-finite."""
+
+    def __init__(self, message: str, step: int, points: list):
+        super().__init__(message)
+        self.step, self.points = step, points
 
 
 @dataclass
@@ -68,6 +90,65 @@ def node_done(node_dir: str | Path) -> dict | None:
     return json.loads(text) if text is not None else None
 
 
+def diverged_path(node_dir: str | Path) -> str:
+    return storage.with_suffix(node_dir, ".diverged.json")
+
+
+def node_diverged(node_dir: str | Path) -> dict | None:
+    """The record of a run whose loss became non-finite ({step, lr, error, metrics}), or None."""
+    text = storage.read_text(diverged_path(node_dir))
+    return json.loads(text) if text is not None else None
+
+
+def node_points(node_dir: str | Path) -> list[list]:
+    """Every metric point a settled node logged (finished: metrics.json; diverged: its record)."""
+    text = storage.read_text(storage.join(node_dir, METRICS_FILE))
+    if text is not None:
+        return json.loads(text)
+    return (node_diverged(node_dir) or {}).get("metrics", [])
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_node(node_dir: str | Path, full: bool = True) -> str | None:
+    """What is wrong with a finished local node's files (None: nothing). `full` hashes every file;
+    otherwise only sizes are compared (a truncated file is caught at the cost of a stat).
+    Nodes written before checksums were recorded are taken as they are."""
+    folder = Path(node_dir)
+    done = node_done(folder)
+    if done is None:
+        return "node.json missing"
+    for name, want in done.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} missing"
+        if path.stat().st_size != want["bytes"]:
+            return f"{name} is {path.stat().st_size} bytes, node.json recorded {want['bytes']} (truncated or overwritten)"
+        if full and _digest(path) != want["sha256"]:
+            return f"{name} does not match the SHA-256 node.json recorded (corrupted)"
+    return None
+
+
+def quarantine(node_dir: str | Path, problem: str) -> str:
+    """Move a corrupt node out of the store (kept beside it for a post-mortem); it is trained again."""
+    if storage.is_remote(node_dir):  # without node.json the node is unfinished; the local copy goes
+        storage.delete(storage.join(node_dir, NODE_FILE))
+        shutil.rmtree(storage.cache_dir(str(node_dir)), ignore_errors=True)
+        where = "its node.json deleted"
+    else:
+        where = f"{node_dir}.corrupt-{int(time.time())}"
+        Path(node_dir).rename(where)
+        where = f"moved to {where}"
+    print(f"[checkpoint] {node_dir}: {problem}; {where}, the node will be trained again", file=sys.__stderr__, flush=True)
+    return where
+
+
 def progress_dir(node_dir: str | Path) -> Path:
     """Where an unfinished node keeps its resumable progress (deleted once node.json exists); for a
     node in an object store, the local copy of `<node>.resume` (uploaded after each save)."""
@@ -87,7 +168,15 @@ def _save_progress(spec: RunSpec, rank: int, model_state: dict | None, opt_state
         files["state.pt"] = {"node_key": spec.node_key, "model": model_state, "opt": opt_state, "best_state": best_state or {}, **counters}
     for name, blob in files.items():
         tmp = folder / (name + ".tmp")
-        torch.save(blob, tmp)
+        try:
+            torch.save(blob, tmp)
+        except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError from its writer
+            tmp.unlink(missing_ok=True)
+            free = shutil.disk_usage(folder).free
+            full = " (the disk is full)" if free < 2**27 else ""
+            message = (f"{spec.label}: could not write its progress checkpoint to {folder}{full} ({str(e)[:300]}; {free / 2**30:.3f} GiB free there). "
+                       "Free space or point checkpoint_dir elsewhere; the last complete checkpoint is kept")
+            raise (OSError(e.errno, message) if getattr(e, "errno", None) else OSError(message)) from e
         tmp.replace(folder / name)
     if storage.is_remote(spec.node_dir) and uploader is not None:  # in the background: training goes on
         uploader.submit(storage.upload_files, folder, storage.with_suffix(spec.node_dir, ".resume"), sorted(files, key=lambda n: n == "state.pt"))
@@ -113,18 +202,22 @@ def _load_progress(spec: RunSpec, rank: int) -> dict | None:
 def _record_failure(spec: RunSpec, error: BaseException) -> None:
     """Append one line per failed attempt next to the node, for the report and for audits."""
     line = json.dumps({"time": time.time(), "error": f"{type(error).__name__}: {error}"[:2000]}) + "\n"
-    if storage.is_remote(spec.node_dir):  # object stores cannot append: rewrite (one attempt at a time)
-        path = storage.with_suffix(spec.node_dir, ".failures.jsonl")
-        storage.write_text(path, (storage.read_text(path) or "") + line)
-        return
-    path = Path(str(spec.node_dir) + ".failures.jsonl")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(line)
+    try:
+        if storage.is_remote(spec.node_dir):  # object stores cannot append: rewrite (one attempt at a time)
+            path = storage.with_suffix(spec.node_dir, ".failures.jsonl")
+            storage.write_text(path, (storage.read_text(path) or "") + line)
+            return
+        path = Path(str(spec.node_dir) + ".failures.jsonl")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(line)
+    except OSError as e:  # a full disk must not hide the error being recorded (it is raised either way)
+        print(f"[{spec.label}] could not record the failure in the node store ({e})", file=sys.__stderr__, flush=True)
 
 
 def load_weights(node_dir: str, tokenizer_id: str) -> dict[str, torch.Tensor]:
-    """A finished node's weights, refused if they were trained with another tokenizer."""
+    """A finished node's weights, refused if they were trained with another tokenizer or if its
+    files fail their checksums (then the node is moved aside, so the next run trains it again)."""
     from safetensors.torch import load_file
 
     local = Path(node_dir)
@@ -138,55 +231,93 @@ def load_weights(node_dir: str, tokenizer_id: str) -> dict[str, torch.Tensor]:
     if done is None:
         raise FileNotFoundError(f"{node_dir}: no finished checkpoint (node.json missing)")
     check_same_tokenizer(tokenizer_id, done.get("tokenizer_id"), f"checkpoint {node_dir}")
+    problem = verify_node(local)
+    if problem:
+        quarantine(node_dir, problem)
+        raise CorruptCheckpoint(f"checkpoint {node_dir}: {problem}; not loaded. Run the study again to retrain it")
     return load_file(str(local / "model.safetensors"))
 
 
-def _save_node(spec: RunSpec, state: dict[str, torch.Tensor], result: dict, tokenizer_id: str, uploader=None) -> None:
+def _save_node(spec: RunSpec, state: dict[str, torch.Tensor], result: dict, tokenizer_id: str, uploader=None, points: list | None = None) -> None:
     """Write the finished node; in an object store, via the local cache and a background upload
-    (node.json last), so the next run of the fit starts without waiting for the network."""
+    (node.json last), so the next run of the fit starts without waiting for the network. Any
+    error (a full disk, an unwritable folder) leaves no node.json behind: nothing half-written is
+    ever taken as finished."""
     from safetensors.torch import save_file
 
     remote = storage.is_remote(spec.node_dir)
     final = storage.cache_dir(spec.node_dir) if remote else Path(spec.node_dir)
     tmp = final.with_name(final.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    # tied embeddings share storage; safetensors refuses shared tensors, so save clones
-    save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(tmp / "model.safetensors"))
-    (tmp / NODE_FILE).write_text(json.dumps({"spec": asdict(spec), "result": result, "tokenizer_id": tokenizer_id}, indent=1))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        # tied embeddings share storage; safetensors refuses shared tensors, so save clones
+        save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(tmp / "model.safetensors"))
+        (tmp / METRICS_FILE).write_text(json.dumps(points or []))
+        files = {p.name: {"bytes": p.stat().st_size, "sha256": _digest(p)} for p in sorted(tmp.iterdir())}
+        (tmp / NODE_FILE).write_text(json.dumps({"spec": asdict(spec), "result": result, "tokenizer_id": tokenizer_id, "files": files}, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        free = shutil.disk_usage(tmp.parent).free if tmp.parent.exists() else 0
+        raise OSError(e.errno, f"{spec.label}: could not write its checkpoint to {final} ({e.strerror or e}; "
+                      f"{free / 2**30:.3f} GiB free there). Free space or point checkpoint_dir elsewhere; nothing was marked finished") from e
     if remote:
         uploader.submit(storage.upload_dir, final, spec.node_dir, NODE_FILE)
 
 
 class _StepLogger:
-    """Rank 0's window to the outside: progress lines on stdout and step metrics to MLflow."""
+    """Rank 0's window to the outside: progress lines on stdout and step metrics to MLflow.
+
+    Every point is kept (`points`: saved with progress checkpoints and in the node's metrics.json);
+    MLflow gets them from a background thread, so a slow or down tracking server never stalls
+    training, and exactly once (raysweep.tracking.MetricSender)."""
 
     def __init__(self, spec: RunSpec, tracking_uri: str | None, total_steps: int, tokens_per_step: int, active: bool):
-        self.spec, self.total, self.tps, self.active = spec, total_steps, tokens_per_step, active
-        self.client = None
-        if active and spec.run_id and tracking_uri:
-            from mlflow.tracking import MlflowClient
+        from concurrent.futures import ThreadPoolExecutor
 
-            self.client = MlflowClient(tracking_uri)
+        from raysweep.tracking import MetricSender
+
+        self.spec, self.total, self.tps, self.active = spec, total_steps, tokens_per_step, active
+        self.points: list[tuple] = []
+        self.unsent: list[tuple] = []
+        self.sender = MetricSender(tracking_uri, spec.run_id) if active and spec.run_id and tracking_uri else None
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="mlflow") if self.sender else None
         self.t0 = self.last_print = time.perf_counter()
-        self.pending: list = []
+
+    def restore(self, points: list, step: int) -> None:
+        """After a resume: the points logged up to the checkpoint's step (later ones are made again)."""
+        self.points = [tuple(p) for p in points if p[3] <= step]
+        self.unsent = list(self.points) if self.sender else []  # any the store missed before the interruption
 
     def metrics(self, step: int, values: dict[str, float]) -> None:
-        if not self.client:
+        if not self.active:
             return
-        from mlflow.entities import Metric
-
         ts = int(time.time() * 1000)
-        self.pending += [Metric(k, float(v), ts, step) for k, v in values.items()]
-        if len(self.pending) >= 200:
-            self.flush()
+        new = [(k, float(v), ts, step) for k, v in values.items()]
+        self.points += new
+        if self.sender:
+            self.unsent += new
+            if len(self.unsent) >= 200:
+                self.flush()
 
     def flush(self) -> None:
-        if self.client and self.pending:
-            self.client.log_batch(self.spec.run_id, metrics=self.pending)
-            self.pending = []
+        if self.sender and self.unsent:
+            batch, self.unsent = self.unsent, []
+            self.thread.submit(self.sender.send, batch)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Send what is left, waiting at most `timeout` s (what MLflow misses, the driver's sync delivers)."""
+        if not self.thread:
+            return
+        self.flush()
+        done = self.thread.submit(lambda: None)
+        try:
+            done.result(timeout=timeout)
+        except Exception:  # noqa: BLE001 - a stalled store: leave the thread, never the run
+            pass
+        self.thread.shutdown(wait=False)
 
     def progress(self, step: int, train_loss: float, evals: dict[str, float] | None = None, force: bool = False) -> None:
         now = time.perf_counter()
@@ -258,6 +389,8 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
 
     if ctx.get("inject_failure") and ctx["inject_failure"] in spec.label:
         raise RuntimeError(f"{spec.label}: failure injected by RAYSWEEP_INJECT_FAILURE={ctx['inject_failure']!r}")
+    kill_at = _injected_step(ctx.get("inject_kill"), spec.label)
+    nan_at = _injected_step(ctx.get("inject_nan"), spec.label)
     device = ray.train.torch.get_device()
     residual_dropout = 0.0 if spec.lora else spec.dropout
     model = build_model(ctx["preset"], ctx["vocab_size"], ctx["seq_len"], dropout=residual_dropout, seed=spec.seed)
@@ -298,6 +431,7 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
         seconds_before = saved["train_seconds"]
         if saved["rng"] is not None:
             torch.set_rng_state(saved["rng"])
+        log.restore(saved.get("metrics", []), step)
         for _ in range(step):  # the data position: the same batches follow as in an uninterrupted run
             next(it)
         resumed_from = step
@@ -318,11 +452,17 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
         with _autocast(device):
             logits = model(input_ids=x[:, :-1]).logits  # (batch, seq, vocab)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{spec.label}: non-finite training loss at step {step}; lower the lr ({spec.lr})")
+        if nan_at is not None and step == nan_at:
+            loss = loss * float("nan")  # fault injection (RAYSWEEP_INJECT_NAN)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        # The norm of the all-reduced gradient is the same on every rank, so all ranks stop together
+        # (a per-rank loss test could stop one rank inside a collective the others wait in).
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if not torch.isfinite(norm):
+            log.close()
+            raise Diverged(f"{spec.label}: non-finite loss/gradient at step {step} (loss {loss.item():.4g}); "
+                           f"this config diverges: lower its lr ({spec.lr:g})", step, log.points)
         opt.step()
         step += 1
         train_loss = loss.item()
@@ -346,9 +486,11 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
             log.progress(step, train_loss)
         if spec.checkpoint_every and step % spec.checkpoint_every == 0 and step < spec.max_steps:
             counters = {"step": step, "best": best, "best_step": best_step, "bad": bad,
-                        "train_seconds": seconds_before + time.perf_counter() - t_train}
+                        "train_seconds": seconds_before + time.perf_counter() - t_train, "metrics": list(log.points)}
             _save_progress(spec, rank, raw.state_dict() if rank == 0 else None, opt.state_dict() if rank == 0 else None, counters, best_state,
                            ctx.get("uploader"))
+        if kill_at is not None and step == kill_at and rank == 0:
+            _injected_kill(spec, step)
     train_seconds = seconds_before + time.perf_counter() - t_train
     if best_state is not None:
         raw.load_state_dict(best_state)  # θ_post is the best checkpoint, not the last
@@ -356,7 +498,7 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
     if spec.lora:
         raw = raw.merge_and_unload()  # θ_post = base + the adapters' product: a plain model for stage 3
     log.metrics(step, {f"final_{k}": v for k, v in final.items()})
-    log.flush()
+    log.close()
     result = {
         "losses": final,
         "steps": step,
@@ -373,7 +515,26 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
     state = {k: v.detach().to("cpu", copy=True) for k, v in raw.state_dict().items()}
     if ctx.get("audit"):
         result["audit"] = _audit(state, seen_rows, world)
-    return result, state
+    return result, state, log.points
+
+
+def _injected_step(value: str | None, label: str) -> int | None:
+    """Fault injection for tests and drills: "<text>@<step>" hits the runs whose label holds <text>."""
+    if not value or "@" not in value:
+        return None
+    text, _, step = value.rpartition("@")
+    return int(step) if text in label else None
+
+
+def _injected_kill(spec: RunSpec, step: int) -> None:
+    """SIGKILL this worker once (RAYSWEEP_INJECT_KILL), like a preempted machine: no cleanup runs."""
+    marker = progress_dir(spec.node_dir) / f"killed-at-{step}"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    print(f"[{spec.label}] worker SIGKILLed at step {step} (RAYSWEEP_INJECT_KILL)", file=sys.__stdout__, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _audit(state: dict[str, torch.Tensor], seen_rows: list[str], world: int) -> dict:
@@ -396,10 +557,13 @@ def train_loop(ctx: dict) -> list[dict]:
     rank, world = tc.get_world_rank(), tc.get_world_size()
     torch.set_num_threads(max(1, int(ctx.get("threads", 1))))
     eval_sets = {name: torch.from_numpy(read_blocks(path, ctx["eval_tokens"])) for name, path in ctx["eval_paths"].items()}
-    results, states = [], {}
+    results, states, diverged = [], {}, set()
     uploader = ctx["uploader"] = storage.Uploader()  # object-store writes happen behind training
     for spec in ctx["runs"]:
         spec = RunSpec(**spec)
+        if spec.init_from in diverged:  # its parent diverged in this fit: nothing to start from
+            results.append({"node_key": spec.node_key, "blocked": True})
+            continue
         if spec.init_from is None:
             init = None
         elif spec.init_from in states:
@@ -408,7 +572,15 @@ def train_loop(ctx: dict) -> list[dict]:
             init = load_weights(spec.init_from, ctx["tokenizer_id"])
         shard = ray.train.get_dataset_shard(shard_name(spec.dataset, rank))
         try:
-            result, state = run_one(spec, init, shard, ctx, eval_sets, rank, world)
+            result, state, points = run_one(spec, init, shard, ctx, eval_sets, rank, world)
+        except Diverged as e:  # deterministic: recorded as the run's outcome, not retried
+            if rank == 0:
+                storage.write_text(diverged_path(spec.node_dir), json.dumps(
+                    {"step": e.step, "lr": spec.lr, "error": str(e), "metrics": e.points, "time": time.time()}))
+                shutil.rmtree(progress_dir(spec.node_dir), ignore_errors=True)
+            diverged.add(spec.node_dir)
+            results.append({"node_key": spec.node_key, "diverged": e.step})
+            continue
         except Exception as e:
             if rank == 0:
                 _record_failure(spec, e)
@@ -416,7 +588,7 @@ def train_loop(ctx: dict) -> list[dict]:
             raise
         result["rank"] = rank
         if rank == 0:
-            _save_node(spec, state, result, ctx["tokenizer_id"], uploader)
+            _save_node(spec, state, result, ctx["tokenizer_id"], uploader, points)
             shutil.rmtree(progress_dir(spec.node_dir), ignore_errors=True)  # finished: nothing to resume
             if storage.is_remote(spec.node_dir):
                 uploader.submit(storage.delete, storage.with_suffix(spec.node_dir, ".resume"))

@@ -21,6 +21,7 @@ from raysweep import theory
 from raysweep.config import Study
 from raysweep.mixing import derive_seed
 from raysweep.stage import NODE_FILE, node_done
+from raysweep.tracking import warn_outage
 from raysweep.tree import final_metrics, method_of, node_key
 
 
@@ -129,20 +130,24 @@ def run_tree(study: Study, tracker, study_run: str) -> dict:
     t0 = time.perf_counter()
     order = arms + [n for n2, children in subtrees for n in (n2, *children)]
     for i, node in enumerate(order, 1):
-        parent_run = runs[node.parent.key] if node.parent else study_run
-        run_id = runs[node.key] = tracker.node_run(node.key, node.name, parent_run, node.stage, node.params, node.tags)
         done = node_done(node.dir)
         if done is None:
             result = _train_node(node, study, problem)
             trained[node.stage] += 1
-            curve = [Metric(f"loss_{node.stage}", float(v), 0, int(s)) for s, v in result["curve"]]
-            for j in range(0, len(curve), 500):
-                tracker.client.log_batch(run_id, metrics=curve[j:j + 500])
         else:
             result = done["result"]
-        if tracker.client.get_run(run_id).info.status != "FINISHED":
-            parent = node_done(node.parent.dir)["result"] if node.parent else None
-            tracker.finish(run_id, _metrics(node, result, parent))
+        if tracker.online:  # MLflow is a view of the node store: an unreachable store loses nothing
+            try:
+                parent_run = runs.get(node.parent.key) if node.parent else study_run
+                run_id = runs[node.key] = tracker.node_run(node.key, node.name, parent_run, node.stage, node.params, node.tags)
+                if tracker.client.get_run(run_id).info.status != "FINISHED":
+                    curve = [Metric(f"loss_{node.stage}", float(v), 0, int(s)) for s, v in result.get("curve", [])]
+                    for j in range(0, len(curve), 500):  # timestamps 0: a repeated sync re-sends identical points
+                        tracker.client.log_batch(run_id, metrics=curve[j:j + 500])
+                    parent = node_done(node.parent.dir)["result"] if node.parent else None
+                    tracker.finish(run_id, _metrics(node, result, parent))
+            except Exception as e:  # noqa: BLE001
+                warn_outage(f"syncing the MLflow run of {node.name}", e)
         print(f"[tree] {i}/{len(order)} {node.name}: " + ", ".join(f"{k} {v:.4g}" for k, v in result["losses"].items())
               + f"; specialised gain {result['gains']['specialised']:.3f}", flush=True)
     return {"arms": arms, "subtrees": subtrees, "trained": trained, "failures": [], "seconds": time.perf_counter() - t0}

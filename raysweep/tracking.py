@@ -3,11 +3,22 @@
 Runs are found again by their node key (a tag), never created twice: a resumed study reuses the
 runs it already has. The store and experiment are created in the driver before any trial starts,
 because several processes initialising a fresh SQLite store at once race on its schema.
+
+MLflow is a view, never the record. Every node keeps its own results *and every metric point it
+logged* (with the point's original timestamp) in its checkpoint folder, so an MLflow outage loses
+nothing: training goes on, and `python -m raysweep.main --sync-mlflow` (also run at the end of
+every study) writes what MLflow is missing. Points are delivered exactly once: a point whose
+(key, step) the run already holds is never sent again (a resumed or retried run re-makes the same
+points, bit for bit), and a batch is re-sent only with the same timestamps, which MLflow's SQL
+stores de-duplicate.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
+import time
 from pathlib import Path
 
 NODE_KEY = "raysweep.node_key"
@@ -15,8 +26,63 @@ STAGE = "raysweep.stage"
 STUDY_HASH = "raysweep.study_hash"
 
 
+# MLflow's HTTP client retries a call 7 times with exponential back-off (minutes) by default. raysweep
+# never needs a call to succeed (see above), so a down server costs seconds, not hours of stalls.
+HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
+def http_env() -> dict[str, str]:
+    """The MLflow client settings raysweep's processes use (a user's own values win)."""
+    return {k: os.environ.get(k, v) for k, v in HTTP_ENV.items()}
+
+
 def default_tracking_uri(out: Path) -> str:
     return f"sqlite:///{out / 'mlflow.db'}"
+
+
+def warn_outage(what: str, error: BaseException) -> None:
+    print(f"[mlflow] {what} failed ({type(error).__name__}: {str(error)[:300]}); training goes on, "
+          "the results are kept with the checkpoints and MLflow is synced from them later", file=sys.__stderr__, flush=True)
+
+
+def logged_steps(client, run_id: str) -> set[tuple[str, int]]:
+    """(key, step) of every metric point the run holds."""
+    run = client.get_run(run_id)
+    return {(key, m.step) for key in run.data.metrics for m in client.get_metric_history(run_id, key)}
+
+
+class MetricSender:
+    """Delivers one run's metric points, (key, value, timestamp ms, step), exactly once (module
+    docstring). A failed send keeps its points for the next try and never raises."""
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        self.tracking_uri, self.run_id = tracking_uri, run_id
+        self.sent: set[tuple[str, int]] | None = None  # read from the run on the first send
+        self.pending: list[tuple] = []
+        self.failures = 0
+
+    def send(self, points: list[tuple] = ()) -> bool:
+        from mlflow.entities import Metric
+        from mlflow.tracking import MlflowClient
+
+        self.pending += list(points)
+        try:
+            client = MlflowClient(self.tracking_uri)
+            if self.sent is None:
+                self.sent = logged_steps(client, self.run_id)
+            todo = [p for p in self.pending if (p[0], p[3]) not in self.sent]
+            for i in range(0, len(todo), 1000):  # MLflow takes at most 1000 metrics per batch
+                batch = todo[i : i + 1000]
+                client.log_batch(self.run_id, metrics=[Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in batch])
+                self.sent.update((k, step) for k, _, _, step in batch)
+            self.pending = []
+            return True
+        except Exception as e:  # noqa: BLE001 - any failure of the store: keep the points, go on
+            if self.failures == 0:
+                warn_outage(f"logging metrics of run {self.run_id}", e)
+            self.failures += 1
+            self.sent = None  # a batch may have landed before the error: look again before re-sending
+            return False
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -38,6 +104,7 @@ class Tracker:
         self.experiment_name = experiment_name
         self.artifact_root = artifact_root
         self.experiment_id: str | None = None
+        self.online = True  # False once the store could not be opened: trials then skip MLflow entirely
 
     @property
     def client(self):
@@ -47,6 +114,8 @@ class Tracker:
 
     def init_store(self) -> str:
         """Create the store and the experiment (driver only); returns the experiment id."""
+        if self.tracking_uri.startswith("sqlite:///"):
+            _wal(self.tracking_uri.removeprefix("sqlite:///"))
         client = self.client
         exp = client.get_experiment_by_name(self.experiment_name)
         if exp is None:
@@ -86,13 +155,41 @@ class Tracker:
         self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten(params).items()])
         return run.info.run_id
 
-    def finish(self, run_id: str, metrics: dict[str, float], failed: bool = False) -> None:
-        from mlflow.entities import Metric
+    def finish(self, run_id: str, metrics: dict[str, float], failed: bool = False, tags: dict | None = None) -> None:
+        from mlflow.entities import Metric, RunTag
 
         ok = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-        if ok:
-            self.client.log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in ok.items()])
+        # timestamp and step 0: a repeated finish re-sends identical points, which the store de-duplicates
+        if ok or tags:
+            self.client.log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in ok.items()],
+                                  tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
         self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+    def start(self) -> bool:
+        """Open the store (driver); on failure go offline for the rest of the run, warn and return False."""
+        try:
+            self.init_store()
+            return True
+        except Exception as e:  # noqa: BLE001
+            warn_outage(f"opening the MLflow store {self.tracking_uri}", e)
+            self.online = False
+            return False
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
+
+
+def _wal(db: str) -> None:
+    """SQLite in write-ahead-log mode: readers (the MLflow UI, a sync) never block the trials' writers,
+    and writers wait on each other (MLflow sets a 20 s busy timeout) instead of failing. The mode is
+    stored in the database file, so every later connection uses it."""
+    import sqlite3
+
+    Path(db).parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(5):
+        try:
+            with sqlite3.connect(db, timeout=30) as con:
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:  # another writer holds the lock: wait and try again
+            time.sleep(1 + attempt)

@@ -35,8 +35,9 @@ from analysis.runs import make_row
 from raysweep import storage
 from raysweep.config import Study
 from raysweep.mixing import derive_seed
-from raysweep.stage import RunSpec, node_done
+from raysweep.stage import RunSpec, node_diverged, node_done, node_points, quarantine, verify_node
 from raysweep.streams import Stream
+from raysweep.tracking import MetricSender, warn_outage
 
 TRIAL_RESOURCES = {"memory": 1}  # see the module docstring
 
@@ -215,22 +216,84 @@ def _fit(runs: list[RunSpec], datasets: dict, ctx: dict, resources, run_name: st
     return trainer.fit().return_value
 
 
-def _record(tracker, node: Node, run_id: str, result: dict) -> dict:
-    metrics = final_metrics(node.spec.stage, result["losses"])
+def summary_metrics(stage: str, result: dict) -> dict[str, float]:
+    """What a finished node's MLflow run shows as its final metrics."""
+    metrics = final_metrics(stage, result["losses"])
     metrics.update(steps=result["steps"], tokens=result["tokens"], tokens_per_s=result["tokens_per_s"], best_step=result["best_step"])
     if "data_wait_share" in result:
         metrics["data_wait_share"] = result["data_wait_share"]
-    tracker.finish(run_id, metrics)
     return metrics
 
 
-def _ensure_finished(tracker, node: Node, parent_run: str) -> str:
-    """For a node already trained: make sure its MLflow run exists and holds its final losses."""
-    run_id = tracker.node_run(*_run_args(node, parent_run))
+SYNCED = "raysweep.synced_points"  # tag: how many stored points a sync delivered (a repeated sync skips the run)
+OUTCOME = "raysweep.outcome"       # tag on runs that did not finish normally: diverged | blocked | failed
+
+
+def open_run(tracker, node: Node, parent_run: str | None) -> str | None:
+    """The node's MLflow run, found by node key or created; None when MLflow is offline or fails now
+    (the node trains anyway and is synced later)."""
+    if not tracker.online or parent_run is None:
+        return None
+    try:
+        return tracker.node_run(*_run_args(node, parent_run))
+    except Exception as e:  # noqa: BLE001
+        warn_outage(f"opening the MLflow run of {node.name}", e)
+        return None
+
+
+def close_run(tracker, run_id: str | None, outcome: str) -> None:
+    """Mark a run that did not finish normally (its node is not settled)."""
+    if run_id is None:
+        return
+    try:
+        tracker.finish(run_id, {}, failed=True, tags={OUTCOME: outcome})
+    except Exception as e:  # noqa: BLE001
+        warn_outage(f"closing MLflow run {run_id}", e)
+
+
+def sync_node(tracker, node: Node, parent_run: str | None) -> str | None:
+    """Bring a settled node's MLflow run up to date from its checkpoint folder alone: the run exists
+    and holds every metric point the node logged (exactly once), its final metrics and its status
+    (FINISHED; FAILED with outcome "diverged"). Idempotent and cheap once synced (a tag records it).
+    Returns the run id, or None when MLflow is unreachable (warned; nothing is lost)."""
+    run_id = open_run(tracker, node, parent_run)
+    if run_id is None:
+        return None
     done = node_done(node.spec.node_dir)
-    if tracker.client.get_run(run_id).info.status != "FINISHED":
-        _record(tracker, node, run_id, done["result"])
+    diverged = None if done else node_diverged(node.spec.node_dir)
+    if not (done or diverged):
+        return run_id
+    try:
+        run = tracker.client.get_run(run_id)
+        points = node_points(node.spec.node_dir)
+        status = "FINISHED" if done else "FAILED"
+        if run.info.status == status and run.data.tags.get(SYNCED) == str(len(points)):
+            return run_id
+        if not MetricSender(tracker.tracking_uri, run_id).send(points):
+            return run_id
+        if done:
+            if OUTCOME in run.data.tags:  # an earlier attempt failed; this one finished the node
+                tracker.client.delete_tag(run_id, OUTCOME)
+            tracker.finish(run_id, summary_metrics(node.spec.stage, done["result"]), tags={SYNCED: len(points)})
+        else:
+            tracker.finish(run_id, {"diverged_at_step": diverged["step"]}, failed=True, tags={SYNCED: len(points), OUTCOME: "diverged"})
+    except Exception as e:  # noqa: BLE001
+        warn_outage(f"syncing the MLflow run of {node.name}", e)
     return run_id
+
+
+def sync_tree(tracker, study_run: str | None, arms: list[Node], subtrees: list[tuple[Node, list[Node]]]) -> int:
+    """sync_node over a whole tree (driver); returns how many nodes were looked at."""
+    if not tracker.online or study_run is None:
+        return 0
+    arm_runs = {a.spec.node_key: sync_node(tracker, a, study_run) for a in arms}
+    n = len(arms)
+    for n2, children in subtrees:
+        post_run = sync_node(tracker, n2, arm_runs.get(n2.parent))
+        n += 1 + len(children)
+        for c in children:
+            sync_node(tracker, c, post_run)
+    return n
 
 
 def pretrain_trial(config: dict, ctx: dict) -> None:
@@ -240,16 +303,20 @@ def pretrain_trial(config: dict, ctx: dict) -> None:
 
     arm: Node = ctx["arms"][config["arm"]]
     tracker = ctx["tracker"]
-    run_id = tracker.node_run(*_run_args(arm, ctx["study_run"]))
+    run_id = open_run(tracker, arm, ctx["study_run"])
     spec = RunSpec(**{**asdict(arm.spec), "run_id": run_id})
     try:
         res = ctx["resources"]["pretrain"]
         datasets = as_train_datasets(arm.stream, "train", arm.spec.batch_size, res.workers)
         [result] = _fit([spec], datasets, ctx, res, f"{arm.spec.node_key}")
     except Exception:
-        tracker.finish(run_id, {}, failed=True)
+        close_run(tracker, run_id, "failed")
         raise
-    tune.report(_record(tracker, arm, run_id, result))
+    sync_node(tracker, arm, ctx["study_run"])
+    if "diverged" in result:
+        tune.report({"diverged": result["diverged"]})
+    else:
+        tune.report(summary_metrics("pretrain", result))
 
 
 def posttrain_trial(config: dict, ctx: dict) -> None:
@@ -259,20 +326,20 @@ def posttrain_trial(config: dict, ctx: dict) -> None:
 
     node, children = ctx["subtrees"][config["subtree"]]
     tracker = ctx["tracker"]
-    arm_run = tracker.node_run(*_run_args(ctx["arm_nodes"][node.parent], ctx["study_run"]))
-    post_run = tracker.node_run(*_run_args(node, arm_run))
+    arm_run = open_run(tracker, ctx["arm_nodes"][node.parent], ctx["study_run"])
+    post_run = open_run(tracker, node, arm_run)
     runs, nodes, run_ids = [], [], {}
+    if node_diverged(node.spec.node_dir):  # settled: its children have nothing to start from
+        tune.report({"trained": 0, "diverged": 1})
+        return
     if not node_done(node.spec.node_dir):
         run_ids[node.spec.node_key] = post_run
         runs.append(RunSpec(**{**asdict(node.spec), "run_id": post_run}))
         nodes.append(node)
-    else:
-        _ensure_finished(tracker, node, arm_run)
     for child in children:
-        if node_done(child.spec.node_dir):
-            _ensure_finished(tracker, child, post_run)
+        if node_done(child.spec.node_dir) or node_diverged(child.spec.node_dir):
             continue
-        run_ids[child.spec.node_key] = tracker.node_run(*_run_args(child, post_run))
+        run_ids[child.spec.node_key] = open_run(tracker, child, post_run)
         runs.append(RunSpec(**{**asdict(child.spec), "run_id": run_ids[child.spec.node_key]}))
         nodes.append(child)
     if runs:
@@ -284,14 +351,16 @@ def posttrain_trial(config: dict, ctx: dict) -> None:
         except Exception:
             # runs of this fit that finished before the failure keep their results
             for n in nodes:
-                done = node_done(n.spec.node_dir)
-                if done:
-                    _record(tracker, n, run_ids[n.spec.node_key], done["result"])
+                if node_done(n.spec.node_dir):
+                    sync_node(tracker, n, post_run if n is not node else arm_run)
                 else:
-                    tracker.finish(run_ids[n.spec.node_key], {}, failed=True)
+                    close_run(tracker, run_ids[n.spec.node_key], "failed")
             raise
-        for n, res in zip(nodes, results):
-            _record(tracker, n, run_ids[n.spec.node_key], res)
+        for n, r in zip(nodes, results):
+            if r.get("blocked"):
+                close_run(tracker, run_ids[n.spec.node_key], "blocked")
+            else:
+                sync_node(tracker, n, post_run if n is not node else arm_run)
     tune.report({"trained": len(runs), "L_im": (node_done(node.spec.node_dir) or {}).get("result", {}).get("losses", {}).get("post")})
 
 
@@ -373,6 +442,11 @@ def tree_trial(config: dict, ctx: dict) -> None:
     while not node_done(arm.spec.node_dir):
         if storage.exists(_failed_flag(arm)):
             raise ArmFailed(f"its pretraining arm {arm.name} failed")
+        if node_diverged(arm.spec.node_dir):  # settled: reported as blocked, never retried
+            from ray import tune
+
+            tune.report({"trained": 0, "blocked": 1})
+            return
         time.sleep(0.5)
     return posttrain_trial({"subtree": index}, ctx)
 
@@ -389,18 +463,48 @@ def concurrency(resources) -> int:
     return max(1, slots)
 
 
-def run_tree(study: Study, data, tracker, study_run: str) -> dict:
+def run_tree(study: Study, data, tracker, study_run: str | None, train: bool = True) -> dict:
     """Train every node not yet finished; returns counts, failures and the tree's nodes. With
-    `posttrain.search: optuna` the stage-2 configurations come from raysweep.search, round by round."""
+    `posttrain.search: optuna` the stage-2 configurations come from raysweep.search, round by round.
+    `train=False` trains nothing: it checks the node store and syncs MLflow from it (--sync-mlflow)."""
     if study.posttrain.search == "optuna":
         from raysweep.search import run_search
 
-        return run_search(study, data, lambda arms, subtrees: run_nodes(study, data, tracker, study_run, arms, subtrees))
-    return run_nodes(study, data, tracker, study_run, *plan(study, data))
+        return run_search(study, data, lambda arms, subtrees: run_nodes(study, data, tracker, study_run, arms, subtrees, train))
+    return run_nodes(study, data, tracker, study_run, *plan(study, data), train=train)
 
 
-def run_nodes(study: Study, data, tracker, study_run: str, arms: list[Node], subtrees: list[tuple[Node, list[Node]]]) -> dict:
-    """One Tune run over the given arms and subtrees; finished nodes are skipped."""
+def verified_done(arms: list[Node], subtrees: list[tuple[Node, list[Node]]]) -> set[str]:
+    """Keys of the finished nodes whose files are intact. A node that this run will load (the parent
+    of an unfinished node) is hashed in full; the rest get a size check (cheap, catches truncation).
+    A corrupt node is moved aside (raysweep.stage.quarantine) and so trained again. Leaves are
+    checked first, so a parent is hashed only when a child really needs it. Remote nodes are
+    checked in full when they are downloaded to be loaded (raysweep.stage.load_weights)."""
+    done: set[str] = set()
+
+    def check(node: Node, needed: bool) -> None:
+        if not node_done(node.spec.node_dir):
+            return
+        if not storage.is_remote(node.spec.node_dir):
+            problem = verify_node(node.spec.node_dir, full=needed)
+            if problem:
+                quarantine(node.spec.node_dir, problem)
+                return
+        done.add(node.spec.node_key)
+
+    for n2, children in subtrees:
+        for c in children:
+            check(c, False)
+        check(n2, any(c.spec.node_key not in done for c in children))
+    for a in arms:
+        check(a, any(n2.parent == a.spec.node_key and n2.spec.node_key not in done for n2, _ in subtrees))
+    return done
+
+
+def run_nodes(study: Study, data, tracker, study_run: str | None, arms: list[Node], subtrees: list[tuple[Node, list[Node]]],
+              train: bool = True) -> dict:
+    """One Tune run over the given arms and subtrees; finished (and diverged) nodes are skipped."""
+    inject = {k: os.environ.get(f"RAYSWEEP_INJECT_{k.upper()}") for k in ("failure", "kill", "nan")}
     ctx = {
         "arms": arms,
         "arm_nodes": {a.spec.node_key: a for a in arms},
@@ -418,33 +522,32 @@ def run_nodes(study: Study, data, tracker, study_run: str, arms: list[Node], sub
             "eval_tokens": min(study.pretrain.eval_tokens, study.posttrain.eval_tokens, study.finetune.eval_tokens),
             "eval_paths": {r: str(s.path) for r, s in data.heldout.items()},
             "tokenizer_id": data.tokenizer_id,
-            "tracking_uri": tracker.tracking_uri,
-            # Fault injection for tests and drills: every run whose label contains this text raises.
-            "inject_failure": os.environ.get("RAYSWEEP_INJECT_FAILURE"),
+            "tracking_uri": tracker.tracking_uri if tracker.online else None,
+            # Fault injection for tests and drills (README, "Guarantees"): RAYSWEEP_INJECT_FAILURE=<text>
+            # raises in every run whose label holds <text>; RAYSWEEP_INJECT_KILL=<text>@<step> SIGKILLs
+            # its worker once at that step; RAYSWEEP_INJECT_NAN=<text>@<step> makes its loss NaN there.
+            **{f"inject_{k}": v for k, v in inject.items()},
         },
     }
     failures, trained = [], {"pretrain": 0, "posttrain": 0, "finetune": 0}
     t0 = time.perf_counter()
     every_node = [m for n2, children in subtrees for m in (n2, *children)]
-    # one look at each node's node.json (a remote read with an object store); everything below derives from it
-    before = {m.spec.node_key for m in [*arms, *every_node] if node_done(m.spec.node_dir)}
-    todo = [i for i, a in enumerate(arms) if a.spec.node_key not in before]
+    # one look at each node (a remote read with an object store); everything below derives from it
+    before = verified_done(arms, subtrees)
+    settled = before | {m.spec.node_key for m in [*arms, *every_node] if m.spec.node_key not in before and node_diverged(m.spec.node_dir)}
+    blocked = _blocked(arms, subtrees, settled - before)
+    todo = [i for i, a in enumerate(arms) if a.spec.node_key not in settled]
     for a in arms:
         storage.delete(_failed_flag(a))  # a failure from an earlier run: this run tries the arm again
-        if a.spec.node_key in before:
-            _ensure_finished(tracker, a, study_run)
-    todo2 = [i for i, (n, children) in enumerate(subtrees) if not {m.spec.node_key for m in (n, *children)} <= before]
-    for i in sorted(set(range(len(subtrees))) - set(todo2)):
-        # finished here or by another study sharing the node store: this study's MLflow lists them too
-        n2, children = subtrees[i]
-        post_run = _ensure_finished(tracker, n2, tracker.node_run(*_run_args(ctx["arm_nodes"][n2.parent], study_run)))
-        for c in children:
-            _ensure_finished(tracker, c, post_run)
+    todo2 = [i for i, (n, children) in enumerate(subtrees) if not {m.spec.node_key for m in (n, *children)} <= settled | blocked]
+    # finished here or by another study sharing the node store: this study's MLflow lists them before training starts
+    sync_tree(tracker, study_run, [a for a in arms if a.spec.node_key in settled],
+              [(n2, c) for i, (n2, c) in enumerate(subtrees) if i not in set(todo2)])
     leaves = sum(len(c) for _, c in subtrees)
     print(f"[tree] level 1: {len(arms)} pretraining arms, {len(arms) - len(todo)} already done", flush=True)
     print(f"[tree] level 2: {len(subtrees)} post-training runs x {leaves // max(1, len(subtrees))} fine-tuning runs each; "
           f"{len(subtrees) - len(todo2)} subtrees already done; each starts as soon as its own arm is done", flush=True)
-    items = trial_order(arms, subtrees, todo, todo2)
+    items = trial_order(arms, subtrees, todo, todo2) if train else []
 
     def describe(c: dict) -> str:
         kind, i = c["node"]
@@ -473,7 +576,35 @@ def run_nodes(study: Study, data, tracker, study_run: str, arms: list[Node], sub
             trained[m.spec.stage] += 1
     for a in arms:
         storage.delete(_failed_flag(a))
-    return {"arms": arms, "subtrees": subtrees, "trained": trained, "failures": failures, "seconds": time.perf_counter() - t0}
+    # MLflow is a view of the node store: whatever an outage or a killed worker kept from it is written now
+    sync_tree(tracker, study_run, arms, subtrees)
+    return {"arms": arms, "subtrees": subtrees, "trained": trained, "failures": failures, "diverged": diverged_report(arms, subtrees),
+            "seconds": time.perf_counter() - t0}
+
+
+def _blocked(arms: list[Node], subtrees: list[tuple[Node, list[Node]]], diverged: set[str]) -> set[str]:
+    """Nodes below a diverged node: they have no weights to start from, so they are settled too."""
+    out = set()
+    for n2, children in subtrees:
+        if n2.parent in diverged:
+            out |= {n2.spec.node_key, *(c.spec.node_key for c in children)}
+        elif n2.spec.node_key in diverged:
+            out |= {c.spec.node_key for c in children}
+    return out
+
+
+def diverged_report(arms: list[Node], subtrees: list[tuple[Node, list[Node]]]) -> list[str]:
+    """One line per diverged node (and what it blocks): outcomes, not failures; never retried."""
+    lines = []
+    blocked_by = {a.spec.node_key: [n2 for n2, _ in subtrees if n2.parent == a.spec.node_key] for a in arms}
+    for n2, children in subtrees:
+        blocked_by[n2.spec.node_key] = children
+    for m in [*arms, *(x for n2, c in subtrees for x in (n2, *c))]:
+        d = node_diverged(m.spec.node_dir)
+        if d:
+            below = blocked_by.get(m.spec.node_key, [])
+            lines.append(f"{m.name}: diverged at step {d['step']} (lr {d['lr']:g}; lower it)" + (f", {len(below)} runs below it not trained" if below else ""))
+    return lines
 
 
 def collect(study: Study, data, subtrees: list[tuple[Node, list[Node]]] | None = None) -> list[dict]:

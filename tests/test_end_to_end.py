@@ -42,7 +42,7 @@ def test_smoke_study_end_to_end_and_resume(ray_local, smoke_out, mlflow_server, 
     assert {r["method"] for r in summary["rows"]} == {"unmixed", "mixed"}
     out = capsys.readouterr().out
     assert "Pareto frontier in (L_ret, L_ft)" in out and "Pareto frontier in (L_pre, L_ret)" in out
-    assert str(summary["report"]) in out and "mlflow ui --backend-store-uri" in out
+    assert str(summary["report"]) in out and "mlflow ui --host 127.0.0.1 --backend-store-uri" in out
 
     runs = _runs(summary["tracking_uri"], study.name)
     assert len(runs) == 1 + n_arms + n_post + n_ft

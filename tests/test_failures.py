@@ -7,19 +7,20 @@ from mlflow.tracking import MlflowClient
 
 from raysweep.config import load_study
 from raysweep.main import run
-from tests.conftest import SMOKE
+from tests.conftest import REDUCED, SMOKE, with_reference_data
 
 
-def test_one_failing_subtree_leaves_the_rest_complete(ray_local, tmp_path, monkeypatch):
-    study = load_study(SMOKE, [f"output_dir={tmp_path / 'study'}", "name=failing", "retries=1"])
+def test_one_failing_subtree_leaves_the_rest_complete(ray_local, reference, tmp_path, monkeypatch):
+    out = with_reference_data(reference[0], tmp_path / "study")
+    study = load_study(SMOKE, [f"output_dir={out}", "name=failing", "retries=1", *REDUCED, "finetune.lr=[1e-3, 3e-3]"])
     n_lr = len(study.finetune.lr)
-    # the last stage-3 run of one subtree fails, after its stage-2 parent and two siblings finished in the same fit
+    # the last stage-3 run of one subtree fails, after its stage-2 parent and its sibling finished in the same fit
     monkeypatch.setenv("RAYSWEEP_INJECT_FAILURE", "λ=0.5 lr=0.001 drop=0 ft_lr=0.003")
     summary = run(study)
     assert len(summary["failures"]) == 1 and "mix=0.5/lr=0.001" in summary["failures"][0]
-    assert summary["trained"] == {"pretrain": 2, "posttrain": 4, "finetune": 4 * n_lr - 1}
-    assert len(summary["rows"]) == 4 * n_lr - 1  # every other result is complete
-    [log] = list((tmp_path / "study" / "checkpoints" / "finetune").glob("*.failures.jsonl"))
+    assert summary["trained"] == {"pretrain": 1, "posttrain": 2, "finetune": 2 * n_lr - 1}
+    assert len(summary["rows"]) == 2 * n_lr - 1  # every other result is complete
+    [log] = list((out / "checkpoints" / "finetune").glob("*.failures.jsonl"))
     attempts = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(attempts) == 2 and all("failure injected" in a["error"] for a in attempts)  # tried, retried once, then failed
     client = MlflowClient(summary["tracking_uri"])
@@ -35,6 +36,6 @@ def test_one_failing_subtree_leaves_the_rest_complete(ray_local, tmp_path, monke
     again = run(study)
     assert again["failures"] == []
     assert again["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 1}  # only what failed
-    assert len(again["rows"]) == 4 * n_lr
+    assert len(again["rows"]) == 2 * n_lr
     runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 1 + 2 + 4 + 4 * n_lr and all(r.info.status == "FINISHED" for r in runs)
+    assert len(runs) == 1 + 1 + 2 + 2 * n_lr and all(r.info.status == "FINISHED" for r in runs)

@@ -65,7 +65,7 @@ def test_a_node_is_uploaded_node_json_last_and_fetched_back_when_the_cache_is_go
         up.wait()
     finally:
         storage.upload_dir = saved
-    assert set(uploaded) == {"model.safetensors", NODE_FILE}
+    assert set(uploaded) == {"model.safetensors", "metrics.json", NODE_FILE}
     assert node_done(node_dir)["result"]["losses"] == {"post": 1.0}
 
     shutil.rmtree(tmp_path / "cache")  # a new machine: nothing cached
@@ -138,7 +138,7 @@ def test_a_study_runs_and_resumes_on_an_object_store_uri(ray_local, tmp_path):
     first = run(study)
     assert first["failures"] == [] and first["trained"] == {"pretrain": 1, "posttrain": 1, "finetune": 1}
     stored = sorted(p.relative_to(tmp_path / "bucket" / "nodes").as_posix() for p in (tmp_path / "bucket" / "nodes").rglob("*") if p.is_file())
-    assert len(stored) == 6 and sum(p.endswith("/node.json") for p in stored) == 3 and not any(".resume" in p for p in stored)
+    assert len(stored) == 9 and sum(p.endswith("/node.json") for p in stored) == 3 and not any(".resume" in p for p in stored)
     again = run(study)
     assert again["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0} and again["rows"] == first["rows"]
 

@@ -1,0 +1,90 @@
+"""Tracking under load and outage: many trial processes logging step metrics at once into the
+default store (SQLite) deliver every point exactly once, also when a resumed attempt makes the
+same points again; an unreachable store never blocks or fails a study."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from raysweep.tracking import MetricSender, Tracker, default_tracking_uri
+from tests.conftest import free_port
+
+PROCESSES, STEPS, KEYS = 8, 300, ("train_loss", "lr", "heldout_post")
+
+
+def _value(run: int, key: str, step: int) -> float:
+    return run * 1000 + KEYS.index(key) * 0.001 + step * 1e-6
+
+
+def _log_like_a_trial(args) -> None:
+    """One trial's rank 0: the real step logger (background sender), a flush after every step (the
+    worst case for contention), then a resumed attempt that makes steps 151-300 again."""
+    uri, run_id, index, barrier = args
+    from raysweep.stage import RunSpec, _StepLogger
+
+    spec = RunSpec("posttrain", f"run {index}", "k", "/nonexistent", "train", 1e-3, 1e-4, 1, 0.0, 2, STEPS, 10, [], 0, run_id=run_id)
+    barrier.wait()  # every process starts writing at the same moment
+    log = _StepLogger(spec, uri, STEPS, 1, active=True)
+    for step in range(1, STEPS + 1):
+        log.metrics(step, {k: _value(index, k, step) for k in KEYS})
+        log.flush()
+    log.close(timeout=300)
+    again = _StepLogger(spec, uri, STEPS, 1, active=True)  # resumed from a checkpoint at step 150
+    again.restore(log.points, 150)
+    for step in range(151, STEPS + 1):
+        again.metrics(step, {k: _value(index, k, step) for k in KEYS})
+    again.close(timeout=300)
+
+
+def test_eight_trials_logging_at_once_deliver_every_point_exactly_once(tmp_path):
+    tracker = Tracker(default_tracking_uri(tmp_path), "load", artifact_root=tmp_path / "artifacts")
+    tracker.init_store()  # the driver creates the store first, as raysweep.main does
+    study = tracker.study_run("hash", "load", {})
+    runs = [tracker.node_run(f"key{i}", f"run{i}", study, "posttrain", {}, {}) for i in range(PROCESSES)]
+    ctx = mp.get_context("spawn")  # fresh interpreters, like Ray workers
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(PROCESSES)
+        with ctx.Pool(PROCESSES) as pool:
+            pool.map(_log_like_a_trial, [(tracker.tracking_uri, run_id, i, barrier) for i, run_id in enumerate(runs)])
+    client = MlflowClient(tracker.tracking_uri)
+    for i, run_id in enumerate(runs):
+        for key in KEYS:
+            points = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+            assert points == [(s, _value(i, key, s)) for s in range(1, STEPS + 1)], (i, key)  # all of them, once each
+
+
+def test_a_resent_batch_is_not_logged_twice(tmp_path):
+    tracker = Tracker(default_tracking_uri(tmp_path), "resend")
+    tracker.init_store()
+    run_id = tracker.node_run("k", "r", tracker.study_run("h", "s", {}), "pretrain", {}, {})
+    points = [("loss", 1.0 / s, 1000 + s, s) for s in range(1, 51)]
+    assert MetricSender(tracker.tracking_uri, run_id).send(points[:30])
+    assert MetricSender(tracker.tracking_uri, run_id).send(points)  # a new attempt (another process) sends everything
+    assert len(tracker.client.get_metric_history(run_id, "loss")) == 50
+
+
+def test_an_unreachable_tracking_server_costs_seconds_and_fails_nothing(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    t0 = time.perf_counter()
+    tracker = Tracker(uri, "down")
+    assert tracker.start() is False and tracker.online is False
+    sender = MetricSender(uri, "0" * 32)
+    assert sender.send([("loss", 1.0, 1, 1)]) is False and sender.pending  # kept for the next try
+    assert time.perf_counter() - t0 < 30
+    assert "training goes on" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", " spaced", "émoji✓"])
+def test_study_names_cannot_leave_their_folder_or_break_run_names(tmp_path, name):
+    """The study name becomes a folder, an MLflow experiment and a run name: only [A-Za-z0-9_.-]."""
+    from raysweep.config import StudyConfigError, load_study
+
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: {name!r}\n")
+    with pytest.raises(StudyConfigError, match="name"):
+        load_study(path)
