@@ -44,6 +44,8 @@ class ModelConfig(_Strict):
     kind: Literal["lm", "linear"] = Field("lm", description="lm: a Llama decoder from the preset table; linear: the paper's two-layer linear network (section `theory`, raysweep/theory.py)")
     preset: str = Field("tiny", description="name in raysweep.models.PRESETS (`python -m raysweep.models`)")
     seq_len: int = Field(128, gt=0, le=65536, description="tokens per training block")
+    compile: bool = Field(False, description="torch.compile the training step's model (on GPU: faster steps after a one-off compile per run; "
+                                             "bench/gpu_mfu.py measures both). Operational: not part of any node key")
 
     @field_validator("preset")
     @classmethod
@@ -379,7 +381,7 @@ class Study(_Strict):
 
     def content_hash(self) -> str:
         # operational knobs that do not change any result stay out of the study's identity
-        doc = self.model_dump(mode="json", exclude={"max_concurrent_trials", "checkpoint_dir", "retries"})
+        doc = self.model_dump(mode="json", exclude={"max_concurrent_trials": True, "checkpoint_dir": True, "retries": True, "model": {"compile"}})
         if self.model.kind == "lm":  # fields that do not apply stay out, so older studies keep their hash
             doc.pop("theory")
             doc["model"].pop("kind")

@@ -242,7 +242,7 @@ def run(study: Study, train: bool = True) -> dict:
         print("             the same command with --sync-mlflow (trains nothing, idempotent)")
     print("=" * 78)
     return {"rows": rows, "failures": tree["failures"], "diverged": diverged, "trained": tree["trained"], "report": report,
-            "tracking_uri": uri, "tracking_online": tracker.online}
+            "tracking_uri": uri, "tracking_online": tracker.online, "seconds": total, "tree_seconds": tree["seconds"]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -403,6 +403,8 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
     model = ray.train.torch.prepare_model(model)
     raw = model.module if hasattr(model, "module") else model
     opt = _optimizer(model, spec, device)
+    # the training step may run a compiled graph; evaluation and checkpoints use the plain module
+    step_model = torch.compile(model) if ctx.get("compile") else model
     per_rank = spec.batch_size // world
     tokens_per_step = spec.batch_size * ctx["seq_len"]
     log = _StepLogger(spec, ctx.get("tracking_uri"), spec.max_steps, tokens_per_step, active=rank == 0)
@@ -441,6 +443,7 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
     model.train()
     seen_rows: list[str] = []  # audit only: digests of the rows this rank trained on
     data_wait = 0.0  # seconds spent waiting for the next batch: the stream must never starve training
+    t_first = None  # end of this attempt's first step: the steady-state rate excludes one-off start-up
     while step < spec.max_steps:
         t_wait = time.perf_counter()
         x = next(it)
@@ -450,7 +453,7 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
         for g in opt.param_groups:
             g["lr"] = lr_at(step, spec.lr, spec.min_lr, spec.warmup_steps, spec.max_steps)
         with _autocast(device):
-            logits = model(input_ids=x[:, :-1]).logits  # (batch, seq, vocab)
+            logits = step_model(input_ids=x[:, :-1]).logits  # (batch, seq, vocab)
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
         if nan_at is not None and step == nan_at:
             loss = loss * float("nan")  # fault injection (RAYSWEEP_INJECT_NAN)
@@ -466,6 +469,8 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
         opt.step()
         step += 1
         train_loss = loss.item()
+        if t_first is None:
+            t_first, first_step = time.perf_counter(), step
         if step % 10 == 0:
             log.metrics(step, {"train_loss": train_loss, "lr": opt.param_groups[0]["lr"]})
         if step % spec.eval_every == 0 or step == spec.max_steps:
@@ -491,7 +496,10 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
                            ctx.get("uploader"))
         if kill_at is not None and step == kill_at and rank == 0:
             _injected_kill(spec, step)
-    train_seconds = seconds_before + time.perf_counter() - t_train
+    t_end = time.perf_counter()
+    train_seconds = seconds_before + t_end - t_train
+    # tokens/s after the first step (the data iterator's start, first allocations): the loop's own speed
+    steady = (step - first_step) * tokens_per_step / (t_end - t_first) if t_first is not None and step > first_step else None
     if best_state is not None:
         raw.load_state_dict(best_state)  # θ_post is the best checkpoint, not the last
     final = _evaluate(model, eval_sets, device, rank, world)
@@ -507,6 +515,7 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
         "tokens": step * tokens_per_step,
         "train_seconds": train_seconds,
         "tokens_per_s": step * tokens_per_step / max(train_seconds, 1e-9),
+        "steady_tokens_per_s": steady,
         "trainable_parameters": trainable,
         "resumed_from_step": resumed_from,
         "data_wait_seconds": data_wait,

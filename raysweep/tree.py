@@ -282,18 +282,15 @@ def sync_node(tracker, node: Node, parent_run: str | None) -> str | None:
     return run_id
 
 
-def sync_tree(tracker, study_run: str | None, arms: list[Node], subtrees: list[tuple[Node, list[Node]]]) -> int:
-    """sync_node over a whole tree (driver); returns how many nodes were looked at."""
+def sync_tree(tracker, study_run: str | None, arms: list[Node], subtrees: list[tuple[Node, list[Node]]]) -> None:
+    """sync_node over a whole tree (driver), parents before children."""
     if not tracker.online or study_run is None:
-        return 0
+        return
     arm_runs = {a.spec.node_key: sync_node(tracker, a, study_run) for a in arms}
-    n = len(arms)
     for n2, children in subtrees:
         post_run = sync_node(tracker, n2, arm_runs.get(n2.parent))
-        n += 1 + len(children)
         for c in children:
             sync_node(tracker, c, post_run)
-    return n
 
 
 def pretrain_trial(config: dict, ctx: dict) -> None:
@@ -522,6 +519,7 @@ def run_nodes(study: Study, data, tracker, study_run: str | None, arms: list[Nod
             "eval_tokens": min(study.pretrain.eval_tokens, study.posttrain.eval_tokens, study.finetune.eval_tokens),
             "eval_paths": {r: str(s.path) for r, s in data.heldout.items()},
             "tokenizer_id": data.tokenizer_id,
+            "compile": study.model.compile,
             "tracking_uri": tracker.tracking_uri if tracker.online else None,
             # Fault injection for tests and drills (README, "Guarantees"): RAYSWEEP_INJECT_FAILURE=<text>
             # raises in every run whose label holds <text>; RAYSWEEP_INJECT_KILL=<text>@<step> SIGKILLs

@@ -7,13 +7,15 @@ from raysweep.config import load_study
 from raysweep.main import run
 from raysweep.stage import node_done
 from raysweep.tree import plan
-from tests.conftest import SMOKE
+from tests.conftest import SMOKE, with_reference_data
 
 ONE_BRANCH = ["pretrain.mix_fraction=[0.5]", "finetune.lr=[1e-3]"]
 
 
-def test_second_study_reuses_the_shared_stage1_node(ray_local, tmp_path):
+def test_second_study_reuses_the_shared_stage1_node(ray_local, reference, tmp_path):
     store = tmp_path / "store"
+    for name in "abc":  # each study has its own output folder; the prepared data is copied, not remade
+        with_reference_data(reference[0], tmp_path / name)
     a = load_study(SMOKE, ["name=reuse-a", f"output_dir={tmp_path / 'a'}", f"checkpoint_dir={store}", "posttrain.lr=[1e-3]", *ONE_BRANCH])
     first = run(a)
     assert first["failures"] == [] and first["trained"] == {"pretrain": 1, "posttrain": 1, "finetune": 1}
