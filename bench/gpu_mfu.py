@@ -5,7 +5,7 @@ one H100; llm.c reaches ~50%).
     python bench/gpu_mfu.py                                   # on a GPU machine
     python bench/gpu_mfu.py --device cpu --preset tiny --seq-len 128 --batch 4 --steps 3 --compile off   # CPU smoke check
 
-The step is raysweep's own (raysweep.stage: the same autocast, optimizer groups, clipping), on
+The step is raysweep's own (raysweep.stage.forward_backward and its optimizer), on
 random tokens with the SmolLM2 vocabulary (49,152). FLOPs per token follow PaLM's MFU accounting:
 6·N (N: parameters without the embedding table, whose lookup is not a matmul; the tied output
 projection is counted once as 2·d·V forward) + 12·L·d·T for attention; MFU = FLOPs/s / peak
@@ -34,10 +34,9 @@ def flops_per_token(model, seq_len: int) -> float:
 
 def measure(preset: str, seq_len: int, batch: int, steps: int, warmup: int, device: str, compile_: bool) -> dict:
     import torch
-    import torch.nn.functional as F
 
     from raysweep.models import build_model
-    from raysweep.stage import RunSpec, _autocast, _optimizer
+    from raysweep.stage import RunSpec, _optimizer, forward_backward
 
     dev = torch.device(device)
     model = build_model(preset, 49_152, seq_len, seed=0).to(dev)
@@ -47,12 +46,7 @@ def measure(preset: str, seq_len: int, batch: int, steps: int, warmup: int, devi
     x = torch.randint(0, model.config.vocab_size, (batch, seq_len + 1), device=dev)
 
     def step():
-        with _autocast(dev):
-            logits = step_model(input_ids=x[:, :-1]).logits
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        loss, _ = forward_backward(step_model, model, opt, x, dev)
         opt.step()
         return loss
 

@@ -141,25 +141,6 @@ def check_writable(study: Study) -> None:
         raise StudyConfigError("storage", problems)
 
 
-class _Tracking:
-    """The driver's MLflow calls: any failure is warned about and the study goes on (the results are
-    in the node store; raysweep.tracking explains how MLflow is synced from it)."""
-
-    def __init__(self, tracker):
-        self.tracker = tracker
-
-    def __call__(self, what: str, fn, *args, **kwargs):
-        from raysweep.tracking import warn_outage
-
-        if not self.tracker.online:
-            return None
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001
-            warn_outage(what, e)
-            return None
-
-
 def run(study: Study, train: bool = True) -> dict:
     """Prepare data, train the tree, write the report; returns the summary. `train=False`
     (--sync-mlflow) trains nothing and brings MLflow up to date from the node store."""
@@ -174,9 +155,8 @@ def run(study: Study, train: bool = True) -> dict:
     os.environ.update(http_env())
     uri = study.tracking_uri or default_tracking_uri(out)
     tracker = Tracker(uri, study.name, artifact_root=out / "mlartifacts")
-    tracking = _Tracking(tracker)
     tracker.start()
-    study_run = tracking("creating the study's MLflow run", tracker.study_run, study.content_hash(), study.name, study.model_dump(mode="json"))
+    study_run = tracker.guard("creating the study's MLflow run", tracker.study_run, study.content_hash(), study.name, study.model_dump(mode="json"))
     if study_run is None:
         tracker.online = False  # trials skip MLflow; everything is synced from the node store later
 
@@ -194,27 +174,27 @@ def run(study: Study, train: bool = True) -> dict:
 
         plot_theory(summary).write_html(out / "theory.html", include_plotlyjs=True)
         for name in ("theory.json", "theory.txt", "theory.html"):
-            tracking("logging an artifact", tracker.log_artifact, study_run, out / name)
+            tracker.guard("logging an artifact", tracker.log_artifact, study_run, out / name)
     else:
         _init_ray(study)
         t_ray = time.perf_counter()
         data = prepare(study)
         t_data = time.perf_counter()
-        tracking("logging an artifact", tracker.log_artifact, study_run, _write_data_summary(data, out / "data.json"))
+        tracker.guard("logging an artifact", tracker.log_artifact, study_run, _write_data_summary(data, out / "data.json"))
         tree = run_tree(study, data, tracker, study_run, train=train)
         if "search" in tree:
-            tracking("logging an artifact", tracker.log_artifact, study_run, out / "search.json")
+            tracker.guard("logging an artifact", tracker.log_artifact, study_run, out / "search.json")
         rows = collect(study, data, tree["subtrees"])
 
     diverged = list(dict.fromkeys(tree.get("diverged", [])))  # a search's rounds report an arm once each
     report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}", failures=tree["failures"] + diverged)
-    tracking("logging an artifact", tracker.log_artifact, study_run, report)
+    tracker.guard("logging an artifact", tracker.log_artifact, study_run, report)
     tables = frontier_tables(rows) + lambda_table(rows) + comparison_table(rows) + hypervolume_table(rows)
     (out / "frontiers.txt").write_text(tables)
-    tracking("logging an artifact", tracker.log_artifact, study_run, out / "frontiers.txt")
+    tracker.guard("logging an artifact", tracker.log_artifact, study_run, out / "frontiers.txt")
     for path in write_csvs(rows, out / "tables"):
-        tracking("logging an artifact", tracker.log_artifact, study_run, path, "tables")
-    tracking("closing the study's MLflow run", tracker.finish, study_run,
+        tracker.guard("logging an artifact", tracker.log_artifact, study_run, path, "tables")
+    tracker.guard("closing the study's MLflow run", tracker.finish, study_run,
              {"finetune_runs": len(rows), "failures": len(tree["failures"]), "diverged": len(diverged)}, failed=bool(tree["failures"]))
 
     total = time.perf_counter() - t0

@@ -172,11 +172,7 @@ def _save_progress(spec: RunSpec, rank: int, model_state: dict | None, opt_state
             torch.save(blob, tmp)
         except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError from its writer
             tmp.unlink(missing_ok=True)
-            free = shutil.disk_usage(folder).free
-            full = " (the disk is full)" if free < 2**27 else ""
-            message = (f"{spec.label}: could not write its progress checkpoint to {folder}{full} ({str(e)[:300]}; {free / 2**30:.3f} GiB free there). "
-                       "Free space or point checkpoint_dir elsewhere; the last complete checkpoint is kept")
-            raise (OSError(e.errno, message) if getattr(e, "errno", None) else OSError(message)) from e
+            raise _write_error(spec, "progress checkpoint", folder, e, "the last complete checkpoint is kept") from e
         tmp.replace(folder / name)
     if storage.is_remote(spec.node_dir) and uploader is not None:  # in the background: training goes on
         uploader.submit(storage.upload_files, folder, storage.with_suffix(spec.node_dir, ".resume"), sorted(files, key=lambda n: n == "state.pt"))
@@ -260,9 +256,18 @@ def _save_node(spec: RunSpec, state: dict[str, torch.Tensor], result: dict, toke
         tmp.rename(final)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        free = shutil.disk_usage(tmp.parent).free if tmp.parent.exists() else 0
-        raise OSError(e.errno, f"{spec.label}: could not write its checkpoint to {final} ({e.strerror or e}; "
-                      f"{free / 2**30:.3f} GiB free there). Free space or point checkpoint_dir elsewhere; nothing was marked finished") from e
+        raise _write_error(spec, "checkpoint", final, e, "nothing was marked finished") from e
+
+
+def _write_error(spec: RunSpec, what: str, where: Path, error: Exception, consequence: str) -> OSError:
+    """A failed checkpoint write, said so that the user knows what to change (keeps the errno)."""
+    existing = next((p for p in (where, *where.parents) if p.exists()), None)
+    free = shutil.disk_usage(existing).free if existing else 0
+    full = " (the disk is full)" if free < 2**27 else ""
+    detail = (getattr(error, "strerror", None) or str(error))[:300]
+    message = (f"{spec.label}: could not write its {what} to {where}{full} ({detail}; {free / 2**30:.3f} GiB free there). "
+               f"Free space or point checkpoint_dir elsewhere; {consequence}")
+    return OSError(error.errno, message) if getattr(error, "errno", None) else OSError(message)
     if remote:
         uploader.submit(storage.upload_dir, final, spec.node_dir, NODE_FILE)
 
@@ -360,6 +365,21 @@ def _evaluate(model, sets: dict[str, torch.Tensor], device, rank: int, world: in
     return out
 
 
+def forward_backward(step_model, model, opt, x: torch.Tensor, device, poison: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step up to the optimizer update: next-token cross-entropy on the block `x`
+    (bf16 autocast on GPU), gradients, clipping to norm 1.0. Returns (loss, gradient norm); the
+    caller decides whether to step (bench/gpu_mfu.py times this same function). `poison`: make
+    the loss NaN (fault injection, RAYSWEEP_INJECT_NAN)."""
+    with _autocast(device):
+        logits = step_model(input_ids=x[:, :-1]).logits  # (batch, seq, vocab)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
+    if poison:
+        loss = loss * float("nan")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss, torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+
+
 def _autocast(device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -452,16 +472,9 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
             seen_rows += [hashlib.sha1(r.cpu().numpy().tobytes()).hexdigest() for r in x]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, spec.lr, spec.min_lr, spec.warmup_steps, spec.max_steps)
-        with _autocast(device):
-            logits = step_model(input_ids=x[:, :-1]).logits  # (batch, seq, vocab)
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
-        if nan_at is not None and step == nan_at:
-            loss = loss * float("nan")  # fault injection (RAYSWEEP_INJECT_NAN)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss, norm = forward_backward(step_model, model, opt, x, device, poison=nan_at is not None and step == nan_at)
         # The norm of the all-reduced gradient is the same on every rank, so all ranks stop together
         # (a per-rank loss test could stop one rank inside a collective the others wait in).
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         if not torch.isfinite(norm):
             log.close()
             raise Diverged(f"{spec.label}: non-finite loss/gradient at step {step} (loss {loss.item():.4g}); "

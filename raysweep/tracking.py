@@ -165,6 +165,17 @@ class Tracker:
                                   tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
         self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
+    def guard(self, what: str, fn, *args, **kwargs):
+        """fn(*args, **kwargs) while MLflow is online; on any failure warn and return None: the node
+        store keeps everything and MLflow is synced from it later (module docstring)."""
+        if not self.online:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            warn_outage(what, e)
+            return None
+
     def start(self) -> bool:
         """Open the store (driver); on failure go offline for the rest of the run, warn and return False."""
         try:

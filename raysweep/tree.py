@@ -232,23 +232,15 @@ OUTCOME = "raysweep.outcome"       # tag on runs that did not finish normally: d
 def open_run(tracker, node: Node, parent_run: str | None) -> str | None:
     """The node's MLflow run, found by node key or created; None when MLflow is offline or fails now
     (the node trains anyway and is synced later)."""
-    if not tracker.online or parent_run is None:
+    if parent_run is None:
         return None
-    try:
-        return tracker.node_run(*_run_args(node, parent_run))
-    except Exception as e:  # noqa: BLE001
-        warn_outage(f"opening the MLflow run of {node.name}", e)
-        return None
+    return tracker.guard(f"opening the MLflow run of {node.name}", tracker.node_run, *_run_args(node, parent_run))
 
 
 def close_run(tracker, run_id: str | None, outcome: str) -> None:
     """Mark a run that did not finish normally (its node is not settled)."""
-    if run_id is None:
-        return
-    try:
-        tracker.finish(run_id, {}, failed=True, tags={OUTCOME: outcome})
-    except Exception as e:  # noqa: BLE001
-        warn_outage(f"closing MLflow run {run_id}", e)
+    if run_id is not None:
+        tracker.guard(f"closing MLflow run {run_id}", tracker.finish, run_id, {}, failed=True, tags={OUTCOME: outcome})
 
 
 def sync_node(tracker, node: Node, parent_run: str | None) -> str | None:
