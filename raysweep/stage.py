@@ -257,6 +257,8 @@ def _save_node(spec: RunSpec, state: dict[str, torch.Tensor], result: dict, toke
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise _write_error(spec, "checkpoint", final, e, "nothing was marked finished") from e
+    if remote:
+        uploader.submit(storage.upload_dir, final, spec.node_dir, NODE_FILE)
 
 
 def _write_error(spec: RunSpec, what: str, where: Path, error: Exception, consequence: str) -> OSError:
@@ -268,8 +270,6 @@ def _write_error(spec: RunSpec, what: str, where: Path, error: Exception, conseq
     message = (f"{spec.label}: could not write its {what} to {where}{full} ({detail}; {free / 2**30:.3f} GiB free there). "
                f"Free space or point checkpoint_dir elsewhere; {consequence}")
     return OSError(error.errno, message) if getattr(error, "errno", None) else OSError(message)
-    if remote:
-        uploader.submit(storage.upload_dir, final, spec.node_dir, NODE_FILE)
 
 
 class _StepLogger:
