@@ -1,8 +1,8 @@
 """Does the data stream keep up with training?
 
-1. Tokens/s the stage-1 stream delivers into a Ray Train worker (the same per-rank dataset and
-   `iter_torch_batches` call the stage loop uses) vs a plain Python loop over the same parquet
-   file, in one run, printed as a ratio.
+1. Tokens/s the stage-1 stream delivers into a Ray Train worker (the same per-rank rows from the
+   object store and the same `raysweep.stage.batches` the stage loop uses) vs a plain Python loop
+   over the same parquet file, in one run, printed as a ratio.
 2. The data-wait share of step time in the default study: the seconds each run spent waiting
    for its next batch over its training-loop seconds, from every node.json of a finished study
    (run it first, or pass --run-study to run it here).
@@ -47,37 +47,36 @@ def plain_loop(path: Path, batch: int, epochs: int) -> float:
         col = pq.read_table(path).column("input_ids").combine_chunks()
         blocks = torch.from_numpy(col.flatten().to_numpy().reshape(-1, col.type.list_size).astype(np.int64))
         for i in range(0, len(blocks) - batch + 1, batch):
-            x = blocks[i: i + batch].clone()  # a batch the consumer owns, as iter_torch_batches hands out
+            x = blocks[i: i + batch].clone()  # a batch the consumer owns, as the stage loop's batches hand out
             tokens += x.numel()
     return tokens / (time.perf_counter() - t0)
 
 
 def _worker_loop(cfg: dict) -> dict:
+    import ray
     import ray.train
-    import torch
 
-    from raysweep.streams import shard_name
+    from raysweep.stage import batches
 
-    shard = ray.train.get_dataset_shard(shard_name("train", ray.train.get_context().get_world_rank()))
-    t0 = time.perf_counter()
+    t0 = time.perf_counter()  # from before the rows are fetched: what a run pays
+    blocks = ray.get(cfg["rows"][ray.train.get_context().get_world_rank()])
+    it = batches(blocks, cfg["batch"], "cpu")
     tokens = 0
-    for _ in range(cfg["epochs"]):
-        for b in shard.iter_torch_batches(batch_size=cfg["batch"], drop_last=True, dtypes=torch.long):
-            tokens += b["input_ids"].numel()
+    for _ in range(cfg["epochs"] * (len(blocks) // cfg["batch"])):
+        tokens += next(it).numel()
     return {"tokens_per_s": tokens / (time.perf_counter() - t0)}
 
 
 def ray_train_loop(stream, batch: int, epochs: int) -> float:
-    from ray.train import DataConfig, RunConfig, ScalingConfig
+    from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from raysweep.streams import as_train_datasets
+    from raysweep.streams import put_rank_blocks
 
     trainer = TorchTrainer(
-        _worker_loop, train_loop_config={"batch": batch, "epochs": epochs},
+        _worker_loop, train_loop_config={"batch": batch, "epochs": epochs, "rows": put_rank_blocks(stream, batch, 1)},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(name="bench-data", storage_path="/tmp/raysweep-bench"),
-        datasets=as_train_datasets(stream, "train", batch, 1), dataset_config=DataConfig(datasets_to_split=[]),
     )
     return trainer.fit().return_value["tokens_per_s"]
 

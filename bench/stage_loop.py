@@ -52,21 +52,21 @@ def bare_loop(preset: str, vocab: int, seq_len: int, blocks: np.ndarray, batch: 
 
 
 def ray_loop(preset: str, vocab: int, seq_len: int, stream, heldout: Path, batch: int, steps: int, tmp: Path) -> tuple[float, float]:
-    from ray.train import DataConfig, RunConfig, ScalingConfig
+    from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from raysweep.stage import RunSpec, train_loop
-    from raysweep.streams import as_train_datasets
+    from raysweep.streams import put_rank_blocks
 
     spec = RunSpec(stage="finetune", label=f"bench {preset}", node_key=f"bench-{preset}", node_dir=str(tmp / f"node-{preset}"),
                    dataset="train", lr=1e-3, min_lr=1e-3, warmup_steps=0, weight_decay=0.0, batch_size=batch, max_steps=steps,
                    eval_every=10**9, monitor=[], seed=0)
     ctx = {"preset": preset, "vocab_size": vocab, "seq_len": seq_len, "eval_tokens": seq_len, "eval_paths": {"pre": str(heldout)},
-           "tokenizer_id": "bench", "runs": [asdict(spec)], "threads": 1}
+           "tokenizer_id": "bench", "runs": [asdict(spec)], "threads": 1,
+           "data": {"train": put_rank_blocks(stream, batch, 1)}}
     [result] = TorchTrainer(
         train_loop, train_loop_config=ctx, scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(name=f"bench-{preset}", storage_path=str(tmp / "ray")),
-        datasets=as_train_datasets(stream, "train", batch, 1), dataset_config=DataConfig(datasets_to_split=[]),
     ).fit().return_value
     return result["tokens_per_s"], result["steady_tokens_per_s"]
 

@@ -1,10 +1,12 @@
 """The training loop that runs inside every Ray Train worker.
 
-One `TorchTrainer.fit` runs a *list* of runs (`RunSpec`s) back to back in the same worker
-group: a stage-2 run and then each of its stage-3 children, say. A fit costs 8-16 s of start-up
-on a small machine, so filling each one with several runs is what keeps a CPU sweep busy with
-training rather than with starting workers. Each run still is its own tree node: its own seed,
-checkpoint folder, MLflow run and results.
+A worker group trains runs (`RunSpec`s) back to back: `run_specs` trains a list of them (a
+stage-2 run, then each of its stage-3 children starting from its weights in memory), and a warm
+slot (raysweep.pool) keeps one worker group for a whole tree run, pulling such lists from a
+queue. A fit costs 8-16 s of start-up on a small machine, so paying it once per slot instead of
+once per list is what keeps a CPU sweep busy with training rather than with starting workers.
+Each run still is its own tree node: its own seed, checkpoint folder, MLflow run and results.
+Each rank reads its own rows of the stream (streams.rank_blocks) from the object store.
 
 Per run: AdamW (β 0.9/0.95, grad clip 1.0), linear warmup + cosine decay, a step budget,
 periodic held-out evaluation (sharded over ranks, all-reduced), optional early stopping that
@@ -28,16 +30,18 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from raysweep import storage
 from raysweep.models import build_model, set_dropout
 from raysweep.schedule import lr_at
-from raysweep.streams import read_blocks, shard_name
+from raysweep.streams import read_blocks
 from raysweep.tokenizer import check_same_tokenizer
 
 NODE_FILE = "node.json"  # written last: a node folder with this file is complete
@@ -64,7 +68,7 @@ class RunSpec:
     label: str                 # human-readable, e.g. "posttrain λ=0.5 lr=1e-3"
     node_key: str              # content hash of (parent key, stage config, data, tokenizer, seed)
     node_dir: str              # where the checkpoint goes
-    dataset: str               # name of the Ray dataset shard to train on
+    dataset: str               # which of its fit's row sets it trains on: "train" (its stage's stream) or "ft"
     lr: float
     min_lr: float
     warmup_steps: int
@@ -403,8 +407,18 @@ def add_lora(model, lora: dict, dropout: float):
     return get_peft_model(model, cfg)
 
 
-def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, torch.Tensor], rank: int, world: int):
-    """Train one run; returns (result dict, final weights on CPU)."""
+def batches(blocks: np.ndarray, per_rank: int, device, label: str = "") -> Iterator[torch.Tensor]:
+    """This rank's batches, in order, repeating the rows as often as the step budget needs."""
+    n = len(blocks) // per_rank
+    if n == 0:
+        raise ValueError(f"{label}: the training stream holds less than one batch per worker")
+    while True:
+        for i in range(n):  # a copy: the rows are a read-only view of the object store
+            yield torch.tensor(blocks[i * per_rank:(i + 1) * per_rank], dtype=torch.long, device=device)
+
+
+def run_one(spec: RunSpec, init_state, blocks: np.ndarray, ctx: dict, eval_sets: dict[str, torch.Tensor], rank: int, world: int):
+    """Train one run on this rank's rows `blocks` (streams.rank_blocks); returns (result dict, final weights on CPU, metric points)."""
     import ray.train.torch
 
     if ctx.get("inject_failure") and ctx["inject_failure"] in spec.label:
@@ -430,19 +444,10 @@ def run_one(spec: RunSpec, init_state, shard, ctx: dict, eval_sets: dict[str, to
     log = _StepLogger(spec, ctx.get("tracking_uri"), spec.max_steps, tokens_per_step, active=rank == 0)
     torch.manual_seed(spec.seed + rank)  # dropout masks differ per rank, fixed per seed
 
-    def batches():
-        while True:  # repeat the stream as often as the step budget needs
-            n = 0
-            for b in shard.iter_torch_batches(batch_size=per_rank, drop_last=True, dtypes=torch.long, device=device):
-                n += 1
-                yield b["input_ids"]
-            if n == 0:
-                raise ValueError(f"{spec.label}: the training stream holds less than one batch per worker")
-
     monitor = {k: eval_sets[k] for k in spec.monitor}
     best, best_state, best_step, bad = math.inf, None, 0, 0
     step, train_loss, stopped_early, evals = 0, float("nan"), False, {}
-    it = batches()
+    it = batches(blocks, per_rank, device, spec.label)
     resumed_from, seconds_before = 0, 0.0
     saved = _load_progress(spec, rank) if spec.checkpoint_every else None
     if saved is not None:  # continue where an interrupted attempt left off, bit for bit
@@ -572,17 +577,33 @@ def _audit(state: dict[str, torch.Tensor], seen_rows: list[str], world: int) -> 
 
 
 def train_loop(ctx: dict) -> list[dict]:
-    """Ray Train entry point. ctx: model shape, eval sets, tokenizer id and the list of runs."""
+    """Ray Train entry point. ctx: model shape, eval sets, tokenizer id, and either the runs to train
+    (`runs`, with this fit's rows in `data`) or a warm slot's queue (`work`: raysweep.pool.serve)."""
     import ray.train
 
     tc = ray.train.get_context()
     rank, world = tc.get_world_rank(), tc.get_world_size()
     torch.set_num_threads(max(1, int(ctx.get("threads", 1))))
     eval_sets = {name: torch.from_numpy(read_blocks(path, ctx["eval_tokens"])) for name, path in ctx["eval_paths"].items()}
+    ctx["uploader"] = storage.Uploader()  # object-store writes happen behind training
+    if "work" in ctx:
+        from raysweep.pool import serve
+
+        work = ctx["work"]
+        serve(ctx["queue"], ctx["slot"], ctx["kinds"], rank, world, lambda item: work.run_item(item, ctx, eval_sets, rank, world))
+        return []
+    return run_specs([RunSpec(**s) for s in ctx["runs"]], ctx["data"], ctx, eval_sets, rank, world)
+
+
+def run_specs(specs: list[RunSpec], data: dict, ctx: dict, eval_sets: dict[str, torch.Tensor], rank: int, world: int) -> list[dict]:
+    """Train `specs` in order on every rank of the worker group; a run whose parent was trained just
+    before starts from its weights in memory. data[spec.dataset][rank] holds each rank's rows (an
+    ObjectRef or an array). Every node is stored (uploads included) before this returns."""
+    import ray
+
     results, states, diverged = [], {}, set()
-    uploader = ctx["uploader"] = storage.Uploader()  # object-store writes happen behind training
-    for spec in ctx["runs"]:
-        spec = RunSpec(**spec)
+    uploader = ctx["uploader"]
+    for spec in specs:
         if spec.init_from in diverged:  # its parent diverged in this fit: nothing to start from
             results.append({"node_key": spec.node_key, "blocked": True})
             continue
@@ -592,9 +613,10 @@ def train_loop(ctx: dict) -> list[dict]:
             init = states[spec.init_from]
         else:
             init = load_weights(spec.init_from, ctx["tokenizer_id"])
-        shard = ray.train.get_dataset_shard(shard_name(spec.dataset, rank))
+        rows = data[spec.dataset][rank]
+        blocks = ray.get(rows) if isinstance(rows, ray.ObjectRef) else rows
         try:
-            result, state, points = run_one(spec, init, shard, ctx, eval_sets, rank, world)
+            result, state, points = run_one(spec, init, blocks, ctx, eval_sets, rank, world)
         except Diverged as e:  # deterministic: recorded as the run's outcome, not retried
             if rank == 0:
                 storage.write_text(diverged_path(spec.node_dir), json.dumps(
@@ -616,7 +638,7 @@ def train_loop(ctx: dict) -> list[dict]:
                 uploader.submit(storage.delete, storage.with_suffix(spec.node_dir, ".resume"))
         states[spec.node_dir] = state
         results.append({"node_key": spec.node_key, **result})
-    uploader.wait()  # every node of the fit is stored before it reports done
+    uploader.wait()  # every node is stored before it counts as done (a child in another slot may load it next)
     if world > 1:
-        torch.distributed.barrier()  # every checkpoint is on disk before the fit returns
+        torch.distributed.barrier()  # every checkpoint is on disk before the group goes on
     return results

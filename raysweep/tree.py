@@ -1,26 +1,26 @@
-"""The sweep tree: Ray Tune levels whose trials each fit one Ray Train `TorchTrainer`.
+"""The sweep tree, trained on warm worker slots (raysweep.pool).
 
     study
-    └── level 1: one pretraining arm per mixing fraction λ                   (Tune trial -> fit)
-        └── level 2: one post-training run per stage-2 configuration          (Tune trial -> fit)
-            └── stage 3: one fine-tuning run per learning rate, from θ_post    (same fit, after stage 2)
+    └── level 1: one pretraining arm per mixing fraction λ                   (an item of the queue)
+        └── level 2: one post-training run per stage-2 configuration          (an item of the queue)
+            └── stage 3: one fine-tuning run per learning rate, from θ_post    (same item, after stage 2)
 
-Both levels are trials of one Tune run, arms first: a stage-2 trial starts as soon as its own arm
-is done, while other arms may still train (it never waits for the slowest arm).
-
-A stage-2 trial runs its stage-3 children in the same worker group right after stage 2: they
-start the moment their parent ends (not when the slowest sibling does), and the tree pays one
-fit's start-up per stage-2 configuration instead of one per leaf.
+A tree run puts its items (arms first, then subtrees in their arms' order) in one queue. A few
+Tune trials, the slots, each fit one Ray Train worker group that trains item after item until
+the queue is empty: the tree pays one fit's start-up per slot, not one per stage-2 configuration
+(a fit costs 8-16 s here). A subtree is taken as soon as its own arm is done, while other arms
+may still train (it never waits for the slowest arm), and its stage-3 children start from its
+weights in memory right after it.
 
 Every node has a content key (parent key, stage config, data, tokenizer, seed) and a folder
 named by it. A node whose folder holds node.json is finished and never trained again, so running
 the same command after an interruption resumes where it stopped.
 
-Trials reserve one byte of Ray's `memory` resource, never CPU or GPU: their Train workers need
-those, and a trial that holds a CPU starves its own workers (ray#25239, ray#54305). Tune refuses
-a trial with no resources at all; one byte of memory exists on every node of every cluster, so
-no custom resource has to be declared anywhere. Concurrency is capped at what the cluster's
-CPUs/GPUs can feed, so no trial waits on workers it cannot get.
+Slot trials reserve one byte of Ray's `memory` resource, never CPU or GPU: their Train workers
+need those, and a trial that holds a CPU starves its own workers (ray#25239, ray#54305). Tune
+refuses a trial with no resources at all; one byte of memory exists on every node of every
+cluster, so no custom resource has to be declared anywhere. The number of slots is what the
+cluster's CPUs/GPUs can feed (or `max_concurrent_trials`), so no slot waits on workers it cannot get.
 """
 
 from __future__ import annotations
@@ -192,15 +192,14 @@ def final_metrics(stage: str, losses: dict[str, float]) -> dict[str, float]:
     return m
 
 
-def _fit(runs: list[RunSpec], datasets: dict, ctx: dict, resources, run_name: str) -> list[dict]:
-    import ray.train
-    from ray.train import DataConfig, RunConfig, ScalingConfig
+def _fit(loop: dict, ctx: dict, resources, run_name: str) -> list[dict]:
+    """One TorchTrainer fit of raysweep.stage.train_loop with `loop` added to the loop config."""
+    from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from raysweep.stage import train_loop
 
-    loop_cfg = {**ctx["loop"], "runs": [asdict(r) for r in runs]}
-    loop_cfg["threads"] = max(1, int(resources.cpus_per_worker))
+    loop_cfg = {**ctx["loop"], **loop, "threads": max(1, int(resources.cpus_per_worker))}
     worker = {"CPU": resources.cpus_per_worker}
     if resources.gpus_per_worker:
         worker["GPU"] = resources.gpus_per_worker
@@ -208,10 +207,8 @@ def _fit(runs: list[RunSpec], datasets: dict, ctx: dict, resources, run_name: st
         train_loop,
         train_loop_config=loop_cfg,
         scaling_config=ScalingConfig(num_workers=resources.workers, use_gpu=resources.gpus_per_worker > 0, resources_per_worker=worker),
+        # each fit gets a fresh name: a reused one would make Ray Train resume the old run
         run_config=RunConfig(name=run_name, storage_path=ctx["ray_storage"]),
-        datasets=datasets,
-        # every rank reads its own per-rank dataset (streams.rank_rows): no Ray-side splitting
-        dataset_config=DataConfig(datasets_to_split=[]),
     )
     return trainer.fit().return_value
 
@@ -285,108 +282,136 @@ def sync_tree(tracker, study_run: str | None, arms: list[Node], subtrees: list[t
             sync_node(tracker, c, post_run)
 
 
-def pretrain_trial(config: dict, ctx: dict) -> None:
-    from ray import tune
+class Work:
+    """What an item of the warm slots' queue (raysweep.pool) trains: ("arm", i) pretraining arm i;
+    ("subtree", j) stage-2 node j, then its stage-3 children from its weights in memory. Finished
+    and diverged nodes are skipped, so a retried item continues where its last attempt stopped."""
 
-    from raysweep.streams import as_train_datasets
+    def __init__(self, arms: list[Node], subtrees: list[tuple[Node, list[Node]]], tracker, study_run: str | None):
+        self.arms, self.subtrees, self.tracker, self.study_run = arms, subtrees, tracker, study_run
+        self.by_key = {m.spec.node_key: m for m in [*arms, *(x for n2, c in subtrees for x in (n2, *c))]}
+        self.rows: dict[tuple, dict] = {}
 
-    arm: Node = ctx["arms"][config["arm"]]
-    tracker = ctx["tracker"]
-    run_id = open_run(tracker, arm, ctx["study_run"])
-    spec = RunSpec(**{**asdict(arm.spec), "run_id": run_id})
-    try:
-        res = ctx["resources"]["pretrain"]
-        datasets = as_train_datasets(arm.stream, "train", arm.spec.batch_size, res.workers)
-        [result] = _fit([spec], datasets, ctx, res, f"{arm.spec.node_key}")
-    except Exception:
-        close_run(tracker, run_id, "failed")
-        raise
-    sync_node(tracker, arm, ctx["study_run"])
-    if "diverged" in result:
-        tune.report({"diverged": result["diverged"]})
-    else:
-        tune.report(summary_metrics("pretrain", result))
+    def group(self, item) -> list[Node]:
+        kind, i = item
+        return [self.arms[i]] if kind == "arm" else [self.subtrees[i][0], *self.subtrees[i][1]]
 
+    def todo(self, item) -> list[Node]:
+        """The item's nodes still to train, in training order (none below a diverged stage-2 node)."""
+        group = self.group(item)
+        if item[0] == "subtree" and node_diverged(group[0].spec.node_dir):
+            return []
+        return [n for n in group if not (node_done(n.spec.node_dir) or node_diverged(n.spec.node_dir))]
 
-def posttrain_trial(config: dict, ctx: dict) -> None:
-    from ray import tune
+    def put_rows(self, items: list, world: dict[str, int]) -> None:
+        """Every rank's rows of every stream the items train on, into the object store once (driver)."""
+        from raysweep.streams import put_rank_blocks
 
-    from raysweep.streams import as_train_datasets
+        cache: dict[tuple, list] = {}
 
-    node, children = ctx["subtrees"][config["subtree"]]
-    tracker = ctx["tracker"]
-    arm_run = open_run(tracker, ctx["arm_nodes"][node.parent], ctx["study_run"])
-    post_run = open_run(tracker, node, arm_run)
-    runs, nodes, run_ids = [], [], {}
-    if node_diverged(node.spec.node_dir):  # settled: its children have nothing to start from
-        tune.report({"trained": 0, "diverged": 1})
-        return
-    if not node_done(node.spec.node_dir):
-        run_ids[node.spec.node_key] = post_run
-        runs.append(RunSpec(**{**asdict(node.spec), "run_id": post_run}))
-        nodes.append(node)
-    for child in children:
-        if node_done(child.spec.node_dir) or node_diverged(child.spec.node_dir):
-            continue
-        run_ids[child.spec.node_key] = open_run(tracker, child, post_run)
-        runs.append(RunSpec(**{**asdict(child.spec), "run_id": run_ids[child.spec.node_key]}))
-        nodes.append(child)
-    if runs:
-        res = ctx["resources"]["posttrain"]
-        datasets = {**as_train_datasets(node.stream, "train", node.spec.batch_size, res.workers),
-                    **as_train_datasets(children[0].stream, "ft", children[0].spec.batch_size, res.workers)}
-        try:
-            results = _fit(runs, datasets, ctx, res, node.spec.node_key)
-        except Exception:
-            # runs of this fit that finished before the failure keep their results
-            for n in nodes:
-                if node_done(n.spec.node_dir):
-                    sync_node(tracker, n, post_run if n is not node else arm_run)
-                else:
-                    close_run(tracker, run_ids[n.spec.node_key], "failed")
-            raise
+        def rows(node: Node, workers: int) -> list:
+            key = (str(node.stream.path), node.spec.batch_size, workers)
+            if key not in cache:
+                cache[key] = put_rank_blocks(node.stream, node.spec.batch_size, workers)
+            return cache[key]
+
+        for item in items:
+            if item[0] == "arm":
+                self.rows[item] = {"train": rows(self.arms[item[1]], world["pretrain"])}
+            else:
+                n2, children = self.subtrees[item[1]]
+                self.rows[item] = {"train": rows(n2, world["posttrain"]), "ft": rows(children[0], world["posttrain"])}
+
+    def run_of(self, node: Node, memo: dict) -> str | None:
+        """The node's MLflow run id (found by node key or created, parents first); None offline."""
+        key = node.spec.node_key
+        if key not in memo:
+            parent = self.study_run if node.parent is None else self.run_of(self.by_key[node.parent], memo)
+            memo[key] = open_run(self.tracker, node, parent)
+        return memo[key]
+
+    def parent_run(self, node: Node, memo: dict) -> str | None:
+        return self.study_run if node.parent is None else self.run_of(self.by_key[node.parent], memo)
+
+    def run_item(self, item, ctx: dict, eval_sets: dict, rank: int, world: int) -> tuple[str, str] | None:
+        """Train the item on this rank (inside a worker); rank 0 returns (outcome, text) for the queue."""
+        from raysweep.pool import broadcast
+        from raysweep.stage import run_specs
+
+        keys = broadcast([n.spec.node_key for n in self.todo(item)] if rank == 0 else None, world)
+        nodes = [self.by_key[k] for k in keys]
+        memo: dict = {}
+        run_ids = {n.spec.node_key: self.run_of(n, memo) for n in nodes} if rank == 0 else {}
+        specs = [RunSpec(**{**asdict(n.spec), "run_id": run_ids.get(n.spec.node_key)}) for n in nodes]
+        results = run_specs(specs, self.rows[item], ctx, eval_sets, rank, world) if specs else []
+        if rank != 0:
+            return None
         for n, r in zip(nodes, results):
             if r.get("blocked"):
-                close_run(tracker, run_ids[n.spec.node_key], "blocked")
+                close_run(self.tracker, run_ids[n.spec.node_key], "blocked")
             else:
-                sync_node(tracker, n, post_run if n is not node else arm_run)
-    tune.report({"trained": len(runs), "L_im": (node_done(node.spec.node_dir) or {}).get("result", {}).get("losses", {}).get("post")})
+                sync_node(self.tracker, n, self.parent_run(n, memo))
+        first = node_done(self.group(item)[0].spec.node_dir)
+        if item[0] == "arm" and first is None:
+            return "diverged", f"diverged at step {(node_diverged(self.arms[item[1]].spec.node_dir) or {}).get('step')}"
+        losses = (first or {}).get("result", {}).get("losses", {})
+        shown = {"arm": ("pre", "post"), "subtree": ("post",)}[item[0]]
+        return "done", ", ".join(f"{'L_im' if item[0] == 'subtree' else 'final_' + k} {losses[k]:.3f}" for k in shown if k in losses)
+
+    def abandon(self, item) -> None:
+        """After a failed attempt (slot trial, outside the workers): the item's finished nodes are
+        synced to MLflow, its unfinished ones marked failed (a retry reopens them)."""
+        memo: dict = {}
+        unfinished = self.todo(item)
+        for n in self.group(item):
+            if node_done(n.spec.node_dir):
+                sync_node(self.tracker, n, self.parent_run(n, memo))
+            elif n in unfinished:
+                close_run(self.tracker, self.run_of(n, memo), "failed")
+
+
+def slot_trial(config: dict, ctx: dict) -> None:
+    """One warm slot (a Tune trial): fits one worker group that trains items from the queue until
+    none is left (raysweep.pool.serve). A failed fit gives its item back to the queue as a failed
+    attempt (its finished nodes kept) and a fresh fit takes the next item. A fit that fails before
+    it holds an item is retried `retries` times, then the slot gives up (the others go on)."""
+    import ray
+
+    slot, kinds = config["slot"]
+    kinds = tuple(kinds)
+    queue, work = ctx["queue"], ctx["work"]
+    held = ray.get(queue.held.remote(slot))
+    if held is not None:  # this trial was restarted (its process died) while it held an item
+        work.abandon(held)
+        ray.get(queue.fail.remote(slot, "its worker slot died"))
+    resources = ctx["resources"]["pretrain" if kinds == ("arm",) else "posttrain"]
+    start_failures, fits = 0, 0
+    while ray.get(queue.has_work.remote(kinds)):
+        fits += 1
+        try:
+            _fit({"work": work, "queue": queue, "slot": slot, "kinds": kinds}, ctx, resources, f"slot{slot}-{fits}-{time.time_ns()}")
+        except Exception as e:  # noqa: BLE001  (a worker's error, or its death)
+            held = ray.get(queue.held.remote(slot))
+            if held is None:
+                start_failures += 1
+                if start_failures > ctx["retries"]:
+                    raise
+                continue
+            work.abandon(held)
+            ray.get(queue.fail.remote(slot, error_text(e)))
+
+
+def error_text(e: BaseException) -> str:
+    """A failed fit's error, as its worker raised it (Ray Train wraps it)."""
+    text = str(e).strip()
+    return text or type(e).__name__
 
 
 def _run_args(node: Node, parent_run: str):
     return (node.spec.node_key, node.name, parent_run, node.spec.stage, node.params, node.tags)
 
 
-def _progress_callback(level: str, total: int, describe, on_failed=None):
-    """A Tune callback printing one line per finished or failed trial, with the level's progress;
-    `on_failed(config)` runs in the driver when a trial has failed for good (retries used up)."""
-    from ray.tune import Callback
-
-    class _Progress(Callback):
-        def __init__(self):
-            self.t0, self.done = time.perf_counter(), 0
-
-        def _line(self, trial, what: str) -> None:
-            self.done += 1
-            elapsed = time.perf_counter() - self.t0
-            left = elapsed / self.done * (total - self.done)
-            print(f"[tree] {level} {self.done}/{total} {describe(trial.config)} {what} "
-                  f"({elapsed:.0f}s elapsed, ~{left:.0f}s left)", flush=True)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            r = trial.last_result or {}
-            shown = ", ".join(f"{k} {r[k]:.3f}" for k in ("final_pre", "final_post", "L_im") if isinstance(r.get(k), float))
-            self._line(trial, f"done{': ' + shown if shown else ''}")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            if on_failed is not None:
-                on_failed(trial.config)
-            self._line(trial, "FAILED")
-
-    return _Progress()
-
-
-def _tune(trainable, axis: str, indices: list, ctx: dict, slots: int, name: str, describe, on_failed=None):
+def _tune(trainable, axis: str, indices: list, ctx: dict, slots: int, name: str):
     from ray import tune
 
     tuner = tune.Tuner(
@@ -394,50 +419,58 @@ def _tune(trainable, axis: str, indices: list, ctx: dict, slots: int, name: str,
         # grid_search keeps the list's order, and Tune starts trials in that order
         param_space={axis: tune.grid_search(indices)},
         tune_config=tune.TuneConfig(max_concurrent_trials=slots),
-        # a retried trial skips its finished nodes and continues its unfinished one from its last progress checkpoint
+        # a slot trial whose process died is restarted; the item it held counts as a failed attempt
         run_config=tune.RunConfig(name=name, storage_path=ctx["tune_storage"], verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=ctx["retries"]),
-                                  callbacks=[_progress_callback(name, len(indices), describe, on_failed)]),
+                                  failure_config=tune.FailureConfig(max_failures=ctx["retries"])),
     )
     return tuner.fit()
 
 
 def trial_order(arms: list[Node], subtrees: list[tuple[Node, list[Node]]], todo: list[int], todo2: list[int]) -> list[tuple[str, int]]:
-    """The trials of one tree run, in the order Tune starts them: the arms to train first, then the
+    """The items of one tree run, in the order slots take them: the arms to train first, then the
     subtrees to train in the order of their arms, so the first subtrees to start are those whose
     arm started (and so ends) first."""
     rank = {a.spec.node_key: i for i, a in enumerate(arms)}
     return [("arm", i) for i in todo] + [("subtree", j) for j in sorted(todo2, key=lambda j: (rank[subtrees[j][0].parent], j))]
 
 
-class ArmFailed(RuntimeError):
-    """A stage-2 trial's pretraining arm failed for good: there is no θ_pre to start from."""
+class _Progress:
+    """Prints the queue's events in the driver (a thread), one line each, with the run's progress."""
 
+    def __init__(self, queue, total: int, describe):
+        import threading
 
-def _failed_flag(arm: Node) -> str:
-    return storage.with_suffix(arm.spec.node_dir, ".failed")
+        self.queue, self.total, self.describe, self.seen, self.done = queue, total, describe, 0, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
 
+    def __enter__(self):
+        self.thread.start()
+        return self
 
-def tree_trial(config: dict, ctx: dict) -> None:
-    """One trial of the single Tune run over the whole tree: a pretraining arm, or a stage-2
-    subtree that first waits for its arm. Arms come first in the trial order, so a subtree waits
-    only while its own arm is still training, never for the slowest arm (cross-level pipelining).
-    A waiting trial holds no CPU or GPU (TRIAL_RESOURCES), so it cannot starve the arm it waits for."""
-    kind, index = config["node"]
-    if kind == "arm":
-        return pretrain_trial({"arm": index}, ctx)
-    node, _ = ctx["subtrees"][index]
-    arm = ctx["arm_nodes"][node.parent]
-    while not node_done(arm.spec.node_dir):
-        if storage.exists(_failed_flag(arm)):
-            raise ArmFailed(f"its pretraining arm {arm.name} failed")
-        if node_diverged(arm.spec.node_dir):  # settled: reported as blocked, never retried
-            from ray import tune
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.poll()
 
-            tune.report({"trained": 0, "blocked": 1})
+    def _loop(self) -> None:
+        while not self.stop.wait(1.0):
+            self.poll()
+
+    def poll(self) -> None:
+        import ray
+
+        try:
+            events = ray.get(self.queue.events_since.remote(self.seen))
+        except Exception:  # noqa: BLE001  (progress lines are best-effort)
             return
-        time.sleep(0.5)
-    return posttrain_trial({"subtree": index}, ctx)
+        self.seen += len(events)
+        for t, what, item, text in events:
+            self.done += what != "retry"
+            left = t / max(1, self.done) * (self.total - self.done)
+            what = {"done": "done", "retry": "FAILED (retrying)", "failed": "FAILED"}.get(what, what)
+            print(f"[tree] {self.done}/{self.total} {self.describe(item)} {what}{': ' + text if text else ''} "
+                  f"({t:.0f}s elapsed, ~{left:.0f}s left)", flush=True)
 
 
 def concurrency(resources) -> int:
@@ -492,14 +525,9 @@ def verified_done(arms: list[Node], subtrees: list[tuple[Node, list[Node]]]) -> 
 
 def run_nodes(study: Study, data, tracker, study_run: str | None, arms: list[Node], subtrees: list[tuple[Node, list[Node]]],
               train: bool = True) -> dict:
-    """One Tune run over the given arms and subtrees; finished (and diverged) nodes are skipped."""
+    """Train the given arms and subtrees on warm slots (`_train`); finished (and diverged) nodes are skipped."""
     inject = {k: os.environ.get(f"RAYSWEEP_INJECT_{k.upper()}") for k in ("failure", "kill", "nan")}
     ctx = {
-        "arms": arms,
-        "arm_nodes": {a.spec.node_key: a for a in arms},
-        "subtrees": subtrees,
-        "tracker": tracker,
-        "study_run": study_run,
         "retries": study.retries,
         "tune_storage": str(study.out / "tune"),
         "ray_storage": str(study.out / "ray"),
@@ -527,8 +555,6 @@ def run_nodes(study: Study, data, tracker, study_run: str | None, arms: list[Nod
     settled = before | {m.spec.node_key for m in [*arms, *every_node] if m.spec.node_key not in before and node_diverged(m.spec.node_dir)}
     blocked = _blocked(arms, subtrees, settled - before)
     todo = [i for i, a in enumerate(arms) if a.spec.node_key not in settled]
-    for a in arms:
-        storage.delete(_failed_flag(a))  # a failure from an earlier run: this run tries the arm again
     todo2 = [i for i, (n, children) in enumerate(subtrees) if not {m.spec.node_key for m in (n, *children)} <= settled | blocked]
     # finished here or by another study sharing the node store: this study's MLflow lists them before training starts
     sync_tree(tracker, study_run, [a for a in arms if a.spec.node_key in settled],
@@ -538,38 +564,69 @@ def run_nodes(study: Study, data, tracker, study_run: str | None, arms: list[Nod
     print(f"[tree] level 2: {len(subtrees)} post-training runs x {leaves // max(1, len(subtrees))} fine-tuning runs each; "
           f"{len(subtrees) - len(todo2)} subtrees already done; each starts as soon as its own arm is done", flush=True)
     items = trial_order(arms, subtrees, todo, todo2) if train else []
-
-    def describe(c: dict) -> str:
-        kind, i = c["node"]
-        return arms[i].spec.label if kind == "arm" else subtrees[i][0].spec.label + f" (+{len(subtrees[i][1])} fine-tuning runs)"
-
-    def on_failed(c: dict) -> None:
-        kind, i = c["node"]
-        if kind == "arm":  # its waiting subtrees stop waiting
-            storage.write_text(_failed_flag(arms[i]), "failed\n")
-
     if items:
-        slots = study.max_concurrent_trials or max(concurrency(study.pretrain.resources), concurrency(study.posttrain.resources))
-        grid = _tune(tree_trial, "node", items, ctx, slots, "tree", describe, on_failed)
-        for r in grid:
-            if not r.error:
-                continue
-            kind, i = r.config["node"]
-            if kind == "arm":
-                failures.append(f"pretrain arm {arms[i].name}: {r.error}")
-            elif isinstance(r.error, ArmFailed) or "ArmFailed" in str(r.error):
-                failures.append(f"{subtrees[i][0].name}: blocked (its pretraining arm failed)")
-            else:
-                failures.append(f"subtree {subtrees[i][0].name}: {r.error}")
+        failures = _train(study, ctx, Work(arms, subtrees, tracker, study_run), items)
     for m in [*arms, *every_node]:
         if node_done(m.spec.node_dir) and m.spec.node_key not in before:
             trained[m.spec.stage] += 1
-    for a in arms:
-        storage.delete(_failed_flag(a))
     # MLflow is a view of the node store: whatever an outage or a killed worker kept from it is written now
     sync_tree(tracker, study_run, arms, subtrees)
     return {"arms": arms, "subtrees": subtrees, "trained": trained, "failures": failures, "diverged": diverged_report(arms, subtrees),
             "seconds": time.perf_counter() - t0}
+
+
+def _train(study: Study, ctx: dict, work: Work, items: list) -> list[str]:
+    """Train `items` on warm slots (raysweep.pool): one queue, and Tune trials that each keep one
+    worker group for the whole run. Returns the failures, one line each."""
+    import ray
+
+    from raysweep.pool import Schedule
+
+    arms, subtrees = work.arms, work.subtrees
+    arm_item = {a.spec.node_key: ("arm", i) for i, a in enumerate(arms)}
+    needs = {it: (arm_item[subtrees[it[1]][0].parent] if it[0] == "subtree" else None) for it in items}
+    needs = {it: (need if need in items else None) for it, need in needs.items()}  # an arm not in this run is done
+    res = {s: getattr(study, s).resources for s in ("pretrain", "posttrain")}
+    work.put_rows(items, {s: r.workers for s, r in res.items()})
+    queue = ray.remote(num_cpus=0)(Schedule).remote(items, needs, study.retries)
+    ctx = {**ctx, "queue": queue, "work": work}
+    # One slot shape for every item when both stages ask the same resources (arms and subtrees then
+    # share slots: a subtree starts the moment its own arm is done). Otherwise arms run first on
+    # slots of their shape, then subtrees on theirs: two shapes at once could deadlock, a subtree
+    # slot holding CPUs/GPUs while it waits for an arm whose worker group cannot be placed.
+    if res["pretrain"] == res["posttrain"]:
+        phases = [(("arm", "subtree"), max(concurrency(res["pretrain"]), 1))]
+    else:
+        phases = [(("arm",), concurrency(res["pretrain"])), (("subtree",), concurrency(res["posttrain"]))]
+
+    def describe(item) -> str:
+        kind, i = item
+        return arms[i].spec.label if kind == "arm" else subtrees[i][0].spec.label + f" (+{len(subtrees[i][1])} fine-tuning runs)"
+
+    slot_errors = []
+    with _Progress(queue, len(items), describe):
+        first = 0
+        for kinds, slots in phases:
+            n = min(study.max_concurrent_trials or slots, sum(1 for it in items if it[0] in kinds))
+            if n == 0:
+                continue
+            print(f"[tree] {n} warm worker slot{'s' if n > 1 else ''} for {' and '.join(k + 's' for k in kinds)}", flush=True)
+            grid = _tune(slot_trial, "slot", [(first + k, kinds) for k in range(n)], ctx, n, "tree" if len(phases) == 1 else f"tree-{kinds[0]}s")
+            slot_errors += [str(r.error) for r in grid if r.error]
+            first += n
+    _, failed, never = ray.get(queue.outcome.remote())
+    ray.kill(queue)
+    failures = []
+    for (kind, i), error in failed.items():
+        if kind == "arm":
+            failures.append(f"pretrain arm {arms[i].name}: {error}")
+        elif error.startswith("blocked"):
+            failures.append(f"{subtrees[i][0].name}: {error}")
+        else:
+            failures.append(f"subtree {subtrees[i][0].name}: {error}")
+    why = f"every worker slot failed: {slot_errors[0]}" if slot_errors else "no worker slot took it"
+    failures += [f"{(arms if kind == 'arm' else [n2 for n2, _ in subtrees])[i].name}: not trained ({why})" for kind, i in never]
+    return failures
 
 
 def _blocked(arms: list[Node], subtrees: list[tuple[Node, list[Node]]], diverged: set[str]) -> set[str]:

@@ -3,11 +3,11 @@
 from dataclasses import asdict
 
 from raysweep.stage import RunSpec, node_done
-from raysweep.streams import as_train_datasets
+from raysweep.streams import put_rank_blocks
 
 
 def _fit(study, data, tmp_path, workers: int, name: str):
-    from ray.train import DataConfig, RunConfig, ScalingConfig
+    from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from raysweep.stage import train_loop
@@ -17,13 +17,11 @@ def _fit(study, data, tmp_path, workers: int, name: str):
                    monitor=["ft"], seed=1)
     ctx = {"preset": study.model.preset, "vocab_size": data.vocab_size, "seq_len": study.model.seq_len, "eval_tokens": 1024,
            "eval_paths": {r: str(s.path) for r, s in data.heldout.items()}, "tokenizer_id": data.tokenizer_id,
-           "runs": [asdict(spec)], "audit": True, "threads": 1}
+           "runs": [asdict(spec)], "data": {"train": put_rank_blocks(data.finetune, 8, workers)}, "audit": True, "threads": 1}
     trainer = TorchTrainer(
         train_loop, train_loop_config=ctx,
         scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 2 / workers}),
         run_config=RunConfig(name=name, storage_path=str(tmp_path / "ray")),
-        datasets=as_train_datasets(data.finetune, "train", 8, workers),
-        dataset_config=DataConfig(datasets_to_split=[]),
     )
     [result] = trainer.fit().return_value
     return spec, result
@@ -45,3 +43,23 @@ def test_two_workers_see_the_one_worker_batches_and_agree(smoke_data, tmp_path):
     assert done["spec"]["batch_size"] == 8 and done["tokenizer_id"] == data.tokenizer_id  # the checkpoint carries its config
     assert set(done["result"]["losses"]) == {"pre", "post", "ft"}
     assert 0 <= done["result"]["data_wait_share"] < 1
+
+
+def test_a_study_whose_stages_ask_different_resources(ray_local, reference, tmp_path):
+    """Pretraining on 2 DDP workers, stages 2-3 on 1: arms train first on warm slots of their shape,
+    then the subtrees on theirs (raysweep.tree._train); the items a 2-rank slot takes reach both
+    ranks. Every node finishes, and the 2-worker arm matches the 1-worker reference's losses."""
+    import pytest
+
+    from raysweep.config import load_study
+    from raysweep.main import run
+    from tests.conftest import REDUCED, SMOKE, node_results, with_reference_data
+
+    ref_out = reference[0]
+    out = with_reference_data(ref_out, tmp_path / "study")
+    study = load_study(SMOKE, [f"output_dir={out}", *REDUCED, "pretrain.resources.workers=2", "pretrain.resources.cpus_per_worker=1"])
+    summary = run(study)
+    assert summary["failures"] == [] and summary["trained"] == {"pretrain": 1, "posttrain": 2, "finetune": 2}
+    got, want = node_results(out), node_results(ref_out)
+    [arm] = [p.name for p in (out / "checkpoints" / "pretrain").iterdir() if "." not in p.name]  # resources are in no node key
+    assert got[arm]["losses"] == pytest.approx(want[arm]["losses"], rel=1e-3)  # same data per step; only the reduction order differs

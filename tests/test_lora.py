@@ -10,11 +10,11 @@ from raysweep.stage import RunSpec, _save_node, load_weights, node_done
 
 
 def test_lora_run_changes_only_its_targets_and_saves_a_merged_model(smoke_data, tmp_path):
-    from ray.train import DataConfig, RunConfig, ScalingConfig
+    from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from raysweep.stage import train_loop
-    from raysweep.streams import as_train_datasets
+    from raysweep.streams import put_rank_blocks
 
     study, data = smoke_data
     parent = RunSpec(stage="pretrain", label="parent", node_key="p", node_dir=str(tmp_path / "parent"), dataset="train",
@@ -27,11 +27,10 @@ def test_lora_run_changes_only_its_targets_and_saves_a_merged_model(smoke_data, 
                    monitor=["post"], seed=6, dropout=0.05, lora={"rank": 4, "alpha": 8.0, "targets": targets}, init_from=parent.node_dir)
     ctx = {"preset": study.model.preset, "vocab_size": data.vocab_size, "seq_len": study.model.seq_len, "eval_tokens": 512,
            "eval_paths": {r: str(s.path) for r, s in data.heldout.items()}, "tokenizer_id": data.tokenizer_id,
-           "runs": [asdict(spec)], "threads": 1}
+           "runs": [asdict(spec)], "data": {"train": put_rank_blocks(data.posttrain[0.0, 0.0], 8, 1)}, "threads": 1}
     [result] = TorchTrainer(
         train_loop, train_loop_config=ctx, scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(name="lora", storage_path=str(tmp_path / "ray")),
-        datasets=as_train_datasets(data.posttrain[0.0, 0.0], "train", 8, 1), dataset_config=DataConfig(datasets_to_split=[]),
     ).fit().return_value
 
     n_layers = sum(1 for k in base if k.endswith("o_proj.weight"))

@@ -52,7 +52,7 @@ def test_stage2_batch_size_can_be_a_sweep_axis(smoke_data):
 
 
 def _fake_tree(tmp_path):
-    """Two arms and three subtrees, as the tree trial sees them (node folders only)."""
+    """Two arms and three subtrees, as trial_order sees them (node folders only)."""
     from types import SimpleNamespace
 
     arms = [SimpleNamespace(name=f"pretrain/mix={i}", spec=SimpleNamespace(node_key=f"a{i}", node_dir=str(tmp_path / f"a{i}"))) for i in (0, 1)]
@@ -60,37 +60,9 @@ def _fake_tree(tmp_path):
     return arms, subtrees
 
 
-def test_trials_start_arms_first_then_subtrees_in_their_arms_order(tmp_path):
+def test_items_start_arms_first_then_subtrees_in_their_arms_order(tmp_path):
     from raysweep.tree import trial_order
 
     arms, subtrees = _fake_tree(tmp_path)
     assert trial_order(arms, subtrees, [0, 1], [0, 1, 2]) == [("arm", 0), ("arm", 1), ("subtree", 1), ("subtree", 0), ("subtree", 2)]
     assert trial_order(arms, subtrees, [1], [0, 2]) == [("arm", 1), ("subtree", 0), ("subtree", 2)]
-
-
-def test_a_subtree_trial_waits_for_its_own_arm_only_and_stops_when_it_failed(tmp_path, monkeypatch):
-    """Cross-level pipelining: a stage-2 trial starts training the moment its arm's node.json exists
-    (whatever the other arms do), and gives up at once when its arm failed for good."""
-    import threading
-    import time
-
-    from raysweep import storage, tree
-    from raysweep.stage import NODE_FILE
-
-    arms, subtrees = _fake_tree(tmp_path)
-    ctx = {"subtrees": subtrees, "arm_nodes": {a.spec.node_key: a for a in arms}}
-    started = []
-    monkeypatch.setattr(tree, "posttrain_trial", lambda config, ctx: started.append((config["subtree"], time.monotonic())))
-
-    t = threading.Thread(target=tree.tree_trial, args=({"node": ("subtree", 1)}, ctx))
-    t.start()
-    time.sleep(1.0)
-    assert started == []  # arm 0 not finished yet: waiting
-    storage.write_text(storage.join(arms[0].spec.node_dir, NODE_FILE), "{\"result\": {}}")  # arm 0 done; arm 1 still training
-    done_at = time.monotonic()
-    t.join(timeout=10)
-    assert [s for s, _ in started] == [1] and started[0][1] - done_at < 2.0
-
-    storage.write_text(tree._failed_flag(arms[1]), "failed\n")
-    with pytest.raises(tree.ArmFailed, match="pretrain/mix=1"):
-        tree.tree_trial({"node": ("subtree", 0)}, ctx)
