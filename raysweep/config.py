@@ -310,7 +310,7 @@ class Study(_Strict):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: a SQLite store inside output_dir")
     checkpoint_dir: str | None = Field(None, description="the content-addressed node store: a folder, or an object-store URI (s3://bucket/prefix, gs://bucket/prefix; raysweep/storage.py); default <output_dir>/checkpoints. Point several studies at one folder and a node any of them finished (same key: parent, stage config, data, tokenizer, seed) is never trained again")
     retries: int = Field(2, ge=0, le=100, description="times a failed trial (an exception, a non-finite loss, a lost worker) is retried, from its last progress checkpoint, before it is marked failed")
-    max_concurrent_trials: int | None = Field(None, ge=1, le=100_000, description="Tune trials run at once per level; none: as many as the cluster's CPUs/GPUs can feed now. Set it on an autoscaling cluster (e.g. the GPU workers' max), where the cluster starts small and grows for the trials that wait")
+    max_concurrent_trials: int | None = Field(None, ge=1, le=100_000, description="warm worker slots (Tune trials, each one Ray Train worker group that trains node after node) per tree run; none: as many as the cluster's CPUs/GPUs can feed now. Set it on an autoscaling cluster (e.g. the GPU workers' max), where the cluster starts small and grows for the slots that wait")
     model: ModelConfig = ModelConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     corpora: CorporaConfig = CorporaConfig()
