@@ -43,7 +43,7 @@ def with_suffix(path: str | Path, suffix: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def _resolve(uri: str):
     """(filesystem, path) of a URI, made once per URI: building an S3 or GCS client is not free, and
-    a waiting stage-2 trial polls its arm's node.json and failure flag twice a second."""
+    a tree run looks at every node's node.json (and more) several times."""
     import pyarrow.fs as pafs
 
     return pafs.FileSystem.from_uri(uri)

@@ -351,9 +351,11 @@ class Work:
                 close_run(self.tracker, run_ids[n.spec.node_key], "blocked")
             else:
                 sync_node(self.tracker, n, self.parent_run(n, memo))
-        first = node_done(self.group(item)[0].spec.node_dir)
-        if item[0] == "arm" and first is None:
-            return "diverged", f"diverged at step {(node_diverged(self.arms[item[1]].spec.node_dir) or {}).get('step')}"
+        head = self.group(item)[0]  # the arm, or the stage-2 node
+        first = node_done(head.spec.node_dir)
+        if first is None:  # it diverged: an arm blocks its subtrees, a stage-2 node its children
+            step = (node_diverged(head.spec.node_dir) or {}).get("step")
+            return ("diverged" if item[0] == "arm" else "done"), f"{head.spec.stage} diverged at step {step}"
         losses = (first or {}).get("result", {}).get("losses", {})
         shown = {"arm": ("pre", "post"), "subtree": ("post",)}[item[0]]
         return "done", ", ".join(f"{'L_im' if item[0] == 'subtree' else 'final_' + k} {losses[k]:.3f}" for k in shown if k in losses)
@@ -411,7 +413,26 @@ def _run_args(node: Node, parent_run: str):
     return (node.spec.node_key, node.name, parent_run, node.spec.stage, node.params, node.tags)
 
 
-def _tune(trainable, axis: str, indices: list, ctx: dict, slots: int, name: str):
+def _release_on_error(queue, work):
+    """A Tune callback for a slot trial that failed for good (its process died more than `retries`
+    times): the item it held goes back to the queue as a failed attempt, so the slots waiting for
+    it (a subtree for its arm) do not wait forever."""
+    from ray.tune import Callback
+
+    class _Release(Callback):
+        def on_trial_error(self, iteration, trials, trial, **info):
+            import ray
+
+            slot = trial.config["slot"][0]
+            held = ray.get(queue.held.remote(slot))
+            if held is not None:
+                work.abandon(held)
+                ray.get(queue.fail.remote(slot, f"its worker slot failed: {trial.get_error()}"))
+
+    return _Release()
+
+
+def _tune(trainable, axis: str, indices: list, ctx: dict, slots: int, name: str, callbacks: list = ()):
     from ray import tune
 
     tuner = tune.Tuner(
@@ -421,7 +442,7 @@ def _tune(trainable, axis: str, indices: list, ctx: dict, slots: int, name: str)
         tune_config=tune.TuneConfig(max_concurrent_trials=slots),
         # a slot trial whose process died is restarted; the item it held counts as a failed attempt
         run_config=tune.RunConfig(name=name, storage_path=ctx["tune_storage"], verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=ctx["retries"])),
+                                  failure_config=tune.FailureConfig(max_failures=ctx["retries"]), callbacks=list(callbacks)),
     )
     return tuner.fit()
 
@@ -611,7 +632,8 @@ def _train(study: Study, ctx: dict, work: Work, items: list) -> list[str]:
             if n == 0:
                 continue
             print(f"[tree] {n} warm worker slot{'s' if n > 1 else ''} for {' and '.join(k + 's' for k in kinds)}", flush=True)
-            grid = _tune(slot_trial, "slot", [(first + k, kinds) for k in range(n)], ctx, n, "tree" if len(phases) == 1 else f"tree-{kinds[0]}s")
+            grid = _tune(slot_trial, "slot", [(first + k, kinds) for k in range(n)], ctx, n, "tree" if len(phases) == 1 else f"tree-{kinds[0]}s",
+                         [_release_on_error(queue, work)])
             slot_errors += [str(r.error) for r in grid if r.error]
             first += n
     _, failed, never = ray.get(queue.outcome.remote())

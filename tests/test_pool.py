@@ -101,3 +101,23 @@ def test_no_item_is_lost_held_twice_or_started_before_its_arm(script, retries):
             step(slot, "settle")
     settled, failed, never = q.outcome()
     assert never == [] and set(settled) | set(failed) == set(items) and not set(settled) & set(failed)
+
+
+def test_a_slot_that_failed_for_good_gives_its_item_back(ray_local):
+    """The Tune callback for a slot trial that failed for good (its process died more than
+    `retries` times): the item it held returns to the queue as a failed attempt and its MLflow runs
+    are closed, so a slot waiting for that arm is not left waiting forever."""
+    from types import SimpleNamespace
+
+    from raysweep.tree import _release_on_error
+
+    queue = ray_local.remote(num_cpus=0)(Schedule).remote([A0, S1], {S1: A0}, 1)
+    assert ray_local.get(queue.take.remote(0)) == A0
+    assert ray_local.get(queue.take.remote(1)) == WAIT  # slot 1 waits for arm 0
+    abandoned = []
+    callback = _release_on_error(queue, SimpleNamespace(abandon=abandoned.append))
+    callback.on_trial_error(0, [], SimpleNamespace(config={"slot": (0, ("arm", "subtree"))}, get_error=lambda: "process died"))
+    assert abandoned == [A0] and ray_local.get(queue.held.remote(0)) is None
+    assert ray_local.get(queue.take.remote(1)) == A0  # the waiting slot trains the arm (second attempt)
+    assert ray_local.get(queue.events_since.remote(0))[0][1:] == ("retry", A0, "its worker slot failed: process died")
+    ray_local.kill(queue)
