@@ -539,6 +539,10 @@ def run_one(spec: RunSpec, init_state, blocks: np.ndarray, ctx: dict, eval_sets:
         "data_wait_seconds": data_wait,
         "data_wait_share": data_wait / max(train_seconds, 1e-9),
     }
+    if ctx.get("compile"):  # graphs torch.compile has built in this worker so far (a warm slot reuses them)
+        from torch._dynamo.utils import counters
+
+        result["compiled_graphs"] = int(counters["stats"]["unique_graphs"])
     state = {k: v.detach().to("cpu", copy=True) for k, v in raw.state_dict().items()}
     if ctx.get("audit"):
         result["audit"] = _audit(state, seen_rows, world)
