@@ -130,22 +130,20 @@ def broadcast(obj, world: int):
     return box[0]
 
 
-def serve(queue, slot: int, kinds: tuple[str, ...], rank: int, world: int, run_item) -> int:
+def serve(queue, slot: int, kinds: tuple[str, ...], rank: int, world: int, run_item) -> None:
     """The loop of one warm worker group: take an item, train it on every rank, settle it, again,
     until the queue has nothing left for this slot. `run_item(item)` returns (outcome, text) on
     rank 0 (None on the others). An exception leaves the item leased: the slot's Tune trial reports it as failed."""
     import ray
 
-    served = 0
     while True:
         item = ray.get(queue.take.remote(slot, kinds)) if rank == 0 else None
         item = broadcast(item, world)
         if item is None:
-            return served
+            return
         if item == WAIT:
             time.sleep(0.25)
             continue
         settled = run_item(tuple(item))
         if rank == 0:
             ray.get(queue.settle.remote(slot, *settled))
-        served += 1

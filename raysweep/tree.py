@@ -616,7 +616,7 @@ def _train(study: Study, ctx: dict, work: Work, items: list) -> list[str]:
     # slots of their shape, then subtrees on theirs: two shapes at once could deadlock, a subtree
     # slot holding CPUs/GPUs while it waits for an arm whose worker group cannot be placed.
     if res["pretrain"] == res["posttrain"]:
-        phases = [(("arm", "subtree"), max(concurrency(res["pretrain"]), 1))]
+        phases = [(("arm", "subtree"), concurrency(res["pretrain"]))]
     else:
         phases = [(("arm",), concurrency(res["pretrain"])), (("subtree",), concurrency(res["posttrain"]))]
 
