@@ -601,8 +601,8 @@ def train_loop(ctx: dict) -> list[dict]:
 
 def run_specs(specs: list[RunSpec], data: dict, ctx: dict, eval_sets: dict[str, torch.Tensor], rank: int, world: int) -> list[dict]:
     """Train `specs` in order on every rank of the worker group; a run whose parent was trained just
-    before starts from its weights in memory. data[spec.dataset][rank] holds each rank's rows (an
-    ObjectRef or an array). Every node is stored (uploads included) before this returns."""
+    before starts from its weights in memory. data[spec.dataset][rank] is the ObjectRef of each
+    rank's rows (streams.put_rank_blocks). Every node is stored (uploads included) before this returns."""
     import ray
 
     results, states, diverged = [], {}, set()
@@ -617,8 +617,7 @@ def run_specs(specs: list[RunSpec], data: dict, ctx: dict, eval_sets: dict[str, 
             init = states[spec.init_from]
         else:
             init = load_weights(spec.init_from, ctx["tokenizer_id"])
-        rows = data[spec.dataset][rank]
-        blocks = ray.get(rows) if isinstance(rows, ray.ObjectRef) else rows
+        blocks = ray.get(data[spec.dataset][rank])
         try:
             result, state, points = run_one(spec, init, blocks, ctx, eval_sets, rank, world)
         except Diverged as e:  # deterministic: recorded as the run's outcome, not retried

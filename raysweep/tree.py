@@ -80,6 +80,11 @@ class Node:
     stream: Stream   # what it trains on
 
 
+def all_nodes(arms: list[Node], subtrees: list[tuple[Node, list[Node]]]) -> list[Node]:
+    """Every node of a tree, parents before children: the arms, then each stage-2 node and its children."""
+    return [*arms, *(m for n2, children in subtrees for m in (n2, *children))]
+
+
 def _steps(tokens: int, batch_size: int, seq_len: int) -> int:
     return max(1, tokens // (batch_size * seq_len))
 
@@ -289,7 +294,7 @@ class Work:
 
     def __init__(self, arms: list[Node], subtrees: list[tuple[Node, list[Node]]], tracker, study_run: str | None):
         self.arms, self.subtrees, self.tracker, self.study_run = arms, subtrees, tracker, study_run
-        self.by_key = {m.spec.node_key: m for m in [*arms, *(x for n2, c in subtrees for x in (n2, *c))]}
+        self.by_key = {m.spec.node_key: m for m in all_nodes(arms, subtrees)}
         self.rows: dict[tuple, dict] = {}
 
     def group(self, item) -> list[Node]:
@@ -352,13 +357,14 @@ class Work:
             else:
                 sync_node(self.tracker, n, self.parent_run(n, memo))
         head = self.group(item)[0]  # the arm, or the stage-2 node
-        first = node_done(head.spec.node_dir)
-        if first is None:  # it diverged: an arm blocks its subtrees, a stage-2 node its children
+        done = node_done(head.spec.node_dir)
+        if done is None:  # it diverged: an arm blocks its subtrees, a stage-2 node its children
             step = (node_diverged(head.spec.node_dir) or {}).get("step")
             return ("diverged" if item[0] == "arm" else "done"), f"{head.spec.stage} diverged at step {step}"
-        losses = (first or {}).get("result", {}).get("losses", {})
-        shown = {"arm": ("pre", "post"), "subtree": ("post",)}[item[0]]
-        return "done", ", ".join(f"{'L_im' if item[0] == 'subtree' else 'final_' + k} {losses[k]:.3f}" for k in shown if k in losses)
+        losses = done["result"]["losses"]
+        if item[0] == "arm":
+            return "done", f"final_pre {losses['pre']:.3f}, final_post {losses['post']:.3f}"
+        return "done", f"L_im {losses['post']:.3f}"
 
     def abandon(self, item) -> None:
         """After a failed attempt (slot trial, outside the workers): the item's finished nodes are
@@ -382,10 +388,7 @@ def slot_trial(config: dict, ctx: dict) -> None:
     slot, kinds = config["slot"]
     kinds = tuple(kinds)
     queue, work = ctx["queue"], ctx["work"]
-    held = ray.get(queue.held.remote(slot))
-    if held is not None:  # this trial was restarted (its process died) while it held an item
-        work.abandon(held)
-        ray.get(queue.fail.remote(slot, "its worker slot died"))
+    give_back(queue, work, slot, "its worker slot died")  # held only if this trial was restarted (its process died)
     resources = ctx["resources"]["pretrain" if kinds == ("arm",) else "posttrain"]
     start_failures, fits = 0, 0
     while ray.get(queue.has_work.remote(kinds)):
@@ -393,14 +396,23 @@ def slot_trial(config: dict, ctx: dict) -> None:
         try:
             _fit({"work": work, "queue": queue, "slot": slot, "kinds": kinds}, ctx, resources, f"slot{slot}-{fits}-{time.time_ns()}")
         except Exception as e:  # noqa: BLE001  (a worker's error, or its death)
-            held = ray.get(queue.held.remote(slot))
-            if held is None:
+            if not give_back(queue, work, slot, error_text(e)):
                 start_failures += 1
                 if start_failures > ctx["retries"]:
                     raise
-                continue
-            work.abandon(held)
-            ray.get(queue.fail.remote(slot, error_text(e)))
+
+
+def give_back(queue, work: Work, slot: int, error: str) -> bool:
+    """If `slot` holds an item, return it to the queue as a failed attempt (its finished nodes
+    synced, its unfinished ones closed as failed in MLflow). False when it held none."""
+    import ray
+
+    held = ray.get(queue.held.remote(slot))
+    if held is None:
+        return False
+    work.abandon(held)
+    ray.get(queue.fail.remote(slot, error))
+    return True
 
 
 def error_text(e: BaseException) -> str:
@@ -421,13 +433,7 @@ def _release_on_error(queue, work):
 
     class _Release(Callback):
         def on_trial_error(self, iteration, trials, trial, **info):
-            import ray
-
-            slot = trial.config["slot"][0]
-            held = ray.get(queue.held.remote(slot))
-            if held is not None:
-                work.abandon(held)
-                ray.get(queue.fail.remote(slot, f"its worker slot failed: {trial.get_error()}"))
+            give_back(queue, work, trial.config["slot"][0], f"its worker slot failed: {trial.get_error()}")
 
     return _Release()
 
@@ -570,10 +576,10 @@ def run_nodes(study: Study, data, tracker, study_run: str | None, arms: list[Nod
     }
     failures, trained = [], {"pretrain": 0, "posttrain": 0, "finetune": 0}
     t0 = time.perf_counter()
-    every_node = [m for n2, children in subtrees for m in (n2, *children)]
+    nodes = all_nodes(arms, subtrees)
     # one look at each node (a remote read with an object store); everything below derives from it
     before = verified_done(arms, subtrees)
-    settled = before | {m.spec.node_key for m in [*arms, *every_node] if m.spec.node_key not in before and node_diverged(m.spec.node_dir)}
+    settled = before | {m.spec.node_key for m in nodes if m.spec.node_key not in before and node_diverged(m.spec.node_dir)}
     blocked = _blocked(arms, subtrees, settled - before)
     todo = [i for i, a in enumerate(arms) if a.spec.node_key not in settled]
     todo2 = [i for i, (n, children) in enumerate(subtrees) if not {m.spec.node_key for m in (n, *children)} <= settled | blocked]
@@ -587,7 +593,7 @@ def run_nodes(study: Study, data, tracker, study_run: str | None, arms: list[Nod
     items = trial_order(arms, subtrees, todo, todo2) if train else []
     if items:
         failures = _train(study, ctx, Work(arms, subtrees, tracker, study_run), items)
-    for m in [*arms, *every_node]:
+    for m in nodes:
         if node_done(m.spec.node_dir) and m.spec.node_key not in before:
             trained[m.spec.stage] += 1
     # MLflow is a view of the node store: whatever an outage or a killed worker kept from it is written now
@@ -603,10 +609,9 @@ def _train(study: Study, ctx: dict, work: Work, items: list) -> list[str]:
 
     from raysweep.pool import Schedule
 
-    arms, subtrees = work.arms, work.subtrees
-    arm_item = {a.spec.node_key: ("arm", i) for i, a in enumerate(arms)}
-    needs = {it: (arm_item[subtrees[it[1]][0].parent] if it[0] == "subtree" else None) for it in items}
-    needs = {it: (need if need in items else None) for it, need in needs.items()}  # an arm not in this run is done
+    arm_item = {a.spec.node_key: ("arm", i) for i, a in enumerate(work.arms)}
+    arm_of = {it: arm_item[work.group(it)[0].parent] for it in items if it[0] == "subtree"}
+    needs = {it: arm for it, arm in arm_of.items() if arm in items}  # an arm not in this run is done already
     res = {s: getattr(study, s).resources for s in ("pretrain", "posttrain")}
     work.put_rows(items, {s: r.workers for s, r in res.items()})
     queue = ray.remote(num_cpus=0)(Schedule).remote(items, needs, study.retries)
@@ -621,8 +626,8 @@ def _train(study: Study, ctx: dict, work: Work, items: list) -> list[str]:
         phases = [(("arm",), concurrency(res["pretrain"])), (("subtree",), concurrency(res["posttrain"]))]
 
     def describe(item) -> str:
-        kind, i = item
-        return arms[i].spec.label if kind == "arm" else subtrees[i][0].spec.label + f" (+{len(subtrees[i][1])} fine-tuning runs)"
+        head, *children = work.group(item)
+        return head.spec.label + (f" (+{len(children)} fine-tuning runs)" if item[0] == "subtree" else "")
 
     slot_errors = []
     with _Progress(queue, len(items), describe):
@@ -639,16 +644,12 @@ def _train(study: Study, ctx: dict, work: Work, items: list) -> list[str]:
     _, failed, never = ray.get(queue.outcome.remote())
     ray.kill(queue)
     failures = []
-    for (kind, i), error in failed.items():
-        if kind == "arm":
-            failures.append(f"pretrain arm {arms[i].name}: {error}")
-        elif error.startswith("blocked"):
-            failures.append(f"{subtrees[i][0].name}: {error}")
-        else:
-            failures.append(f"subtree {subtrees[i][0].name}: {error}")
+    for item, error in failed.items():
+        name = work.group(item)[0].name
+        what = "pretrain arm " if item[0] == "arm" else "" if error.startswith("blocked") else "subtree "
+        failures.append(f"{what}{name}: {error}")
     why = f"every worker slot failed: {slot_errors[0]}" if slot_errors else "no worker slot took it"
-    failures += [f"{(arms if kind == 'arm' else [n2 for n2, _ in subtrees])[i].name}: not trained ({why})" for kind, i in never]
-    return failures
+    return failures + [f"{work.group(item)[0].name}: not trained ({why})" for item in never]
 
 
 def _blocked(arms: list[Node], subtrees: list[tuple[Node, list[Node]]], diverged: set[str]) -> set[str]:
@@ -668,7 +669,7 @@ def diverged_report(arms: list[Node], subtrees: list[tuple[Node, list[Node]]]) -
     blocked_by = {a.spec.node_key: [n2 for n2, _ in subtrees if n2.parent == a.spec.node_key] for a in arms}
     for n2, children in subtrees:
         blocked_by[n2.spec.node_key] = children
-    for m in [*arms, *(x for n2, c in subtrees for x in (n2, *c))]:
+    for m in all_nodes(arms, subtrees):
         d = node_diverged(m.spec.node_dir)
         if d:
             below = blocked_by.get(m.spec.node_key, [])

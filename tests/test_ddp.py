@@ -2,8 +2,13 @@
 
 from dataclasses import asdict
 
+import pytest
+
+from raysweep.config import load_study
+from raysweep.main import run
 from raysweep.stage import RunSpec, node_done
 from raysweep.streams import put_rank_blocks
+from tests.conftest import REDUCED, SMOKE, node_results, with_reference_data
 
 
 def _fit(study, data, tmp_path, workers: int, name: str):
@@ -49,12 +54,6 @@ def test_a_study_whose_stages_ask_different_resources(ray_local, reference, tmp_
     """Pretraining on 2 DDP workers, stages 2-3 on 1: arms train first on warm slots of their shape,
     then the subtrees on theirs (raysweep.tree._train); the items a 2-rank slot takes reach both
     ranks. Every node finishes, and the 2-worker arm matches the 1-worker reference's losses."""
-    import pytest
-
-    from raysweep.config import load_study
-    from raysweep.main import run
-    from tests.conftest import REDUCED, SMOKE, node_results, with_reference_data
-
     ref_out = reference[0]
     out = with_reference_data(ref_out, tmp_path / "study")
     study = load_study(SMOKE, [f"output_dir={out}", *REDUCED, "pretrain.resources.workers=2", "pretrain.resources.cpus_per_worker=1"])
