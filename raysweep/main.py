@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from raysweep import packages
 from raysweep.config import Study, StudyConfigError, load_study
 
 # Train V2 polls worker health every 2 s by default, which adds ~5 s to the end of every fit.
@@ -150,6 +151,7 @@ def run(study: Study, train: bool = True) -> dict:
     from raysweep.tree import collect, run_tree
 
     t0 = time.perf_counter()
+    packages.check(study)
     check_writable(study)
     out = study.out
     os.environ.update(http_env())
@@ -234,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.dry_run:
         print(describe_tree(study))
+        for line in packages.missing(study):  # a dry run may plan for another machine: said, not fatal
+            print(f"  not installed here: {line}")
         return 0
     print(describe_tree(study), flush=True)
     try:
