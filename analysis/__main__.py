@@ -14,15 +14,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tracking-uri", required=True, help="e.g. sqlite:///runs/default/mlflow.db or http://127.0.0.1:5000")
     p.add_argument("--experiment", required=True, help="the study's name (its MLflow experiment)")
     p.add_argument("--out", type=Path, default=Path("."), help="folder for report.html (default: here)")
-    p.add_argument("--plotlyjs", choices=("inline", "cdn"), default="inline",
-                   help="inline: plotly.js inside the page (opens offline); cdn: linked (small files, e.g. for docs/)")
+    p.add_argument(
+        "--plotlyjs",
+        choices=("inline", "cdn"),
+        default="inline",
+        help="inline: plotly.js inside the page (opens offline); cdn: linked (small files, e.g. for docs/)",
+    )
     args = p.parse_args(argv)
     rows = rows_from_mlflow(args.tracking_uri, args.experiment)
     if not rows:
         print(f"no finished fine-tuning runs in experiment {args.experiment!r}")
         return 1
     failed = failed_runs_from_mlflow(args.tracking_uri, args.experiment)
-    report = write_report(rows, args.out / "report.html", title=f"raysweep study {args.experiment!r}", failures=failed, plotlyjs=args.plotlyjs)
+    report = write_report(
+        rows, args.out / "report.html", title=f"raysweep study {args.experiment!r}", failures=failed, plotlyjs=args.plotlyjs
+    )
     print(frontier_tables(rows) + lambda_table(rows) + comparison_table(rows) + hypervolume_table(rows))
     if failed:
         print(f"{len(failed)} failed runs: " + ", ".join(failed))

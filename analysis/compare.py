@@ -108,9 +108,15 @@ def compare(a: FrontierInfo, b: FrontierInfo, margin: float = 0.05, reference: t
     pb = np.column_stack([b.x, b.y]).reshape(-1, 2)
     ref = reference if reference is not None else reference_point(np.vstack([pa, pb]), margin)
     return Comparison(
-        a=a.method, b=b.method, x_name=a.x_name, y_name=a.y_name, reference=ref,
-        hypervolume_a=hypervolume_2d(pa, ref), hypervolume_b=hypervolume_2d(pb, ref),
-        share_of_b_dominated_by_a=dominated_share(pa, pb), share_of_a_dominated_by_b=dominated_share(pb, pa),
+        a=a.method,
+        b=b.method,
+        x_name=a.x_name,
+        y_name=a.y_name,
+        reference=ref,
+        hypervolume_a=hypervolume_2d(pa, ref),
+        hypervolume_b=hypervolume_2d(pb, ref),
+        share_of_b_dominated_by_a=dominated_share(pa, pb),
+        share_of_a_dominated_by_b=dominated_share(pb, pa),
         y_gap_at_matched_x=matched_gap(pa, pb),
         x_gap_at_matched_y=matched_gap(pa[:, ::-1], pb[:, ::-1]),
     )
@@ -133,7 +139,7 @@ class BootstrapResult:
     y_name: str
     seeds: int
     level: float
-    hypervolume_diff: Interval      # hypervolume_a - hypervolume_b (> 0: A's front is better)
+    hypervolume_diff: Interval  # hypervolume_a - hypervolume_b (> 0: A's front is better)
     share_of_b_dominated_by_a: Interval
     x_gap_at_matched_y: Interval
 
@@ -146,8 +152,9 @@ def _interval(values: list[float], estimate: float, level: float) -> Interval:
     return Interval(estimate, float(lo), float(hi))
 
 
-def bootstrap(rows: list[dict], a: str, b: str, view: tuple[str, str], n_boot: int = 1000, level: float = 0.9,
-              seed: int = 0) -> BootstrapResult | None:
+def bootstrap(
+    rows: list[dict], a: str, b: str, view: tuple[str, str], n_boot: int = 1000, level: float = 0.9, seed: int = 0
+) -> BootstrapResult | None:
     """Percentile intervals from resampling whole seeds with replacement (the runs of one seed are
     not independent: they share θ_pre). The reference point is the full data's, fixed across
     resamples so hypervolumes stay comparable. None with fewer than two seeds."""

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class LambdaCurve:
-    mode: str              # sweep (Fig. 3a) | compute_matched (Fig. 3b)
-    post_tokens: int       # |D_post|
-    metric: str            # L_im | L_ret
-    lam: tuple[float, ...]
+    mode: str  # sweep (Fig. 3a) | compute_matched (Fig. 3b)
+    post_tokens: int  # |D_post|
+    metric: str  # L_im | L_ret
+    mix_fraction: tuple[float, ...]  # λ at each point
     best: tuple[float, ...]
     best_run: tuple[str, ...]
 
@@ -28,13 +28,13 @@ def lambda_curves(rows: list[dict], metrics: tuple[str, ...] = ("L_im", "L_ret")
     for mode, post in groups:
         mine = [r for r in rows if r["mode"] == mode and r["post_tokens"] == post]
         for metric in metrics:
-            lams, best, names = [], [], []
-            for lam in sorted({r["mix_fraction"] for r in mine}):
-                at = [r for r in mine if r["mix_fraction"] == lam and math.isfinite(r[metric])]
+            mixes, best, names = [], [], []
+            for mix in sorted({r["mix_fraction"] for r in mine}):
+                at = [r for r in mine if r["mix_fraction"] == mix and math.isfinite(r[metric])]
                 if at:
                     top = min(at, key=lambda r: (r[metric], r["name"]))
-                    lams.append(lam)
+                    mixes.append(mix)
                     best.append(top[metric])
                     names.append(top["name"])
-            out.append(LambdaCurve(mode, post, metric, tuple(lams), tuple(best), tuple(names)))
+            out.append(LambdaCurve(mode, post, metric, tuple(mixes), tuple(best), tuple(names)))
     return out

@@ -9,9 +9,17 @@ import plotly.graph_objects as go
 from analysis.curves import LambdaCurve
 from analysis.pareto import FrontierInfo, SetInfo
 
-COLOURS = {"unmixed": "#1f77b4", "mixed": "#d62728", "mixed+dropout": "#ff7f0e", "mixed+replay": "#2ca02c",
-           "unmixed+dropout": "#17becf", "unmixed+replay": "#9467bd", "mixed+dropout+replay": "#8c564b",
-           "mixed+lora": "#e377c2", "unmixed+lora": "#7f7f7f"}
+COLOURS = {
+    "unmixed": "#1f77b4",
+    "mixed": "#d62728",
+    "mixed+dropout": "#ff7f0e",
+    "mixed+replay": "#2ca02c",
+    "unmixed+dropout": "#17becf",
+    "unmixed+replay": "#9467bd",
+    "mixed+dropout+replay": "#8c564b",
+    "mixed+lora": "#e377c2",
+    "unmixed+lora": "#7f7f7f",
+}
 _FALLBACK = ["#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]
 
 
@@ -24,26 +32,47 @@ def plot_frontiers(infos: list[FrontierInfo], title: str = "") -> go.Figure:
     fig = go.Figure()
     for i, info in enumerate(infos):
         c = colour(info.method, i)
-        fig.add_trace(go.Scatter(
-            x=list(info.x), y=list(info.y), mode="markers", name=f"{info.method} (all runs)",
-            marker={"color": c, "opacity": 0.3, "size": 8}, text=list(info.labels),
-            hovertemplate="%{text}<br>" + f"{info.x_name}=%{{x:.4f}}<br>{info.y_name}=%{{y:.4f}}<extra></extra>",
-            legendgroup=info.method,
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=list(info.x),
+                y=list(info.y),
+                mode="markers",
+                name=f"{info.method} (all runs)",
+                marker={"color": c, "opacity": 0.3, "size": 8},
+                text=list(info.labels),
+                hovertemplate="%{text}<br>" + f"{info.x_name}=%{{x:.4f}}<br>{info.y_name}=%{{y:.4f}}<extra></extra>",
+                legendgroup=info.method,
+            )
+        )
         front = info.front()
-        fig.add_trace(go.Scatter(
-            x=[p[0] for p in front], y=[p[1] for p in front], mode="lines+markers", name=f"{info.method} frontier",
-            line={"color": c, "width": 3}, marker={"color": c, "size": 10}, text=[p[2] for p in front],
-            hovertemplate="%{text}<br>" + f"{info.x_name}=%{{x:.4f}}<br>{info.y_name}=%{{y:.4f}}<extra></extra>",
-            legendgroup=info.method,
-        ))
-    fig.update_layout(title=title, xaxis_title=infos[0].x_name if infos else "", yaxis_title=infos[0].y_name if infos else "",
-                      template="plotly_white", width=620, height=480)
+        fig.add_trace(
+            go.Scatter(
+                x=[p[0] for p in front],
+                y=[p[1] for p in front],
+                mode="lines+markers",
+                name=f"{info.method} frontier",
+                line={"color": c, "width": 3},
+                marker={"color": c, "size": 10},
+                text=[p[2] for p in front],
+                hovertemplate="%{text}<br>" + f"{info.x_name}=%{{x:.4f}}<br>{info.y_name}=%{{y:.4f}}<extra></extra>",
+                legendgroup=info.method,
+            )
+        )
+    fig.update_layout(
+        title=title,
+        xaxis_title=infos[0].x_name if infos else "",
+        yaxis_title=infos[0].y_name if infos else "",
+        template="plotly_white",
+        width=620,
+        height=480,
+    )
     return fig
 
 
-_MODE_TITLE = {"sweep": "Fig. 3a: λ-sweep (λ·|D_post| added to stage 1)",
-               "compute_matched": "Fig. 3b: compute-matched (λ in stage 1, 1−λ in stage 2)"}
+_MODE_TITLE = {
+    "sweep": "Fig. 3a: λ-sweep (λ·|D_post| added to stage 1)",
+    "compute_matched": "Fig. 3b: compute-matched (λ in stage 1, 1−λ in stage 2)",
+}
 _DASH = {"L_im": "dot", "L_ret": "solid"}
 
 
@@ -52,24 +81,43 @@ def plot_lambda(curves: list[LambdaCurve], rows: list[dict], mode: str) -> go.Fi
     fig = go.Figure()
     mine = [c for c in curves if c.mode == mode]
     sizes = sorted({c.post_tokens for c in mine}, key=lambda v: v if v is not None else -1)
-    for i, c in enumerate(mine):
+    for c in mine:
         colour_ = _FALLBACK[sizes.index(c.post_tokens) % len(_FALLBACK)]
         size = f"|D_post|={c.post_tokens:,}" if c.post_tokens is not None else "|D_post| unknown"
         pts = [r for r in rows if r["mode"] == mode and r["post_tokens"] == c.post_tokens]
-        fig.add_trace(go.Scatter(
-            x=[r["mix_fraction"] for r in pts], y=[r[c.metric] for r in pts], mode="markers",
-            name=f"{c.metric}, every run ({size})", marker={"color": colour_, "opacity": 0.25, "size": 7,
-                                                            "symbol": "circle-open" if c.metric == "L_im" else "circle"},
-            text=[r["name"] for r in pts], hovertemplate="%{text}<br>λ=%{x}<br>" + c.metric + "=%{y:.4f}<extra></extra>",
-            legendgroup=f"{c.metric}{size}", showlegend=False,
-        ))
-        fig.add_trace(go.Scatter(
-            x=list(c.lam), y=list(c.best), mode="lines+markers", name=f"{c.metric} ({size})",
-            line={"color": colour_, "width": 3, "dash": _DASH.get(c.metric, "solid")}, text=list(c.best_run),
-            hovertemplate="best at λ=%{x}: %{text}<br>" + c.metric + "=%{y:.4f}<extra></extra>", legendgroup=f"{c.metric}{size}",
-        ))
-    fig.update_layout(title=_MODE_TITLE.get(mode, mode), xaxis_title="λ (share of D_post mixed into pretraining)",
-                      yaxis_title="held-out loss on D_post", template="plotly_white", width=620, height=480)
+        fig.add_trace(
+            go.Scatter(
+                x=[r["mix_fraction"] for r in pts],
+                y=[r[c.metric] for r in pts],
+                mode="markers",
+                name=f"{c.metric}, every run ({size})",
+                marker={"color": colour_, "opacity": 0.25, "size": 7, "symbol": "circle-open" if c.metric == "L_im" else "circle"},
+                text=[r["name"] for r in pts],
+                hovertemplate="%{text}<br>λ=%{x}<br>" + c.metric + "=%{y:.4f}<extra></extra>",
+                legendgroup=f"{c.metric}{size}",
+                showlegend=False,
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=list(c.mix_fraction),
+                y=list(c.best),
+                mode="lines+markers",
+                name=f"{c.metric} ({size})",
+                line={"color": colour_, "width": 3, "dash": _DASH.get(c.metric, "solid")},
+                text=list(c.best_run),
+                hovertemplate="best at λ=%{x}: %{text}<br>" + c.metric + "=%{y:.4f}<extra></extra>",
+                legendgroup=f"{c.metric}{size}",
+            )
+        )
+    fig.update_layout(
+        title=_MODE_TITLE.get(mode, mode),
+        xaxis_title="λ (share of D_post mixed into pretraining)",
+        yaxis_title="held-out loss on D_post",
+        template="plotly_white",
+        width=620,
+        height=480,
+    )
     return fig
 
 
@@ -83,19 +131,30 @@ def plot_pareto_3d(rows: list[dict], joint: SetInfo) -> go.Figure:
             pts = [r for r in rows if r["method"] == m and (id(r) in on) == front and all(math.isfinite(r[a]) for a in joint.axes)]
             if not pts:
                 continue
-            fig.add_trace(go.Scatter3d(
-                x=[r[x] for r in pts], y=[r[y] for r in pts], z=[r[z] for r in pts], mode="markers",
-                name=f"{m} ({'on the 3D set' if front else 'other runs'})", text=[r["name"] for r in pts],
-                marker={"color": colour(m, i), "size": 6 if front else 3, "opacity": 1.0 if front else 0.25},
-                hovertemplate="%{text}<br>" + f"{x}=%{{x:.4f}}<br>{y}=%{{y:.4f}}<br>{z}=%{{z:.4f}}<extra></extra>",
-            ))
-    fig.update_layout(title=f"3D Pareto set over ({x}, {y}, {z})", template="plotly_white", width=620, height=520,
-                      scene={"xaxis_title": x, "yaxis_title": y, "zaxis_title": z})
+            fig.add_trace(
+                go.Scatter3d(
+                    x=[r[x] for r in pts],
+                    y=[r[y] for r in pts],
+                    z=[r[z] for r in pts],
+                    mode="markers",
+                    name=f"{m} ({'on the 3D set' if front else 'other runs'})",
+                    text=[r["name"] for r in pts],
+                    marker={"color": colour(m, i), "size": 6 if front else 3, "opacity": 1.0 if front else 0.25},
+                    hovertemplate="%{text}<br>" + f"{x}=%{{x:.4f}}<br>{y}=%{{y:.4f}}<br>{z}=%{{z:.4f}}<extra></extra>",
+                )
+            )
+    fig.update_layout(
+        title=f"3D Pareto set over ({x}, {y}, {z})",
+        template="plotly_white",
+        width=620,
+        height=520,
+        scene={"xaxis_title": x, "yaxis_title": y, "zaxis_title": z},
+    )
     return fig
 
 
 def plot_theory(summary: dict) -> go.Figure:
-    """The linear theory study (raysweep.theory_tree.summary): the specialised features' learned gain
+    """The linear theory study (raysweep.sweep.linear.summary): the specialised features' learned gain
     after each stage, and the forgetting Δ = L_ret − L_im, against λ (one Δ line per stage-3 lr)."""
     from plotly.subplots import make_subplots
 
@@ -103,14 +162,32 @@ def plot_theory(summary: dict) -> go.Figure:
     leaves = summary["leaves"]
     first = sorted({(r["mix_fraction"], r["alpha"]) for r in leaves})
     for stage, dash in (("pre", "dot"), ("post", "dash"), ("ft", "solid")):
-        pts = [next(r for r in leaves if r["mix_fraction"] == lam) for lam, _ in first]
-        fig.add_trace(go.Scatter(x=[r["mix_fraction"] for r in pts], y=[r[f"gains_{stage}"]["specialised"] for r in pts],
-                                 mode="lines+markers", line={"dash": dash}, name=f"after stage {'1' if stage == 'pre' else '2' if stage == 'post' else '3'}"), 1, 1)
+        pts = [next(r for r in leaves if r["mix_fraction"] == mix) for mix, _ in first]
+        fig.add_trace(
+            go.Scatter(
+                x=[r["mix_fraction"] for r in pts],
+                y=[r[f"gains_{stage}"]["specialised"] for r in pts],
+                mode="lines+markers",
+                line={"dash": dash},
+                name=f"after stage {'1' if stage == 'pre' else '2' if stage == 'post' else '3'}",
+            ),
+            1,
+            1,
+        )
     for i, ft_lr in enumerate(sorted({r["finetune_lr"] for r in leaves})):
         pts = sorted((r for r in leaves if r["finetune_lr"] == ft_lr), key=lambda r: r["mix_fraction"])
-        fig.add_trace(go.Scatter(x=[r["mix_fraction"] for r in pts], y=[r["delta"] for r in pts], mode="lines+markers",
-                                 name=f"Δ, stage-3 lr {ft_lr:g}", line={"color": _FALLBACK[i % len(_FALLBACK)]},
-                                 text=[f"α={r['alpha']:.3f}" for r in pts]), 1, 2)
+        fig.add_trace(
+            go.Scatter(
+                x=[r["mix_fraction"] for r in pts],
+                y=[r["delta"] for r in pts],
+                mode="lines+markers",
+                name=f"Δ, stage-3 lr {ft_lr:g}",
+                line={"color": _FALLBACK[i % len(_FALLBACK)]},
+                text=[f"α={r['alpha']:.3f}" for r in pts],
+            ),
+            1,
+            2,
+        )
     fig.update_xaxes(title_text="λ (stage-1 mixing)")
     fig.update_layout(width=1000, height=420, title="Linear theory: early exposure and forgetting")
     return fig

@@ -43,7 +43,7 @@ class FrontierInfo:
 
     def front(self) -> list[tuple[float, float, str]]:
         """Front points sorted by x (then y)."""
-        pts = [(x, y, l) for x, y, l, f in zip(self.x, self.y, self.labels, self.on_front) if f]
+        pts = [(x, y, label) for x, y, label, f in zip(self.x, self.y, self.labels, self.on_front) if f]
         return sorted(pts)
 
 
@@ -54,9 +54,13 @@ def frontier(rows: list[dict], method: str, x: str, y: str) -> FrontierInfo:
     pts = np.array([[r[x], r[y]] for r in finite], dtype=float).reshape(-1, 2)
     mask = pareto_mask(pts) if len(pts) else np.zeros(0, dtype=bool)
     return FrontierInfo(
-        method=method, x_name=x, y_name=y,
-        x=tuple(float(v) for v in pts[:, 0]), y=tuple(float(v) for v in pts[:, 1]),
-        labels=tuple(r["name"] for r in finite), on_front=tuple(bool(m) for m in mask),
+        method=method,
+        x_name=x,
+        y_name=y,
+        x=tuple(float(v) for v in pts[:, 0]),
+        y=tuple(float(v) for v in pts[:, 1]),
+        labels=tuple(r["name"] for r in finite),
+        on_front=tuple(bool(m) for m in mask),
         excluded=len(mine) - len(finite),
     )
 
@@ -78,9 +82,9 @@ class SetInfo:
     """The Pareto set of some rows over any number of objectives."""
 
     axes: tuple[str, ...]
-    rows: tuple[dict, ...]      # the rows on the set, sorted by the first axis
-    considered: int             # rows with finite values on every axis
-    excluded: int               # rows left out for a non-finite value (counted, never silent)
+    rows: tuple[dict, ...]  # the rows on the set, sorted by the first axis
+    considered: int  # rows with finite values on every axis
+    excluded: int  # rows left out for a non-finite value (counted, never silent)
 
 
 def pareto_set(rows: list[dict], axes: tuple[str, ...] = OBJECTIVES_3D) -> SetInfo:

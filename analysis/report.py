@@ -38,14 +38,14 @@ def lambda_table(rows: list[dict]) -> str:
     out = []
     for mode, post in sorted({(m, p) for m, p, _ in curves}, key=lambda g: (g[0], g[1] if g[1] is not None else -1)):
         im, ret = curves[mode, post, "L_im"], curves[mode, post, "L_ret"]
-        if len(set(im.lam) | set(ret.lam)) < 2:
+        if len(set(im.mix_fraction) | set(ret.mix_fraction)) < 2:
             continue
         size = f"{post:,}" if post is not None else "unknown"
         out.append(f"L_im and L_ret against λ ({mode}, |D_post| = {size}; best run at each λ):")
         out.append(f"  {'λ':>6} {'L_im':>8} {'L_ret':>8}")
-        ret_at = dict(zip(ret.lam, ret.best))
-        for lam, v in zip(im.lam, im.best):
-            out.append(f"  {lam:>6g} {v:>8.4f} {ret_at.get(lam, float('nan')):>8.4f}")
+        ret_at = dict(zip(ret.mix_fraction, ret.best))
+        for mix, v in zip(im.mix_fraction, im.best):
+            out.append(f"  {mix:>6g} {v:>8.4f} {ret_at.get(mix, float('nan')):>8.4f}")
         out.append("")
     return "\n".join(out)
 
@@ -61,7 +61,9 @@ def hypervolume_table(rows: list[dict]) -> str:
     for (x, y), infos in views.items():
         every = np.vstack([np.column_stack([i.x, i.y]).reshape(-1, 2) for i in infos])
         ref = reference_point(every)
-        out.append(f"Hypervolume of each method's frontier in ({x}, {y}), one reference point ({ref[0]:.3f}, {ref[1]:.3f}); larger is better:")
+        out.append(
+            f"Hypervolume of each method's frontier in ({x}, {y}), one reference point ({ref[0]:.3f}, {ref[1]:.3f}); larger is better:"
+        )
         ranked = sorted(((hypervolume_2d(np.column_stack([i.x, i.y]), ref), i.method) for i in infos), reverse=True)
         w = max(len(m) for _, m in ranked)
         out += [f"  {m:<{w}} {hv:8.3f}" for hv, m in ranked] + [""]
@@ -96,8 +98,10 @@ def confidence_table(rows: list[dict], baseline: str = "unmixed", n_boot: int = 
     """Seed-bootstrap intervals of each comparison, or a line saying why there are none."""
     seeds = sorted({r["seed"] for r in rows})
     if len(seeds) < 2:
-        return (f"Confidence intervals: none, the runs come from {len(seeds)} seed; run the study again with "
-                "--set seed=<n> into the same experiment and rebuild with `python -m analysis`.\n")
+        return (
+            f"Confidence intervals: none, the runs come from {len(seeds)} seed; run the study again with "
+            "--set seed=<n> into the same experiment and rebuild with `python -m analysis`.\n"
+        )
     lines = [f"Seed-bootstrap 90% intervals ({len(seeds)} seeds, {n_boot} resamples of whole seeds):"]
     methods = sorted({r["method"] for r in rows} - {baseline})
     for view in VIEWS:
@@ -106,8 +110,10 @@ def confidence_table(rows: list[dict], baseline: str = "unmixed", n_boot: int = 
             if b is None:
                 continue
             hv, dom, gap = b.hypervolume_diff, b.share_of_b_dominated_by_a, b.x_gap_at_matched_y
-            lines.append(f"  ({b.x_name}, {b.y_name}) {m} vs {baseline}: hypervolume difference {hv.estimate:+.3f} [{hv.low:+.3f}, {hv.high:+.3f}]; "
-                         f"share dominated {dom.estimate:.0%} [{dom.low:.0%}, {dom.high:.0%}]; {b.x_name} gap {gap.estimate:+.3f} [{gap.low:+.3f}, {gap.high:+.3f}]")
+            lines.append(
+                f"  ({b.x_name}, {b.y_name}) {m} vs {baseline}: hypervolume difference {hv.estimate:+.3f} [{hv.low:+.3f}, {hv.high:+.3f}]; "
+                f"share dominated {dom.estimate:.0%} [{dom.low:.0%}, {dom.high:.0%}]; {b.x_name} gap {gap.estimate:+.3f} [{gap.low:+.3f}, {gap.high:+.3f}]"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -152,7 +158,11 @@ def runs_table_html(rows: list[dict]) -> str:
     cols = COLUMNS
     head = "".join(f"<th>{c}</th>" for c in cols)
     body = "".join(
-        "<tr>" + "".join(f"<td>{r[c]:.4f}</td>" if isinstance(r[c], float) and c.startswith("L_") else f"<td>{html.escape(str(r[c]))}</td>" for c in cols) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td>{r[c]:.4f}</td>" if isinstance(r[c], float) and c.startswith("L_") else f"<td>{html.escape(str(r[c]))}</td>" for c in cols
+        )
+        + "</tr>"
         for r in sorted(rows, key=lambda r: r["name"])
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -162,8 +172,10 @@ def _failures_html(failures) -> str:
     if not failures:
         return ""
     items = "".join(f"<li>{html.escape(f)}</li>" for f in failures)
-    return (f"<h2>Failed runs ({len(failures)})</h2><p>Not in any figure or table above; running the same command "
-            f"again retrains only these.</p><ul>{items}</ul>")
+    return (
+        f"<h2>Failed runs ({len(failures)})</h2><p>Not in any figure or table above; running the same command "
+        f"again retrains only these.</p><ul>{items}</ul>"
+    )
 
 
 def report_figures(rows: list[dict]) -> list:
@@ -193,7 +205,7 @@ table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;pa
 <p>Each point is one fine-tuned checkpoint θ_ft; lower is better on both axes. Bold lines are each method's Pareto frontier
 (unmixed: λ = 0; mixed: λ &gt; 0; +dropout / +replay: with that stage-2 regulariser). Hover a point for its run and config.
 {len(rows)} runs.</p>
-<div class="figs">{''.join(f'<div>{f}</div>' for f in figs)}</div>
+<div class="figs">{"".join(f"<div>{f}</div>" for f in figs)}</div>
 <h2>Frontiers</h2><pre>{html.escape(frontier_tables(rows))}</pre>
 <h2>Against λ</h2><pre>{html.escape(lambda_table(rows) or "λ does not vary in this study.")}</pre>
 <h2>Comparison</h2><pre>{html.escape(comparison_table(rows))}

@@ -43,11 +43,15 @@ def rows_from_mlflow(tracking_uri: str, experiment: str) -> list[dict]:
             continue
         parent = by_id.get(t.get("mlflow.parentRunId"))
         config = {k: p.get(k) for k in CONFIG} | {"finetune_lr": p["lr"]}
-        rows.append(make_row(
-            r.info.run_name, t["raysweep.method"], {k: v for k, v in config.items() if v is not None},
-            parent.data.metrics.get("L_im", float("nan")) if parent else float("nan"),
-            {"ft": m["L_ft"], "post": m["L_ret"], "pre": m["L_pre"]},
-        ))
+        rows.append(
+            make_row(
+                r.info.run_name,
+                t["raysweep.method"],
+                {k: v for k, v in config.items() if v is not None},
+                parent.data.metrics.get("L_im", float("nan")) if parent else float("nan"),
+                {"ft": m["L_ft"], "post": m["L_ret"], "pre": m["L_pre"]},
+            )
+        )
     return sorted(rows, key=lambda r: (r["name"], r["seed"]))
 
 

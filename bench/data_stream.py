@@ -1,7 +1,7 @@
 """Does the data stream keep up with training?
 
 1. Tokens/s the stage-1 stream delivers into a Ray Train worker (the same per-rank rows from the
-   object store and the same `raysweep.stage.batches` the stage loop uses) vs a plain Python loop
+   object store and the same `raysweep.train.step.batches` the stage loop uses) vs a plain Python loop
    over the same parquet file, in one run, printed as a ratio.
 2. The data-wait share of step time in the default study: the seconds each run spent waiting
    for its next batch over its training-loop seconds, from every node.json of a finished study
@@ -28,12 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def machine() -> str:
+    import ray
     import torch
 
-    import ray
-
-    return (f"{platform.node()} · {platform.processor() or platform.machine()} · {os.cpu_count()} CPUs · "
-            f"python {platform.python_version()} · torch {torch.__version__} · ray {ray.__version__}")
+    return (
+        f"{platform.node()} · {platform.processor() or platform.machine()} · {os.cpu_count()} CPUs · "
+        f"python {platform.python_version()} · torch {torch.__version__} · ray {ray.__version__}"
+    )
 
 
 def plain_loop(path: Path, batch: int, epochs: int) -> float:
@@ -47,7 +48,7 @@ def plain_loop(path: Path, batch: int, epochs: int) -> float:
         col = pq.read_table(path).column("input_ids").combine_chunks()
         blocks = torch.from_numpy(col.flatten().to_numpy().reshape(-1, col.type.list_size).astype(np.int64))
         for i in range(0, len(blocks) - batch + 1, batch):
-            x = blocks[i: i + batch].clone()  # a batch the consumer owns, as the stage loop's batches hand out
+            x = blocks[i : i + batch].clone()  # a batch the consumer owns, as the stage loop's batches hand out
             tokens += x.numel()
     return tokens / (time.perf_counter() - t0)
 
@@ -56,7 +57,7 @@ def _worker_loop(cfg: dict) -> dict:
     import ray
     import ray.train
 
-    from raysweep.stage import batches
+    from raysweep.train.step import batches
 
     t0 = time.perf_counter()  # from before the rows are fetched: what a run pays
     blocks = ray.get(cfg["rows"][ray.train.get_context().get_world_rank()])
@@ -71,10 +72,11 @@ def ray_train_loop(stream, batch: int, epochs: int) -> float:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from raysweep.streams import put_rank_blocks
+    from raysweep.data.streams import put_rank_blocks
 
     trainer = TorchTrainer(
-        _worker_loop, train_loop_config={"batch": batch, "epochs": epochs, "rows": put_rank_blocks(stream, batch, 1)},
+        _worker_loop,
+        train_loop_config={"batch": batch, "epochs": epochs, "rows": put_rank_blocks(stream, batch, 1)},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(name="bench-data", storage_path="/tmp/raysweep-bench"),
     )
@@ -101,16 +103,16 @@ def main() -> None:
     import ray
 
     from raysweep.config import load_study
-    from raysweep.prepare import prepare
+    from raysweep.data.prepare import prepare
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     study = load_study(None, [f"output_dir={args.study_dir}"])
     ray.init(address="local", include_dashboard=False, logging_level="WARNING")
     print(f"machine: {machine()}")
     if args.run_study:
-        from raysweep.main import run
+        from raysweep.study import run_study
 
-        run(study)
+        run_study(study)
     data = prepare(study)
     stream = data.pretrain[max(data.pretrain)]  # the largest stage-1 stream
     batch = study.pretrain.batch_size

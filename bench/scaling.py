@@ -28,12 +28,9 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE2_LRS = [1e-3, 3e-3, 2e-3, 5e-4, 1.5e-3, 7e-4, 4e-3, 2.5e-3]
@@ -53,6 +50,36 @@ def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
     return a, b, 1 - ss_res / ss_tot
 
 
+def report(points: dict[tuple[int, int], dict], slots: int) -> None:
+    """The table, and the fitted slopes against the ideal ones."""
+    print(f"\nslots (warm worker groups): {slots}")
+    print(f"{'n2':>3} {'n3':>3} {'tree s':>8} {'stage-2 run s':>14} {'stage-3 run s':>14}")
+    for (n2, n3), pt in sorted(points.items()):
+        print(f"{n2:>3} {n3:>3} {pt['tree']:>8.1f} {pt['t2']:>14.1f} {pt['t3']:>14.2f}")
+
+    row3 = sorted((n3, pt) for (n2, n3), pt in points.items() if n2 == 2)
+    if len(row3) >= 2:
+        a, b, r2 = fit_line([n for n, _ in row3], [pt["tree"] for _, pt in row3])
+        t3 = sum(pt["t3"] for _, pt in row3) / len(row3)
+        expected = t3 * 2 / slots
+        print(
+            f"\nvs stage-3 lrs (n2 = 2): tree ≈ {a:.1f} + {b:.2f}·n3 s (R² {r2:.3f}); expected slope t3·n2/slots = "
+            f"{t3:.2f}·2/{slots} = {expected:.2f} s; measured/expected = {b / expected:.2f}"
+        )
+    row2 = sorted((n2, pt) for (n2, n3), pt in points.items() if n3 == 1)
+    if len(row2) >= 2:
+        t2 = sum(pt["t2"] for _, pt in row2) / len(row2)
+        t3 = sum(pt["t3"] for _, pt in row2) / len(row2)
+        expected = (t2 + t3) / slots
+        for label, row in (("", row2), (", from n2 = 2 on", [(n, pt) for n, pt in row2 if n >= 2])):
+            if len(row) >= 2:
+                a, b, r2 = fit_line([n for n, _ in row], [pt["tree"] for _, pt in row])
+                print(
+                    f"vs stage-2 configs (n3 = 1{label}): tree ≈ {a:.1f} + {b:.2f}·n2 s (R² {r2:.3f}); expected slope "
+                    f"(t2+t3)/slots = ({t2:.2f}+{t3:.2f})/{slots} = {expected:.2f} s; measured/expected = {b / expected:.2f}"
+                )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, default=ROOT / "search_spaces" / "smoke.yaml")
@@ -65,7 +92,7 @@ def main() -> None:
     import torch
 
     from raysweep.config import load_study
-    from raysweep.main import run
+    from raysweep.study import run_study
 
     tmp = Path(tempfile.mkdtemp(prefix="raysweep-scaling-"))
 
@@ -74,10 +101,12 @@ def main() -> None:
         lrs3 = ",".join(f"{x:g}" for x in STAGE3_LRS[:n3])
         return load_study(args.config, [*BASE, *args.overrides, f"output_dir={folder}", f"posttrain.lr=[{lrs2}]", f"finetune.lr=[{lrs3}]"])
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"ray {ray.__version__}, python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"ray {ray.__version__}, python {platform.python_version()}"
+    )
     base = tmp / "base"
-    run(study(base, 1, 1))  # data, tokenizer and the arm, made once (and Ray started)
+    run_study(study(base, 1, 1))  # data, tokenizer and the arm, made once (and Ray started)
     slots = study(base, 1, 1).max_concurrent_trials or int(ray.cluster_resources().get("CPU", 1))
 
     points: dict[tuple[int, int], dict] = {}
@@ -86,36 +115,23 @@ def main() -> None:
         shutil.copytree(base / "cache", folder / "cache")
         shutil.copytree(base / "checkpoints" / "pretrain", folder / "checkpoints" / "pretrain")
         t0 = time.perf_counter()
-        summary = run(study(folder, n2, n3))
+        summary = run_study(study(folder, n2, n3))
         wall = time.perf_counter() - t0
         nodes = [json.loads(f.read_text()) for f in (folder / "checkpoints").glob("*/*/node.json")]
         per = {s: [n["result"]["train_seconds"] for n in nodes if n["spec"]["stage"] == s] for s in ("posttrain", "finetune")}
-        points[n2, n3] = {"tree": summary["tree_seconds"], "wall": wall, "t2": sum(per["posttrain"]) / len(per["posttrain"]),
-                          "t3": sum(per["finetune"]) / len(per["finetune"]), "trained": summary["trained"]}
-        print(f"[scaling] n2={n2} n3={n3}: tree {summary['tree_seconds']:.1f} s (study {wall:.1f} s), trained {summary['trained']}", flush=True)
+        points[n2, n3] = {
+            "tree": summary["tree_seconds"],
+            "wall": wall,
+            "t2": sum(per["posttrain"]) / len(per["posttrain"]),
+            "t3": sum(per["finetune"]) / len(per["finetune"]),
+            "trained": summary["trained"],
+        }
+        print(
+            f"[scaling] n2={n2} n3={n3}: tree {summary['tree_seconds']:.1f} s (study {wall:.1f} s), trained {summary['trained']}",
+            flush=True,
+        )
 
-    print(f"\nslots (warm worker groups): {slots}")
-    print(f"{'n2':>3} {'n3':>3} {'tree s':>8} {'stage-2 run s':>14} {'stage-3 run s':>14}")
-    for (n2, n3), pt in sorted(points.items()):
-        print(f"{n2:>3} {n3:>3} {pt['tree']:>8.1f} {pt['t2']:>14.1f} {pt['t3']:>14.2f}")
-
-    row3 = sorted((n3, pt) for (n2, n3), pt in points.items() if n2 == 2)
-    if len(row3) >= 2:
-        a, b, r2 = fit_line([n for n, _ in row3], [pt["tree"] for _, pt in row3])
-        t3 = sum(pt["t3"] for _, pt in row3) / len(row3)
-        expected = t3 * 2 / slots
-        print(f"\nvs stage-3 lrs (n2 = 2): tree ≈ {a:.1f} + {b:.2f}·n3 s (R² {r2:.3f}); expected slope t3·n2/slots = "
-              f"{t3:.2f}·2/{slots} = {expected:.2f} s; measured/expected = {b / expected:.2f}")
-    row2 = sorted((n2, pt) for (n2, n3), pt in points.items() if n3 == 1)
-    if len(row2) >= 2:
-        t2 = sum(pt["t2"] for _, pt in row2) / len(row2)
-        t3 = sum(pt["t3"] for _, pt in row2) / len(row2)
-        expected = (t2 + t3) / slots
-        for label, row in (("", row2), (", from n2 = 2 on", [(n, pt) for n, pt in row2 if n >= 2])):
-            if len(row) >= 2:
-                a, b, r2 = fit_line([n for n, _ in row], [pt["tree"] for _, pt in row])
-                print(f"vs stage-2 configs (n3 = 1{label}): tree ≈ {a:.1f} + {b:.2f}·n2 s (R² {r2:.3f}); expected slope "
-                      f"(t2+t3)/slots = ({t2:.2f}+{t3:.2f})/{slots} = {expected:.2f} s; measured/expected = {b / expected:.2f}")
+    report(points, slots)
     print(f"\nfolders: {tmp}")
 
 

@@ -27,7 +27,7 @@ def bare_loop(preset: str, vocab: int, seq_len: int, blocks: np.ndarray, batch: 
     import torch
     import torch.nn.functional as F
 
-    from raysweep.models import build_model
+    from raysweep.train.model import build_model
 
     torch.set_num_threads(1)
     model = build_model(preset, vocab, seq_len, seed=0)
@@ -37,7 +37,7 @@ def bare_loop(preset: str, vocab: int, seq_len: int, blocks: np.ndarray, batch: 
     t0 = time.perf_counter()
     t_first = None
     for step in range(steps):
-        x = data[(step * batch) % (len(data) - batch + 1):][:batch].clone()
+        x = data[(step * batch) % (len(data) - batch + 1) :][:batch].clone()
         logits = model(input_ids=x[:, :-1]).logits
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -55,19 +55,42 @@ def ray_loop(preset: str, vocab: int, seq_len: int, stream, heldout: Path, batch
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from raysweep.stage import RunSpec, train_loop
-    from raysweep.streams import put_rank_blocks
+    from raysweep.data.streams import put_rank_blocks
+    from raysweep.spec import RunSpec
+    from raysweep.sweep.slots import train_specs
+    from raysweep.train.context import LoopConfig
 
-    spec = RunSpec(stage="finetune", label=f"bench {preset}", node_key=f"bench-{preset}", node_dir=str(tmp / f"node-{preset}"),
-                   dataset="train", lr=1e-3, min_lr=1e-3, warmup_steps=0, weight_decay=0.0, batch_size=batch, max_steps=steps,
-                   eval_every=10**9, monitor=[], seed=0)
-    ctx = {"preset": preset, "vocab_size": vocab, "seq_len": seq_len, "eval_tokens": seq_len, "eval_paths": {"pre": str(heldout)},
-           "tokenizer_id": "bench", "runs": [asdict(spec)], "threads": 1,
-           "data": {"train": put_rank_blocks(stream, batch, 1)}}
-    [result] = TorchTrainer(
-        train_loop, train_loop_config=ctx, scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(name=f"bench-{preset}", storage_path=str(tmp / "ray")),
-    ).fit().return_value
+    spec = RunSpec(
+        stage="finetune",
+        label=f"bench {preset}",
+        node_key=f"bench-{preset}",
+        node_dir=str(tmp / f"node-{preset}"),
+        dataset="train",
+        lr=1e-3,
+        min_lr=1e-3,
+        warmup_steps=0,
+        weight_decay=0.0,
+        batch_size=batch,
+        max_steps=steps,
+        eval_every=10**9,
+        monitor=[],
+        seed=0,
+    )
+    config = {
+        "loop": LoopConfig(preset, vocab, seq_len, seq_len, {"pre": str(heldout)}, "bench"),
+        "specs": [asdict(spec)],
+        "rows": {"train": put_rank_blocks(stream, batch, 1)},
+    }
+    [result] = (
+        TorchTrainer(
+            train_specs,
+            train_loop_config=config,
+            scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
+            run_config=RunConfig(name=f"bench-{preset}", storage_path=str(tmp / "ray")),
+        )
+        .fit()
+        .return_value
+    )
     return result["tokens_per_s"], result["steady_tokens_per_s"]
 
 
@@ -85,9 +108,11 @@ def main() -> None:
     import ray
     import torch
 
-    from raysweep.streams import Stream
+    from raysweep.data.blocks import Stream
 
-    print(f"machine: {platform.node()} · {os.cpu_count()} CPUs · python {platform.python_version()} · torch {torch.__version__} · ray {ray.__version__}")
+    print(
+        f"machine: {platform.node()} · {os.cpu_count()} CPUs · python {platform.python_version()} · torch {torch.__version__} · ray {ray.__version__}"
+    )
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     ray.init(address="local", include_dashboard=False, logging_level="WARNING")
     tmp = Path(tempfile.mkdtemp(prefix="raysweep-bench-"))
@@ -105,10 +130,14 @@ def main() -> None:
         in_ray = ray_loop(preset, args.vocab, args.seq_len, stream, tmp / "heldout.parquet", args.batch, steps, tmp)
         rows.append((preset, steps, bare, in_ray))
     print(f"\nseq {args.seq_len}, batch {args.batch}, 1 thread, vocab {args.vocab}; goal: ratio ≥ 0.97")
-    print(f"{'preset':<8} {'steps':>5} | {'whole run: bare':>16} {'Ray Train':>10} {'ratio':>6} | {'steady: bare':>13} {'Ray Train':>10} {'ratio':>6}")
+    print(
+        f"{'preset':<8} {'steps':>5} | {'whole run: bare':>16} {'Ray Train':>10} {'ratio':>6} | {'steady: bare':>13} {'Ray Train':>10} {'ratio':>6}"
+    )
     for preset, steps, (bare, bare_steady), (in_ray, ray_steady) in rows:
-        print(f"{preset:<8} {steps:>5} | {bare:>16,.0f} {in_ray:>10,.0f} {in_ray / bare:>6.3f} | {bare_steady:>13,.0f} {ray_steady:>10,.0f} "
-              f"{ray_steady / bare_steady:>6.3f}")
+        print(
+            f"{preset:<8} {steps:>5} | {bare:>16,.0f} {in_ray:>10,.0f} {in_ray / bare:>6.3f} | {bare_steady:>13,.0f} {ray_steady:>10,.0f} "
+            f"{ray_steady / bare_steady:>6.3f}"
+        )
     ray.shutdown()
 
 

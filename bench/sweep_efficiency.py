@@ -14,12 +14,9 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 GOAL = 0.85
 
@@ -34,14 +31,16 @@ def main() -> None:
     import torch
 
     from raysweep.config import load_study
-    from raysweep.main import run
+    from raysweep.study import run_study
 
     out = Path(tempfile.mkdtemp(prefix="raysweep-sweep-eff-"))
     study = load_study(args.config, [*args.overrides, f"output_dir={out}", "checkpoint_dir=null"])
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, ray {ray.__version__}, python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, ray {ray.__version__}, python {platform.python_version()}"
+    )
     print(f"study: {study.name} ({args.config or 'search_spaces/default.yaml'}), output {out}")
     t0 = time.perf_counter()
-    summary = run(study)
+    summary = run_study(study)
     wall = time.perf_counter() - t0
     cores = ray.cluster_resources().get("CPU", os.cpu_count())
 
@@ -61,8 +60,10 @@ def main() -> None:
     tree = summary["tree_seconds"]
     # the same share over the tree alone: what a study pays once its data is prepared and Ray is up
     # (a rerun, or a second study sharing the cache, pays only this part)
-    print(f"  of which: outside the tree (Ray start, data, report) {wall - tree:.0f} s wall; tree {tree:.0f} s wall -> "
-          f"share over the tree alone {inside / (tree * cores):.3f}")
+    print(
+        f"  of which: outside the tree (Ray start, data, report) {wall - tree:.0f} s wall; tree {tree:.0f} s wall -> "
+        f"share over the tree alone {inside / (tree * cores):.3f}"
+    )
     print(f"runs: {sum(summary['trained'].values())} trained, {len(summary['failures'])} failed")
 
 

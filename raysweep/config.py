@@ -10,8 +10,6 @@ product); a scalar is held fixed.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from raysweep.keys import json_key
 from raysweep.storage import is_remote
 
 DEFAULT_STUDY = Path(__file__).resolve().parent.parent / "search_spaces" / "default.yaml"
@@ -41,54 +40,107 @@ class _Strict(BaseModel):
 
 
 class ModelConfig(_Strict):
-    kind: Literal["lm", "linear"] = Field("lm", description="lm: a Llama decoder from the preset table; linear: the paper's two-layer linear network (section `theory`, raysweep/theory.py)")
-    preset: str = Field("tiny", description="name in raysweep.models.PRESETS (`python -m raysweep.models`)")
+    kind: Literal["lm", "linear"] = Field(
+        "lm",
+        description="lm: a Llama decoder from the preset table; linear: the paper's two-layer linear network (section `theory`, raysweep/train/theory.py)",
+    )
+    preset: str = Field("tiny", description="name in raysweep.presets.PRESETS (`python -m raysweep.presets`)")
     seq_len: int = Field(128, gt=0, le=65536, description="tokens per training block")
-    compile: bool = Field(False, description="torch.compile the training step's model: faster steps after a one-off compile per warm worker slot "
-                                             "(≈ +20% on CPU after ≈ 24 s; bench/gpu_mfu.py measures it on GPU). Results match eager to float "
-                                             "tolerance, not bit for bit. Operational: not part of any node key")
+    compile: bool = Field(
+        False,
+        description="torch.compile the training step's model: faster steps after a one-off compile per warm worker slot "
+        "(≈ +20% on CPU after ≈ 24 s; bench/gpu_mfu.py measures it on GPU). Results match eager to float "
+        "tolerance, not bit for bit. Operational: not part of any node key",
+    )
 
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, name: str) -> str:
-        from raysweep.models import PRESETS
+        from raysweep.presets import PRESETS
 
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return name
 
 
+# The built-in offline corpora (raysweep/data/corpora/synthetic.py generates each; a test keeps the two in step).
+SYNTHETIC_CORPORA = ("general", "notation", "chem")
+
+# Instruction data -> one text per record (corpora.<role>.template). Placeholders are record fields.
+TEMPLATES = {
+    "flan": "{inputs}\n\n{targets}",  # Flan Collection submixes (inputs, targets)
+    "alpaca": "{instruction}\n\n{input}\n\n{output}",  # instruction, input, output
+    "question-answer": "Question: {question}\nAnswer: {answer}",
+}
+
 # Which CorpusConfig fields each source reads; any other field set for it is an error.
 _SOURCE_FIELDS = {
     "synthetic": {"name", "train_docs", "heldout_docs"},
-    "hub": {"name", "dataset", "subset", "revision", "split", "heldout_split", "heldout_docs", "heldout_fraction", "text_field", "template", "train_docs"},
-    "local": {"name", "path", "split", "heldout_split", "heldout_path", "heldout_docs", "heldout_fraction", "text_field", "template", "train_docs"},
+    "hub": {
+        "name",
+        "dataset",
+        "subset",
+        "revision",
+        "split",
+        "heldout_split",
+        "heldout_docs",
+        "heldout_fraction",
+        "text_field",
+        "template",
+        "train_docs",
+    },
+    "local": {
+        "name",
+        "path",
+        "split",
+        "heldout_split",
+        "heldout_path",
+        "heldout_docs",
+        "heldout_fraction",
+        "text_field",
+        "template",
+        "train_docs",
+    },
 }
 
 
 class CorpusConfig(_Strict):
     """One corpus: built-in offline generator, Hugging Face dataset (streamed), or local files."""
 
-    source: Literal["synthetic", "hub", "local"] = Field("synthetic", description="synthetic (built-in, offline) | hub (Hugging Face, streamed) | local (files)")
+    source: Literal["synthetic", "hub", "local"] = Field(
+        "synthetic", description="synthetic (built-in, offline) | hub (Hugging Face, streamed) | local (files)"
+    )
     name: str | None = Field(None, description="synthetic: the generator (general, notation, chem); others: a label for logs and caches")
-    train_docs: int | None = Field(None, gt=0, le=1_000_000_000, description="synthetic: documents generated (default 6000); hub/local: most documents read (default: as many as the token budgets need)")
-    heldout_docs: int = Field(300, gt=0, le=10_000_000, description="documents kept out of every training stream and used for the held-out losses")
+    train_docs: int | None = Field(
+        None,
+        gt=0,
+        le=1_000_000_000,
+        description="synthetic: documents generated (default 6000); hub/local: most documents read (default: as many as the token budgets need)",
+    )
+    heldout_docs: int = Field(
+        300, gt=0, le=10_000_000, description="documents kept out of every training stream and used for the held-out losses"
+    )
     dataset: str | None = Field(None, description="hub: dataset id, e.g. allenai/c4 (a local folder laid out like a hub repo also works)")
     subset: str | None = Field(None, description="hub: dataset config name, e.g. en for allenai/c4")
     revision: str | None = Field(None, description="hub: git revision (tag, branch or commit) to pin the data to")
-    path: str | None = Field(None, description="local: a .jsonl/.json(.gz), .parquet or .txt file, a folder of them, or a datasets save_to_disk folder")
+    path: str | None = Field(
+        None, description="local: a .jsonl/.json(.gz), .parquet or .txt file, a folder of them, or a datasets save_to_disk folder"
+    )
     split: str = Field("train", description="hub / save_to_disk: the split training documents come from")
-    heldout_split: str | None = Field(None, description="hub / save_to_disk: a split to hold out as given (e.g. validation); none: carve one")
+    heldout_split: str | None = Field(
+        None, description="hub / save_to_disk: a split to hold out as given (e.g. validation); none: carve one"
+    )
     heldout_path: str | None = Field(None, description="local: a file or folder of held-out documents; none: carve them from path")
-    heldout_fraction: float = Field(0.02, gt=0, lt=1, description="when carving: the share of documents (chosen by a hash of their text) that are held out")
+    heldout_fraction: float = Field(
+        0.02, gt=0, lt=1, description="when carving: the share of documents (chosen by a hash of their text) that are held out"
+    )
     text_field: str = Field("text", description="the record field holding the document text")
-    template: str | None = Field(None, description="instead of text_field: a named template (see raysweep/corpora/sources.py TEMPLATES) or a format string like '{inputs}\\n{targets}'")
+    template: str | None = Field(
+        None, description="instead of text_field: a named template (TEMPLATES above) or a format string like '{inputs}\\n{targets}'"
+    )
 
     @model_validator(mode="after")
-    def _fits_source(self) -> "CorpusConfig":
-        from raysweep.corpora import SYNTHETIC_CORPORA
-        from raysweep.corpora.sources import TEMPLATES
-
+    def _fits_source(self) -> CorpusConfig:
         allowed = _SOURCE_FIELDS[self.source]
         stray = sorted(f for f in self.model_fields_set if f != "source" and f not in allowed)
         if stray:
@@ -106,7 +158,9 @@ class CorpusConfig(_Strict):
                 if value and not Path(value).expanduser().exists():
                     raise ValueError(f"{key}: {value} does not exist (relative paths start from {Path.cwd()})")
         if self.template is not None and self.template not in TEMPLATES and "{" not in self.template:
-            raise ValueError(f"template {self.template!r} is neither a named template ({', '.join(sorted(TEMPLATES))}) nor a format string with {{field}} placeholders")
+            raise ValueError(
+                f"template {self.template!r} is neither a named template ({', '.join(sorted(TEMPLATES))}) nor a format string with {{field}} placeholders"
+            )
         return self
 
     @property
@@ -123,24 +177,34 @@ class CorpusConfig(_Strict):
 
 
 class CorporaConfig(_Strict):
-    pre: CorpusConfig = Field(CorpusConfig(name="general", train_docs=12000, heldout_docs=400), description="D_pre, the general corpus (C4 in the paper)")
-    post: CorpusConfig = Field(CorpusConfig(name="notation", train_docs=6000, heldout_docs=300), description="D_post, the post-training domain (MusicPile)")
-    ft: CorpusConfig = Field(CorpusConfig(name="chem", train_docs=6000, heldout_docs=300), description="D_ft, the downstream task (ChemPile)")
+    pre: CorpusConfig = Field(
+        CorpusConfig(name="general", train_docs=12000, heldout_docs=400), description="D_pre, the general corpus (C4 in the paper)"
+    )
+    post: CorpusConfig = Field(
+        CorpusConfig(name="notation", train_docs=6000, heldout_docs=300), description="D_post, the post-training domain (MusicPile)"
+    )
+    ft: CorpusConfig = Field(
+        CorpusConfig(name="chem", train_docs=6000, heldout_docs=300), description="D_ft, the downstream task (ChemPile)"
+    )
 
 
 class TokenizerConfig(_Strict):
-    pretrained: str | None = Field(None, description="a local tokenizer folder or a hub id (e.g. HuggingFaceTB/SmolLM2-135M); none: train a BPE tokenizer")
+    pretrained: str | None = Field(
+        None, description="a local tokenizer folder or a hub id (e.g. HuggingFaceTB/SmolLM2-135M); none: train a BPE tokenizer"
+    )
     revision: str | None = Field(None, description="hub revision of the pretrained tokenizer")
     vocab_size: int = Field(2048, ge=260, le=262_144, description="trained BPE only: vocabulary size")
     train_docs: int = Field(20_000, gt=0, description="trained BPE only: documents of each corpus it is trained on")
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "TokenizerConfig":
+    def _one_kind(self) -> TokenizerConfig:
         if self.pretrained is not None:
             stray = sorted({"vocab_size", "train_docs"} & self.model_fields_set)
             if stray:
-                raise ValueError(f"{', '.join(stray)}: only for a trained BPE tokenizer; a pretrained tokenizer brings its own vocabulary "
-                                 "(on the command line, replace the whole section: --set 'tokenizer={pretrained: HuggingFaceTB/SmolLM2-135M}')")
+                raise ValueError(
+                    f"{', '.join(stray)}: only for a trained BPE tokenizer; a pretrained tokenizer brings its own vocabulary "
+                    "(on the command line, replace the whole section: --set 'tokenizer={pretrained: HuggingFaceTB/SmolLM2-135M}')"
+                )
         elif self.revision is not None:
             raise ValueError("revision: only used with pretrained")
         return self
@@ -160,7 +224,11 @@ class _StageConfig(_Strict):
     tokens: int = Field(gt=0, description="training-token budget of one run (tokens, not documents)")
     eval_every: int = Field(50, gt=0, description="optimizer steps between held-out evaluations")
     eval_tokens: int = Field(8192, gt=0, description="held-out tokens per corpus per evaluation")
-    checkpoint_every: int = Field(100, ge=0, description="optimizer steps between resumable progress checkpoints (0: none); an interrupted or retried run continues from the last one")
+    checkpoint_every: int = Field(
+        100,
+        ge=0,
+        description="optimizer steps between resumable progress checkpoints (0: none); an interrupted or retried run continues from the last one",
+    )
     resources: ResourcesConfig = Field(ResourcesConfig(), description="compute per run of this stage")
 
 
@@ -176,7 +244,10 @@ def _grid(values: list[float], lo: float, hi: float, name: str, hi_open: bool = 
 
 
 class PretrainConfig(_StageConfig):
-    mode: Literal["sweep", "compute_matched"] = Field("sweep", description="sweep: λ·|D_post| added to stage 1, stage 2 trains on all of D_post; compute_matched: λ of D_post in stage 1, the disjoint 1−λ in stage 2, one pass in total")
+    mode: Literal["sweep", "compute_matched"] = Field(
+        "sweep",
+        description="sweep: λ·|D_post| added to stage 1, stage 2 trains on all of D_post; compute_matched: λ of D_post in stage 1, the disjoint 1−λ in stage 2, one pass in total",
+    )
     mix_fraction: list[float] = Field([0.0, 1.0], description="λ: share of D_post's training tokens mixed into stage 1 (one pass at most)")
     post_tokens: int = Field(60_000, gt=0, description="|D_post|: D_post training tokens that λ is a fraction of")
     lr: float = Field(3e-3, gt=0, description="peak learning rate")
@@ -196,19 +267,38 @@ class PosttrainConfig(_StageConfig):
     lr: list[float] = Field([1e-3, 3e-3], description="peak learning rates (sweep axis)")
     dropout: list[float] = Field([0.0], description="residual/attention dropout during stage 2 (sweep axis)")
     replay: list[float] = Field([0.0], description="share of the stage-2 stream drawn from D_pre (replay; 0.01 in the paper) (sweep axis)")
-    batch_size: int | list[int] = Field(16, description="sequences per optimizer step, summed over workers; a list is a sweep axis (the paper sweeps 192, 480, 896)")
-    tuning: list[Literal["full", "lora"]] = Field(["full"], description="full fine-tuning and/or LoRA adapters (sweep axis); for LoRA runs the dropout axis is the LoRA dropout")
+    batch_size: int | list[int] = Field(
+        16, description="sequences per optimizer step, summed over workers; a list is a sweep axis (the paper sweeps 192, 480, 896)"
+    )
+    tuning: list[Literal["full", "lora"]] = Field(
+        ["full"], description="full fine-tuning and/or LoRA adapters (sweep axis); for LoRA runs the dropout axis is the LoRA dropout"
+    )
     lora_rank: int = Field(64, ge=1, le=4096, description="LoRA rank (PAPER.md Table 9: 64)")
     lora_alpha: float = Field(128.0, gt=0, description="LoRA alpha (Table 9: 128)")
-    lora_targets: list[str] = Field(["o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"], min_length=1,
-                                    description="modules given adapters (Table 9: attention output, MLP, head; Q/K/V excluded). With tied embeddings lm_head is left out (see README)")
-    tokens: int = Field(360_000, gt=0, description="most D_post tokens one run may train on (early stopping may end it sooner); compute_matched: at most one pass")
+    lora_targets: list[str] = Field(
+        ["o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"],
+        min_length=1,
+        description="modules given adapters (Table 9: attention output, MLP, head; Q/K/V excluded). With tied embeddings lm_head is left out (see README)",
+    )
+    tokens: int = Field(
+        360_000,
+        gt=0,
+        description="most D_post tokens one run may train on (early stopping may end it sooner); compute_matched: at most one pass",
+    )
     patience: int = Field(3, ge=1, description="evaluations without improvement before early stopping")
     min_lr: float = Field(1e-4, ge=0, description="floor of the cosine decay")
     eval_every: int = Field(10, gt=0, description="optimizer steps between held-out evaluations")
-    search: Literal["grid", "optuna"] = Field("grid", description="grid: every combination of the axes (the paper); optuna: `trials` configurations per λ chosen by Optuna from the stage-3 children's (L_ret, L_ft), lr log-uniform between the smallest and largest of `lr`, the other axes picked from their lists (raysweep/search.py)")
+    search: Literal["grid", "optuna"] = Field(
+        "grid",
+        description="grid: every combination of the axes (the paper); optuna: `trials` configurations per λ chosen by Optuna from the stage-3 children's (L_ret, L_ft), lr log-uniform between the smallest and largest of `lr`, the other axes picked from their lists (raysweep/search.py)",
+    )
     trials: int = Field(8, ge=1, le=100_000, description="search: optuna: stage-2 configurations per λ")
-    optuna_batch: int = Field(4, ge=1, le=10_000, description="search: optuna: configurations asked for at once per λ (trained side by side, then told). Fixed, not taken from the cluster, so a study picks the same configurations on any cluster")
+    optuna_batch: int = Field(
+        4,
+        ge=1,
+        le=10_000,
+        description="search: optuna: configurations asked for at once per λ (trained side by side, then told). Fixed, not taken from the cluster, so a study picks the same configurations on any cluster",
+    )
 
     @field_validator("lr")
     @classmethod
@@ -268,7 +358,9 @@ class FinetuneConfig(_StageConfig):
 
 class TheoryFeatures(_Strict):
     invariant: int = Field(2, ge=0, le=256, description="directions with one gain in all three tasks")
-    inconsistent: int = Field(2, ge=1, le=256, description="directions whose gain differs between D_post and the general tasks (D_pre, D_ft)")
+    inconsistent: int = Field(
+        2, ge=1, le=256, description="directions whose gain differs between D_post and the general tasks (D_pre, D_ft)"
+    )
     specialised: int = Field(2, ge=1, le=256, description="directions only D_post's inputs vary along")
     ft_only: int = Field(2, ge=0, le=256, description="directions only D_ft's inputs vary along")
 
@@ -288,7 +380,7 @@ class TheorySteps(_Strict):
 
 
 class TheoryConfig(_Strict):
-    """The linear network and tasks of `model.kind: linear` (raysweep/theory.py explains each part).
+    """The linear network and tasks of `model.kind: linear` (raysweep/train/theory.py explains each part).
     Learning rates come from the stages' `lr`; λ becomes the stage-1 mixture weight α exactly as
     tokens would: α = λ·post_tokens / (tokens + λ·post_tokens)."""
 
@@ -296,7 +388,9 @@ class TheoryConfig(_Strict):
     init_scale: float = Field(0.01, gt=0, le=10, description="std of the initial weights (small: the feature-learning regime)")
     features: TheoryFeatures = TheoryFeatures()
     gains: TheoryGains = TheoryGains()
-    co_occurrence: float = Field(1.0, ge=0, le=1, description="ρ: correlation of each specialised input with its inconsistent partner in D_post")
+    co_occurrence: float = Field(
+        1.0, ge=0, le=1, description="ρ: correlation of each specialised input with its inconsistent partner in D_post"
+    )
     steps: TheorySteps = TheorySteps()
     converged: float = Field(1e-8, gt=0, description="stage 2 ends once the D_post loss is below this")
     seed: int | None = Field(None, ge=0, description="seed of the tasks' singular vectors; none: the study seed")
@@ -309,9 +403,22 @@ class Study(_Strict):
     seed: int = Field(0, ge=0, description="root seed; every node's seed derives from it and the node's path")
     output_dir: str = Field("runs/{name}", description="folder for corpora, checkpoints, MLflow store, report ({name} is filled in)")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: a SQLite store inside output_dir")
-    checkpoint_dir: str | None = Field(None, description="the content-addressed node store: a folder, or an object-store URI (s3://bucket/prefix, gs://bucket/prefix; raysweep/storage.py); default <output_dir>/checkpoints. Point several studies at one folder and a node any of them finished (same key: parent, stage config, data, tokenizer, seed) is never trained again")
-    retries: int = Field(2, ge=0, le=100, description="times a failed trial (an exception, a non-finite loss, a lost worker) is retried, from its last progress checkpoint, before it is marked failed")
-    max_concurrent_trials: int | None = Field(None, ge=1, le=100_000, description="warm worker slots (Tune trials, each one Ray Train worker group that trains node after node) per tree run; none: as many as the cluster's CPUs/GPUs can feed now. Set it on an autoscaling cluster (e.g. the GPU workers' max), where the cluster starts small and grows for the slots that wait")
+    checkpoint_dir: str | None = Field(
+        None,
+        description="the content-addressed node store: a folder, or an object-store URI (s3://bucket/prefix, gs://bucket/prefix; raysweep/storage.py); default <output_dir>/checkpoints. Point several studies at one folder and a node any of them finished (same key: parent, stage config, data, tokenizer, seed) is never trained again",
+    )
+    retries: int = Field(
+        2,
+        ge=0,
+        le=100,
+        description="times a failed trial (an exception, a non-finite loss, a lost worker) is retried, from its last progress checkpoint, before it is marked failed",
+    )
+    max_concurrent_trials: int | None = Field(
+        None,
+        ge=1,
+        le=100_000,
+        description="warm worker slots (Tune trials, each one Ray Train worker group that trains node after node) per tree run; none: as many as the cluster's CPUs/GPUs can feed now. Set it on an autoscaling cluster (e.g. the GPU workers' max), where the cluster starts small and grows for the slots that wait",
+    )
     model: ModelConfig = ModelConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     corpora: CorporaConfig = CorporaConfig()
@@ -321,29 +428,35 @@ class Study(_Strict):
     theory: TheoryConfig = TheoryConfig()
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Study":
+    def _cross_checks(self) -> Study:
         if self.model.kind == "linear":
             # the linear network has no tokens, dropout, replay stream or adapters
-            for key, value, allowed in (("posttrain.dropout", self.posttrain.dropout, [0.0]), ("posttrain.replay", self.posttrain.replay, [0.0]),
-                                        ("posttrain.tuning", self.posttrain.tuning, ["full"]), ("posttrain.search", [self.posttrain.search], ["grid"])):
+            for key, value, allowed in (
+                ("posttrain.dropout", self.posttrain.dropout, [0.0]),
+                ("posttrain.replay", self.posttrain.replay, [0.0]),
+                ("posttrain.tuning", self.posttrain.tuning, ["full"]),
+                ("posttrain.search", [self.posttrain.search], ["grid"]),
+            ):
                 if list(value) != allowed:
                     raise ValueError(f"{key}: model.kind linear supports only {allowed} (got {value}); the linear network has no such axis")
             if self.checkpoint_dir and is_remote(self.checkpoint_dir):
-                raise ValueError("checkpoint_dir: model.kind linear keeps its nodes in a local folder (its runs take milliseconds); use a path")
+                raise ValueError(
+                    "checkpoint_dir: model.kind linear keeps its nodes in a local folder (its runs take milliseconds); use a path"
+                )
             return self  # token budgets, batches and workers do not apply to it
         if self.finetune.resources != self.posttrain.resources:
             # stage-3 runs train in their stage-2 parent's worker group, right after it
             raise ValueError(
                 "finetune.resources must equal posttrain.resources: each stage-2 run's fine-tuning "
-                "children run in the same Ray Train worker group (see raysweep/tree.py)"
+                "children run in the same Ray Train worker group (see raysweep/sweep/work.py)"
             )
         if self.pretrain.mode == "compute_matched":
             need = max(self.posttrain.batch_sizes) * (self.model.seq_len + 1)
-            for lam in self.pretrain.mix_fraction:
-                rest = self.pretrain.post_tokens - int(round(lam * self.pretrain.post_tokens))
+            for mix in self.pretrain.mix_fraction:
+                rest = self.pretrain.post_tokens - int(round(mix * self.pretrain.post_tokens))
                 if rest < need:
                     raise ValueError(
-                        f"pretrain.mix_fraction: in compute_matched mode λ={lam:g} leaves (1−λ)·|D_post| = {rest:,} "
+                        f"pretrain.mix_fraction: in compute_matched mode λ={mix:g} leaves (1−λ)·|D_post| = {rest:,} "
                         f"tokens for stage 2, less than one stage-2 batch ({need:,}); the two parts cannot both be "
                         f"non-empty and disjoint. Use λ < 1 that leaves a batch, or raise pretrain.post_tokens"
                     )
@@ -353,7 +466,7 @@ class Study(_Strict):
             if cfg.min_lr > min(lrs):
                 raise ValueError(f"{stage}.min_lr ({cfg.min_lr}) is above its smallest lr ({min(lrs)})")
             blocks = cfg.tokens // self.model.seq_len
-            for batch in (cfg.batch_size if isinstance(cfg.batch_size, list) else [cfg.batch_size]):
+            for batch in cfg.batch_size if isinstance(cfg.batch_size, list) else [cfg.batch_size]:
                 if blocks < batch:
                     raise ValueError(
                         f"{stage}.tokens ({cfg.tokens}) fills {blocks} blocks of {self.model.seq_len} tokens, "
@@ -361,8 +474,7 @@ class Study(_Strict):
                     )
                 if batch % cfg.resources.workers:
                     raise ValueError(
-                        f"{stage}.batch_size ({batch}) must divide evenly over "
-                        f"{stage}.resources.workers ({cfg.resources.workers})"
+                        f"{stage}.batch_size ({batch}) must divide evenly over {stage}.resources.workers ({cfg.resources.workers})"
                     )
         return self
 
@@ -382,18 +494,20 @@ class Study(_Strict):
 
     def content_hash(self) -> str:
         # operational knobs that do not change any result stay out of the study's identity
-        doc = self.model_dump(mode="json", exclude={"max_concurrent_trials": True, "checkpoint_dir": True, "retries": True, "model": {"compile"}})
+        doc = self.model_dump(
+            mode="json", exclude={"max_concurrent_trials": True, "checkpoint_dir": True, "retries": True, "model": {"compile"}}
+        )
         if self.model.kind == "lm":  # fields that do not apply stay out, so older studies keep their hash
             doc.pop("theory")
             doc["model"].pop("kind")
         if self.posttrain.search == "grid":
             for key in ("search", "trials", "optuna_batch"):
                 doc["posttrain"].pop(key)
-        blob = json.dumps(doc, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return json_key(doc)
 
 
 # --------------------------------------------------------------------------- loading
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that reads `1e-3` as a float (YAML 1.1 wants `1.0e-3` and would give a string)."""

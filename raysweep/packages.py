@@ -18,9 +18,9 @@ from raysweep.config import Study, StudyConfigError
 
 @dataclass(frozen=True)
 class Need:
-    key: str           # the study key that asks for it, e.g. "posttrain.tuning"
-    why: str           # what the key asks for, e.g. "lora"
-    module: str        # the import name
+    key: str  # the study key that asks for it, e.g. "posttrain.tuning"
+    why: str  # what the key asks for, e.g. "lora"
+    module: str  # the import name
     distribution: str  # what to pip install
 
 
@@ -28,8 +28,16 @@ def needs(study: Study) -> list[Need]:
     """Every package the study's settings need, beyond what every study needs."""
     if study.model.kind == "linear":
         return []  # numpy only (and MLflow, which every study uses)
-    out = [Need("model.kind", "lm", m, d) for m, d in (("torch", "torch"), ("transformers", "transformers"), ("tokenizers", "tokenizers"),
-                                                        ("safetensors", "safetensors"), ("ray", "ray[default,tune,train,data]"))]
+    out = [
+        Need("model.kind", "lm", m, d)
+        for m, d in (
+            ("torch", "torch"),
+            ("transformers", "transformers"),
+            ("tokenizers", "tokenizers"),
+            ("safetensors", "safetensors"),
+            ("ray", "ray[default,tune,train,data]"),
+        )
+    ]
     if "lora" in study.posttrain.tuning:
         out.append(Need("posttrain.tuning", "lora", "peft", "peft"))
     if study.posttrain.search == "optuna":
@@ -37,7 +45,10 @@ def needs(study: Study) -> list[Need]:
     for role in ("pre", "post", "ft"):
         corpus = getattr(study.corpora, role)
         if corpus.source == "hub":  # streamed through datasets, which talks to the hub through huggingface_hub
-            out += [Need(f"corpora.{role}.source", "hub", "datasets", "datasets"), Need(f"corpora.{role}.source", "hub", "huggingface_hub", "huggingface_hub")]
+            out += [
+                Need(f"corpora.{role}.source", "hub", "datasets", "datasets"),
+                Need(f"corpora.{role}.source", "hub", "huggingface_hub", "huggingface_hub"),
+            ]
         elif corpus.source == "local" and any((Path(corpus.path).expanduser() / f).exists() for f in ("dataset_dict.json", "state.json")):
             out.append(Need(f"corpora.{role}.path", "a datasets save_to_disk folder", "datasets", "datasets"))
     if study.tokenizer.pretrained:
@@ -59,8 +70,10 @@ def missing(study: Study) -> list[str]:
         if (need.key, need.module) in seen or installed(need.module):
             continue
         seen.add((need.key, need.module))
-        lines.append(f"{need.key}: {need.why!r} needs the package {need.module!r}, which is not installed; "
-                     f"pip install '{need.distribution}' (or change {need.key})")
+        lines.append(
+            f"{need.key}: {need.why!r} needs the package {need.module!r}, which is not installed; "
+            f"pip install '{need.distribution}' (or change {need.key})"
+        )
     return lines
 
 

@@ -9,17 +9,62 @@ For a URI, every node is written to a local cache first (`RAYSWEEP_CACHE`, defau
 ~/.cache/raysweep) and uploaded by a background thread while training goes on; node.json is
 uploaded last, so a node is finished remotely only once all of it is there. Parents are
 downloaded into the cache once. A local path is used directly, as before.
+
+Every file raysweep writes locally goes through `atomic_file` or `atomic_dir`: written under a
+temporary name and renamed into place, so a file or folder that exists is complete (a kill or a
+full disk leaves at most the temporary behind, never half a file taken for a whole one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import hashlib
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+
+from raysweep.keys import text_key
+
+
+def _private_suffix() -> str:
+    """A temporary-name suffix no other process or thread uses (concurrent downloads of one node)."""
+    return f".download-{os.getpid()}-{threading.get_ident()}"
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, private: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; once the block ends without error it is renamed to
+    `path` (atomic on one filesystem), else removed. `private`: a temporary name unique to this
+    process and thread, for files several writers may make at once."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + (_private_suffix() if private else ".tmp"))
+    try:
+        yield tmp
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, private: bool = False) -> Iterator[Path]:
+    """Yield a new, empty temporary folder beside `path`; once the block ends without error it
+    replaces `path` whole (an older folder of that name is removed first), else it is removed."""
+    path = Path(path)
+    tmp = path.with_name(path.name + (_private_suffix() if private else ".partial"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        yield tmp
+        shutil.rmtree(path, ignore_errors=True)
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def is_remote(path: str | Path) -> bool:
@@ -53,7 +98,7 @@ def cache_dir(uri: str) -> Path:
     """The local copy of a remote folder (stable: the same URI always maps to the same folder)."""
     head = uri.partition("?")[0]
     root = Path(os.environ.get("RAYSWEEP_CACHE", Path.home() / ".cache" / "raysweep"))
-    return root / "nodes" / hashlib.sha256(head.encode()).hexdigest()[:24]
+    return root / "nodes" / text_key(head, 24)
 
 
 def read_text(path: str | Path) -> str | None:
@@ -73,11 +118,8 @@ def read_text(path: str | Path) -> str | None:
 def write_text(path: str | Path, text: str) -> None:
     """Write a whole file (a temp name, then renamed, where the filesystem can rename)."""
     if not is_remote(path):
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(p.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(p)
+        with atomic_file(path) as tmp:
+            tmp.write_text(text)
         return
     fs, p = _resolve(str(path))
     fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
@@ -132,18 +174,14 @@ def download_dir(uri: str, local: Path) -> Path:
     import pyarrow.fs as pafs
 
     fs, root = _resolve(uri)
-    tmp = local.with_name(local.name + f".download-{os.getpid()}-{threading.get_ident()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
-        if info.type != pafs.FileType.File:
-            continue
-        dest = tmp / info.path[len(root):].lstrip("/")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with fs.open_input_stream(info.path) as src, dest.open("wb") as out:
-            shutil.copyfileobj(src, out, length=8 << 20)
-    tmp.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(local, ignore_errors=True)
-    tmp.replace(local)
+    with atomic_dir(local, private=True) as tmp:
+        for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
+            if info.type != pafs.FileType.File:
+                continue
+            dest = tmp / info.path[len(root) :].lstrip("/")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with fs.open_input_stream(info.path) as src, dest.open("wb") as out:
+                shutil.copyfileobj(src, out, length=8 << 20)
     return local
 
 
@@ -188,9 +226,6 @@ def download_file(uri: str, dest: Path) -> bool:
     fs, p = _resolve(uri)
     if fs.get_file_info(p).type != pafs.FileType.File:
         return False
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + f".download-{os.getpid()}-{threading.get_ident()}")
-    with fs.open_input_stream(p) as src, tmp.open("wb") as out:
+    with atomic_file(dest, private=True) as tmp, fs.open_input_stream(p) as src, tmp.open("wb") as out:
         shutil.copyfileobj(src, out, length=8 << 20)
-    tmp.replace(dest)
     return True

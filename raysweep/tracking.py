@@ -21,9 +21,19 @@ import sys
 import time
 from pathlib import Path
 
-NODE_KEY = "raysweep.node_key"
-STAGE = "raysweep.stage"
-STUDY_HASH = "raysweep.study_hash"
+from raysweep.nodes import node_diverged, node_done, node_points
+from raysweep.spec import Node, RunSpec, Subtree
+from raysweep.train.steplog import StepLog
+
+# Every tag raysweep writes (the analysis reads them back: analysis/runs.py).
+NODE_KEY = "raysweep.node_key"  # a node run's key: how a resumed study finds its run again
+STAGE = "raysweep.stage"  # study | pretrain | posttrain | finetune
+STUDY_HASH = "raysweep.study_hash"  # the study run's content hash
+METHOD = "raysweep.method"  # unmixed, mixed, +dropout, +replay, +lora (raysweep.sweep.plan.method_of)
+MIX_FRACTION = "raysweep.mix_fraction"  # λ of the run's arm
+PARENT_NODE = "raysweep.parent_node"  # the parent node's key
+SYNCED = "raysweep.synced_points"  # how many stored points a sync delivered (a repeated sync skips the run)
+OUTCOME = "raysweep.outcome"  # on runs that did not finish normally: diverged | blocked | failed
 
 
 # MLflow's HTTP client retries a call 7 times with exponential back-off (minutes) by default. raysweep
@@ -41,8 +51,12 @@ def default_tracking_uri(out: Path) -> str:
 
 
 def warn_outage(what: str, error: BaseException) -> None:
-    print(f"[mlflow] {what} failed ({type(error).__name__}: {str(error)[:300]}); training goes on, "
-          "the results are kept with the checkpoints and MLflow is synced from them later", file=sys.__stderr__, flush=True)
+    print(
+        f"[mlflow] {what} failed ({type(error).__name__}: {str(error)[:300]}); training goes on, "
+        "the results are kept with the checkpoints and MLflow is synced from them later",
+        file=sys.__stderr__,
+        flush=True,
+    )
 
 
 def logged_steps(client, run_id: str) -> set[tuple[str, int]]:
@@ -161,8 +175,9 @@ class Tracker:
         ok = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
         # timestamp and step 0: a repeated finish re-sends identical points, which the store de-duplicates
         if ok or tags:
-            self.client.log_batch(run_id, metrics=[Metric(k, v, 0, 0) for k, v in ok.items()],
-                                  tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+            self.client.log_batch(
+                run_id, metrics=[Metric(k, v, 0, 0) for k, v in ok.items()], tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()]
+            )
         self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
     def guard(self, what: str, fn, *args, **kwargs):
@@ -204,3 +219,139 @@ def _wal(db: str) -> None:
             return
         except sqlite3.OperationalError:  # another writer holds the lock: wait and try again
             time.sleep(1 + attempt)
+
+
+# ----------------------------------------------------------------------------- step metrics from workers
+
+
+class MLflowStepLog(StepLog):
+    """The training loop's StepLog in a study: points also go to the run's MLflow run, from a
+    background thread, so a slow or down tracking server never stalls training, and exactly once
+    (MetricSender)."""
+
+    def __init__(self, spec: RunSpec, total_steps: int, tokens_per_step: int, active: bool, tracking_uri: str):
+        from concurrent.futures import ThreadPoolExecutor
+
+        super().__init__(spec, total_steps, tokens_per_step, active)
+        self.unsent: list[tuple] = []
+        self.sender = MetricSender(tracking_uri, spec.run_id)
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix="mlflow")
+
+    def restore(self, points: list, step: int) -> None:
+        super().restore(points, step)
+        self.unsent = list(self.points)  # any the store missed before the interruption
+
+    def deliver(self, new: list[tuple]) -> None:
+        self.unsent += new
+        if len(self.unsent) >= 200:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.unsent:
+            batch, self.unsent = self.unsent, []
+            self.thread.submit(self.sender.send, batch)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Send what is left, waiting at most `timeout` s (what MLflow misses, the driver's sync delivers)."""
+        self.flush()
+        done = self.thread.submit(lambda: None)
+        try:
+            done.result(timeout=timeout)
+        except Exception:  # noqa: BLE001 - a stalled store: leave the thread, never the run
+            pass
+        self.thread.shutdown(wait=False)
+
+
+def step_logs(tracking_uri: str | None):
+    """The Worker.new_log of a study's workers: MLflow's StepLog for rank 0 of a run with an MLflow
+    run, the plain one otherwise (offline, or ranks > 0)."""
+
+    def new_log(spec: RunSpec, total_steps: int, tokens_per_step: int, active: bool) -> StepLog:
+        if active and spec.run_id and tracking_uri:
+            return MLflowStepLog(spec, total_steps, tokens_per_step, active, tracking_uri)
+        return StepLog(spec, total_steps, tokens_per_step, active)
+
+    return new_log
+
+
+# ----------------------------------------------------------------------------- node runs, synced from the node store
+
+
+def final_metrics(stage: str, losses: dict[str, float]) -> dict[str, float]:
+    """The study's named losses (PAPER.md) from a node's held-out losses."""
+    m = {f"final_{k}": v for k, v in losses.items()}
+    if stage == "posttrain":
+        m["L_im"] = losses["post"]
+    if stage == "finetune":
+        m.update(L_ft=losses["ft"], L_ret=losses["post"], L_pre=losses["pre"])
+    return m
+
+
+def summary_metrics(stage: str, result: dict) -> dict[str, float]:
+    """What a finished node's MLflow run shows as its final metrics."""
+    metrics = final_metrics(stage, result["losses"])
+    metrics.update(steps=result["steps"], tokens=result["tokens"], tokens_per_s=result["tokens_per_s"], best_step=result["best_step"])
+    if "data_wait_share" in result:
+        metrics["data_wait_share"] = result["data_wait_share"]
+    return metrics
+
+
+def run_args(node: Node, parent_run: str) -> tuple:
+    """Tracker.node_run's arguments for a node."""
+    return (node.spec.node_key, node.name, parent_run, node.spec.stage, node.params, node.tags)
+
+
+def open_run(tracker: Tracker, node: Node, parent_run: str | None) -> str | None:
+    """The node's MLflow run, found by node key or created; None when MLflow is offline or fails now
+    (the node trains anyway and is synced later)."""
+    if parent_run is None:
+        return None
+    return tracker.guard(f"opening the MLflow run of {node.name}", tracker.node_run, *run_args(node, parent_run))
+
+
+def close_run(tracker: Tracker, run_id: str | None, outcome: str) -> None:
+    """Mark a run that did not finish normally (its node is not settled)."""
+    if run_id is not None:
+        tracker.guard(f"closing MLflow run {run_id}", tracker.finish, run_id, {}, failed=True, tags={OUTCOME: outcome})
+
+
+def sync_node(tracker: Tracker, node: Node, parent_run: str | None) -> str | None:
+    """Bring a settled node's MLflow run up to date from its checkpoint folder alone: the run exists
+    and holds every metric point the node logged (exactly once), its final metrics and its status
+    (FINISHED; FAILED with outcome "diverged"). Idempotent and cheap once synced (a tag records it).
+    Returns the run id, or None when MLflow is unreachable (warned; nothing is lost)."""
+    run_id = open_run(tracker, node, parent_run)
+    if run_id is None:
+        return None
+    done = node_done(node.spec.node_dir)
+    diverged = None if done else node_diverged(node.spec.node_dir)
+    if not (done or diverged):
+        return run_id
+    try:
+        run = tracker.client.get_run(run_id)
+        points = node_points(node.spec.node_dir)
+        status = "FINISHED" if done else "FAILED"
+        if run.info.status == status and run.data.tags.get(SYNCED) == str(len(points)):
+            return run_id
+        if not MetricSender(tracker.tracking_uri, run_id).send(points):
+            return run_id
+        if done:
+            if OUTCOME in run.data.tags:  # an earlier attempt failed; this one finished the node
+                tracker.client.delete_tag(run_id, OUTCOME)
+            tracker.finish(run_id, summary_metrics(node.spec.stage, done["result"]), tags={SYNCED: len(points)})
+        else:
+            tracker.finish(run_id, {"diverged_at_step": diverged["step"]}, failed=True, tags={SYNCED: len(points), OUTCOME: "diverged"})
+    except Exception as e:  # noqa: BLE001
+        warn_outage(f"syncing the MLflow run of {node.name}", e)
+    return run_id
+
+
+def sync_tree(tracker: Tracker, study_run: str | None, arms: list[Node], subtrees: list[Subtree]) -> None:
+    """sync_node over a whole tree (driver), parents before children."""
+    if not tracker.online or study_run is None:
+        return
+    arm_runs = {a.spec.node_key: sync_node(tracker, a, study_run) for a in arms}
+    for n2, children in subtrees:
+        post_run = sync_node(tracker, n2, arm_runs.get(n2.parent))
+        for c in children:
+            sync_node(tracker, c, post_run)

@@ -6,22 +6,36 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_gpu_benchmark_runs_on_cpu():
-    cmd = [sys.executable, "bench/gpu_mfu.py", "--device", "cpu", "--preset", "tiny", "--seq-len", "64", "--batch", "2",
-           "--steps", "2", "--warmup", "1", "--compile", "off"]
+    cmd = [
+        sys.executable,
+        "bench/gpu_mfu.py",
+        "--device",
+        "cpu",
+        "--preset",
+        "tiny",
+        "--seq-len",
+        "64",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--compile",
+        "off",
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "torch.compile off:" in out.stdout and "tok/s" in out.stdout and "MFU n/a on CPU" in out.stdout
 
 
 def test_flops_per_token_of_smollm2_135m():
-    sys.path.insert(0, str(ROOT / "bench"))
-    from gpu_mfu import flops_per_token
-
-    from raysweep.models import build_model
+    from bench.gpu_mfu import flops_per_token
+    from raysweep.train.model import build_model
 
     model = build_model("smollm2-135m", 49_152, 1024)
     n = sum(p.numel() for p in model.parameters())  # tied: the embedding table is the output projection too

@@ -92,6 +92,12 @@ def test_kuberay_rayjob_runs_a_valid_study():
 @pytest.mark.parametrize("path", [*AUTOSCALER, *KUBERAY], ids=lambda p: p.name)
 def test_no_credentials_in_cluster_files(path):
     text = path.read_text()
-    for pattern in (r"AKIA[0-9A-Z]{16}", r"(?i)aws_secret_access_key", r"(?i)BEGIN [A-Z ]*PRIVATE KEY", r"(?i)password\s*:",
-                    r"(?i)private_key", r"(?i)token\s*:"):
+    for pattern in (
+        r"AKIA[0-9A-Z]{16}",
+        r"(?i)aws_secret_access_key",
+        r"(?i)BEGIN [A-Z ]*PRIVATE KEY",
+        r"(?i)password\s*:",
+        r"(?i)private_key",
+        r"(?i)token\s*:",
+    ):
         assert not re.search(pattern, text), f"{path.name}: looks like a credential ({pattern})"

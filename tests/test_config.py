@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from raysweep.config import Study, StudyConfigError, load_study
-from raysweep.main import describe_tree
+from raysweep.sweep.describe import describe_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDIES = sorted((ROOT / "search_spaces").rglob("*.yaml"))  # the CPU twins in twins/ too
@@ -26,8 +26,9 @@ def test_every_study_file_loads_and_dry_runs(path):
 
 def test_every_problem_is_reported_at_once_with_its_key():
     with pytest.raises(StudyConfigError) as err:
-        load_study(None, ["pretrain.mix_fraction=[0, 1.5]", "model.preset=huge", "finetune.tokens=-1",
-                          "pretrain.bogus=1", "corpora.ft.name=nope"])
+        load_study(
+            None, ["pretrain.mix_fraction=[0, 1.5]", "model.preset=huge", "finetune.tokens=-1", "pretrain.bogus=1", "corpora.ft.name=nope"]
+        )
     msg = str(err.value)
     assert "5 problems" in msg
     for key in ("pretrain.mix_fraction", "model.preset", "finetune.tokens", "pretrain.bogus", "corpora.ft"):
@@ -35,19 +36,22 @@ def test_every_problem_is_reported_at_once_with_its_key():
     assert "default.yaml" in msg
 
 
-@pytest.mark.parametrize("override, match", [
-    ("pretrain.mix_fraction=[-0.1]", r"pretrain\.mix_fraction: mixing fraction -0\.1 outside \[0\.0, 1\.0\]"),
-    ("posttrain.dropout=[1.0]", r"posttrain\.dropout: dropout 1\.0 outside"),
-    ("pretrain.tokens=0", r"pretrain\.tokens: Input should be greater than 0"),
-    ("model.seq_len='128'", r"model\.seq_len: Input should be a valid integer"),
-    ("posttrain.lr=[]", r"posttrain\.lr: needs at least one learning rate"),
-    ("finetune.lr=[1e-3, 1e-3]", r"finetune\.lr: repeated learning rates"),
-    ("pretrain.resources.workers=3", r"pretrain\.batch_size \(16\) must divide evenly over pretrain\.resources\.workers \(3\)"),
-    ("finetune.resources.workers=2", r"finetune\.resources must equal posttrain\.resources"),
-    ("finetune.min_lr=1.0", r"finetune\.min_lr \(1\.0\) is above its smallest lr"),
-    ("name=a b", r"name: String should match pattern"),
-    ("nonsense", r"expected key=value"),
-])
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("pretrain.mix_fraction=[-0.1]", r"pretrain\.mix_fraction: mixing fraction -0\.1 outside \[0\.0, 1\.0\]"),
+        ("posttrain.dropout=[1.0]", r"posttrain\.dropout: dropout 1\.0 outside"),
+        ("pretrain.tokens=0", r"pretrain\.tokens: Input should be greater than 0"),
+        ("model.seq_len='128'", r"model\.seq_len: Input should be a valid integer"),
+        ("posttrain.lr=[]", r"posttrain\.lr: needs at least one learning rate"),
+        ("finetune.lr=[1e-3, 1e-3]", r"finetune\.lr: repeated learning rates"),
+        ("pretrain.resources.workers=3", r"pretrain\.batch_size \(16\) must divide evenly over pretrain\.resources\.workers \(3\)"),
+        ("finetune.resources.workers=2", r"finetune\.resources must equal posttrain\.resources"),
+        ("finetune.min_lr=1.0", r"finetune\.min_lr \(1\.0\) is above its smallest lr"),
+        ("name=a b", r"name: String should match pattern"),
+        ("nonsense", r"expected key=value"),
+    ],
+)
 def test_bad_values_name_the_key(override, match):
     with pytest.raises(StudyConfigError, match=match):
         load_study(None, [override])
@@ -60,12 +64,15 @@ def test_scientific_notation_is_a_float(tmp_path):
     assert s.pretrain.lr == 1e-3 and s.finetune.lr == [3e-4, 1e-3]
 
 
-@pytest.mark.parametrize("text, match", [
-    (b"[1, 2]", "top level must be a mapping"),
-    (b"a: [", "not valid YAML"),
-    (b"\xff\xfe\x00", "not UTF-8"),
-    (b"model:\n  preset: tiny\n  colour: red\n", r"model\.colour: unknown key"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (b"[1, 2]", "top level must be a mapping"),
+        (b"a: [", "not valid YAML"),
+        (b"\xff\xfe\x00", "not UTF-8"),
+        (b"model:\n  preset: tiny\n  colour: red\n", r"model\.colour: unknown key"),
+    ],
+)
 def test_bad_files(tmp_path, text, match):
     p = tmp_path / "bad.yaml"
     p.write_bytes(text)
@@ -114,8 +121,14 @@ def test_paper_study_dry_run_counts_its_search_space_offline_and_fast():
     n2 = len(p1.mix_fraction) * len(p2.lr) * len(p2.dropout) * len(p2.replay) * len(p2.tuning) * len(p2.batch_sizes)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "RAY_ADDRESS": ""}
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "raysweep.main", "--config", str(path), "--dry-run"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "raysweep.main", "--config", str(path), "--dry-run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     seconds = time.perf_counter() - t0
     assert out.returncode == 0, out.stderr
     assert f"pretrain   {len(p1.mix_fraction):>4} runs" in out.stdout

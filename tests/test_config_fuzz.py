@@ -10,13 +10,52 @@ from hypothesis import strategies as st
 
 from raysweep.config import Study, StudyConfigError, load_study
 
-KEYS = ["name", "seed", "output_dir", "model", "preset", "seq_len", "tokenizer", "vocab_size", "pretrained", "corpora", "pre",
-        "post", "ft", "source", "path", "dataset", "template", "pretrain", "posttrain", "finetune", "mix_fraction", "lr", "tokens",
-        "batch_size", "dropout", "replay", "tuning", "mode", "resources", "workers", "retries", "lora_targets", "nonsense"]
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30), st.floats(allow_nan=True, allow_infinity=True),
-                    st.text(max_size=12), st.sampled_from(["hub", "local", "synthetic", "lora", "compute_matched", "tiny", "{x}"]))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                        st.dictionaries(st.sampled_from(KEYS), inner, max_size=5)), max_leaves=20)
+KEYS = [
+    "name",
+    "seed",
+    "output_dir",
+    "model",
+    "preset",
+    "seq_len",
+    "tokenizer",
+    "vocab_size",
+    "pretrained",
+    "corpora",
+    "pre",
+    "post",
+    "ft",
+    "source",
+    "path",
+    "dataset",
+    "template",
+    "pretrain",
+    "posttrain",
+    "finetune",
+    "mix_fraction",
+    "lr",
+    "tokens",
+    "batch_size",
+    "dropout",
+    "replay",
+    "tuning",
+    "mode",
+    "resources",
+    "workers",
+    "retries",
+    "lora_targets",
+    "nonsense",
+]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(["hub", "local", "synthetic", "lora", "compute_matched", "tiny", "{x}"]),
+)
+values = st.recursive(
+    scalars, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS), inner, max_size=5)), max_leaves=20
+)
 documents = st.dictionaries(st.sampled_from(KEYS), values, max_size=6)
 
 
@@ -45,7 +84,11 @@ def test_any_bytes_load_or_raise_a_config_error(tmp_path, blob):
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.sampled_from(["pretrain", "posttrain", "finetune"]), st.sampled_from(["lr", "tokens", "batch_size", "eval_every", "warmup_steps"]), values)
+@given(
+    st.sampled_from(["pretrain", "posttrain", "finetune"]),
+    st.sampled_from(["lr", "tokens", "batch_size", "eval_every", "warmup_steps"]),
+    values,
+)
 def test_any_value_for_a_real_key_loads_or_names_that_key(tmp_path, stage, key, value):
     blob = yaml.safe_dump({stage: {key: value}}, allow_unicode=True).encode()
     path = tmp_path / "s.yaml"

@@ -38,7 +38,10 @@ def declared(extras: bool = True) -> set[str]:
         reqs = [r for r in metadata.requires("raysweep") or [] if extras or "extra ==" not in r]
     else:
         project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-        reqs = [*project.get("dependencies", []), *(r for extra in project.get("optional-dependencies", {}).values() for r in extra if extras)]
+        reqs = [
+            *project.get("dependencies", []),
+            *(r for extra in project.get("optional-dependencies", {}).values() for r in extra if extras),
+        ]
     return _names(reqs)
 
 
@@ -95,8 +98,10 @@ def test_ci_runs_the_readmes_test_command_in_a_fresh_venv():
 
     readme = (ROOT / "README.md").read_text()
     commands = re.findall(r"```bash\n(pip install torch==2\.13\.0 && pip install -e .*)\n```", readme)
-    assert commands == ["pip install torch==2.13.0 && pip install -e . && python -m raysweep.main",
-                        "pip install torch==2.13.0 && pip install -e '.[test]' && python -m pytest"]
+    assert commands == [
+        "pip install torch==2.13.0 && pip install -e . && python -m raysweep.main",
+        "pip install torch==2.13.0 && pip install -e '.[test]' && python -m pytest",
+    ]
     ci = (ROOT / ".ci" / "run").read_text()
     finder = next(line for line in ci.splitlines() if line.startswith("cmd=$(grep"))
     found = subprocess.run(["bash", "-c", finder.removeprefix("cmd=$(").split(")", 1)[0]], cwd=ROOT, capture_output=True, text=True)

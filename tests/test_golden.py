@@ -86,14 +86,20 @@ def test_smoke_study_trains_the_pinned_nodes_to_the_pinned_losses(ray_local, tmp
     found = {}
     for path in sorted((out / "checkpoints").glob("*/*/node.json")):
         node = json.loads(path.read_text())
-        found[node["spec"]["node_key"]] = {"stage": node["spec"]["stage"], "label": node["spec"]["label"], "losses": node["result"]["losses"],
-                                           "steps": node["result"]["steps"]}
+        found[node["spec"]["node_key"]] = {
+            "stage": node["spec"]["stage"],
+            "label": node["spec"]["label"],
+            "losses": node["result"]["losses"],
+            "steps": node["result"]["steps"],
+        }
     assert len(found) == 2 + 4 + 12
     if WRITE:
         _check("smoke.losses", found)
         return
     want = _golden()["smoke.losses"]
-    assert {k: (v["stage"], v["label"], v["steps"]) for k, v in found.items()} == {k: (v["stage"], v["label"], v["steps"]) for k, v in want.items()}
+    assert {k: (v["stage"], v["label"], v["steps"]) for k, v in found.items()} == {
+        k: (v["stage"], v["label"], v["steps"]) for k, v in want.items()
+    }
     for key, node in want.items():
         for held_out, loss in node["losses"].items():
             assert math.isclose(found[key]["losses"][held_out], loss, rel_tol=LOSS_TOLERANCE), (node["label"], held_out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SOURCES = sorted((ROOT / "raysweep").rglob("*.py")) + sorted((ROOT / "analysis").rglob("*.py"))
 
@@ -27,8 +27,11 @@ def test_every_torch_load_refuses_pickled_code():
 
 
 def test_the_local_ray_instance_starts_no_dashboard():
-    inits = [call for _, call in _calls("ray.init") if any(k.arg == "address" and ast.literal_eval(k.value) == "local" for k in call.keywords
-                                                            if isinstance(k.value, ast.Constant))]
+    inits = [
+        call
+        for _, call in _calls("ray.init")
+        if any(k.arg == "address" and ast.literal_eval(k.value) == "local" for k in call.keywords if isinstance(k.value, ast.Constant))
+    ]
     assert inits
     for call in inits:
         kw = {k.arg: k.value for k in call.keywords}
@@ -36,5 +39,5 @@ def test_the_local_ray_instance_starts_no_dashboard():
 
 
 def test_the_printed_mlflow_ui_command_binds_to_localhost():
-    text = (ROOT / "raysweep" / "main.py").read_text()
+    text = (ROOT / "raysweep" / "study.py").read_text()
     assert "mlflow ui --host 127.0.0.1" in text

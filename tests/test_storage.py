@@ -14,7 +14,16 @@ import pytest
 import torch
 
 from raysweep import storage
-from raysweep.stage import NODE_FILE, RunSpec, _load_progress, _save_node, _save_progress, load_weights, node_done, progress_dir
+from raysweep.nodes import (
+    NODE_FILE,
+    load_progress,
+    load_weights,
+    node_done,
+    progress_dir,
+    save_node,
+    save_progress,
+)
+from raysweep.spec import RunSpec
 
 
 @pytest.fixture
@@ -43,8 +52,23 @@ def test_text_files_exist_and_delete_on_both_kinds(store, tmp_path):
 
 
 def _spec(node_dir: str, **kw) -> RunSpec:
-    return RunSpec(stage="posttrain", label="t", node_key="k1", node_dir=node_dir, dataset="train", lr=1e-3, min_lr=0.0,
-                   warmup_steps=0, weight_decay=0.0, batch_size=2, max_steps=4, eval_every=1, monitor=["post"], seed=0, **kw)
+    return RunSpec(
+        stage="posttrain",
+        label="t",
+        node_key="k1",
+        node_dir=node_dir,
+        dataset="train",
+        lr=1e-3,
+        min_lr=0.0,
+        warmup_steps=0,
+        weight_decay=0.0,
+        batch_size=2,
+        max_steps=4,
+        eval_every=1,
+        monitor=["post"],
+        seed=0,
+        **kw,
+    )
 
 
 def test_a_node_is_uploaded_node_json_last_and_fetched_back_when_the_cache_is_gone(store, tmp_path):
@@ -61,7 +85,7 @@ def test_a_node_is_uploaded_node_json_last_and_fetched_back_when_the_cache_is_go
     storage.upload_dir, saved = spy, storage.upload_dir
     try:
         state = {"w": torch.arange(6.0).reshape(2, 3)}
-        _save_node(_spec(node_dir), state, {"losses": {"post": 1.0}}, "tok", up)
+        save_node(_spec(node_dir), state, {"losses": {"post": 1.0}}, "tok", up)
         up.wait()
     finally:
         storage.upload_dir = saved
@@ -71,7 +95,7 @@ def test_a_node_is_uploaded_node_json_last_and_fetched_back_when_the_cache_is_go
     shutil.rmtree(tmp_path / "cache")  # a new machine: nothing cached
     assert torch.equal(load_weights(node_dir, "tok")["w"], state["w"])  # downloaded once
     assert (storage.cache_dir(node_dir) / "model.safetensors").exists()
-    from raysweep.tokenizer import TokenizerMismatchError
+    from raysweep.data.tokenizer import TokenizerMismatchError
 
     with pytest.raises(TokenizerMismatchError):
         load_weights(node_dir, "another-tokenizer")
@@ -110,10 +134,10 @@ def test_progress_is_uploaded_in_the_background_and_resumed_from_the_store(store
     spec = _spec(storage.join(uri, "posttrain", "k1"))
     up = storage.Uploader()
     counters = {"step": 3, "best": 0.5, "best_step": 2, "bad": 0, "train_seconds": 1.5}
-    _save_progress(spec, 0, {"w": torch.ones(2)}, {"state": {}, "param_groups": []}, counters, None, up)
+    save_progress(spec, 0, {"w": torch.ones(2)}, {"state": {}, "param_groups": []}, counters, None, up)
     up.wait()
     shutil.rmtree(progress_dir(spec.node_dir))  # the worker that saved it is gone
-    state = _load_progress(spec, 0)
+    state = load_progress(spec, 0)
     assert state["step"] == 3 and torch.equal(state["model"]["w"], torch.ones(2)) and state["rng"] is not None
     remote = json.dumps(sorted(p.name for p in (tmp_path / "bucket" / "posttrain" / "k1.resume").iterdir()))
     assert remote == json.dumps(["rng0.pt", "state.pt"])
@@ -128,18 +152,28 @@ def test_a_failed_upload_is_raised_by_wait():
 
 def test_a_study_runs_and_resumes_on_an_object_store_uri(ray_local, tmp_path):
     from raysweep.config import load_study
-    from raysweep.main import run
-    from tests.conftest import SMOKE
+    from raysweep.study import run_study
+    from tests.helpers import SMOKE
 
     uri = f"file://{tmp_path / 'bucket' / 'nodes'}"
-    study = load_study(SMOKE, [f"output_dir={tmp_path / 'out'}", f"checkpoint_dir={uri}", "pretrain.mix_fraction=[0.5]",
-                               "posttrain.lr=[1e-3]", "finetune.lr=[1e-3]"])
+    study = load_study(
+        SMOKE,
+        [
+            f"output_dir={tmp_path / 'out'}",
+            f"checkpoint_dir={uri}",
+            "pretrain.mix_fraction=[0.5]",
+            "posttrain.lr=[1e-3]",
+            "finetune.lr=[1e-3]",
+        ],
+    )
     assert study.checkpoints == uri
-    first = run(study)
+    first = run_study(study)
     assert first["failures"] == [] and first["trained"] == {"pretrain": 1, "posttrain": 1, "finetune": 1}
-    stored = sorted(p.relative_to(tmp_path / "bucket" / "nodes").as_posix() for p in (tmp_path / "bucket" / "nodes").rglob("*") if p.is_file())
+    stored = sorted(
+        p.relative_to(tmp_path / "bucket" / "nodes").as_posix() for p in (tmp_path / "bucket" / "nodes").rglob("*") if p.is_file()
+    )
     assert len(stored) == 9 and sum(p.endswith("/node.json") for p in stored) == 3 and not any(".resume" in p for p in stored)
-    again = run(study)
+    again = run_study(study)
     assert again["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0} and again["rows"] == first["rows"]
 
 

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from raysweep.tracking import MetricSender, Tracker, default_tracking_uri
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 PROCESSES, STEPS, KEYS = 8, 300, ("train_loss", "lr", "heldout_post")
 
@@ -24,16 +24,17 @@ def _log_like_a_trial(args) -> None:
     """One trial's rank 0: the real step logger (background sender), a flush after every step (the
     worst case for contention), then a resumed attempt that makes steps 151-300 again."""
     uri, run_id, index, barrier = args
-    from raysweep.stage import RunSpec, _StepLogger
+    from raysweep.spec import RunSpec
+    from raysweep.tracking import step_logs
 
     spec = RunSpec("posttrain", f"run {index}", "k", "/nonexistent", "train", 1e-3, 1e-4, 1, 0.0, 2, STEPS, 10, [], 0, run_id=run_id)
     barrier.wait()  # every process starts writing at the same moment
-    log = _StepLogger(spec, uri, STEPS, 1, active=True)
+    log = step_logs(uri)(spec, STEPS, 1, True)
     for step in range(1, STEPS + 1):
         log.metrics(step, {k: _value(index, k, step) for k in KEYS})
         log.flush()
     log.close(timeout=300)
-    again = _StepLogger(spec, uri, STEPS, 1, active=True)  # resumed from a checkpoint at step 150
+    again = step_logs(uri)(spec, STEPS, 1, True)  # resumed from a checkpoint at step 150
     again.restore(log.points, 150)
     for step in range(151, STEPS + 1):
         again.metrics(step, {k: _value(index, k, step) for k in KEYS})

@@ -1,0 +1,93 @@
+"""Every key, digest and seed raysweep derives, in one place.
+
+A key names a thing by its content: a node by (parent key, stage config, data, tokenizer, seed), a
+stream by its pieces, a cache folder by what was read. Two things with the same key are the same
+thing, so a finished node is never trained twice and a stream is never built twice; a key that
+changes by accident retrains everything below it. The recipes below were moved here verbatim from
+the modules that first spelled them (tests/test_golden.py pins their values): they differ in small
+ways (sorted keys or not, `str` of each part or JSON of the whole) that cannot be unified without
+changing every existing key.
+
+Seeds derive from (root seed, path of names) by SHA-256, never from Python's `hash()` (salted per
+process). `NAMESPACES` lists the first part of every node key and seed path, so two kinds of thing
+can never share one by accident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+NAMESPACES = {
+    # node keys (node_key's first part) and the run seeds of the same nodes
+    "pretrain": "stage-1 arms; also their streams' interleave seeds (the same value: one seed per arm)",
+    "posttrain": "stage-2 nodes; stage-2 streams' seeds come from their names (see stream_seed)",
+    "finetune": "stage-3 nodes; the D_ft stream's interleave seed",
+    "linear-pretrain": "the linear theory backend's arms",
+    "linear-posttrain": "its stage-2 nodes",
+    "linear-finetune": "its stage-3 nodes",
+    # seeds only
+    "order": "each corpus's seeded document order (shares are prefixes of it)",
+    "optuna": "the stage-2 search's sampler per mixing fraction",
+    "linear-init": "the linear network's initial weights",
+}
+
+KEY_LENGTH = 16  # hex digits of a node, stream, cache or study key: 64 bits, no collision at any study's size
+
+
+def _short(text: str, length: int = KEY_LENGTH) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def node_key(namespace: str, *parts: object) -> str:
+    """A tree node's key: its namespace (a stage) and everything that decides its weights."""
+    _known(namespace)
+    return _short(json.dumps((namespace, *parts), sort_keys=True, default=str))
+
+
+def stream_key(*parts: object) -> str:
+    """A stream's or tokenized split's cache key: the text of each part, in order."""
+    return _short(json.dumps([str(p) for p in parts]))
+
+
+def json_key(doc: object, sort_keys: bool = True) -> str:
+    """The key of one JSON document (a study's content hash, a corpus cache folder; the trained
+    tokenizer's cache entry uses the document's own key order, `sort_keys=False`)."""
+    return _short(json.dumps(doc, sort_keys=sort_keys))
+
+
+def text_key(text: str, length: int = KEY_LENGTH) -> str:
+    """The key of a text (a tokenizer's JSON, a document: length 32; a cache folder's URI: 24)."""
+    return _short(text, length)
+
+
+def file_digest(path: str | Path) -> str:
+    """The full SHA-256 of a file, read in 4 MiB chunks (constant memory whatever its size)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def path_digest(*path: object) -> bytes:
+    """SHA-256 of a path of names joined by "/": what every seed is drawn from."""
+    return hashlib.sha256("/".join(map(str, path)).encode()).digest()
+
+
+def derive_seed(root: int, namespace: str, *path: object) -> int:
+    """A 32-bit seed that depends only on the root seed and the path of names/values."""
+    _known(namespace)
+    return int.from_bytes(path_digest(root, namespace, *path)[:4], "little")
+
+
+def stream_seed(root: int, name: str) -> int:
+    """A stage-2 stream's interleave seed, from the parts of its name ("posttrain-mix0.5-replay0.1"
+    -> posttrain / mix0.5 / replay0.1), as it always was derived."""
+    return derive_seed(root, *name.split("-"))
+
+
+def _known(namespace: str) -> None:
+    if namespace not in NAMESPACES:
+        raise ValueError(f"unknown key namespace {namespace!r}; add it to raysweep.keys.NAMESPACES")

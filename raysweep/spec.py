@@ -1,0 +1,69 @@
+"""What one run of the tree is: its spec (stored verbatim in its node.json) and its place in the tree.
+
+These sit below everything that handles runs (the node store, the plan, the training loop, the
+MLflow sync), so none of those has to import another to agree on what a run is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from raysweep.data.blocks import Stream
+
+
+@dataclass
+class RunSpec:
+    """Everything one run needs; stored verbatim in its checkpoint's node.json."""
+
+    stage: str  # pretrain | posttrain | finetune
+    label: str  # human-readable, e.g. "posttrain λ=0.5 lr=1e-3"
+    node_key: str  # content hash of (parent key, stage config, data, tokenizer, seed)
+    node_dir: str  # where the checkpoint goes
+    dataset: str  # which of its item's row sets it trains on: "train" (its stage's stream) or "ft"
+    lr: float
+    min_lr: float
+    warmup_steps: int
+    weight_decay: float
+    batch_size: int  # sequences per optimizer step, all ranks together
+    max_steps: int
+    eval_every: int  # steps
+    monitor: list[str]  # held-out sets evaluated during training
+    seed: int
+    dropout: float = 0.0  # residual/attention dropout; with `lora`, the LoRA dropout instead
+    lora: dict | None = None  # {"rank", "alpha", "targets"}: train LoRA adapters only, merged into θ at the end
+    init_from: str | None = None  # parent node folder
+    early_stop_on: str | None = None  # held-out set whose loss decides early stopping
+    patience: int | None = None
+    run_id: str | None = None  # MLflow run receiving step metrics
+    checkpoint_every: int = 0  # steps between resumable progress checkpoints (0: none); not part of the node key
+    meta: dict = field(default_factory=dict)  # config and lineage to keep with the checkpoint
+
+
+class Diverged(FloatingPointError):
+    """The training loss (so the gradient) became non-finite: an outcome of the run's config."""
+
+    def __init__(self, message: str, step: int, points: list):
+        super().__init__(message)
+        self.step, self.points = step, points
+
+
+@dataclass(frozen=True)
+class Node:
+    """One run of the tree and where it lives."""
+
+    spec: RunSpec
+    name: str  # MLflow run name, deterministic from the tree path
+    parent: str | None  # parent node key (None for arms)
+    params: dict
+    tags: dict
+    stream: Stream  # what it trains on
+
+
+Subtree = tuple[Node, list[Node]]  # a stage-2 node and its stage-3 children
+
+
+def all_nodes(arms: list[Node], subtrees: list[Subtree]) -> list[Node]:
+    """Every node of a tree, parents before children: the arms, then each stage-2 node and its children."""
+    return [*arms, *(m for n2, children in subtrees for m in (n2, *children))]

@@ -1,0 +1,201 @@
+"""One study, end to end: checks, MLflow, data, the tree, the report and the summary.
+
+    run_study: packages and storage checked -> the study's MLflow run -> Ray up -> data prepared
+               (raysweep.data) -> tree trained (raysweep.sweep) -> rows -> report, tables, CSVs
+               (analysis) -> the summary printed and returned
+
+The CLI (raysweep.main) calls `run_study`; so do the tests and benchmarks that run whole studies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from raysweep import packages
+from raysweep.config import Study, StudyConfigError
+
+# Train V2 polls worker health every 2 s by default, which adds ~5 s to the end of every fit.
+_RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+
+
+def init_ray() -> None:
+    import ray
+
+    if ray.is_initialized():  # a caller (a test, a notebook) already connected
+        return
+    from raysweep.tracking import http_env
+
+    env = {**_RAY_ENV, **http_env(), "PYTHONUNBUFFERED": "1"}
+    os.environ.update(env)
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env})
+    else:
+        # Always a private local instance (never silently joining a `ray start` cluster that
+        # happens to run here; set RAY_ADDRESS for that), dashboard off.
+        ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": env}, configure_logging=True, logging_level="WARNING")
+
+
+def write_data_summary(data, path: Path) -> Path:
+    """What every stream holds (tokens per source, blocks, waste) and what was read, for MLflow and audits."""
+    streams = {f"pretrain λ={mix:g}": s.stats for mix, s in data.pretrain.items()}
+    streams.update({f"posttrain λ={mix:g} replay={r:g}": s.stats for (mix, r), s in data.posttrain.items()})
+    streams["finetune"] = data.finetune.stats
+    streams.update({f"heldout {r}": s.stats for r, s in data.heldout.items()})
+    path.write_text(json.dumps({"tokenizer": data.tokenizer_id, "corpora": data.corpora, "streams": streams}, indent=1))
+    return path
+
+
+def check_writable(study: Study) -> None:
+    """Fail before any compute if the output or node folder cannot be written (a read-only mount, a
+    path through a file, a full disk), naming the key to change."""
+    from raysweep import storage
+
+    problems = []
+    places = [("output_dir", study.out)]
+    if not storage.is_remote(study.checkpoints):
+        places.append(("checkpoint_dir", Path(study.checkpoints)))
+    for key, folder in places:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".raysweep-write-test-{os.getpid()}"
+            probe.write_bytes(b"x" * 4096)
+            probe.unlink()
+        except OSError as e:
+            problems.append(f"{key}: cannot write to {folder} ({e.strerror or e}); choose a writable folder with --set {key}=PATH")
+    if problems:
+        raise StudyConfigError("storage", problems)
+
+
+def open_tracking(study: Study):
+    """The study's tracker and its parent run (None, and the tracker offline, when MLflow fails now)."""
+    from raysweep.tracking import Tracker, default_tracking_uri, http_env
+
+    os.environ.update(http_env())
+    uri = study.tracking_uri or default_tracking_uri(study.out)
+    tracker = Tracker(uri, study.name, artifact_root=study.out / "mlartifacts")
+    tracker.start()
+    study_run = tracker.guard(
+        "creating the study's MLflow run", tracker.study_run, study.content_hash(), study.name, study.model_dump(mode="json")
+    )
+    if study_run is None:
+        tracker.online = False  # trials skip MLflow; everything is synced from the node store later
+    return tracker, study_run
+
+
+def train_language_models(study: Study, tracker, study_run, train: bool):
+    """Ray, the data and the tree of `model.kind: lm`; returns (tree, leaf records, timings)."""
+    from raysweep.data.prepare import prepare
+    from raysweep.sweep.tree import collect, train_tree
+
+    t0 = time.perf_counter()
+    init_ray()
+    t_ray = time.perf_counter()
+    data = prepare(study)
+    t_data = time.perf_counter()
+    tracker.guard("logging an artifact", tracker.log_artifact, study_run, write_data_summary(data, study.out / "data.json"))
+    tree = train_tree(study, data, tracker, study_run, train=train)
+    if tree.search is not None:
+        tracker.guard("logging an artifact", tracker.log_artifact, study_run, study.out / "search.json")
+    return tree, collect(study, data, tree.subtrees), {"ray": t_ray - t0, "data": t_data - t_ray}
+
+
+def train_linear(study: Study, tracker, study_run) -> tuple:
+    """The linear theory backend's tree (in the driver, no Ray), its summary files and table."""
+    from analysis.figures import plot_theory
+    from raysweep.sweep import linear
+
+    tree = linear.train_tree(study, tracker, study_run)
+    summary = linear.summary(study)
+    out = study.out
+    (out / "theory.json").write_text(json.dumps(summary, indent=1))
+    text = linear.summary_table(summary)
+    (out / "theory.txt").write_text(text)
+    plot_theory(summary).write_html(out / "theory.html", include_plotlyjs=True)
+    for name in ("theory.json", "theory.txt", "theory.html"):
+        tracker.guard("logging an artifact", tracker.log_artifact, study_run, out / name)
+    return tree, linear.collect(study), text
+
+
+def write_outputs(study: Study, rows: list[dict], tree, tracker, study_run) -> tuple[Path, str]:
+    """The report, the frontier tables and the CSVs, each also an artifact of the study's run."""
+    from analysis.report import comparison_table, frontier_tables, hypervolume_table, lambda_table, write_csvs, write_report
+
+    out = study.out
+    report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}", failures=tree.failures + tree.diverged)
+    tracker.guard("logging an artifact", tracker.log_artifact, study_run, report)
+    tables = frontier_tables(rows) + lambda_table(rows) + comparison_table(rows) + hypervolume_table(rows)
+    (out / "frontiers.txt").write_text(tables)
+    tracker.guard("logging an artifact", tracker.log_artifact, study_run, out / "frontiers.txt")
+    for path in write_csvs(rows, out / "tables"):
+        tracker.guard("logging an artifact", tracker.log_artifact, study_run, path, "tables")
+    return report, tables
+
+
+def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Path, tracker, timings: dict) -> None:
+    print("\n" + "=" * 78)
+    print(
+        f"raysweep study {study.name!r}: {len(rows)} fine-tuned checkpoints in {timings['total']:.0f}s "
+        f"(Ray start {timings['ray']:.0f}s, data {timings['data']:.0f}s, tree {tree.seconds:.0f}s)"
+    )
+    print(f"trained now: {tree.trained}; the rest were already finished")
+    print(tables)
+    if timings.get("theory"):
+        print(timings["theory"])
+    if tree.failures:
+        print(f"{len(tree.failures)} FAILED:")
+        for f in tree.failures:
+            print(f"  - {f}")
+    if tree.diverged:
+        print(f"{len(tree.diverged)} diverged (a non-finite loss is an outcome of the config: recorded, not retried):")
+        for d in tree.diverged:
+            print(f"  - {d}")
+    print(f"report:      {report}")
+    print(f"MLflow:      {tracker.tracking_uri}")
+    if tracker.online:
+        print(f"  browse:    mlflow ui --host 127.0.0.1 --backend-store-uri {tracker.tracking_uri}")
+    else:
+        print("  UNREACHABLE during this run; every result is in the node store. Once it is back:")
+        print("             the same command with --sync-mlflow (trains nothing, idempotent)")
+    print("=" * 78)
+
+
+def run_study(study: Study, train: bool = True) -> dict:
+    """Prepare data, train the tree, write the report; returns the summary. `train=False`
+    (--sync-mlflow) trains nothing and brings MLflow up to date from the node store."""
+    from analysis.runs import make_row
+
+    t0 = time.perf_counter()
+    packages.check(study)
+    check_writable(study)
+    tracker, study_run = open_tracking(study)
+    if study.model.kind == "linear":
+        tree, records, theory_text = train_linear(study, tracker, study_run)
+        timings = {"ray": 0.0, "data": 0.0, "theory": theory_text}
+    else:
+        tree, records, timings = train_language_models(study, tracker, study_run, train)
+    rows = [make_row(**r) for r in records]
+    report, tables = write_outputs(study, rows, tree, tracker, study_run)
+    tracker.guard(
+        "closing the study's MLflow run",
+        tracker.finish,
+        study_run,
+        {"finetune_runs": len(rows), "failures": len(tree.failures), "diverged": len(tree.diverged)},
+        failed=bool(tree.failures),
+    )
+    timings["total"] = time.perf_counter() - t0
+    print_summary(study, rows, tree, tables, report, tracker, timings)
+    return {
+        "rows": rows,
+        "failures": tree.failures,
+        "diverged": tree.diverged,
+        "trained": tree.trained,
+        "report": report,
+        "tracking_uri": tracker.tracking_uri,
+        "tracking_online": tracker.online,
+        "seconds": timings["total"],
+        "tree_seconds": tree.seconds,
+    }

@@ -1,0 +1,86 @@
+"""What `--dry-run` prints: the tree's runs per level, tokens and compute, from the config alone.
+
+No data is read and neither torch nor Ray is imported (a test checks), so a paper-scale study can be
+checked on a laptop in seconds before a cluster is paid for.
+"""
+
+from __future__ import annotations
+
+from raysweep.config import Study
+from raysweep.data.mixing import mixture_weight
+from raysweep.presets import estimate_parameters
+from raysweep.sweep.plan import tree_sizes
+
+PRETRAINED_VOCAB = 49_152  # SmolLM2's, assumed for a pretrained tokenizer (the dry run reads no tokenizer)
+
+
+def corpus_label(c) -> str:
+    return {"synthetic": f"{c.name} (built-in)", "hub": f"{c.dataset}" + (f"/{c.subset}" if c.subset else "") + " (hub)"}.get(
+        c.source, f"{c.path} (local)"
+    )
+
+
+def stage_tokens(study: Study) -> tuple[float, float, float]:
+    """Tokens each level trains on at most: stage 1 (every arm), stage 2 (every run), stage 3."""
+    p1, p2, p3 = study.pretrain, study.posttrain, study.finetune
+    sizes = tree_sizes(study)
+    t1 = sum(p1.tokens + mix * p1.post_tokens for mix in p1.mix_fraction)
+    per_arm = sizes["posttrain"] // sizes["pretrain"]
+    if p1.mode == "compute_matched":  # stage 2 makes one pass over the (1−λ)·|D_post| stage 1 left
+        t2 = per_arm * sum(min(p2.tokens, (1 - mix) * p1.post_tokens) for mix in p1.mix_fraction)
+    else:
+        t2 = sizes["posttrain"] * p2.tokens
+    return t1, t2, sizes["finetune"] * p3.tokens
+
+
+def describe_tree(study: Study) -> str:
+    """The tree's size and cost, from the config alone (no data, no Ray)."""
+    if study.model.kind == "linear":
+        return describe_linear(study)
+    p1, p2, p3 = study.pretrain, study.posttrain, study.finetune
+    sizes = tree_sizes(study)
+    vocab = PRETRAINED_VOCAB if study.tokenizer.pretrained else study.tokenizer.vocab_size
+    n_params = estimate_parameters(study.model.preset, vocab)
+    t1, t2, t3 = stage_tokens(study)
+    flops = 6 * n_params * (t1 + t2 + t3)
+    if p2.search == "optuna":
+        level2 = (
+            f"Optuna: {p2.trials} per λ, {p2.optuna_batch} at a time, lr log-uniform in [{min(p2.lr):g}, {max(p2.lr):g}], dropout ∈ {p2.dropout}, "
+            f"replay ∈ {p2.replay}, tuning ∈ {p2.tuning}, batch ∈ {p2.batch_sizes}, told the stage-3 children's (L_ret, L_ft); "
+        )
+    else:
+        level2 = f"lr ∈ {p2.lr} × dropout ∈ {p2.dropout} × replay ∈ {p2.replay} × tuning ∈ {p2.tuning} × batch ∈ {p2.batch_sizes} per λ; "
+    level2 += (
+        f"one pass over (1−λ)·{p1.post_tokens:,} D_post tokens"
+        if p1.mode == "compute_matched"
+        else f"≤ {p2.tokens:,} tokens each (early stopping)"
+    )
+    lines = [
+        f"study {study.name!r} (hash {study.content_hash()}), model {study.model.preset} ≈{n_params / 1e6:.2f}M params, seq {study.model.seq_len}",
+        f"  corpora  pre {corpus_label(study.corpora.pre)} · post {corpus_label(study.corpora.post)} · ft {corpus_label(study.corpora.ft)}",
+        f"  level 1  pretrain   {sizes['pretrain']:>4} runs  λ ∈ {p1.mix_fraction} ({p1.mode}); {p1.tokens:,} D_pre tokens + λ·{p1.post_tokens:,} D_post each",
+        f"  level 2  posttrain  {sizes['posttrain']:>4} runs  " + level2,
+        f"  level 3  finetune   {sizes['finetune']:>4} runs  lr ∈ {p3.lr} per stage-2 run; {p3.tokens:,} tokens each",
+        f"  tokens at most: {t1 + t2 + t3:,.0f} ({t1:,.0f} / {t2:,.0f} / {t3:,.0f}); compute ≈ 6·N·D = {flops:.3g} FLOPs"
+        f" ≈ {flops / (989e12 * 0.4) / 3600:.3g} H100-hours at 40% MFU (bf16 dense peak 989 TFLOP/s)",
+        f"  output: {study.out}",
+    ]
+    return "\n".join(lines)
+
+
+def describe_linear(study: Study) -> str:
+    th, p1, p2, p3 = study.theory, study.pretrain, study.posttrain, study.finetune
+    f = th.features
+    d = f.invariant + f.inconsistent + f.specialised + f.ft_only
+    sizes = tree_sizes(study)
+    alphas = ", ".join(f"{mixture_weight(p1.tokens, p1.post_tokens, mix):.3f}" for mix in p1.mix_fraction)
+    return "\n".join(
+        [
+            f"study {study.name!r} (hash {study.content_hash()}), two-layer linear network {d}→{th.width}→{d} (raysweep/train/theory.py)",
+            f"  features invariant {f.invariant} · inconsistent {f.inconsistent} · specialised {f.specialised} · ft_only {f.ft_only}; co-occurrence ρ={th.co_occurrence:g}",
+            f"  level 1  pretrain   {sizes['pretrain']:>4} runs  λ ∈ {p1.mix_fraction} → stage-1 mixture weight α ∈ [{alphas}]; {th.steps.pretrain:,} GD steps, lr {p1.lr:g}",
+            f"  level 2  posttrain  {sizes['posttrain']:>4} runs  lr ∈ {p2.lr} per λ; ≤ {th.steps.posttrain:,} GD steps (until L_post < {th.converged:g})",
+            f"  level 3  finetune   {sizes['finetune']:>4} runs  lr ∈ {p3.lr} per stage-2 run; {th.steps.finetune:,} GD steps each",
+            f"  runs in the driver in seconds (no Ray); output: {study.out}",
+        ]
+    )

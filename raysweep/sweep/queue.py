@@ -1,0 +1,114 @@
+"""The queue of one tree run's items, shared by the warm worker slots (raysweep.sweep.slots).
+
+    driver ── WorkQueue (a Ray actor) ── slot 0: Tune trial → one fit → item, item, …
+                                                └─ slot 1: Tune trial → one fit → item, item, …
+
+An item is a pretraining arm, or a stage-2 node with its stage-3 children (raysweep.sweep.work
+says what an item trains). `WorkQueue` is plain Python, tested without Ray (the slots reach it
+as a Ray actor); it holds everything that makes the tree's guarantees (README, "Guarantees") hold
+with warm slots:
+
+- order and pipelining: items start in the given order; a subtree waits only for its own arm
+  (an arm trained in this run), never for the slowest one;
+- retries per item, not per slot: a failed item goes back to the queue (it resumes from its
+  progress checkpoint) until it has failed `retries + 1` times, then it is failed for good and
+  the subtrees of a failed arm are failed as blocked; a diverged arm blocks its subtrees
+  silently (an outcome, not a failure);
+- leases: the item a slot holds is known, so a slot whose fit or whose trial died gives it back
+  as a failed attempt, and the other slots go on.
+"""
+
+from __future__ import annotations
+
+import time
+
+WAIT = "wait"  # take(): nothing is ready now, but something will be (an arm is still training)
+
+Item = tuple  # ("arm", i) or ("subtree", j)
+
+
+class WorkQueue:
+    """The queue of one tree run. `needs[item]` is the arm item it waits for (None: ready)."""
+
+    def __init__(self, items: list[Item], needs: dict[Item, Item | None], retries: int):
+        self.pending = list(items)
+        self.needs = {i: needs.get(i) for i in items}
+        self.retries = retries
+        self.leases: dict[int, Item] = {}
+        self.attempts: dict[Item, int] = {}
+        self.settled: dict[Item, str] = {}  # item -> "done" | "diverged" | "blocked"
+        self.failed: dict[Item, str] = {}  # item -> its last error, failed for good
+        self.events: list[tuple] = []  # (seconds, what, item, text) for the driver's progress lines
+        self.t0 = time.time()
+
+    # --------------------------------------------------------------- what slots ask
+    def take(self, slot: int, kinds: tuple[str, ...] = ("arm", "subtree")) -> Item | str | None:
+        """The next item for `slot`, WAIT, or None when nothing of `kinds` is left to do."""
+        held = self.leases.pop(slot, None)
+        if held is not None:  # a slot asks again without settling: its item's attempt failed
+            self._fail(held, "its slot asked for new work without finishing it")
+        mine = [i for i in self.pending if i[0] in kinds]
+        for item in mine:
+            need = self.needs[item]
+            if need is None or self.settled.get(need) == "done":
+                self.pending.remove(item)
+                self.leases[slot] = item
+                self.attempts[item] = self.attempts.get(item, 0) + 1
+                return item
+        return WAIT if mine else None
+
+    def settle(self, slot: int, outcome: str = "done", text: str = "") -> None:
+        """The slot's item finished: "done", or "diverged" (an arm that diverged blocks its subtrees)."""
+        item = self.leases.pop(slot)
+        self.settled[item] = outcome
+        self._event("done" if outcome == "done" else outcome, item, text)
+        if outcome != "done":
+            for other in self._dependents(item):
+                self.pending.remove(other)
+                self.settled[other] = "blocked"
+                self._event("blocked", other, f"its arm {outcome}")
+
+    def fail(self, slot: int, error: str) -> bool:
+        """The slot's item failed (its fit raised, or its slot died). True when it goes back to the queue."""
+        item = self.leases.pop(slot, None)
+        return False if item is None else self._fail(item, error)
+
+    def held(self, slot: int) -> Item | None:
+        return self.leases.get(slot)
+
+    def has_work(self, kinds: tuple[str, ...] = ("arm", "subtree")) -> bool:
+        """Is an item of `kinds` waiting to be taken? (A slot that sees none stops.)"""
+        return any(i[0] in kinds for i in self.pending)
+
+    # --------------------------------------------------------------- what the driver reads
+    def events_since(self, n: int) -> list[tuple]:
+        return self.events[n:]
+
+    def outcome(self) -> tuple[dict[Item, str], dict[Item, str], list[Item]]:
+        """(settled, failed for good, never trained) once the slots have stopped."""
+        return dict(self.settled), dict(self.failed), [*self.pending, *self.leases.values()]
+
+    # --------------------------------------------------------------- internals
+    def _fail(self, item: Item, error: str) -> bool:
+        if self.attempts.get(item, 0) <= self.retries:
+            self.pending.insert(self._position(item), item)
+            self._event("retry", item, error)
+            return True
+        self.failed[item] = error
+        self._event("failed", item, error)
+        for other in self._dependents(item):
+            self.pending.remove(other)
+            self.failed[other] = "blocked (its pretraining arm failed)"
+            self._event("failed", other, self.failed[other])
+        return False
+
+    def _position(self, item: Item) -> int:
+        """A retried item goes back before the items that would have started after it (its place in the order)."""
+        order = list(self.needs)
+        return sum(1 for i in self.pending if order.index(i) < order.index(item))
+
+    def _dependents(self, item: Item) -> list[Item]:
+        return [i for i in self.pending if self.needs[i] == item]
+
+    def _event(self, what: str, item: Item, text: str) -> None:
+        self.events.append((time.time() - self.t0, what, item, text))

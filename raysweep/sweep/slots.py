@@ -1,0 +1,281 @@
+"""Warm worker slots: the Ray Tune / Ray Train glue that trains a tree run's items.
+
+A fit costs 8–16 s of start-up and teardown on a small machine (STACK_NOTES.md), and a study is
+dozens of short runs. So instead of one `TorchTrainer.fit` per arm and per stage-2 configuration,
+a few Tune trials, the *slots*, each fit one Ray Train worker group that trains item after item
+from one queue (raysweep.sweep.queue) until it is empty: the tree pays one fit's start-up per
+slot, whatever the number of runs.
+
+    run_slots ── WorkQueue actor ── slot_trial 0 (Tune) → fit_worker_group → serve_queue: item, item, …
+                                 └─ slot_trial 1 (Tune) → fit_worker_group → serve_queue: item, item, …
+
+Slot trials reserve one byte of Ray's `memory` resource, never CPU or GPU: their Train workers
+need those, and a trial that holds a CPU starves its own workers (ray#25239, ray#54305). Tune
+refuses a trial with no resources at all; one byte of memory exists on every node of every
+cluster, so no custom resource has to be declared anywhere. The number of slots is what the
+cluster's CPUs/GPUs can feed (or `max_concurrent_trials`), so no slot waits on workers it cannot get.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+from raysweep.config import ResourcesConfig
+from raysweep.sweep.queue import WAIT, Item, WorkQueue
+from raysweep.sweep.work import Work
+from raysweep.train.context import LoopConfig
+
+TRIAL_RESOURCES = {"memory": 1}  # see the module docstring
+
+
+@dataclass(frozen=True)
+class SlotContext:
+    """What every slot of one tree run shares (pickled into each Tune trial)."""
+
+    loop: LoopConfig
+    resources: dict[str, ResourcesConfig]  # stage -> its worker group's resources
+    retries: int
+    tune_storage: str
+    ray_storage: str
+    tracking_uri: str | None  # None: MLflow offline, workers log nowhere (the driver syncs later)
+    queue: object = None  # the WorkQueue actor handle
+    work: Work | None = None
+
+
+# ----------------------------------------------------------------------------- inside a worker group
+
+
+def broadcast(obj, world: int):
+    """Rank 0's `obj` on every rank of the worker group (the ranks of a slot train the same items)."""
+    if world == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _worker_setup(loop: LoopConfig, tracking_uri: str | None):
+    """This Ray Train worker as the training loop sees it (raysweep.train.context.Worker), and its held-out sets."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from raysweep import storage
+    from raysweep.tracking import step_logs
+    from raysweep.train.context import Worker, load_eval_sets
+
+    tc = ray.train.get_context()
+    torch.set_num_threads(max(1, loop.threads))
+    worker = Worker(
+        ray.train.torch.get_device(),
+        tc.get_world_rank(),
+        tc.get_world_size(),
+        ray.train.torch.prepare_model,
+        step_logs(tracking_uri),
+        storage.Uploader(),
+    )  # object-store writes happen behind training
+    return worker, load_eval_sets(loop)
+
+
+def serve_queue(config: dict) -> None:
+    """Ray Train entry point of a warm slot: take an item, train it on every rank, settle it, again,
+    until the queue has nothing left for this slot. An exception leaves the item leased: the slot
+    trial gives it back as a failed attempt."""
+    import ray
+
+    from raysweep.train.chain import train_chain
+
+    ctx, slot, kinds = config["ctx"], config["slot"], config["kinds"]
+    worker, eval_sets = _worker_setup(ctx.loop, ctx.tracking_uri)
+    rank, world = worker.rank, worker.world
+
+    def train(specs, rows):
+        return train_chain(specs, rows, ctx.loop, eval_sets, worker)
+
+    while True:
+        item = ray.get(ctx.queue.take.remote(slot, kinds)) if rank == 0 else None
+        item = broadcast(item, world)
+        if item is None:
+            return
+        if item == WAIT:
+            time.sleep(0.25)
+            continue
+        settled = ctx.work.train_item(tuple(item), train, rank, world, broadcast)
+        if rank == 0:
+            ray.get(ctx.queue.settle.remote(slot, *settled))
+
+
+def train_specs(config: dict) -> list[dict]:
+    """Ray Train entry point for a fixed list of runs (benchmarks, tests): config["specs"] (RunSpec
+    dicts) on config["rows"] ({dataset: [ObjectRef per rank]}); rank 0's results come back."""
+    import ray
+
+    from raysweep.spec import RunSpec
+    from raysweep.train.chain import train_chain
+
+    worker, eval_sets = _worker_setup(config["loop"], config.get("tracking_uri"))
+    rows = {dataset: ray.get(refs[worker.rank]) for dataset, refs in config["rows"].items()}
+    return train_chain([RunSpec(**s) for s in config["specs"]], rows, config["loop"], eval_sets, worker)
+
+
+# ----------------------------------------------------------------------------- the slots (Tune trials)
+
+
+def fit_worker_group(entry, config: dict, resources: ResourcesConfig, ray_storage: str, run_name: str):
+    """One TorchTrainer fit of `entry` with `config`; returns rank 0's return value."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    worker = {"CPU": resources.cpus_per_worker}
+    if resources.gpus_per_worker:
+        worker["GPU"] = resources.gpus_per_worker
+    trainer = TorchTrainer(
+        entry,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=resources.workers, use_gpu=resources.gpus_per_worker > 0, resources_per_worker=worker),
+        # each fit gets a fresh name: a reused one would make Ray Train resume the old run
+        run_config=RunConfig(name=run_name, storage_path=ray_storage),
+    )
+    return trainer.fit().return_value
+
+
+def with_threads(loop: LoopConfig, resources: ResourcesConfig) -> LoopConfig:
+    """The loop's torch threads follow its workers' CPU reservation."""
+    return replace(loop, threads=max(1, int(resources.cpus_per_worker)))
+
+
+def slot_trial(config: dict, ctx: SlotContext) -> None:
+    """One warm slot (a Tune trial): fits one worker group that trains items from the queue until
+    none is left. A failed fit gives its item back to the queue as a failed attempt (its finished
+    nodes kept) and a fresh fit takes the next item. A fit that fails before it holds an item is
+    retried `retries` times, then the slot gives up (the others go on)."""
+    import ray
+
+    slot, kinds = config["slot"]
+    kinds = tuple(kinds)
+    queue, work = ctx.queue, ctx.work
+    give_back(queue, work, slot, "its worker slot died")  # held only if this trial was restarted (its process died)
+    resources = ctx.resources["pretrain" if kinds == ("arm",) else "posttrain"]
+    worker_ctx = replace(ctx, loop=with_threads(ctx.loop, resources))
+    start_failures, fits = 0, 0
+    while ray.get(queue.has_work.remote(kinds)):
+        fits += 1
+        try:
+            fit_worker_group(
+                serve_queue,
+                {"ctx": worker_ctx, "slot": slot, "kinds": kinds},
+                resources,
+                ctx.ray_storage,
+                f"slot{slot}-{fits}-{time.time_ns()}",
+            )
+        except Exception as e:  # noqa: BLE001  (a worker's error, or its death)
+            if not give_back(queue, work, slot, error_text(e)):
+                start_failures += 1
+                if start_failures > ctx.retries:
+                    raise
+
+
+def give_back(queue, work: Work, slot: int, error: str) -> bool:
+    """If `slot` holds an item, return it to the queue as a failed attempt (its finished nodes
+    synced, its unfinished ones closed as failed in MLflow). False when it held none."""
+    import ray
+
+    held = ray.get(queue.held.remote(slot))
+    if held is None:
+        return False
+    work.abandon(held)
+    ray.get(queue.fail.remote(slot, error))
+    return True
+
+
+def error_text(e: BaseException) -> str:
+    """A failed fit's error, as its worker raised it (Ray Train wraps it)."""
+    text = str(e).strip()
+    return text or type(e).__name__
+
+
+def release_on_error(queue, work: Work):
+    """A Tune callback for a slot trial that failed for good (its process died more than `retries`
+    times): the item it held goes back to the queue as a failed attempt, so the slots waiting for
+    it (a subtree for its arm) do not wait forever."""
+    from ray.tune import Callback
+
+    class _Release(Callback):
+        def on_trial_error(self, iteration, trials, trial, **info):
+            give_back(queue, work, trial.config["slot"][0], f"its worker slot failed: {trial.get_error()}")
+
+    return _Release()
+
+
+def launch_slots(ctx: SlotContext, slots: list[tuple[int, tuple[str, ...]]], name: str):
+    """One Tune run of slot trials, at most len(slots) at once; returns Tune's results."""
+    from ray import tune
+
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(slot_trial, ctx=ctx), TRIAL_RESOURCES),
+        # grid_search keeps the list's order, and Tune starts trials in that order
+        param_space={"slot": tune.grid_search(slots)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=len(slots)),
+        # a slot trial whose process died is restarted; the item it held counts as a failed attempt
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=ctx.tune_storage,
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=ctx.retries),
+            callbacks=[release_on_error(ctx.queue, ctx.work)],
+        ),
+    )
+    return tuner.fit()
+
+
+def concurrency(resources: ResourcesConfig) -> int:
+    """Runs of a stage that the cluster can feed at once (CPU-bound, or GPU-bound when GPUs are asked)."""
+    import ray
+
+    total = ray.cluster_resources()
+    per_run_cpu = resources.workers * resources.cpus_per_worker
+    slots = int(total.get("CPU", 0) // per_run_cpu) if per_run_cpu else 1
+    if resources.gpus_per_worker:
+        slots = min(slots, int(total.get("GPU", 0) // (resources.workers * resources.gpus_per_worker)))
+    return max(1, slots)
+
+
+def phases(resources: dict[str, ResourcesConfig]) -> list[tuple[tuple[str, ...], int]]:
+    """Which item kinds share slots, and how many slots each phase can feed. One slot shape for
+    every item when both stages ask the same resources (arms and subtrees then share slots: a
+    subtree starts the moment its own arm is done). Otherwise arms run first on slots of their
+    shape, then subtrees on theirs: two shapes at once could deadlock, a subtree slot holding
+    CPUs/GPUs while it waits for an arm whose worker group cannot be placed."""
+    if resources["pretrain"] == resources["posttrain"]:
+        return [(("arm", "subtree"), concurrency(resources["pretrain"]))]
+    return [(("arm",), concurrency(resources["pretrain"])), (("subtree",), concurrency(resources["posttrain"]))]
+
+
+def run_slots(
+    ctx: SlotContext, items: list[Item], needs: dict[Item, Item], max_slots: int | None, progress
+) -> tuple[dict, dict, list, list[str]]:
+    """Train `items` on warm slots: one queue actor, and Tune trials that each keep one worker group
+    for the whole run. Returns the queue's (settled, failed, never trained) and the slots' errors."""
+    import ray
+
+    ctx.work.put_rows(items, {s: ctx.resources[s].workers for s in ("pretrain", "posttrain")})
+    queue = ray.remote(num_cpus=0)(WorkQueue).remote(items, needs, ctx.retries)
+    ctx = replace(ctx, queue=queue)
+    slot_errors: list[str] = []
+    with progress(queue):
+        first = 0
+        shapes = phases(ctx.resources)
+        for kinds, fits in shapes:
+            n = min(max_slots or fits, sum(1 for it in items if it[0] in kinds))
+            if n == 0:
+                continue
+            print(f"[tree] {n} warm worker slot{'s' if n > 1 else ''} for {' and '.join(k + 's' for k in kinds)}", flush=True)
+            grid = launch_slots(ctx, [(first + k, kinds) for k in range(n)], "tree" if len(shapes) == 1 else f"tree-{kinds[0]}s")
+            slot_errors += [str(r.error) for r in grid if r.error]
+            first += n
+    settled, failed, never = ray.get(queue.outcome.remote())
+    ray.kill(queue)
+    return settled, failed, never, slot_errors

@@ -1,0 +1,262 @@
+"""Training the sweep tree: what is left to train, in what order, on warm slots; what came of it.
+
+A tree run puts its items (arms first, then subtrees in their arms' order) in one queue, trained by
+warm worker slots (raysweep.sweep.slots). A subtree is taken as soon as its own arm is done, while
+other arms may still train (it never waits for the slowest arm), and its stage-3 children start
+from its weights in memory right after it. Finished nodes (node.json) are never trained again, so
+running the same command after an interruption resumes where it stopped; diverged nodes and what
+is below them are settled too (outcomes, not failures).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from raysweep import storage
+from raysweep.config import Study
+from raysweep.nodes import node_diverged, node_done, quarantine, verify_node
+from raysweep.spec import Node, Subtree, all_nodes
+from raysweep.sweep.plan import plan
+from raysweep.sweep.queue import Item
+from raysweep.sweep.slots import SlotContext, run_slots
+from raysweep.sweep.work import Work
+from raysweep.tracking import METHOD, sync_tree
+from raysweep.train.context import LoopConfig
+from raysweep.train.faults import Faults
+
+
+@dataclass
+class TreeResult:
+    """What one tree run (or a whole search) did."""
+
+    arms: list[Node]
+    subtrees: list[Subtree]
+    trained: dict[str, int] = field(default_factory=lambda: {"pretrain": 0, "posttrain": 0, "finetune": 0})
+    failures: list[str] = field(default_factory=list)  # one line per node that failed for good (or was never trained)
+    diverged: list[str] = field(default_factory=list)  # one line per diverged node (an outcome)
+    seconds: float = 0.0
+    search: list[dict] | None = None  # the Optuna search's log (posttrain.search: optuna)
+
+
+def train_tree(study: Study, data, tracker, study_run: str | None, train: bool = True) -> TreeResult:
+    """Train every node not yet finished. With `posttrain.search: optuna` the stage-2 configurations
+    come from raysweep.sweep.search, round by round. `train=False` trains nothing: it checks the
+    node store and syncs MLflow from it (--sync-mlflow)."""
+    if study.posttrain.search == "optuna":
+        from raysweep.sweep.search import run_search
+
+        return run_search(study, data, lambda arms, subtrees: train_nodes(study, data, tracker, study_run, arms, subtrees, train))
+    return train_nodes(study, data, tracker, study_run, *plan(study, data), train=train)
+
+
+def verified_done(arms: list[Node], subtrees: list[Subtree]) -> set[str]:
+    """Keys of the finished nodes whose files are intact. A node that this run will load (the parent
+    of an unfinished node) is hashed in full; the rest get a size check (cheap, catches truncation).
+    A corrupt node is moved aside (raysweep.nodes.quarantine) and so trained again. Leaves are
+    checked first, so a parent is hashed only when a child really needs it. Remote nodes are
+    checked in full when they are downloaded to be loaded (raysweep.nodes.load_weights)."""
+    done: set[str] = set()
+
+    def check(node: Node, needed: bool) -> None:
+        if not node_done(node.spec.node_dir):
+            return
+        if not storage.is_remote(node.spec.node_dir):
+            problem = verify_node(node.spec.node_dir, full=needed)
+            if problem:
+                quarantine(node.spec.node_dir, problem)
+                return
+        done.add(node.spec.node_key)
+
+    for n2, children in subtrees:
+        for c in children:
+            check(c, False)
+        check(n2, any(c.spec.node_key not in done for c in children))
+    for a in arms:
+        check(a, any(n2.parent == a.spec.node_key and n2.spec.node_key not in done for n2, _ in subtrees))
+    return done
+
+
+def blocked_below(subtrees: list[Subtree], diverged: set[str]) -> set[str]:
+    """Nodes below a diverged node: they have no weights to start from, so they are settled too."""
+    out = set()
+    for n2, children in subtrees:
+        if n2.parent in diverged:
+            out |= {n2.spec.node_key, *(c.spec.node_key for c in children)}
+        elif n2.spec.node_key in diverged:
+            out |= {c.spec.node_key for c in children}
+    return out
+
+
+def trial_order(arms: list[Node], subtrees: list[Subtree], todo: list[int], todo2: list[int]) -> list[Item]:
+    """The items of one tree run, in the order slots take them: the arms to train first, then the
+    subtrees to train in the order of their arms, so the first subtrees to start are those whose
+    arm started (and so ends) first."""
+    rank = {a.spec.node_key: i for i, a in enumerate(arms)}
+    return [("arm", i) for i in todo] + [("subtree", j) for j in sorted(todo2, key=lambda j: (rank[subtrees[j][0].parent], j))]
+
+
+def loop_config(study: Study, data) -> LoopConfig:
+    """What every run of the tree shares in its worker group (threads are set per stage by the slots)."""
+    return LoopConfig(
+        preset=study.model.preset,
+        vocab_size=data.vocab_size,
+        seq_len=study.model.seq_len,
+        eval_tokens=min(study.pretrain.eval_tokens, study.posttrain.eval_tokens, study.finetune.eval_tokens),
+        eval_paths={r: str(s.path) for r, s in data.heldout.items()},
+        tokenizer_id=data.tokenizer_id,
+        compile=study.model.compile,
+        faults=Faults.from_env(),
+    )
+
+
+def train_nodes(
+    study: Study, data, tracker, study_run: str | None, arms: list[Node], subtrees: list[Subtree], train: bool = True
+) -> TreeResult:
+    """Train the given arms and subtrees on warm slots; finished (and diverged) nodes are skipped."""
+    t0 = time.perf_counter()
+    # one look at each node (a remote read with an object store); everything below derives from it
+    before = verified_done(arms, subtrees)
+    settled = before | {
+        m.spec.node_key for m in all_nodes(arms, subtrees) if m.spec.node_key not in before and node_diverged(m.spec.node_dir)
+    }
+    blocked = blocked_below(subtrees, settled - before)
+    todo = [i for i, a in enumerate(arms) if a.spec.node_key not in settled]
+    todo2 = [i for i, (n, children) in enumerate(subtrees) if not {m.spec.node_key for m in (n, *children)} <= settled | blocked]
+    # finished here or by another study sharing the node store: this study's MLflow lists them before training starts
+    sync_tree(
+        tracker, study_run, [a for a in arms if a.spec.node_key in settled], [st for i, st in enumerate(subtrees) if i not in set(todo2)]
+    )
+    leaves = sum(len(c) for _, c in subtrees)
+    print(f"[tree] level 1: {len(arms)} pretraining arms, {len(arms) - len(todo)} already done", flush=True)
+    print(
+        f"[tree] level 2: {len(subtrees)} post-training runs x {leaves // max(1, len(subtrees))} fine-tuning runs each; "
+        f"{len(subtrees) - len(todo2)} subtrees already done; each starts as soon as its own arm is done",
+        flush=True,
+    )
+    items = trial_order(arms, subtrees, todo, todo2) if train else []
+    result = TreeResult(arms, subtrees)
+    if items:
+        result.failures = train_items(study, data, Work(arms, subtrees, tracker, study_run), items, tracker)
+    for m in all_nodes(arms, subtrees):
+        if node_done(m.spec.node_dir) and m.spec.node_key not in before:
+            result.trained[m.spec.stage] += 1
+    # MLflow is a view of the node store: whatever an outage or a killed worker kept from it is written now
+    sync_tree(tracker, study_run, arms, subtrees)
+    result.diverged = diverged_report(arms, subtrees)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def train_items(study: Study, data, work: Work, items: list[Item], tracker) -> list[str]:
+    """Train `items` on warm slots; returns the failures, one line each."""
+    ctx = SlotContext(
+        loop=loop_config(study, data),
+        resources={s: getattr(study, s).resources for s in ("pretrain", "posttrain", "finetune")},
+        retries=study.retries,
+        tune_storage=str(study.out / "tune"),
+        ray_storage=str(study.out / "ray"),
+        tracking_uri=tracker.tracking_uri if tracker.online else None,
+        work=work,
+    )
+    arm_item = {a.spec.node_key: ("arm", i) for i, a in enumerate(work.arms)}
+    arm_of = {it: arm_item[work.group(it)[0].parent] for it in items if it[0] == "subtree"}
+    needs = {it: arm for it, arm in arm_of.items() if arm in items}  # an arm not in this run is done already
+
+    def describe(item) -> str:
+        head, *children = work.group(item)
+        return head.spec.label + (f" (+{len(children)} fine-tuning runs)" if item[0] == "subtree" else "")
+
+    _, failed, never, slot_errors = run_slots(
+        ctx, items, needs, study.max_concurrent_trials, lambda queue: Progress(queue, len(items), describe)
+    )
+    failures = []
+    for item, error in failed.items():
+        name = work.group(item)[0].name
+        what = "pretrain arm " if item[0] == "arm" else "" if error.startswith("blocked") else "subtree "
+        failures.append(f"{what}{name}: {error}")
+    why = f"every worker slot failed: {slot_errors[0]}" if slot_errors else "no worker slot took it"
+    return failures + [f"{work.group(item)[0].name}: not trained ({why})" for item in never]
+
+
+def diverged_report(arms: list[Node], subtrees: list[Subtree]) -> list[str]:
+    """One line per diverged node (and what it blocks): outcomes, not failures; never retried."""
+    lines = []
+    blocked_by = {a.spec.node_key: [n2 for n2, _ in subtrees if n2.parent == a.spec.node_key] for a in arms}
+    for n2, children in subtrees:
+        blocked_by[n2.spec.node_key] = children
+    for m in all_nodes(arms, subtrees):
+        d = node_diverged(m.spec.node_dir)
+        if d:
+            below = blocked_by.get(m.spec.node_key, [])
+            lines.append(
+                f"{m.name}: diverged at step {d['step']} (lr {d['lr']:g}; lower it)"
+                + (f", {len(below)} runs below it not trained" if below else "")
+            )
+    return lines
+
+
+def collect(study: Study, data, subtrees: list[Subtree] | None = None) -> list[dict]:
+    """One record per finished stage-3 node (of the grid, or of the subtrees a search ran): what
+    analysis.runs.make_row turns into a runs-table row."""
+    subtrees = plan(study, data)[1] if subtrees is None else subtrees
+    records = []
+    for n2, children in subtrees:
+        post = node_done(n2.spec.node_dir)
+        for c in children:
+            done = node_done(c.spec.node_dir)
+            if post and done:
+                records.append(leaf_record(c.name, c.tags[METHOD], {**c.params, "finetune_lr": c.params["lr"]}, post, done))
+    return records
+
+
+def leaf_record(name: str, method: str, config: dict, post: dict, done: dict) -> dict:
+    """A finished leaf as the analysis reads it: name, method, config, L_im and its held-out losses."""
+    return {
+        "name": name,
+        "method": method,
+        "config": config,
+        "immediate_loss": post["result"]["losses"]["post"],
+        "losses": done["result"]["losses"],
+    }
+
+
+class Progress:
+    """Prints the queue's events in the driver (a thread), one line each, with the run's progress."""
+
+    def __init__(self, queue, total: int, describe):
+        self.queue, self.total, self.describe, self.seen, self.done = queue, total, describe, 0, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.poll()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(1.0):
+            self.poll()
+
+    def poll(self) -> None:
+        import ray
+
+        try:
+            events = ray.get(self.queue.events_since.remote(self.seen))
+        except Exception:  # noqa: BLE001  (progress lines are best-effort)
+            return
+        self.seen += len(events)
+        for t, what, item, text in events:
+            self.done += what != "retry"
+            left = t / max(1, self.done) * (self.total - self.done)
+            what = {"done": "done", "retry": "FAILED (retrying)", "failed": "FAILED"}.get(what, what)
+            print(
+                f"[tree] {self.done}/{self.total} {self.describe(item)} {what}{': ' + text if text else ''} "
+                f"({t:.0f}s elapsed, ~{left:.0f}s left)",
+                flush=True,
+            )

@@ -1,0 +1,108 @@
+"""What an item of the warm slots' queue trains, inside a worker group.
+
+("arm", i): pretraining arm i; ("subtree", j): stage-2 node j, then its stage-3 children from its
+weights in memory. Finished and diverged nodes are skipped, so a retried item continues where its
+last attempt stopped. Rank 0 opens and syncs the items' MLflow runs; every rank trains.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from raysweep.nodes import node_diverged, node_done
+from raysweep.spec import Node, Subtree, all_nodes
+from raysweep.tracking import close_run, open_run, sync_node
+
+Item = tuple  # ("arm", i) or ("subtree", j)
+
+
+class Work:
+    def __init__(self, arms: list[Node], subtrees: list[Subtree], tracker, study_run: str | None):
+        self.arms, self.subtrees, self.tracker, self.study_run = arms, subtrees, tracker, study_run
+        self.by_key = {m.spec.node_key: m for m in all_nodes(arms, subtrees)}
+        self.rows: dict[Item, dict] = {}  # item -> {dataset: [ObjectRef of each rank's rows]}
+
+    def group(self, item: Item) -> list[Node]:
+        kind, i = item
+        return [self.arms[i]] if kind == "arm" else [self.subtrees[i][0], *self.subtrees[i][1]]
+
+    def todo(self, item: Item) -> list[Node]:
+        """The item's nodes still to train, in training order (none below a diverged stage-2 node)."""
+        group = self.group(item)
+        if item[0] == "subtree" and node_diverged(group[0].spec.node_dir):
+            return []
+        return [n for n in group if not (node_done(n.spec.node_dir) or node_diverged(n.spec.node_dir))]
+
+    def put_rows(self, items: list[Item], world: dict[str, int]) -> None:
+        """Every rank's rows of every stream the items train on, into the object store once (driver)."""
+        from raysweep.data.streams import put_rank_blocks
+
+        cache: dict[tuple, list] = {}
+
+        def rows(node: Node, workers: int) -> list:
+            key = (str(node.stream.path), node.spec.batch_size, workers)
+            if key not in cache:
+                cache[key] = put_rank_blocks(node.stream, node.spec.batch_size, workers)
+            return cache[key]
+
+        for item in items:
+            if item[0] == "arm":
+                self.rows[item] = {"train": rows(self.arms[item[1]], world["pretrain"])}
+            else:
+                n2, children = self.subtrees[item[1]]
+                self.rows[item] = {"train": rows(n2, world["posttrain"]), "ft": rows(children[0], world["posttrain"])}
+
+    def run_of(self, node: Node, memo: dict) -> str | None:
+        """The node's MLflow run id (found by node key or created, parents first); None offline."""
+        key = node.spec.node_key
+        if key not in memo:
+            memo[key] = open_run(self.tracker, node, self.parent_run(node, memo))
+        return memo[key]
+
+    def parent_run(self, node: Node, memo: dict) -> str | None:
+        return self.study_run if node.parent is None else self.run_of(self.by_key[node.parent], memo)
+
+    def train_item(self, item: Item, train, rank: int, world: int, broadcast) -> tuple[str, str] | None:
+        """Train the item on this rank: `train(specs, rows)` trains a chain of runs on this rank's
+        rows (raysweep.train.chain); `broadcast` shares rank 0's list with the others. Rank 0
+        returns (outcome, text) for the queue."""
+        import ray
+
+        keys = broadcast([n.spec.node_key for n in self.todo(item)] if rank == 0 else None, world)
+        nodes = [self.by_key[k] for k in keys]
+        memo: dict = {}
+        run_ids = {n.spec.node_key: self.run_of(n, memo) for n in nodes} if rank == 0 else {}
+        specs = [replace(n.spec, run_id=run_ids.get(n.spec.node_key)) for n in nodes]
+        rows = {dataset: ray.get(refs[rank]) for dataset, refs in self.rows[item].items()} if specs else {}
+        results = train(specs, rows) if specs else []
+        if rank != 0:
+            return None
+        for n, r in zip(nodes, results):
+            if r.get("blocked"):
+                close_run(self.tracker, run_ids[n.spec.node_key], "blocked")
+            else:
+                sync_node(self.tracker, n, self.parent_run(n, memo))
+        return self.outcome(item)
+
+    def outcome(self, item: Item) -> tuple[str, str]:
+        """What the queue is told of a trained item, and its progress line's text."""
+        head = self.group(item)[0]  # the arm, or the stage-2 node
+        done = node_done(head.spec.node_dir)
+        if done is None:  # it diverged: an arm blocks its subtrees, a stage-2 node its children
+            step = (node_diverged(head.spec.node_dir) or {}).get("step")
+            return ("diverged" if item[0] == "arm" else "done"), f"{head.spec.stage} diverged at step {step}"
+        losses = done["result"]["losses"]
+        if item[0] == "arm":
+            return "done", f"final_pre {losses['pre']:.3f}, final_post {losses['post']:.3f}"
+        return "done", f"L_im {losses['post']:.3f}"
+
+    def abandon(self, item: Item) -> None:
+        """After a failed attempt (slot trial, outside the workers): the item's finished nodes are
+        synced to MLflow, its unfinished ones marked failed (a retry reopens them)."""
+        memo: dict = {}
+        unfinished = self.todo(item)
+        for n in self.group(item):
+            if node_done(n.spec.node_dir):
+                sync_node(self.tracker, n, self.parent_run(n, memo))
+            elif n in unfinished:
+                close_run(self.tracker, self.run_of(n, memo), "failed")

@@ -1,0 +1,62 @@
+"""Runs trained back to back by one worker group: a stage-2 run, then each of its stage-3 children
+starting from its weights in memory (no reload), each stored as its own node.
+
+Every node is stored (uploads included) before `train_chain` returns, so a child trained next by
+another worker group can load it. A run whose loss turns non-finite is recorded as diverged (an
+outcome, not retried) and its children are skipped as blocked; any other error is recorded in the
+node's failures file and raised, so the caller can give the item back for a retry.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from raysweep.nodes import finish_progress, load_weights, record_failure, save_diverged, save_node
+from raysweep.spec import Diverged, RunSpec
+from raysweep.train.context import LoopConfig, Worker
+from raysweep.train.loop import train_run
+
+
+def train_chain(
+    specs: list[RunSpec], rows: dict[str, np.ndarray], cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker
+) -> list[dict]:
+    """Train `specs` in order on every rank of the worker group. rows[spec.dataset] is this rank's
+    rows of the stream the run trains on. Returns one result per spec (its node key, and its result,
+    or `diverged`/`blocked`)."""
+    results, states, diverged = [], {}, set()
+    for spec in specs:
+        if spec.init_from in diverged:  # its parent diverged in this chain: nothing to start from
+            results.append({"node_key": spec.node_key, "blocked": True})
+            continue
+        if spec.init_from is None:
+            init = None
+        elif spec.init_from in states:  # trained just before in this chain
+            init = states[spec.init_from]
+        else:
+            init = load_weights(spec.init_from, cfg.tokenizer_id)
+        try:
+            result, state, points = train_run(spec, init, rows[spec.dataset], cfg, eval_sets, worker)
+        except Diverged as e:  # deterministic: recorded as the run's outcome, not retried
+            if worker.rank == 0:
+                save_diverged(spec.node_dir, spec.lr, e.step, str(e), e.points)
+            diverged.add(spec.node_dir)
+            results.append({"node_key": spec.node_key, "diverged": e.step})
+            continue
+        except Exception as e:
+            if worker.rank == 0:
+                record_failure(spec, e)
+            if worker.uploader is not None:
+                worker.uploader.wait()  # what finished before the failure is stored before the attempt ends
+            raise
+        result["rank"] = worker.rank
+        if worker.rank == 0:
+            save_node(spec, state, result, cfg.tokenizer_id, worker.uploader, points)
+            finish_progress(spec, worker.uploader)
+        states[spec.node_dir] = state
+        results.append({"node_key": spec.node_key, **result})
+    if worker.uploader is not None:
+        worker.uploader.wait()  # every node is stored before it counts as done (a child in another slot may load it next)
+    if worker.world > 1:
+        torch.distributed.barrier()  # every checkpoint is on disk before the group goes on
+    return results

@@ -1,0 +1,56 @@
+"""What a worker group's runs share: the loop's settings (picklable, they cross the Ray boundary)
+and the worker's own live helpers (made in the worker, never pickled)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from raysweep.train.faults import Faults
+from raysweep.train.steplog import StepLog
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The model, held-out sets and switches every run of one tree run uses."""
+
+    preset: str
+    vocab_size: int
+    seq_len: int
+    eval_tokens: int  # held-out tokens per set per evaluation
+    eval_paths: dict[str, str]  # role ("pre", "post", "ft") -> held-out stream file
+    tokenizer_id: str
+    compile: bool = False  # torch.compile the training step (model.compile)
+    threads: int = 1  # torch threads per worker (its CPU reservation)
+    faults: Faults = field(default_factory=Faults)
+    audit: bool = False  # record row digests and weight digests per rank (tests of DDP)
+
+
+def _plain(model):
+    return model
+
+
+@dataclass
+class Worker:
+    """This process's place in its worker group and its helpers. Outside Ray (a plain process, a
+    GPU box without Ray): rank 0 of 1, the model moved to `device`, nothing sent anywhere."""
+
+    device: object  # torch.device
+    rank: int = 0
+    world: int = 1
+    wrap_model: Callable = _plain  # Ray Train's prepare_model (device placement, DDP) in a worker group
+    new_log: Callable[..., StepLog] = StepLog  # (spec, total_steps, tokens_per_step, active) -> StepLog; MLflow's in a study
+    uploader: object = None  # raysweep.storage.Uploader for object-store node stores
+
+    def wrap(self, model):
+        return self.wrap_model(model) if self.wrap_model is not _plain else model.to(self.device)
+
+
+def load_eval_sets(cfg: LoopConfig) -> dict:
+    """The held-out sets every run evaluates on (role -> (blocks, block_len) int64 tensor), at most
+    `eval_tokens` tokens each."""
+    import torch
+
+    from raysweep.data.blocks import read_blocks
+
+    return {name: torch.from_numpy(read_blocks(path, cfg.eval_tokens)) for name, path in cfg.eval_paths.items()}

@@ -1,0 +1,54 @@
+"""Fault injection for tests and drills (README, "Guarantees"), read once from the environment.
+
+RAYSWEEP_INJECT_FAILURE=<text> raises in every run whose label holds <text>;
+RAYSWEEP_INJECT_KILL=<text>@<step> SIGKILLs that run's worker once at that step (like a preempted
+machine: no cleanup runs); RAYSWEEP_INJECT_NAN=<text>@<step> makes its loss NaN there.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Faults:
+    failure: str | None = None  # label text: raise at the start of the run
+    kill: str | None = None  # "<label text>@<step>": SIGKILL the worker once there
+    nan: str | None = None  # "<label text>@<step>": a NaN loss there
+
+    @classmethod
+    def from_env(cls) -> Faults:
+        return cls(*(os.environ.get(f"RAYSWEEP_INJECT_{k}") for k in ("FAILURE", "KILL", "NAN")))
+
+    def check_failure(self, label: str) -> None:
+        if self.failure and self.failure in label:
+            raise RuntimeError(f"{label}: failure injected by RAYSWEEP_INJECT_FAILURE={self.failure!r}")
+
+    def kill_step(self, label: str) -> int | None:
+        return _injected_step(self.kill, label)
+
+    def nan_step(self, label: str) -> int | None:
+        return _injected_step(self.nan, label)
+
+
+def _injected_step(value: str | None, label: str) -> int | None:
+    """ "<text>@<step>" hits the runs whose label holds <text>."""
+    if not value or "@" not in value:
+        return None
+    text, _, step = value.rpartition("@")
+    return int(step) if text in label else None
+
+
+def kill_once(marker_dir: Path, label: str, step: int) -> None:
+    """SIGKILL this worker once (a marker file beside the run's progress remembers it was done)."""
+    marker = Path(marker_dir) / f"killed-at-{step}"
+    if marker.exists():
+        return
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    print(f"[{label}] worker SIGKILLed at step {step} (RAYSWEEP_INJECT_KILL)", file=sys.__stdout__, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)

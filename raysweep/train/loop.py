@@ -1,0 +1,241 @@
+"""The per-run training loop: one RunSpec, from its initial weights to its final held-out losses.
+
+    build (model, dropout, LoRA, optimizer, compile) -> resume (progress checkpoint) -> steps
+    (lr schedule, forward/backward, non-finite check, periodic evaluation, early stopping that keeps
+    the best weights, progress checkpoints) -> finish (best weights back, final evaluation, LoRA
+    merged, the result)
+
+Per run: AdamW (β 0.9/0.95, grad clip 1.0), linear warmup + cosine decay, a step budget, periodic
+held-out evaluation (sharded over ranks, all-reduced), optional early stopping. It imports no Ray
+and no MLflow: the worker's place in its group and its step logger come in a `Worker`
+(raysweep.train.context), so the same loop runs in a Ray Train worker, in a plain process and on
+a GPU machine without Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from raysweep.nodes import load_progress, progress_dir, save_progress
+from raysweep.spec import Diverged, RunSpec
+from raysweep.train import audit as audit_
+from raysweep.train.context import LoopConfig, Worker
+from raysweep.train.faults import kill_once
+from raysweep.train.model import add_lora, build_model, set_dropout
+from raysweep.train.optimizer import build_optimizer
+from raysweep.train.schedule import lr_at
+from raysweep.train.step import batches, evaluate, forward_backward
+
+
+@dataclass
+class Model:
+    """What one run trains: the (possibly DDP-wrapped) model, the plain module under it (evaluation,
+    checkpoints), the optimizer and the module the step runs (compiled or not)."""
+
+    model: torch.nn.Module
+    raw: torch.nn.Module
+    opt: torch.optim.Optimizer
+    step_model: torch.nn.Module
+    trainable: int
+
+
+@dataclass
+class Progress:
+    """The loop's counters: what a progress checkpoint saves, and the run's timing."""
+
+    step: int = 0
+    best: float = math.inf
+    best_state: dict | None = None
+    best_step: int = 0
+    bad: int = 0  # evaluations without improvement
+    train_loss: float = float("nan")
+    stopped_early: bool = False
+    seconds_before: float = 0.0  # training time of earlier attempts (resumed)
+    resumed_from: int = 0
+    data_wait: float = 0.0  # seconds spent waiting for the next batch: the stream must never starve training
+    t_first: float | None = None  # end of this attempt's first step: the steady-state rate excludes one-off start-up
+    first_step: int = 0
+    t_train: float = 0.0  # when this attempt's steps began
+    seen_rows: list[str] = field(default_factory=list)  # audit only: digests of the rows this rank trained on
+
+
+def build(spec: RunSpec, init_state: dict | None, cfg: LoopConfig, worker: Worker) -> Model:
+    """A fresh model from the preset (seeded by the run), its parent's weights, dropout, LoRA adapters."""
+    residual_dropout = 0.0 if spec.lora else spec.dropout
+    model = build_model(cfg.preset, cfg.vocab_size, cfg.seq_len, dropout=residual_dropout, seed=spec.seed)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+        set_dropout(model, residual_dropout)
+    if spec.lora:
+        model = add_lora(model, spec.lora, spec.dropout)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model = worker.wrap(model)
+    raw = model.module if hasattr(model, "module") else model
+    opt = build_optimizer(model, spec.lr, spec.weight_decay, worker.device)
+    # the training step may run a compiled graph; evaluation and checkpoints use the plain module
+    step_model = torch.compile(model) if cfg.compile else model
+    return Model(model, raw, opt, step_model, trainable)
+
+
+def resume(spec: RunSpec, m: Model, log, it, worker: Worker) -> Progress:
+    """Continue where an interrupted attempt left off, bit for bit (a fresh Progress if none)."""
+    p = Progress()
+    saved = load_progress(spec, worker.rank) if spec.checkpoint_every else None
+    if saved is None:
+        return p
+    m.raw.load_state_dict(saved["model"])
+    m.opt.load_state_dict(saved["opt"])
+    p.step, p.best, p.best_step, p.bad = saved["step"], saved["best"], saved["best_step"], saved["bad"]
+    p.best_state = saved["best_state"] or None
+    p.seconds_before = saved["train_seconds"]
+    if saved["rng"] is not None:
+        torch.set_rng_state(saved["rng"])
+    log.restore(saved.get("metrics", []), p.step)
+    for _ in range(p.step):  # the data position: the same batches follow as in an uninterrupted run
+        next(it)
+    p.resumed_from = p.step
+    if worker.rank == 0:
+        print(
+            f"[{spec.label}] resumed at step {p.step}/{spec.max_steps} from {progress_dir(spec.node_dir)}", file=sys.__stdout__, flush=True
+        )
+    return p
+
+
+def early_stop(spec: RunSpec, p: Progress, evals: dict[str, float], raw) -> bool:
+    """Keep the best weights so far; True once `patience` evaluations in a row brought no improvement."""
+    current = evals[spec.early_stop_on]
+    if current < p.best - 1e-4:
+        p.best, p.best_step, p.bad = current, p.step, 0
+        p.best_state = {k: v.detach().to("cpu", copy=True) for k, v in raw.state_dict().items()}
+        return False
+    p.bad += 1
+    return p.bad >= spec.patience
+
+
+def checkpoint(spec: RunSpec, p: Progress, m: Model, log, worker: Worker) -> None:
+    """A resumable progress checkpoint (raysweep.nodes.save_progress): weights, optimizer, counters, RNG."""
+    counters = {
+        "step": p.step,
+        "best": p.best,
+        "best_step": p.best_step,
+        "bad": p.bad,
+        "train_seconds": p.seconds_before + time.perf_counter() - p.t_train,
+        "metrics": list(log.points),
+    }
+    rank0 = worker.rank == 0
+    save_progress(
+        spec,
+        worker.rank,
+        m.raw.state_dict() if rank0 else None,
+        m.opt.state_dict() if rank0 else None,
+        counters,
+        p.best_state,
+        worker.uploader,
+    )
+
+
+def train_steps(spec: RunSpec, m: Model, p: Progress, it, cfg: LoopConfig, monitor: dict, log, worker: Worker) -> None:
+    """The step loop, from p.step to the step budget or an early stop."""
+    kill_at, nan_at = cfg.faults.kill_step(spec.label), cfg.faults.nan_step(spec.label)
+    p.t_train = time.perf_counter()
+    m.model.train()
+    while p.step < spec.max_steps:
+        t_wait = time.perf_counter()
+        x = next(it)
+        p.data_wait += time.perf_counter() - t_wait
+        if cfg.audit:
+            p.seen_rows += [hashlib.sha1(r.cpu().numpy().tobytes()).hexdigest() for r in x]
+        for g in m.opt.param_groups:
+            g["lr"] = lr_at(p.step, spec.lr, spec.min_lr, spec.warmup_steps, spec.max_steps)
+        loss, norm = forward_backward(m.step_model, m.model, m.opt, x, worker.device, poison=nan_at is not None and p.step == nan_at)
+        # The norm of the all-reduced gradient is the same on every rank, so all ranks stop together
+        # (a per-rank loss test could stop one rank inside a collective the others wait in).
+        if not torch.isfinite(norm):
+            log.close()
+            raise Diverged(
+                f"{spec.label}: non-finite loss/gradient at step {p.step} (loss {loss.item():.4g}); "
+                f"this config diverges: lower its lr ({spec.lr:g})",
+                p.step,
+                log.points,
+            )
+        m.opt.step()
+        p.step += 1
+        p.train_loss = loss.item()
+        if p.t_first is None:
+            p.t_first, p.first_step = time.perf_counter(), p.step
+        if p.step % 10 == 0:
+            log.metrics(p.step, {"train_loss": p.train_loss, "lr": m.opt.param_groups[0]["lr"]})
+        if p.step % spec.eval_every == 0 or p.step == spec.max_steps:
+            evals = evaluate(m.model, monitor, worker.device, worker.rank, worker.world)
+            log.metrics(p.step, {f"heldout_{k}": v for k, v in evals.items()})
+            log.progress(p.step, p.train_loss, evals, force=True)
+            if spec.early_stop_on and early_stop(spec, p, evals, m.raw):
+                p.stopped_early = True
+                break
+        else:
+            log.progress(p.step, p.train_loss)
+        if spec.checkpoint_every and p.step % spec.checkpoint_every == 0 and p.step < spec.max_steps:
+            checkpoint(spec, p, m, log, worker)
+        if kill_at is not None and p.step == kill_at and worker.rank == 0:
+            kill_once(progress_dir(spec.node_dir), spec.label, p.step)
+
+
+def finish(spec: RunSpec, m: Model, p: Progress, cfg: LoopConfig, eval_sets: dict, log, worker: Worker) -> tuple[dict, dict]:
+    """The best weights back, the final evaluation on every held-out set, LoRA merged; (result, weights on CPU)."""
+    t_end = time.perf_counter()
+    train_seconds = p.seconds_before + t_end - p.t_train
+    tokens_per_step = spec.batch_size * cfg.seq_len
+    # tokens/s after the first step (the data iterator's start, first allocations): the loop's own speed
+    steady = (p.step - p.first_step) * tokens_per_step / (t_end - p.t_first) if p.t_first is not None and p.step > p.first_step else None
+    if p.best_state is not None:
+        m.raw.load_state_dict(p.best_state)  # θ_post is the best checkpoint, not the last
+    final = evaluate(m.model, eval_sets, worker.device, worker.rank, worker.world)
+    raw = m.raw.merge_and_unload() if spec.lora else m.raw  # θ_post = base + the adapters' product: a plain model for stage 3
+    log.metrics(p.step, {f"final_{k}": v for k, v in final.items()})
+    log.close()
+    result = {
+        "losses": final,
+        "steps": p.step,
+        "best_step": p.best_step if spec.early_stop_on else p.step,
+        "stopped_early": p.stopped_early,
+        "tokens": p.step * tokens_per_step,
+        "train_seconds": train_seconds,
+        "tokens_per_s": p.step * tokens_per_step / max(train_seconds, 1e-9),
+        "steady_tokens_per_s": steady,
+        "trainable_parameters": m.trainable,
+        "resumed_from_step": p.resumed_from,
+        "data_wait_seconds": p.data_wait,
+        "data_wait_share": p.data_wait / max(train_seconds, 1e-9),
+    }
+    if cfg.compile:  # graphs torch.compile has built in this worker so far (a warm slot reuses them)
+        from torch._dynamo.utils import counters
+
+        result["compiled_graphs"] = int(counters["stats"]["unique_graphs"])
+    state = {k: v.detach().to("cpu", copy=True) for k, v in raw.state_dict().items()}
+    if cfg.audit:
+        result["audit"] = audit_.gather(state, p.seen_rows, worker.world)
+    return result, state
+
+
+def train_run(
+    spec: RunSpec, init_state: dict | None, rows: np.ndarray, cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker
+):
+    """Train one run on this rank's rows (`rank_rows` of its stream); returns (result dict, final
+    weights on CPU, metric points)."""
+    cfg.faults.check_failure(spec.label)
+    m = build(spec, init_state, cfg, worker)
+    log = worker.new_log(spec, spec.max_steps, spec.batch_size * cfg.seq_len, worker.rank == 0)
+    torch.manual_seed(spec.seed + worker.rank)  # dropout masks differ per rank, fixed per seed
+    monitor = {k: eval_sets[k] for k in spec.monitor}
+    it = batches(rows, spec.batch_size // worker.world, worker.device, spec.label)
+    p = resume(spec, m, log, it, worker)
+    train_steps(spec, m, p, it, cfg, monitor, log, worker)
+    result, state = finish(spec, m, p, cfg, eval_sets, log, worker)
+    return result, state, log.points

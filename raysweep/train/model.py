@@ -1,0 +1,95 @@
+"""The Llama decoders of the preset table (raysweep.presets), built from config alone (no
+download): real dropout on the residual stream, and LoRA adapters for post-training."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from raysweep.presets import PRESETS
+
+
+def llama_config(preset: str, vocab_size: int, seq_len: int, attention_dropout: float = 0.0):
+    from transformers import LlamaConfig
+
+    s = PRESETS[preset]
+    return LlamaConfig(
+        vocab_size=s.vocab_size or vocab_size,
+        hidden_size=s.hidden,
+        intermediate_size=s.mlp_hidden,
+        num_hidden_layers=s.n_layers,
+        num_attention_heads=s.n_heads,
+        num_key_value_heads=s.n_kv_heads,
+        head_dim=s.hidden // s.n_heads,
+        max_position_embeddings=max(seq_len, 2048),
+        rope_parameters={"rope_type": "default", "rope_theta": s.rope_theta},
+        tie_word_embeddings=s.tie_embeddings,
+        attention_dropout=attention_dropout,
+        rms_norm_eps=1e-5,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+
+
+def build_model(preset: str, vocab_size: int, seq_len: int, dropout: float = 0.0, seed: int = 0) -> nn.Module:
+    """A freshly initialised causal LM. `dropout` is applied for real (see add_residual_dropout)."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(llama_config(preset, vocab_size, seq_len, attention_dropout=dropout))
+    model.config.use_cache = False
+    set_dropout(model, dropout)
+    return model
+
+
+class _ResidualDropout:
+    """Forward hook: dropout on a module's output, active only in training mode.
+
+    transformers' Llama has only `attention_dropout` (and accepts unknown keys such as
+    `hidden_dropout` without using them), so the paper's stage-2 dropout is added here: on the
+    embedding output and on each residual branch (attention o_proj and MLP down_proj), the same
+    places GPT-2's resid/embd dropout sit.
+    """
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def __call__(self, module: nn.Module, args, output):
+        if self.p == 0.0 or not module.training:
+            return output
+        return nn.functional.dropout(output, self.p, training=True)
+
+
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Set (or change) the dropout of a model built by build_model: residual, embedding and attention."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for handle in getattr(base, "_raysweep_dropout_hooks", []):
+        handle.remove()
+    hooks = []
+    if p > 0:
+        inner = base.model
+        targets = [inner.embed_tokens] + [m for layer in inner.layers for m in (layer.self_attn.o_proj, layer.mlp.down_proj)]
+        hooks = [t.register_forward_hook(_ResidualDropout(p)) for t in targets]
+    base._raysweep_dropout_hooks = hooks
+    base.config.attention_dropout = p
+    for layer in base.model.layers:
+        layer.self_attn.attention_dropout = p
+
+
+def count_parameters(model: nn.Module) -> int:
+    # tied embeddings are one tensor: count unique storages
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel()
+    return total
+
+
+def add_lora(model, lora: dict, dropout: float):
+    """Freeze the model and add LoRA adapters (peft) on `lora["targets"]`; only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=lora["rank"], lora_alpha=lora["alpha"], lora_dropout=dropout, target_modules=list(lora["targets"]), bias="none")
+    return get_peft_model(model, cfg)

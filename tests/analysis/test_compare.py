@@ -1,0 +1,141 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analysis.compare import compare, dominated_share, hypervolume_2d, matched_gap
+from analysis.pareto import FrontierInfo
+
+cloud = st.lists(st.tuples(st.integers(0, 8).map(float), st.integers(0, 8).map(float)), min_size=1, max_size=25)
+
+
+def grid_hypervolume(pts, ref, n=400):
+    """Brute force: the share of a fine grid of cell centres in the box that some point dominates."""
+    xs = np.linspace(0, ref[0], n, endpoint=False) + ref[0] / (2 * n)
+    ys = np.linspace(0, ref[1], n, endpoint=False) + ref[1] / (2 * n)
+    gx, gy = np.meshgrid(xs, ys)
+    covered = np.zeros_like(gx, dtype=bool)
+    for x, y in pts:
+        covered |= (gx >= x) & (gy >= y)
+    return covered.mean() * ref[0] * ref[1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(cloud)
+def test_hypervolume_matches_a_grid_estimate(pts):
+    ref = (9.0, 9.0)
+    exact = hypervolume_2d(np.array(pts), ref)
+    assert exact == pytest.approx(grid_hypervolume(pts, ref), abs=81 * 0.01)
+
+
+@given(cloud, cloud)
+def test_adding_points_never_shrinks_the_hypervolume(a, b):
+    ref = (9.0, 9.0)
+    assert hypervolume_2d(np.array(a + b), ref) >= hypervolume_2d(np.array(a), ref) - 1e-9
+
+
+def test_points_beyond_the_reference_and_nan_add_nothing():
+    assert hypervolume_2d(np.array([[10.0, 1.0], [np.nan, 0.0]]), (9.0, 9.0)) == 0.0
+    assert hypervolume_2d(np.array([[1.0, 1.0], [1.0, 1.0]]), (2.0, 3.0)) == 2.0  # duplicates count once
+
+
+def test_dominated_share_and_gaps():
+    b = np.array([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]])
+    a = b - 0.5
+    assert dominated_share(a, b) == 1.0 and dominated_share(b, a) == 0.0
+    lower = b - [0.0, 0.5]  # the same costs, each 0.5 better
+    assert matched_gap(lower, b) == pytest.approx(0.5)
+    assert matched_gap(b, lower) == pytest.approx(-0.5)
+    assert matched_gap(b, b) == 0.0
+    assert np.isnan(matched_gap(b, b + [10.0, 0.0]))  # no x in common: nothing to match
+    assert np.isnan(dominated_share(a, np.zeros((0, 2))))
+
+
+@given(cloud, st.floats(-2, 2))
+def test_matched_gap_of_a_shifted_front_is_the_shift(pts, d):
+    b = np.array(pts)
+    assert matched_gap(b - [0.0, d], b) == pytest.approx(d, abs=1e-9)  # same x, every y lower by d
+
+
+def _info(method, pts):
+    pts = np.array(pts, dtype=float)
+    return FrontierInfo(
+        method, "L_ret", "L_ft", tuple(pts[:, 0]), tuple(pts[:, 1]), tuple(map(str, range(len(pts)))), tuple([True] * len(pts)), 0
+    )
+
+
+def test_compare_uses_one_reference_for_both():
+    c = compare(_info("mixed", [[0.5, 2.5], [1.5, 1.5]]), _info("unmixed", [[1.0, 3.0], [2.0, 2.0]]))
+    assert c.reference[0] > 2.0 and c.reference[1] > 3.0
+    assert c.hypervolume_a > c.hypervolume_b
+    assert c.share_of_b_dominated_by_a == 1.0 and c.share_of_a_dominated_by_b == 0.0
+    assert c.y_gap_at_matched_x > 0 and c.x_gap_at_matched_y > 0
+
+
+def _seed_rows(n_seeds: int, shift: float, noise: float = 0.05):
+    """Method 'a' is method 'b' moved down by `shift` on both losses, in every seed."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for seed in range(n_seeds):
+        for k in range(6):
+            ret, ft = 1.0 + k * 0.2 + rng.normal(0, noise), 3.0 - k * 0.2 + rng.normal(0, noise)
+            for m, d in (("b", 0.0), ("a", -shift)):
+                rows.append({"name": f"{m}{seed}-{k}", "method": m, "seed": seed, "L_ret": ret + d, "L_ft": ft + d, "L_pre": 1.0})
+    return rows
+
+
+def test_bootstrap_needs_several_seeds():
+    from analysis.compare import bootstrap
+
+    assert bootstrap(_seed_rows(1, 0.3), "a", "b", ("L_ret", "L_ft")) is None
+
+
+def test_bootstrap_interval_excludes_zero_when_a_wins_in_every_seed_and_not_when_equal():
+    from analysis.compare import bootstrap
+
+    win = bootstrap(_seed_rows(5, 0.3), "a", "b", ("L_ret", "L_ft"), n_boot=200)
+    assert win.seeds == 5 and win.hypervolume_diff.low > 0 and win.share_of_b_dominated_by_a.low == 1.0
+    tie = bootstrap(_seed_rows(5, 0.0), "a", "b", ("L_ret", "L_ft"), n_boot=200)
+    assert tie.hypervolume_diff.low <= 0 <= tie.hypervolume_diff.high
+    again = bootstrap(_seed_rows(5, 0.3), "a", "b", ("L_ret", "L_ft"), n_boot=200)
+    assert again == win  # seeded: the same intervals every time
+
+
+def test_report_tables_say_how_sure_we_are():
+    from analysis.report import comparison_table
+
+    rows = [dict(r, method={"a": "mixed", "b": "unmixed"}[r["method"]]) for r in _seed_rows(4, 0.3)]
+    table = comparison_table(rows)
+    assert "Seed-bootstrap 90% intervals (4 seeds" in table and "mixed vs unmixed: hypervolume difference +" in table
+    one = [r for r in rows if r["seed"] == 0]
+    assert "Confidence intervals: none, the runs come from 1 seed" in comparison_table(one)
+
+
+def test_hypervolume_table_ranks_every_method_on_one_scale():
+    from analysis.report import hypervolume_table
+
+    rows = [
+        {
+            "name": f"{m}{i}",
+            "method": m,
+            "mode": "sweep",
+            "post_tokens": 1,
+            "mix_fraction": 0.0,
+            "seed": 0,
+            "L_im": 1.0,
+            "L_ft": ft,
+            "L_ret": ret,
+            "L_pre": 1.0,
+        }
+        for m, pts in {"unmixed": [(3.0, 2.0), (2.0, 3.0)], "mixed": [(2.0, 1.5), (1.5, 2.5)], "mixed+replay": [(1.0, 1.0)]}.items()
+        for i, (ft, ret) in enumerate(pts)
+    ]
+    text = hypervolume_table(rows)
+    ref = (3.0 + 0.05 * 2.0, 3.0 + 0.05 * 2.0)  # (L_ret, L_ft): worst of all runs + 5% of the range
+    block = text.split("\n\n")[0].splitlines()
+    assert f"({ref[0]:.3f}, {ref[1]:.3f})" in block[0]
+    order = [line.split()[0] for line in block[1:]]
+    assert order == ["mixed+replay", "mixed", "unmixed"]
+    got = {line.split()[0]: float(line.split()[1]) for line in block[1:]}
+    assert got["mixed+replay"] == pytest.approx(hypervolume_2d(np.array([[1.0, 1.0]]), ref), abs=1e-3)
+    assert hypervolume_table([r for r in rows if r["method"] == "mixed"]) == ""

@@ -1,0 +1,144 @@
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analysis.figures import plot_frontiers
+from analysis.pareto import frontier, frontiers, pareto_mask
+from analysis.report import frontier_tables, write_report
+from tests.helpers import example_rows
+
+# small integer grids make ties and exact duplicates common
+coord = st.one_of(st.integers(0, 5).map(float), st.just(math.nan))
+cloud = st.lists(st.tuples(coord, coord), min_size=0, max_size=40)
+
+
+def brute_force(pts):
+    out = []
+    for i, p in enumerate(pts):
+        if not all(math.isfinite(v) for v in p):
+            out.append(False)
+            continue
+        dominated = any(
+            all(math.isfinite(v) for v in q) and all(a <= b for a, b in zip(q, p)) and any(a < b for a, b in zip(q, p))
+            for j, q in enumerate(pts)
+            if j != i
+        )
+        out.append(not dominated)
+    return out
+
+
+@given(cloud)
+def test_pareto_mask_equals_brute_force(pts):
+    arr = np.array(pts, dtype=float).reshape(-1, 2)
+    assert pareto_mask(arr).tolist() == brute_force(pts)
+
+
+@given(st.lists(st.tuples(st.floats(0, 10), st.floats(0, 10), st.floats(0, 10)), min_size=1, max_size=30))
+def test_no_dominated_point_on_a_3d_front(pts):
+    arr = np.array(pts)
+    mask = pareto_mask(arr)
+    assert mask.any()
+    for i in np.flatnonzero(mask):
+        assert not any((arr[j] <= arr[i]).all() and (arr[j] < arr[i]).any() for j in range(len(arr)))
+
+
+def test_frontier_counts_non_finite_rows():
+    info = frontier(example_rows(), "mixed", "L_ret", "L_ft")
+    assert info.excluded == 1
+    assert info.front() == [(0.5, 2.9, "r3"), (1.5, 1.5, "r4")]
+    assert [p[2] for p in frontier(example_rows(), "unmixed", "L_ret", "L_ft").front()] == ["r0", "r1"]
+
+
+def test_figure_traces_hold_exactly_the_frontier_points():
+    infos = frontiers(example_rows())[("L_ret", "L_ft")]
+    fig = plot_frontiers(infos)
+    by_name = {t.name: t for t in fig.data}
+    for info in infos:
+        front = info.front()
+        t = by_name[f"{info.method} frontier"]
+        assert list(t.x) == [p[0] for p in front] and list(t.y) == [p[1] for p in front]
+        assert len(by_name[f"{info.method} (all runs)"].x) == len(info.x)
+
+
+def test_report_is_self_contained(tmp_path):
+    path = write_report(example_rows(), tmp_path / "r.html")
+    html = path.read_text()
+    assert "Plotly.newPlot" in html and '<script src="http' not in html  # plotly.js embedded, opens offline
+    assert len(html) > 1_000_000  # the library itself is inline
+    assert html.count("<tr>") == len(example_rows()) + 1
+    assert "1 runs with non-finite losses left out" in frontier_tables(example_rows())
+    assert "(L_ret, L_ft) mixed vs unmixed: hypervolume" in html
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),
+            st.integers(0, 4),
+            st.integers(0, 4),
+            st.sampled_from([0.0, 1.0, 2.0, 3.0, math.nan, math.inf]),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_3d_set_equals_brute_force_and_counts_non_finite(points):
+    from analysis.pareto import pareto_set, set_shares
+
+    rows = [{"name": f"r{i}", "method": m, "L_ft": float(a), "L_ret": float(b), "L_pre": c} for i, (m, a, b, c) in enumerate(points)]
+    info = pareto_set(rows)
+    finite = [r for r in rows if all(math.isfinite(r[k]) for k in ("L_ft", "L_ret", "L_pre"))]
+    key = lambda r: (r["L_ft"], r["L_ret"], r["L_pre"])
+    dominated = lambda r: any(all(x <= y for x, y in zip(key(o), key(r))) and key(o) != key(r) for o in finite)
+    assert sorted(r["name"] for r in info.rows) == sorted(r["name"] for r in finite if not dominated(r))
+    assert info.excluded == len(rows) - len(finite) and info.considered == len(finite)
+    shares = set_shares(rows)
+    assert sum(on for on, _ in shares.values()) == len(info.rows)
+    assert all(on <= n for on, n in shares.values())
+
+
+def test_lambda_curves_pick_the_best_run_per_lambda_and_figures_show_them():
+    from analysis.curves import lambda_curves
+    from analysis.figures import plot_lambda
+
+    rows = []
+    for post in (1000, 3000):
+        for lam in (0.0, 0.5, 1.0):
+            for k in range(3):
+                rows.append(
+                    {
+                        "name": f"p{post}-l{lam}-{k}",
+                        "mode": "sweep",
+                        "post_tokens": post,
+                        "mix_fraction": lam,
+                        "L_im": 2.0 + k - lam * 0 + post / 1e4,
+                        "L_ret": 3.0 - lam + k * 0.1 + (math.nan if k == 0 and lam == 0.5 else 0),
+                    }
+                )
+    curves = lambda_curves(rows)
+    assert [(c.post_tokens, c.metric) for c in curves] == [(1000, "L_im"), (1000, "L_ret"), (3000, "L_im"), (3000, "L_ret")]
+    for c in curves:
+        for lam, best, name in zip(c.mix_fraction, c.best, c.best_run):
+            at = [
+                r[c.metric] for r in rows if r["post_tokens"] == c.post_tokens and r["mix_fraction"] == lam and math.isfinite(r[c.metric])
+            ]
+            assert best == min(at) and name.startswith(f"p{c.post_tokens}-l{lam}")
+    fig = plot_lambda(curves, rows, "sweep")
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert [(list(t.x), list(t.y)) for t in lines] == [(list(c.mix_fraction), list(c.best)) for c in curves]
+    assert sum(len(t.x) for t in fig.data if t.mode == "markers") == len(rows) * 2  # every run, once per metric
+
+
+def test_3d_figure_holds_exactly_the_joint_set():
+    from analysis.figures import plot_pareto_3d
+    from analysis.pareto import pareto_set
+
+    rows = example_rows()
+    joint = pareto_set(rows)
+    fig = plot_pareto_3d(rows, joint)
+    bold = [t for t in fig.data if "on the 3D set" in t.name]
+    assert sorted(n for t in bold for n in t.text) == sorted(r["name"] for r in joint.rows)
+    assert sum(len(t.x) for t in fig.data) == joint.considered  # every finite run once; the NaN run is left out (and counted)

@@ -1,0 +1,169 @@
+"""What several tests share: paths, the reduced smoke study, an MLflow server, node and MLflow snapshots."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "search_spaces" / "smoke.yaml"
+# The smoke study cut to one arm, two stage-2 runs and one stage-3 run each (5 nodes, ≈ 40 s): the
+# undisturbed reference every fault test compares with. No early stop, so stage 2 always has
+# steps left after its progress checkpoints (58 steps, one every 4).
+REDUCED = [
+    "pretrain.mix_fraction=[0.5]",
+    "posttrain.lr=[1e-3, 3e-3]",
+    "finetune.lr=[1e-3]",
+    "posttrain.checkpoint_every=4",
+    "posttrain.patience=100",
+]
+TIMING_METRICS = {"tokens_per_s", "data_wait_share"}  # wall-clock figures: the only metrics that differ between identical runs
+
+
+def plan_smoke(smoke_data, *overrides: str):
+    """The smoke study's stage-2 subtrees as planned, and as planned with `overrides` (same data)."""
+    from raysweep.config import load_study
+    from raysweep.sweep.plan import plan
+
+    study, data = smoke_data
+    changed = load_study(SMOKE, [f"output_dir={study.out}", *overrides])
+    return plan(study, data)[1], plan(changed, data)[1], changed
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mlflow_server(folder: Path, port: int):
+    """A real `mlflow server` on 127.0.0.1 (SQLite backend, proxied artifacts); returns (process, URI)
+    once it answers."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    folder.mkdir(parents=True, exist_ok=True)
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    proc = subprocess.Popen(
+        [
+            mlflow,
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(folder / "server.log", "a"),
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2)
+            return proc, uri
+        except OSError as e:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}") from e
+            time.sleep(0.5)
+
+
+def stop_mlflow_server(proc, hard: bool = False) -> None:
+    import signal
+    import subprocess
+
+    os.killpg(proc.pid, signal.SIGKILL if hard else signal.SIGTERM)  # the server and its gunicorn/uvicorn workers
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def node_results(out: Path) -> dict[str, dict]:
+    """node key → result of every finished node under a study's checkpoints."""
+    import json
+
+    return {
+        p.parent.name: json.loads(p.read_text())["result"] for p in (out / "checkpoints").glob("*/*/node.json") if "." not in p.parent.name
+    }  # not the <key>.corrupt-<time> folders moved aside
+
+
+def with_reference_data(ref_out: Path, out: Path, arm_to: Path | None = None) -> Path:
+    """A fresh study folder holding the reference's prepared data (corpora, tokenizer, streams), so a
+    test pays for training only; node keys do not depend on the folder. `arm_to`: also copy the
+    finished pretraining arm into that node store (for tests about stages 2 and 3)."""
+    import shutil
+
+    shutil.copytree(ref_out / "cache", out / "cache")
+    if arm_to is not None:
+        shutil.copytree(ref_out / "checkpoints" / "pretrain", arm_to / "pretrain")
+    return out
+
+
+def mlflow_snapshot(uri: str, experiment: str) -> dict[str, tuple]:
+    """Everything a study's MLflow experiment holds that two identical runs must share: per run name,
+    (status, outcome tag, every metric's (step, value) points in order). A point logged twice shows
+    up twice, so equality with an undisturbed run means every point arrived exactly once."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    snap = {}
+    for r in runs:
+        history = {
+            k: sorted((m.step, m.value) for m in client.get_metric_history(r.info.run_id, k))
+            for k in r.data.metrics
+            if k not in TIMING_METRICS
+        }
+        snap[r.info.run_name] = (r.info.status, r.data.tags.get("raysweep.outcome"), history)
+    assert len(snap) == len(runs), "two MLflow runs share a name (a node was registered twice)"
+    return snap
+
+
+def example_rows() -> list[dict]:
+    """Six runs-table rows, two methods: a front of two per method, one dominated, one non-finite."""
+    rows = []
+    for i, (m, ret, ft) in enumerate(
+        [
+            ("unmixed", 1.0, 3.0),
+            ("unmixed", 2.0, 2.0),
+            ("unmixed", 2.5, 2.5),
+            ("mixed", 0.5, 2.9),
+            ("mixed", 1.5, 1.5),
+            ("mixed", math.nan, 1.0),
+        ]
+    ):
+        rows.append(
+            {
+                "name": f"r{i}",
+                "method": m,
+                "L_ret": ret,
+                "L_ft": ft,
+                "L_pre": 3.0 - ft,
+                "L_im": 1.0,
+                "mix_fraction": 0.0 if m == "unmixed" else 1.0,
+                "posttrain_lr": 1e-3,
+                "dropout": 0.0,
+                "replay": 0.0,
+                "finetune_lr": 1e-3,
+                "mode": "sweep",
+                "post_tokens": 1000,
+                "seed": 0,
+            }
+        )
+    return rows

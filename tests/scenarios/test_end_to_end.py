@@ -1,0 +1,108 @@
+"""The smoke study through the real Ray Data / Train / Tune / MLflow path, then resumed.
+
+It tracks into a real `mlflow server` on 127.0.0.1 (the job-submit test covers the default
+local SQLite store), and checks what the server's REST API lists.
+"""
+
+import json
+import subprocess
+import sys
+import urllib.request
+from collections import Counter
+
+from mlflow.tracking import MlflowClient
+
+from analysis.runs import rows_from_mlflow
+from raysweep.config import load_study
+from raysweep.study import run_study
+from tests.helpers import SMOKE
+
+
+def _runs(uri, name):
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    return client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def by_stage_run(runs, stage):
+    [run] = [r for r in runs if r.data.tags["raysweep.stage"] == stage]
+    return run.info.run_id
+
+
+def test_smoke_study_end_to_end_and_resume(ray_local, smoke_out, mlflow_server, capsys, tmp_path):
+    study = load_study(SMOKE, [f"output_dir={smoke_out}", f"tracking_uri={mlflow_server}"])
+    n_arms = len(study.pretrain.mix_fraction)
+    n_post = n_arms * len(study.posttrain.lr) * len(study.posttrain.dropout)
+    n_ft = n_post * len(study.finetune.lr)
+
+    summary = run_study(study)
+    assert summary["failures"] == []
+    assert summary["trained"] == {"pretrain": n_arms, "posttrain": n_post, "finetune": n_ft}
+    assert len(summary["rows"]) == n_ft
+    assert {r["method"] for r in summary["rows"]} == {"unmixed", "mixed"}
+    out = capsys.readouterr().out
+    assert "Pareto frontier in (L_ret, L_ft)" in out and "Pareto frontier in (L_pre, L_ret)" in out
+    assert str(summary["report"]) in out and "mlflow ui --host 127.0.0.1 --backend-store-uri" in out
+
+    runs = _runs(summary["tracking_uri"], study.name)
+    assert len(runs) == 1 + n_arms + n_post + n_ft
+    by_id = {r.info.run_id: r for r in runs}
+    stage = Counter(r.data.tags["raysweep.stage"] for r in runs)
+    assert stage == {"study": 1, "pretrain": n_arms, "posttrain": n_post, "finetune": n_ft}
+    parent_stage = {"pretrain": "study", "posttrain": "pretrain", "finetune": "posttrain"}
+    for r in runs:
+        s = r.data.tags["raysweep.stage"]
+        assert r.info.status == "FINISHED", r.info.run_name
+        if s == "study":
+            continue
+        parent = by_id[r.data.tags["mlflow.parentRunId"]]
+        assert parent.data.tags["raysweep.stage"] == parent_stage[s]  # correctly nested
+        # the realised make-up of the stream each run trained on
+        p = r.data.params
+        if s == "pretrain":
+            lam = float(p["mix_fraction"])
+            assert int(p["data.tokens.pre"]) == study.pretrain.tokens
+            assert int(p.get("data.tokens.post", 0)) == round(lam * study.pretrain.post_tokens)
+        if s == "posttrain":
+            assert int(p["data.tokens.post"]) == study.pretrain.post_tokens and "data.waste_fraction" in p
+        if s == "posttrain":
+            assert "L_im" in r.data.metrics
+        if s == "finetune":
+            assert {"L_ft", "L_ret", "L_pre"} <= set(r.data.metrics)
+            assert len(MlflowClient(summary["tracking_uri"]).get_metric_history(r.info.run_id, "train_loss")) > 0
+
+    # Every stage-2 run started after its own arm's checkpoint was complete (cross-level pipelining
+    # never starts a subtree early; that it starts without waiting for other arms is tests/sweep/test_queue.py's).
+    arm_done = {
+        float(r.data.params["mix_fraction"]): (smoke_out / "checkpoints" / "pretrain" / r.data.tags["raysweep.node_key"] / "node.json")
+        .stat()
+        .st_mtime
+        * 1000
+        for r in runs
+        if r.data.tags["raysweep.stage"] == "pretrain"
+    }
+    for r in runs:
+        if r.data.tags["raysweep.stage"] == "posttrain":
+            assert r.info.start_time >= arm_done[float(r.data.params["mix_fraction"])] - 1  # ms clocks
+
+    listed = json.load(
+        urllib.request.urlopen(f"{mlflow_server}/api/2.0/mlflow/artifacts/list?run_id={by_stage_run(runs, 'study')}", timeout=30)
+    )
+    assert {"report.html", "frontiers.txt", "tables", "data.json"} <= {f["path"] for f in listed["files"]}
+
+    # Every finished run's losses reached MLflow: the report rebuilt from the store alone matches.
+    assert rows_from_mlflow(summary["tracking_uri"], study.name) == sorted(summary["rows"], key=lambda r: r["name"])
+    cli = subprocess.run(
+        [sys.executable, "-m", "analysis", "--tracking-uri", summary["tracking_uri"], "--experiment", study.name, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert (tmp_path / "report.html").exists() and "Pareto frontier in (L_ret, L_ft)" in cli.stdout
+
+    # The same command again: nothing retrained, no duplicate runs, the same results.
+    again = run_study(study)
+    assert again["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0}
+    assert len(_runs(summary["tracking_uri"], study.name)) == len(runs)
+    assert sorted(again["rows"], key=lambda r: r["name"]) == sorted(summary["rows"], key=lambda r: r["name"])

@@ -1,0 +1,279 @@
+"""Faults a study meets on preemptible machines, one test each. Every test compares with the same
+study run undisturbed (conftest `reference`): the finished nodes, their results bit for bit, and
+MLflow's runs and metric points (each exactly once). Nothing lost, nothing twice, nothing wrong.
+
+Faults are injected the way they happen: a worker process SIGKILLed mid-stage, a real MLflow server
+killed mid-run, bytes flipped or cut in checkpoint files on disk, ENOSPC from the checkpoint write,
+a NaN loss (README, "Guarantees")."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from raysweep.config import load_study
+from raysweep.main import main
+from raysweep.study import run_study
+from tests.helpers import (
+    REDUCED,
+    SMOKE,
+    free_port,
+    mlflow_snapshot,
+    node_results,
+    start_mlflow_server,
+    stop_mlflow_server,
+    with_reference_data,
+)
+
+
+def _study(out: Path, *extra: str):
+    return load_study(SMOKE, [f"output_dir={out}", *REDUCED, *extra])
+
+
+def _same_results(got: dict, want: dict, keys=None) -> None:
+    for key in want if keys is None else keys:
+        assert got[key]["losses"] == want[key]["losses"], key  # bit for bit
+        assert got[key]["steps"] == want[key]["steps"], key
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_worker_killed_mid_stage_resumes_from_its_checkpoint(ray_local, reference, tmp_path, monkeypatch):
+    ref_out, _, ref_mlflow = reference
+    out = with_reference_data(ref_out, tmp_path / "study", arm_to=tmp_path / "study" / "checkpoints")
+    # stage 2's rank-0 worker dies by SIGKILL at step 6 (its last progress checkpoint: step 4), like a preempted VM
+    monkeypatch.setenv("RAYSWEEP_INJECT_KILL", "posttrain λ=0.5 lr=0.001 drop=0@6")
+    study = _study(out)
+    summary = run_study(study)
+    assert summary["failures"] == []
+    got, want = node_results(out), node_results(ref_out)
+    assert set(got) == set(want)
+    _same_results(got, want)
+    killed = [k for k, r in got.items() if r["resumed_from_step"]]
+    assert len(killed) == 1 and got[killed[0]]["resumed_from_step"] == 4  # continued from its checkpoint, not from 0
+    assert list((out / "checkpoints" / "posttrain").glob("*.failures.jsonl")) == []  # a SIGKILLed worker writes nothing
+    assert mlflow_snapshot(summary["tracking_uri"], study.name) == ref_mlflow  # steps 5-6 were logged once, not twice
+
+
+def test_tracking_server_down_for_part_of_the_run(ray_local, reference, tmp_path):
+    """A real MLflow server is SIGKILLed at stage 2's first progress checkpoint, so most of stage 2
+    and all of stage 3 train with no tracking; it comes back after the study, and --sync-mlflow
+    restores everything."""
+    ref_out, _, ref_mlflow = reference
+    out = with_reference_data(ref_out, tmp_path / "study", arm_to=tmp_path / "study" / "checkpoints")
+    port = free_port()
+    server, uri = start_mlflow_server(tmp_path / "server", port)
+    study = _study(out, f"tracking_uri={uri}")
+
+    def kill_at_the_first_stage2_checkpoint():
+        while not list((out / "checkpoints" / "posttrain").glob("*.resume/state.pt")):
+            time.sleep(0.05)
+        stop_mlflow_server(server, hard=True)
+
+    killer = threading.Thread(target=kill_at_the_first_stage2_checkpoint, daemon=True)
+    killer.start()
+    summary = run_study(study)
+    killer.join(timeout=60)
+    assert server.poll() is not None  # the server really was down for most of stage 2 and 3
+    assert summary["failures"] == []  # an outage of the tracking server is not a training failure
+    got, want = node_results(out), node_results(ref_out)
+    assert set(got) == set(want)
+    _same_results(got, want)
+    assert all(
+        (out / "checkpoints" / p.parent.parent.name / p.parent.name / "metrics.json").exists()
+        for p in (out / "checkpoints").glob("*/*/node.json")
+    )  # every metric point is kept with its node
+
+    server, uri = start_mlflow_server(tmp_path / "server", port)  # back, same database
+    try:
+        argv = [
+            "--config",
+            str(SMOKE),
+            "--set",
+            f"output_dir={out}",
+            "--set",
+            f"tracking_uri={uri}",
+            *[a for r in REDUCED for a in ("--set", r)],
+        ]
+        missing = mlflow_snapshot(uri, study.name)
+        assert missing != ref_mlflow  # what the outage cost MLflow (the runs and points of stage 2 and 3)
+        assert main([*argv, "--sync-mlflow"]) == 0
+        assert mlflow_snapshot(uri, study.name) == ref_mlflow
+        assert main([*argv, "--sync-mlflow"]) == 0  # idempotent: a second sync changes nothing
+        assert mlflow_snapshot(uri, study.name) == ref_mlflow
+    finally:
+        stop_mlflow_server(server)
+    assert node_results(out) == got  # syncing trained nothing
+
+
+def test_corrupt_checkpoint_is_detected_and_retrained_never_loaded(ray_local, reference, tmp_path):
+    ref_out, _, ref_mlflow = reference
+    out = with_reference_data(ref_out, tmp_path / "study")
+    shutil.copytree(ref_out / "checkpoints", out / "checkpoints")
+    want = node_results(ref_out)
+    posts = sorted((out / "checkpoints" / "posttrain").iterdir())
+    flipped, intact = posts
+    # a stage-2 node with one flipped byte (same size: only the checksum can tell), which a missing child needs
+    weights = flipped / "model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    weights.write_bytes(bytes(blob))
+    child_of = {json.loads((d / "node.json").read_text())["spec"]["init_from"]: d for d in (out / "checkpoints" / "finetune").iterdir()}
+    shutil.rmtree(child_of[str(flipped).replace(str(out), str(ref_out))])
+    # and a stage-3 node cut short (a truncated write)
+    cut = child_of[str(intact).replace(str(out), str(ref_out))] / "model.safetensors"
+    cut.write_bytes(cut.read_bytes()[:1000])
+
+    study = _study(out)
+    summary = run_study(study)
+    assert summary["failures"] == []
+    assert summary["trained"] == {"pretrain": 0, "posttrain": 1, "finetune": 2}  # the corrupt ones and the missing child, no more
+    got = node_results(out)
+    assert set(got) == set(want)
+    _same_results(got, want)
+    for stage in ("pretrain", "posttrain", "finetune"):  # the retrained files equal the reference's byte for byte
+        for d in (ref_out / "checkpoints" / stage).iterdir():
+            assert _sha(out / "checkpoints" / stage / d.name / "model.safetensors") == _sha(d / "model.safetensors")
+    assert len(list((out / "checkpoints").glob("*/*.corrupt-*"))) == 2  # moved aside for a post-mortem, not deleted
+    assert mlflow_snapshot(summary["tracking_uri"], study.name) == ref_mlflow
+
+
+def test_a_corrupt_parent_is_never_loaded(tmp_path):
+    """Unit: the worker-side check (load_weights) refuses a corrupt node and moves it aside."""
+    import torch
+
+    from raysweep.nodes import CorruptCheckpoint, load_weights, node_done, save_node
+    from raysweep.spec import RunSpec
+
+    spec = RunSpec("pretrain", "p", "k", str(tmp_path / "node"), "train", 1e-3, 1e-4, 1, 0.0, 2, 1, 1, [], 0)
+    save_node(spec, {"w": torch.arange(1000.0)}, {"losses": {}}, "tok", points=[["loss", 1.0, 5, 1]])
+    assert torch.equal(load_weights(spec.node_dir, "tok")["w"], torch.arange(1000.0))
+    path = tmp_path / "node" / "model.safetensors"
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 1
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CorruptCheckpoint, match="SHA-256"):
+        load_weights(spec.node_dir, "tok")
+    assert node_done(spec.node_dir) is None and len(list(tmp_path.glob("node.corrupt-*"))) == 1  # will be trained again
+
+
+def test_full_disk_at_checkpoint_write_leaves_nothing_marked_done(tmp_path, monkeypatch):
+    """ENOSPC from the checkpoint write: a clear error naming the folder and the free space, and no
+    node.json or partial folder (so the node counts as unfinished and is trained again)."""
+    import safetensors.torch
+    import torch
+
+    from raysweep.nodes import node_done, save_node
+    from raysweep.spec import RunSpec
+
+    def full(*args, **kwargs):
+        Path(args[1]).write_bytes(b"half a file")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    spec = RunSpec("pretrain", "pretrain λ=0", "k", str(tmp_path / "ckpt" / "node"), "train", 1e-3, 1e-4, 1, 0.0, 2, 1, 1, [], 0)
+    with pytest.raises(OSError, match=r"could not write its checkpoint to .*node .*No space left.*GiB free.*checkpoint_dir") as e:
+        save_node(spec, {"w": torch.zeros(3)}, {"losses": {}}, "tok")
+    assert e.value.errno == errno.ENOSPC
+    assert node_done(spec.node_dir) is None
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == []  # no node, no .partial
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 2 MiB filesystem (tmpfs) for the node store; skipped where mounting is not allowed."""
+    import subprocess
+
+    where = tmp_path / "disk"
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(where)], capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root with CAP_SYS_ADMIN (the unit test above covers ENOSPC)")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def test_disk_full_mid_study_then_freed_loses_nothing(ray_local, reference, tmp_path, tiny_disk):
+    """The node store fills up during stage 2 (a real ENOSPC): those runs fail with an error that
+    names the folder and the free space, nothing half-written counts as finished; once space is
+    freed, the same command trains only what is missing and ends equal to the undisturbed run."""
+    import subprocess
+
+    ref_out, _, ref_mlflow = reference
+    out = with_reference_data(ref_out, tmp_path / "study", arm_to=tiny_disk)  # the arm (0.6 MB) fits
+    study = _study(out, f"checkpoint_dir={tiny_disk}", "retries=0")
+    summary = run_study(study)  # stage 2's progress checkpoints (2.2 MB each) do not
+    assert len(summary["failures"]) == 2
+    assert all(
+        "could not write its progress checkpoint" in f and "the disk is full" in f and "point checkpoint_dir elsewhere" in f
+        for f in summary["failures"]
+    ), summary["failures"]
+    assert summary["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0}
+    assert not list(tiny_disk.glob("*/*.partial")) and not list(tiny_disk.glob("*/*.resume/*.tmp"))  # nothing half-written left
+    assert [p.parent.parent.name for p in tiny_disk.glob("*/*/node.json")] == ["pretrain"]
+
+    subprocess.run(["mount", "-o", "remount,size=64M", str(tiny_disk)], check=True)  # space freed
+    again = run_study(study)
+    assert again["failures"] == []
+    assert again["trained"] == {"pretrain": 0, "posttrain": 2, "finetune": 2}
+    got = {p.parent.name: json.loads(p.read_text())["result"] for p in tiny_disk.glob("*/*/node.json")}
+    want = node_results(ref_out)
+    assert set(got) == set(want)
+    _same_results(got, want)
+    snap = mlflow_snapshot(again["tracking_uri"], study.name)
+    assert snap[study.name][0] == "FINISHED"  # the study run's history also holds the first run's failure count
+    assert {k: v for k, v in snap.items() if k != study.name} == {k: v for k, v in ref_mlflow.items() if k != study.name}
+
+
+def test_unwritable_storage_fails_before_any_compute(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    rc = main(["--config", str(SMOKE), "--set", f"output_dir={tmp_path / 'out'}", "--set", f"checkpoint_dir={blocker / 'nodes'}"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "checkpoint_dir: cannot write to" in err and "--set checkpoint_dir=" in err
+    assert not (tmp_path / "out" / "cache").exists()  # no data was prepared
+
+
+def test_non_finite_loss_is_recorded_as_diverged_not_retried(ray_local, reference, tmp_path, monkeypatch):
+    """A NaN loss in stage 2: that run is recorded as diverged (its child, with nothing to start
+    from, as blocked), never retried or retrained; everything else equals the reference."""
+    ref_out, _, ref_mlflow = reference
+    out = with_reference_data(ref_out, tmp_path / "study", arm_to=tmp_path / "study" / "checkpoints")
+    monkeypatch.setenv("RAYSWEEP_INJECT_NAN", "posttrain λ=0.5 lr=0.003 drop=0@7")
+    study = _study(out)
+    summary = run_study(study)
+    assert summary["failures"] == []  # an outcome of the config, not a failure of the tool
+    assert len(summary["diverged"]) == 1 and "posttrain/mix=0.5/lr=0.003" in summary["diverged"][0]
+    assert "step 7" in summary["diverged"][0] and "1 runs below it not trained" in summary["diverged"][0]
+    got, want = node_results(out), node_results(ref_out)
+    kept = set(want) - set(got)
+    assert len(got) == 3 and len(kept) == 2  # the arm and the other subtree; not the diverged node, not its child
+    _same_results(got, want, got)
+    [record] = list((out / "checkpoints" / "posttrain").glob("*.diverged.json"))
+    assert json.loads(record.read_text())["step"] == 7
+    assert list((out / "checkpoints").glob("*/*.failures.jsonl")) == []  # not retried
+    assert [r["name"] for r in summary["rows"]] == ["finetune/mix=0.5/lr=0.001/dropout=0/ft_lr=0.001"]
+
+    snap = mlflow_snapshot(summary["tracking_uri"], study.name)
+    post, child = "posttrain/mix=0.5/lr=0.003/dropout=0", "finetune/mix=0.5/lr=0.003/dropout=0/ft_lr=0.001"
+    assert snap[post][:2] == ("FAILED", "diverged") and snap[child][:2] == ("FAILED", "blocked")
+    # its step metrics up to the divergence are kept, equal to the reference's over those steps
+    for key, points in snap[post][2].items():
+        if key in ref_mlflow[post][2] and not key.startswith("final"):
+            assert points == [p for p in ref_mlflow[post][2][key] if p[0] <= 7], key
+    for name in set(ref_mlflow) - {post, child, study.name}:
+        assert snap[name] == ref_mlflow[name], name
+
+    monkeypatch.delenv("RAYSWEEP_INJECT_NAN")
+    again = run_study(study)  # resumed: the diverged node is settled, nothing is trained
+    assert again["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0}
+    assert again["diverged"] == summary["diverged"]

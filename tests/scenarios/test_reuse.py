@@ -1,0 +1,47 @@
+"""Content-addressed reuse across studies: a second study sharing the first one's stage-1 prefix
+(same data, model, stage-1 config and seed) and its checkpoint store trains no stage-1 node."""
+
+from mlflow.tracking import MlflowClient
+
+from raysweep.config import load_study
+from raysweep.nodes import node_done
+from raysweep.study import run_study
+from raysweep.sweep.plan import plan
+from tests.helpers import SMOKE, with_reference_data
+
+ONE_BRANCH = ["pretrain.mix_fraction=[0.5]", "finetune.lr=[1e-3]"]
+
+
+def test_second_study_reuses_the_shared_stage1_node(ray_local, reference, tmp_path):
+    store = tmp_path / "store"
+    for name in "abc":  # each study has its own output folder; the prepared data is copied, not remade
+        with_reference_data(reference[0], tmp_path / name)
+    a = load_study(SMOKE, ["name=reuse-a", f"output_dir={tmp_path / 'a'}", f"checkpoint_dir={store}", "posttrain.lr=[1e-3]", *ONE_BRANCH])
+    first = run_study(a)
+    assert first["failures"] == [] and first["trained"] == {"pretrain": 1, "posttrain": 1, "finetune": 1}
+    [arm] = list((store / "pretrain").iterdir())
+    stamp = (arm / "model.safetensors").stat().st_mtime_ns
+
+    b = load_study(SMOKE, ["name=reuse-b", f"output_dir={tmp_path / 'b'}", f"checkpoint_dir={store}", "posttrain.lr=[3e-3]", *ONE_BRANCH])
+    second = run_study(b)
+    assert second["failures"] == []
+    assert second["trained"] == {"pretrain": 0, "posttrain": 1, "finetune": 1}  # stage 1 reused, counted
+    assert (arm / "model.safetensors").stat().st_mtime_ns == stamp  # the shared checkpoint was not rewritten
+    from raysweep.data.prepare import prepare
+
+    arms, subtrees = plan(b, prepare(b))
+    assert [x.spec.node_dir for x in arms] == [str(arm)] and node_done(arm)
+    # the reused arm is still a finished, measured run in the second study's own MLflow experiment
+    client = MlflowClient(second["tracking_uri"])
+    exp = client.get_experiment_by_name("reuse-b")
+    [pre] = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags["raysweep.stage"] == "pretrain"]
+    assert pre.info.status == "FINISHED" and "final_pre" in pre.data.metrics
+
+    # A third study made only of nodes the first one finished trains nothing, and its own MLflow
+    # experiment still lists every run with its losses (the report rebuilt from it is complete).
+    from analysis.runs import rows_from_mlflow
+
+    c = load_study(SMOKE, ["name=reuse-c", f"output_dir={tmp_path / 'c'}", f"checkpoint_dir={store}", "posttrain.lr=[1e-3]", *ONE_BRANCH])
+    third = run_study(c)
+    assert third["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0} and len(third["rows"]) == 1
+    assert rows_from_mlflow(third["tracking_uri"], "reuse-c") == third["rows"] == first["rows"]

@@ -1,0 +1,140 @@
+"""The linear theory backend (raysweep/train/theory.py): its tasks, its gradient, and the theorems'
+inequalities measured on trained networks run through the study tree (search_spaces/theory.yaml)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from raysweep.config import load_study
+from raysweep.main import main
+from raysweep.train import theory
+
+FEATURES = {"invariant": 2, "inconsistent": 2, "specialised": 2, "ft_only": 1}
+GAINS = {"invariant": 1.0, "inconsistent_general": 1.0, "inconsistent_post": 2.0, "specialised": 1.5, "ft_only": 0.7}
+
+
+def test_tasks_share_singular_vectors_and_specialised_directions_have_no_variance_outside_d_post():
+    p = theory.make_problem(FEATURES, GAINS, co_occurrence=1.0, seed=3)
+    spec = p.groups["specialised"]
+    for name, t in p.tasks().items():
+        M = p.U.T @ t.A @ p.V
+        assert np.allclose(M, np.diag(np.diag(M))), f"{name}: the target map is not diagonal in the shared bases"
+        variance = np.diag(p.V.T @ t.S @ p.V)
+        if name in ("pre", "ft"):
+            assert np.allclose(variance[spec], 0.0)
+        else:
+            assert np.all(variance[spec] > 0.5)
+    assert np.allclose(np.diag(p.U.T @ p.post.A @ p.V)[spec], 1.5)
+    assert np.allclose(np.diag(p.U.T @ p.pre.A @ p.V)[spec], 0.0)
+
+
+def test_training_step_follows_the_loss_gradient():
+    """One tiny step changes the loss by −lr·‖∇‖² to first order: the update is the true gradient."""
+    p = theory.make_problem(FEATURES, GAINS, 1.0, seed=1)
+    W1, W2 = theory.init_weights(7, 5, 0.3, seed=2)
+    objective = [(0.7, p.pre), (0.3, p.post)]
+
+    def L(W1, W2):
+        return sum(w * theory.loss(W2 @ W1, t) for w, t in objective)
+
+    G = sum(w * (t.A - W2 @ W1) @ t.S for w, t in objective)
+    g1, g2 = -(W2.T @ G), -(G @ W1.T)  # ∂L/∂W1, ∂L/∂W2
+    lr = 1e-6
+    n1, n2, _, _ = theory.train(W1, W2, objective, lr, 1)
+    predicted = -lr * (np.sum(g1**2) + np.sum(g2**2))
+    assert L(n1, n2) - L(W1, W2) == pytest.approx(predicted, rel=1e-3)
+
+
+def test_train_raises_a_clear_error_on_divergence():
+    p = theory.make_problem(FEATURES, GAINS, 1.0, seed=1)
+    W1, W2 = theory.init_weights(7, 5, 1.0, seed=2)
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        theory.train(W1, W2, [(1.0, p.post)], lr=5.0, steps=200, eval_every=10)
+
+
+def _run(tmp_path, *overrides: str) -> dict:
+    out = tmp_path / "study"
+    assert main(["--config", "search_spaces/theory.yaml", "--set", f"output_dir={out}", *[a for o in overrides for a in ("--set", o)]]) == 0
+    return json.loads((out / "theory.json").read_text())
+
+
+def test_theorems_hold_on_the_trained_linear_networks(tmp_path, capsys):
+    """Measured on trained networks (search_spaces/theory.yaml, β = 1.5):
+    5.1 stage 1 learns the specialised features only with mixing;
+    5.2 after stage 2, mixed and unmixed look the same on D_post (L_im ≈ 0 for both);
+    5.3 after stage 3, D_post's loss rose for the unmixed network and stayed ≈ 0 for the mixed ones."""
+    s = _run(tmp_path)
+    beta = load_study("search_spaces/theory.yaml").theory.gains.specialised
+    arms = {a["mix_fraction"]: a for a in s["arms"]}
+    assert abs(arms[0.0]["gains"]["specialised"]) < 0.05 * beta  # 5.1: not learned unmixed
+    for lam, arm in arms.items():
+        if lam > 0:
+            assert arm["gains"]["specialised"] == pytest.approx(beta, rel=0.05)  # 5.1: learned with mixing
+    leaves = s["leaves"]
+    assert len(leaves) == 8
+    assert all(r["L_im"] < 1e-6 for r in leaves)  # 5.2
+    for ft_lr in {r["finetune_lr"] for r in leaves}:
+        unmixed = [r["delta"] for r in leaves if r["finetune_lr"] == ft_lr and r["mix_fraction"] == 0]
+        mixed = [r["delta"] for r in leaves if r["finetune_lr"] == ft_lr and r["mix_fraction"] > 0]
+        assert min(unmixed) > 0.5  # 5.3: Δ_unmixed > 0
+        assert max(mixed) < 0.02 * min(unmixed)  # 5.3: Δ_mixed ≈ 0 < Δ_unmixed
+        assert all(r["L_ft"] < 1e-6 for r in leaves)  # fine-tuning itself succeeded for every network
+    assert "forgetting Δ" in capsys.readouterr().out
+
+
+def test_running_the_theory_study_again_trains_nothing_and_keeps_its_mlflow_runs(tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    first = _run(tmp_path)
+    capsys.readouterr()
+    second = _run(tmp_path)
+    assert "trained now: {'pretrain': 0, 'posttrain': 0, 'finetune': 0}" in capsys.readouterr().out
+    assert second == first
+    client = MlflowClient(f"sqlite:///{tmp_path / 'study' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("theory")
+    runs = client.search_runs([exp.experiment_id])
+    nodes = [r for r in runs if r.data.tags.get("raysweep.stage") != "study"]
+    assert len(nodes) == 4 + 4 + 8 and all(r.info.status == "FINISHED" for r in nodes)
+    leaf = next(r for r in nodes if r.data.tags["raysweep.stage"] == "finetune")
+    assert {"L_ft", "L_ret", "L_pre", "delta", "sv.specialised"} <= set(leaf.data.metrics)
+
+
+def test_without_co_occurrence_history_is_forgotten(tmp_path):
+    """The control docs/results.md reports: with ρ < 1 and stage 2 run to convergence, D_post's optimum
+    is unique, so mixed and unmixed networks leave stage 2 alike and forget alike."""
+    s = _run(tmp_path, "theory.co_occurrence=0.5", "theory.steps={pretrain: 3000, posttrain: 20000, finetune: 3000}")
+    deltas = {r["mix_fraction"]: r["delta"] for r in s["leaves"] if r["finetune_lr"] == 0.05}
+    assert deltas[0.0] > 0.5
+    for lam, d in deltas.items():
+        assert d == pytest.approx(deltas[0.0], rel=0.02), lam
+
+
+def test_linear_kind_rejects_axes_it_does_not_have():
+    from raysweep.config import StudyConfigError
+
+    with pytest.raises(StudyConfigError, match="posttrain.dropout"):
+        load_study("search_spaces/theory.yaml", ["posttrain.dropout=[0.0, 0.1]"])
+
+
+def test_a_diverging_linear_run_is_recorded_as_diverged_and_blocks_its_children(tmp_path, capsys):
+    """As for the language models: a non-finite loss is an outcome (recorded, never retried), the
+    runs below it are blocked, the study ends normally and its summary lists it."""
+    from mlflow.tracking import MlflowClient
+
+    s = _run(tmp_path, "pretrain.mix_fraction=[0.0, 0.5]", "posttrain.lr=[0.05, 5.0]", "finetune.lr=[0.05]")
+    out = capsys.readouterr().out
+    assert "2 diverged (a non-finite loss is an outcome" in out and "posttrain/mix=0/lr=5/dropout=0: diverged at step" in out
+    assert len(s["leaves"]) == 2  # the two lr=0.05 branches; the lr=5 ones have no leaf
+    diverged = list((tmp_path / "study" / "checkpoints" / "linear" / "posttrain").glob("*.diverged.json"))
+    assert len(diverged) == 2 and all(json.loads(p.read_text())["lr"] == 5.0 for p in diverged)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'study' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("theory").experiment_id])
+    outcome = {r.info.run_name: (r.info.status, r.data.tags.get("raysweep.outcome")) for r in runs}
+    assert outcome["posttrain/mix=0/lr=5/dropout=0"] == ("FAILED", "diverged")
+    assert outcome["finetune/mix=0/lr=5/dropout=0/ft_lr=0.05"] == ("FAILED", "blocked")
+    assert outcome["finetune/mix=0/lr=0.05/dropout=0/ft_lr=0.05"] == ("FINISHED", None)
+    _run(tmp_path, "pretrain.mix_fraction=[0.0, 0.5]", "posttrain.lr=[0.05, 5.0]", "finetune.lr=[0.05]")
+    assert "trained now: {'pretrain': 0, 'posttrain': 0, 'finetune': 0}" in capsys.readouterr().out  # diverged: not retried

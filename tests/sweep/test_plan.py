@@ -1,0 +1,74 @@
+"""The tree's plan: deterministic, unique node keys, lineage; data budgets checked before training."""
+
+import pytest
+
+from raysweep.config import StudyConfigError, load_study
+from raysweep.data.prepare import prepare
+from raysweep.sweep.plan import plan
+from tests.helpers import SMOKE, plan_smoke
+
+
+def test_plan_is_deterministic_with_unique_keys_and_lineage(smoke_data):
+    study, data = smoke_data
+    arms, subtrees = plan(study, data)
+    again = plan(study, data)
+    assert [a.spec for a in arms] == [a.spec for a in again[0]]
+    keys = [a.spec.node_key for a in arms] + [n.spec.node_key for n2, cs in subtrees for n in (n2, *cs)]
+    assert len(keys) == len(set(keys)) == len(arms) + len(subtrees) * (1 + len(study.finetune.lr))
+    arm_dirs = {a.spec.node_dir for a in arms}
+    for n2, children in subtrees:
+        assert n2.spec.init_from in arm_dirs and n2.spec.early_stop_on == "post"
+        assert all(c.spec.init_from == n2.spec.node_dir and c.spec.dataset == "ft" for c in children)
+    # stage 1 is at most one pass over its stream
+    for a in arms:
+        stream = data.pretrain[a.spec.meta["mix_fraction"]]
+        assert a.spec.max_steps * a.spec.batch_size <= stream.n_blocks
+
+
+def test_a_changed_upstream_config_changes_every_key_below_it(smoke_data, smoke_out):
+    study, data = smoke_data
+    changed = load_study(SMOKE, [f"output_dir={smoke_out}", "pretrain.lr=1e-3"])
+    a, b = plan(study, data), plan(changed, data)
+    assert {n.spec.node_key for n, _ in a[1]}.isdisjoint({n.spec.node_key for n, _ in b[1]})
+    changed_ft = load_study(SMOKE, [f"output_dir={smoke_out}", "finetune.tokens=6000"])
+    c = plan(changed_ft, data)
+    assert [n.spec.node_key for n, _ in a[1]] == [n.spec.node_key for n, _ in c[1]]  # stage 2 untouched
+
+
+def test_budget_beyond_the_corpus_fails_before_training(smoke_data, smoke_out):
+    study = load_study(SMOKE, [f"output_dir={smoke_out}", "pretrain.tokens=10000000"])
+    with pytest.raises(
+        StudyConfigError, match=r"pretrain\.tokens: 10,000,000 tokens asked, but corpus 'general' holds [\d,]+ training tokens"
+    ):
+        prepare(study)
+
+
+def test_stage2_batch_size_can_be_a_sweep_axis(smoke_data):
+    base, both, swept = plan_smoke(smoke_data, "posttrain.batch_size=[4, 8]")
+    assert len(both) == 2 * len(base)
+    assert sorted({n.spec.batch_size for n, _ in both}) == [4, 8]
+    for n, _ in both:  # the step budget follows the batch: same token budget
+        assert n.spec.max_steps == swept.posttrain.tokens // (n.spec.batch_size * swept.model.seq_len)
+        assert n.name.endswith(f"/batch={n.spec.batch_size}")
+    assert len({n.spec.node_key for n, _ in both}) == len(both)
+
+
+def _fake_tree(tmp_path):
+    """Two arms and three subtrees, as trial_order sees them (node folders only)."""
+    from types import SimpleNamespace
+
+    arms = [
+        SimpleNamespace(name=f"pretrain/mix={i}", spec=SimpleNamespace(node_key=f"a{i}", node_dir=str(tmp_path / f"a{i}"))) for i in (0, 1)
+    ]
+    subtrees = [
+        (SimpleNamespace(parent=f"a{p}", spec=SimpleNamespace(node_dir=str(tmp_path / f"s{j}"))), []) for j, p in enumerate((1, 0, 1))
+    ]
+    return arms, subtrees
+
+
+def test_items_start_arms_first_then_subtrees_in_their_arms_order(tmp_path):
+    from raysweep.sweep.tree import trial_order
+
+    arms, subtrees = _fake_tree(tmp_path)
+    assert trial_order(arms, subtrees, [0, 1], [0, 1, 2]) == [("arm", 0), ("arm", 1), ("subtree", 1), ("subtree", 0), ("subtree", 2)]
+    assert trial_order(arms, subtrees, [1], [0, 2]) == [("arm", 1), ("subtree", 0), ("subtree", 2)]

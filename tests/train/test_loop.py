@@ -1,0 +1,104 @@
+"""The per-run loop in a plain process, without Ray or MLflow (as on a GPU machine that has neither):
+it trains, stops early keeping the best weights, resumes bit for bit from a progress checkpoint,
+and reports a non-finite loss as Diverged."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from raysweep.spec import Diverged, RunSpec
+from raysweep.train.chain import train_chain
+from raysweep.train.context import LoopConfig, Worker, load_eval_sets
+from raysweep.train.faults import Faults
+from raysweep.train.loop import train_run
+from tests.helpers import ROOT
+
+VOCAB, SEQ = 64, 16
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """A tiny random stream and held-out set on disk, and the loop's settings."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+
+    def counting(n):  # a learnable stream: each block counts up by one, so the loss can fall well below log(VOCAB)
+        start = rng.integers(1, VOCAB - SEQ - 1, size=n)
+        return (start[:, None] + np.arange(SEQ + 1)[None, :]).astype(np.int64)
+
+    heldout = counting(8).astype(np.int32)
+    path = tmp_path / "heldout.parquet"
+    pq.write_table(pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(heldout.reshape(-1)), SEQ + 1)}), path)
+    cfg = LoopConfig("debug", VOCAB, SEQ, 10_000, {"post": str(path)}, "tok")
+    return cfg, counting(64), load_eval_sets(cfg), tmp_path
+
+
+def _spec(tmp_path, **over) -> RunSpec:
+    base = RunSpec(
+        stage="posttrain",
+        label="plain",
+        node_key="k",
+        node_dir=str(tmp_path / "node"),
+        dataset="train",
+        lr=3e-3,
+        min_lr=3e-4,
+        warmup_steps=2,
+        weight_decay=0.1,
+        batch_size=4,
+        max_steps=30,
+        eval_every=5,
+        monitor=["post"],
+        seed=3,
+    )
+    return replace(base, **over)
+
+
+def test_a_run_trains_and_early_stopping_keeps_the_best_weights(setup):
+    cfg, rows, evals, tmp = setup
+    result, state, points = train_run(
+        _spec(tmp, early_stop_on="post", patience=2, max_steps=200, lr=3e-2), None, rows, cfg, evals, Worker(torch.device("cpu"))
+    )
+    held = [v for k, v, _, step in points if k == "heldout_post"]
+    assert result["stopped_early"] and result["steps"] < 200
+    assert result["best_step"] <= result["steps"] - 2 * 5  # patience 2 × eval_every 5 evaluations after the best
+    assert result["losses"]["post"] == pytest.approx(min(held), rel=1e-6)  # the final model is the best one, not the last
+    assert result["losses"]["post"] < np.log(VOCAB)
+
+
+def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(setup):
+    cfg, rows, evals, tmp = setup
+    whole, state, _ = train_run(_spec(tmp, node_dir=str(tmp / "whole")), None, rows, cfg, evals, Worker(torch.device("cpu")))
+    # a first attempt stops at step 12 (an injected NaN), after its progress checkpoint at step 10;
+    # a fresh attempt of the same node resumes from that checkpoint
+    spec = _spec(tmp, node_dir=str(tmp / "resumed"), checkpoint_every=10)
+    with pytest.raises(Diverged):
+        train_run(spec, None, rows, replace(cfg, faults=Faults(nan="plain@12")), evals, Worker(torch.device("cpu")))
+    again, state2, _ = train_run(spec, None, rows, cfg, evals, Worker(torch.device("cpu")))
+    assert again["resumed_from_step"] == 10
+    assert again["losses"] == whole["losses"]
+    assert all(torch.equal(state[k], state2[k]) for k in state)
+
+
+def test_a_non_finite_loss_is_diverged_and_recorded_not_raised_by_the_chain(setup):
+    cfg, rows, evals, tmp = setup
+    cfg = replace(cfg, faults=Faults(nan="plain@3"))
+    parent = _spec(tmp, node_dir=str(tmp / "parent"))
+    child = _spec(tmp, label="child", node_key="c", node_dir=str(tmp / "child"), init_from=parent.node_dir)
+    results = train_chain([parent, child], {"train": rows}, cfg, evals, Worker(torch.device("cpu")))
+    assert results == [{"node_key": "k", "diverged": 3}, {"node_key": "c", "blocked": True}]
+    assert (tmp / "parent.diverged.json").exists() and not (tmp / "parent").exists()
+
+
+def test_the_loop_imports_neither_ray_nor_mlflow():
+    code = "import sys\nimport raysweep.train.chain, raysweep.train.loop\nprint(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

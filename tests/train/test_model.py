@@ -1,0 +1,35 @@
+import pytest
+import torch
+
+from raysweep.presets import PRESETS, estimate_parameters
+from raysweep.train.model import build_model, count_parameters, set_dropout
+
+
+@pytest.mark.parametrize("preset", ["debug", "tiny"])
+def test_small_presets_build_and_match_the_estimate(preset):
+    model = build_model(preset, vocab_size=512, seq_len=64)
+    assert count_parameters(model) == estimate_parameters(preset, 512)
+
+
+def test_paper_shapes():
+    assert round(estimate_parameters("smollm2-135m", 49152) / 1e6, 1) == 134.5  # SmolLM2-135M
+    assert 1.00e9 < estimate_parameters("smollm2-1b", 49152) < 1.06e9  # Table 2: ≈1.03B
+    assert PRESETS["smollm2-1b"].n_heads == PRESETS["smollm2-1b"].n_kv_heads == 27
+
+
+def test_dropout_is_real_and_only_in_training():
+    torch.manual_seed(0)
+    model = build_model("debug", 256, 32, dropout=0.2)
+    x = torch.randint(0, 256, (2, 16))
+    model.train()
+    assert not torch.equal(model(input_ids=x).logits, model(input_ids=x).logits)
+    model.eval()
+    assert torch.equal(model(input_ids=x).logits, model(input_ids=x).logits)
+    set_dropout(model, 0.0)
+    model.train()
+    assert torch.equal(model(input_ids=x).logits, model(input_ids=x).logits)
+
+
+def test_same_seed_same_init():
+    a, b = build_model("debug", 256, 32, seed=1), build_model("debug", 256, 32, seed=1)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
