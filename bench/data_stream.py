@@ -1,8 +1,8 @@
 """Does the data stream keep up with training?
 
-1. Tokens/s the stage-1 stream delivers into a Ray Train worker (the same per-rank rows from the
-   object store and the same `raysweep.train.step.batches` the stage loop uses) vs a plain Python loop
-   over the same parquet file, in one run, printed as a ratio.
+1. Tokens/s the stage-1 stream delivers into a Ray Train worker (the same per-rank rows, read from
+   the stream's plan over memory-mapped token shards, and the same `raysweep.train.step.batches` the
+   stage loop uses) vs the same reads in this process without Ray, in one run, printed as a ratio.
 2. The data-wait share of step time in the default study: the seconds each run spent waiting
    for its next batch over its training-loop seconds, from every node.json of a finished study
    (run it first, or pass --run-study to run it here).
@@ -37,33 +37,33 @@ def machine() -> str:
     )
 
 
-def plain_loop(path: Path, batch: int, epochs: int) -> float:
-    """tokens/s of reading the stream's parquet file and cutting torch batches in plain Python."""
-    import pyarrow.parquet as pq
+def plain_loop(plan_file: Path, batch: int, epochs: int) -> float:
+    """tokens/s of reading the stream's blocks from its plan in this process and cutting torch batches."""
     import torch
 
+    from raysweep.data.plans import StreamReader
+
+    reader = StreamReader(plan_file)
     t0 = time.perf_counter()
     tokens = 0
     for _ in range(epochs):
-        col = pq.read_table(path).column("input_ids").combine_chunks()
-        blocks = torch.from_numpy(col.flatten().to_numpy().reshape(-1, col.type.list_size).astype(np.int64))
-        for i in range(0, len(blocks) - batch + 1, batch):
-            x = blocks[i : i + batch].clone()  # a batch the consumer owns, as the stage loop's batches hand out
+        for i in range(0, reader.n_blocks - batch + 1, batch):
+            x = torch.from_numpy(reader.blocks(np.arange(i, i + batch)))
             tokens += x.numel()
     return tokens / (time.perf_counter() - t0)
 
 
 def _worker_loop(cfg: dict) -> dict:
-    import ray
     import ray.train
 
     from raysweep.train.step import batches
 
-    t0 = time.perf_counter()  # from before the rows are fetched: what a run pays
-    blocks = ray.get(cfg["rows"][ray.train.get_context().get_world_rank()])
-    it = batches(blocks, cfg["batch"], "cpu")
+    t0 = time.perf_counter()  # from before the stream is opened: what a run pays
+    tc = ray.train.get_context()
+    rows = cfg["source"].rows_for(cfg["batch"], tc.get_world_size(), tc.get_world_rank())
+    it = batches(rows, "cpu")
     tokens = 0
-    for _ in range(cfg["epochs"] * (len(blocks) // cfg["batch"])):
+    for _ in range(cfg["epochs"] * rows.steps_per_pass):
         tokens += next(it).numel()
     return {"tokens_per_s": tokens / (time.perf_counter() - t0)}
 
@@ -72,11 +72,11 @@ def ray_train_loop(stream, batch: int, epochs: int) -> float:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from raysweep.data.streams import put_rank_blocks
+    from raysweep.data.plans import StreamSource
 
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"batch": batch, "epochs": epochs, "rows": put_rank_blocks(stream, batch, 1)},
+        train_loop_config={"batch": batch, "epochs": epochs, "source": StreamSource(str(stream.path))},
         scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(name="bench-data", storage_path="/tmp/raysweep-bench"),
     )
@@ -120,8 +120,8 @@ def main() -> None:
     print(f"\n1. stage-1 stream {stream.stats['name']}: {stream.n_blocks:,} blocks ({n_tok:,} tokens), batch {batch}, {args.epochs} epochs")
     plain = plain_loop(stream.path, batch, args.epochs)
     into_worker = ray_train_loop(stream, batch, args.epochs)
-    print(f"   plain Python loop (parquet read per epoch): {plain / 1e6:8.2f} M tokens/s")
-    print(f"   object store -> Ray Train worker batches : {into_worker / 1e6:8.2f} M tokens/s")
+    print(f"   plan read in this process (no Ray)        : {plain / 1e6:8.2f} M tokens/s")
+    print(f"   plan -> Ray Train worker batches (mmap)   : {into_worker / 1e6:8.2f} M tokens/s")
     print(f"   ratio (Ray Train / plain)                 : {into_worker / plain:8.3f}")
 
     rows = data_wait(Path(args.study_dir))

@@ -55,7 +55,7 @@ def ray_loop(preset: str, vocab: int, seq_len: int, stream, heldout: Path, batch
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from raysweep.data.streams import put_rank_blocks
+    from raysweep.data.plans import StreamSource
     from raysweep.spec import RunSpec
     from raysweep.sweep.slots import train_specs
     from raysweep.train.context import LoopConfig
@@ -79,7 +79,7 @@ def ray_loop(preset: str, vocab: int, seq_len: int, stream, heldout: Path, batch
     config = {
         "loop": LoopConfig(preset, vocab, seq_len, seq_len, {"pre": str(heldout)}, "bench"),
         "specs": [asdict(spec)],
-        "rows": {"train": put_rank_blocks(stream, batch, 1)},
+        "sources": {"train": StreamSource(str(stream.path))},
     }
     [result] = (
         TorchTrainer(
@@ -103,12 +103,10 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=2048)
     args = ap.parse_args()
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     import ray
     import torch
 
-    from raysweep.data.blocks import Stream
+    from raysweep.data.plans import plan_of_blocks
 
     print(
         f"machine: {platform.node()} · {os.cpu_count()} CPUs · python {platform.python_version()} · torch {torch.__version__} · ray {ray.__version__}"
@@ -119,15 +117,13 @@ def main() -> None:
     block = args.seq_len + 1
     rng = np.random.default_rng(0)
     blocks = rng.integers(1, args.vocab, size=(args.batch * args.steps, block), dtype=np.int32)
-    table = pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(blocks.reshape(-1)), block)})
-    pq.write_table(table, tmp / "train.parquet")
-    pq.write_table(table.slice(0, 2), tmp / "heldout.parquet")
-    stream = Stream(tmp / "train.parquet", {"blocks": len(blocks), "block_len": block})
+    stream = plan_of_blocks(blocks, tmp, "train")  # the Ray loop reads its rows from a plan over a token shard, as in a study
+    heldout = plan_of_blocks(blocks[:2], tmp, "heldout")
     rows = []
     for preset in args.presets:
         steps = args.steps
         bare = bare_loop(preset, args.vocab, args.seq_len, blocks, args.batch, steps)
-        in_ray = ray_loop(preset, args.vocab, args.seq_len, stream, tmp / "heldout.parquet", args.batch, steps, tmp)
+        in_ray = ray_loop(preset, args.vocab, args.seq_len, stream, heldout.path, args.batch, steps, tmp)
         rows.append((preset, steps, bare, in_ray))
     print(f"\nseq {args.seq_len}, batch {args.batch}, 1 thread, vocab {args.vocab}; goal: ratio ≥ 0.97")
     print(

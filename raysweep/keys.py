@@ -31,6 +31,7 @@ NAMESPACES = {
     "order": "each corpus's seeded document order (shares are prefixes of it)",
     "optuna": "the stage-2 search's sampler per mixing fraction",
     "linear-init": "the linear network's initial weights",
+    "pass": "a repeated stream's order of blocks in each pass after the first (raysweep.data.plans.StreamRows)",
 }
 
 KEY_LENGTH = 16  # hex digits of a node, stream, cache or study key: 64 bits, no collision at any study's size
@@ -68,6 +69,17 @@ def file_digest(path: str | Path) -> str:
     with Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def array_digest(*arrays, header: str = "") -> str:
+    """The full SHA-256 of some arrays' bytes, in order, after an optional header (a selection of
+    documents, a view of a corpus, a stream plan): their content, whatever file holds them."""
+    import numpy as np
+
+    h = hashlib.sha256(header.encode())
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
 
 

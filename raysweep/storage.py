@@ -127,6 +127,18 @@ def write_text(path: str | Path, text: str) -> None:
         f.write(text.encode())
 
 
+def file_size(path: str | Path) -> int | None:
+    """A file's size in bytes, or None if it does not exist."""
+    if not is_remote(path):
+        p = Path(path)
+        return p.stat().st_size if p.is_file() else None
+    import pyarrow.fs as pafs
+
+    fs, p = _resolve(str(path))
+    info = fs.get_file_info(p)
+    return info.size if info.type == pafs.FileType.File else None
+
+
 def exists(path: str | Path) -> bool:
     if not is_remote(path):
         return Path(path).exists()

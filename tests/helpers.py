@@ -6,6 +6,8 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "search_spaces" / "smoke.yaml"
 # The smoke study cut to one arm, two stage-2 runs and one stage-3 run each (5 nodes, ≈ 40 s): the
@@ -167,3 +169,26 @@ def example_rows() -> list[dict]:
             }
         )
     return rows
+
+
+def token_view(folder, docs: list[np.ndarray], label: str, max_bytes: int = 1 << 30):
+    """A TokenView over shards written from `docs` (several shard files when max_bytes is small)."""
+    from raysweep.data.shards import ShardWriter, TokenView
+
+    infos = ShardWriter(folder, label, np.dtype(np.uint16), max_bytes=max_bytes)
+    infos.add([np.asarray(d) for d in docs])
+    infos = infos.close()
+    file_ix = np.concatenate([np.full(i.docs, k, dtype=np.int32) for k, i in enumerate(infos)])
+    lengths = np.array([len(d) for d in docs], dtype=np.int64)
+    offset = np.concatenate([np.cumsum(n) - n for n in np.split(lengths, np.cumsum([i.docs for i in infos])[:-1])])
+    return TokenView(
+        label,
+        folder,
+        tuple(i.name for i in infos),
+        tuple(i.sha256 for i in infos),
+        "uint16",
+        file_ix,
+        offset,
+        lengths,
+        np.arange(len(docs), dtype=np.uint64),
+    )

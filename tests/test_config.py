@@ -135,3 +135,15 @@ def test_paper_study_dry_run_counts_its_search_space_offline_and_fast():
     assert f"posttrain  {n2:>4} runs" in out.stdout and n2 == 90
     assert f"finetune   {n2 * len(p3.lr):>4} runs" in out.stdout
     assert "H100-hours" in out.stdout and seconds < 10, seconds
+
+
+def test_dry_run_sizes_the_data_of_a_paper_study(capsys):
+    """Per hub corpus: the tokens to tokenize, the token shards' size on disk and the CPU-hours."""
+    from raysweep.main import main
+
+    assert main(["--config", "search_spaces/paper-135m-frontier.yaml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    pre = next(line for line in out.splitlines() if line.strip().startswith("data     pre"))
+    assert "8,700,000,000 tokens to tokenize" in pre and "GB of token shards" in pre and "CPU-hours" in pre
+    gb = float(pre.split("≈ ")[1].split(" GB")[0].replace(",", ""))
+    assert 17.4 <= gb <= 18.5  # 8.7B uint16 ids (17.4 GB) plus the per-document index

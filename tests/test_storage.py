@@ -172,7 +172,12 @@ def test_a_study_runs_and_resumes_on_an_object_store_uri(ray_local, tmp_path):
     stored = sorted(
         p.relative_to(tmp_path / "bucket" / "nodes").as_posix() for p in (tmp_path / "bucket" / "nodes").rglob("*") if p.is_file()
     )
-    assert len(stored) == 9 and sum(p.endswith("/node.json") for p in stored) == 3 and not any(".resume" in p for p in stored)
+    nodes = [p for p in stored if not p.startswith("data/")]
+    assert len(nodes) == 9 and sum(p.endswith("/node.json") for p in nodes) == 3 and not any(".resume" in p for p in nodes)
+    # the data the workers read is published beside the nodes: every stream's plan and the token shards it reads
+    plans = [p for p in stored if p.startswith("data/streams/") and p.endswith("/plan.json")]
+    assert {p.split("/")[2].split("-")[0] for p in plans} >= {"pretrain", "posttrain", "finetune"}
+    assert any(p.startswith("data/tokens/") and p.endswith(".tokens") for p in stored)
     again = run_study(study)
     assert again["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0} and again["rows"] == first["rows"]
 

@@ -1,6 +1,7 @@
-"""Streams as blocks of token ids: packing, the plain-numpy specification of a stream, reading a
-stream's blocks, and each rank's rows of them. Pure numpy and pyarrow (no Ray), so the training
-loop and the tests use them anywhere."""
+"""Streams as blocks of token ids, specified in plain numpy: how pieces of documents are packed
+into blocks of seq_len + 1 tokens (`pack`), the whole stream a selection and a seed make
+(`reference_blocks`, the specification raysweep.data.plans reproduces byte for byte), and the rows
+each rank of a worker group trains on (`rank_rows`)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 
 @dataclass(frozen=True)
 class Stream:
-    """A packed training or evaluation stream on disk, with what went into it."""
+    """A training or evaluation stream: its plan on disk (raysweep.data.plans), and what went into it."""
 
-    path: Path
-    stats: dict  # blocks, block_len, tokens per source, waste fraction, tokenizer
+    path: Path  # the plan's plan.json; its folder holds the rest of the plan
+    stats: dict  # blocks, block_len, tokens per source, waste fraction, seed, tokenizer, content digest
 
     @property
     def n_blocks(self) -> int:
@@ -74,17 +74,6 @@ def reference_blocks(docs: dict[str, list[np.ndarray]], selections: dict, seed: 
     return pack([placed[k] for k in sorted(placed)], block_len)
 
 
-def read_blocks(stream: Stream | Path, max_tokens: int | None = None) -> np.ndarray:
-    """The stream's blocks as an int64 array (n_blocks, block_len); at most max_tokens tokens' worth."""
-    path = stream.path if isinstance(stream, Stream) else Path(stream)
-    col = pq.read_table(path, columns=["input_ids"]).column("input_ids").combine_chunks()
-    block_len = col.type.list_size
-    blocks = col.flatten().to_numpy().reshape(-1, block_len).astype(np.int64)
-    if max_tokens is not None:
-        blocks = blocks[: max(1, max_tokens // block_len)]
-    return blocks
-
-
 def rank_rows(n_blocks: int, batch_size: int, world: int, rank: int) -> np.ndarray:
     """The stream rows rank `rank` of `world` trains on, in order, one local batch after another.
 
@@ -99,9 +88,3 @@ def rank_rows(n_blocks: int, batch_size: int, world: int, rank: int) -> np.ndarr
     steps = n_blocks // batch_size
     base = np.arange(steps, dtype=np.int64)[:, None] * batch_size + rank * per
     return (base + np.arange(per, dtype=np.int64)[None, :]).reshape(-1)
-
-
-def rank_blocks(stream: Stream, batch_size: int, world: int) -> list[np.ndarray]:
-    """Each rank's rows of the stream (see rank_rows), in the order it trains on them."""
-    blocks = read_blocks(stream)
-    return [blocks[rank_rows(len(blocks), batch_size, world, r)] for r in range(world)]

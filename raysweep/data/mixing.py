@@ -11,10 +11,11 @@ Seeds come from raysweep.keys.derive_seed (root seed and a path of names, by SHA
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from raysweep.keys import array_digest
 
 
 def seeded_order(n: int, seed: int) -> np.ndarray:
@@ -39,10 +40,7 @@ class Selection:
         return len(self.rows)
 
     def digest(self) -> str:
-        h = hashlib.sha256()
-        for a in (self.rows, self.start, self.stop):
-            h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
-        return h.hexdigest()
+        return array_digest(*(np.asarray(a, dtype=np.int64) for a in (self.rows, self.start, self.stop)))
 
     @staticmethod
     def whole(rows: np.ndarray, lengths: np.ndarray) -> Selection:
@@ -117,3 +115,13 @@ def replay_tokens(stage2_tokens: int, replay: float) -> int:
     if not 0.0 <= replay < 1.0:
         raise ValueError(f"replay must be in [0, 1), got {replay}")
     return int(round(replay * stage2_tokens / (1.0 - replay)))
+
+
+ROLES = ("pre", "post", "ft")  # D_pre, D_post, D_ft
+
+
+def needed_tokens(study) -> dict[str, int]:
+    """Training tokens each corpus must hold for a study's budgets (D_pre read once for every arm)."""
+    p1, p2 = study.pretrain, study.posttrain
+    replay = replay_tokens(p1.post_tokens, max(p2.replay))  # the largest stage-2 set is |D_post|
+    return {"pre": max(p1.tokens, replay), "post": p1.post_tokens, "ft": study.finetune.tokens}

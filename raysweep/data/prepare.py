@@ -1,20 +1,20 @@
-"""Everything a study's runs read, made before any training: corpora, tokenizer and streams.
+"""Everything a study's runs read, made before any training: tokenizer, token shards and stream plans.
 
-    corpora (ingest: source -> train / held-out documents)
-      -> tokenizer (trained BPE, or a pretrained one)
-      -> tokenized splits (Ray Data)
+    tokenizer (a BPE trained on each corpus's first training documents, or a pretrained one)
+      -> token shards per corpus (raysweep.data.corpus: read and tokenized in parallel, Ray Data)
       -> selections (raysweep.data.mixing: exact token shares, seeded)
-      -> streams (Ray Data: interleave, pack): stage 1 per λ, stage 2 per (λ, replay), stage 3, held-out
+      -> stream plans (raysweep.data.plans, in the driver from the length index): stage 1 per λ,
+         stage 2 per (λ, replay), stage 3, held-out
 
-Runs in the driver once Ray is up; all of it is cached under <output_dir>/cache by content,
-so a resumed study prepares nothing twice. Budget problems (asking for more tokens than a corpus
-holds) stop the study here, before any worker starts, with the key to change and the number of
-tokens available.
+Runs in the driver once Ray is up; all of it is cached under <output_dir>/cache by content, so a
+resumed study prepares nothing twice. Budget problems (asking for more tokens than a corpus holds,
+a disk too small for the shards) stop the study here, before any worker starts, with the key to
+change and the numbers.
 """
 
 from __future__ import annotations
 
-import math
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,15 +24,23 @@ import numpy as np
 
 from raysweep.config import Study, StudyConfigError
 from raysweep.data.blocks import Stream
-from raysweep.data.corpora.sources import CorpusError, CorpusFiles, ingest
-from raysweep.data.mixing import Selection, complement_share, mix_share, replay_tokens, seeded_order, take_budget, take_tokens
-from raysweep.data.streams import TokenizedSplit, build_stream, eos_id, tokenize_split
-from raysweep.data.tokenizer import load_pretrained, load_tokenizer, tokenizer_id, train_tokenizer
+from raysweep.data.corpora.sources import CorpusError, training_texts
+from raysweep.data.corpus import TokenCorpus, tokenize_corpus
+from raysweep.data.mixing import (
+    ROLES,
+    Selection,
+    complement_share,
+    mix_share,
+    needed_tokens,
+    replay_tokens,
+    seeded_order,
+    take_budget,
+    take_tokens,
+)
+from raysweep.data.plans import build_plan, data_mirror, publish
+from raysweep.data.shards import cache_bytes
+from raysweep.data.tokenizer import eos_id, load_pretrained, load_tokenizer, tokenizer_id, train_tokenizer
 from raysweep.keys import derive_seed, stream_seed
-
-ROLES = ("pre", "post", "ft")  # D_pre, D_post, D_ft
-CHARS_PER_TOKEN_GUESS = 4.5  # first read of a hub/local corpus; topped up if its tokens fall short
-TOP_UPS = 4
 
 
 @dataclass(frozen=True)
@@ -44,108 +52,112 @@ class StudyData:
     posttrain: dict[tuple[float, float], Stream]  # stage-2 stream per (λ, replay fraction)
     finetune: Stream  # D_ft's fixed-budget training set
     heldout: dict[str, Stream]  # role -> held-out evaluation blocks
-    corpora: dict[str, dict]  # role -> what was read (documents, skipped, ...)
+    corpora: dict[str, dict]  # role -> what was read (documents, shards, skipped, ...)
 
 
-def needed_tokens(study: Study) -> dict[str, int]:
-    """Training tokens each corpus must hold for the study's budgets."""
-    p1, p2 = study.pretrain, study.posttrain
-    replay = replay_tokens(p1.post_tokens, max(p2.replay))  # the largest stage-2 set is |D_post|
-    return {"pre": max(p1.tokens, replay), "post": p1.post_tokens, "ft": study.finetune.tokens}
+def _identity(study: Study, role: str) -> dict:
+    cfg = getattr(study.corpora, role)
+    return {"spec": cfg.model_dump(mode="json"), "seed": study.seed if cfg.source == "synthetic" else None}
+
+
+def make_tokenizer(study: Study, cache: Path) -> Path:
+    """The study's tokenizer file: a pretrained one, or a BPE trained on the first
+    `tokenizer.train_docs` training documents of each corpus (read from the source, in order)."""
+    tok = study.tokenizer
+    try:
+        if tok.pretrained:
+            return load_pretrained(tok.pretrained, tok.revision, cache / "tokenizers")
+        corpora = [(_identity(study, r), lambda r=r: training_texts(getattr(study.corpora, r), f"corpora.{r}", study.seed)) for r in ROLES]
+        return train_tokenizer(corpora, tok.vocab_size, cache / "tokenizers", tok.train_docs)
+    except CorpusError as e:
+        raise StudyConfigError("corpora", [str(e)]) from None
+    except ValueError as e:
+        raise StudyConfigError("tokenizer", [str(e)]) from None
 
 
 def prepare(study: Study) -> StudyData:
     t0 = time.perf_counter()
     cache = study.out / "cache"
     need = needed_tokens(study)
-    configs = {r: getattr(study.corpora, r) for r in ROLES}
-    need_chars = {r: None if configs[r].source == "synthetic" else int(need[r] * CHARS_PER_TOKEN_GUESS) for r in ROLES}
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        files = _ingest_all(study, configs, need_chars, pool, cache)
-        print(
-            f"[data] corpora ready in {time.perf_counter() - t0:.1f}s: "
-            + "; ".join(
-                f"{r} {files[r].stats['label']} {files[r].stats['train_docs']:,}+{files[r].stats['heldout_docs']:,} docs ({files[r].stats['heldout']} held-out)"
-                for r in ROLES
-            ),
-            flush=True,
-        )
-
-        t_tok = time.perf_counter()
-        tok = study.tokenizer
-        try:
-            tok_path = (
-                load_pretrained(tok.pretrained, tok.revision, cache / "tokenizers")
-                if tok.pretrained
-                else train_tokenizer([files[r].train for r in ROLES], tok.vocab_size, cache / "tokenizers", tok.train_docs)
-            )
-        except ValueError as e:
-            raise StudyConfigError("tokenizer", [str(e)]) from None
-        tok_id, vocab = tokenizer_id(tok_path), load_tokenizer(tok_path).get_vocab_size()
-        kind = f"pretrained {tok.pretrained}" if tok.pretrained else "BPE trained here"
-        print(f"[data] tokenizer {tok_id}: {kind}, {vocab:,} tokens, ready in {time.perf_counter() - t_tok:.1f}s", flush=True)
-        _check_vocab(study, vocab)
-        eos = eos_id(tok_path)
-
-        split = _tokenize_all(files, tok_path, cache, pool)
-        for _ in range(TOP_UPS):  # a hub/local corpus read too short for its budget: read more
-            short = [
-                r
-                for r in ROLES
-                if split[r, "train"].n_tokens < need[r]
-                and not files[r].stats["exhausted"]
-                and (configs[r].train_docs is None or files[r].stats["train_docs"] < configs[r].train_docs)
-            ]
-            if not short:
-                break
-            for r in short:
-                have = max(split[r, "train"].n_tokens, 1)
-                need_chars[r] = math.ceil(files[r].stats["train_chars"] * need[r] / have * 1.1) + 1
-                print(f"[data] {r}: {have:,} of {need[r]:,} tokens read; reading more", flush=True)
-            files.update(_ingest_all(study, {r: configs[r] for r in short}, need_chars, pool, cache))
-            split.update(_tokenize_all({r: files[r] for r in short}, tok_path, cache, pool))
-
-        _check_budgets(study, split, files, need)
-        pretrain, posttrain, finetune, heldout = _streams(study, split, eos, tok_id, cache / "streams", pool)
+    tok_path = make_tokenizer(study, cache)
+    tok_id, vocab = tokenizer_id(tok_path), load_tokenizer(tok_path).get_vocab_size()
+    kind = (
+        f"pretrained {study.tokenizer.pretrained}"
+        if study.tokenizer.pretrained
+        else f"BPE trained here on ≤ {study.tokenizer.train_docs:,} documents per corpus"
+    )
+    print(f"[data] tokenizer {tok_id}: {kind}, {vocab:,} tokens, ready in {time.perf_counter() - t0:.1f}s", flush=True)
+    _check_vocab(study, vocab)
+    _check_disk(study, need, vocab, cache)
+    corpora = _tokenize_all(study, need, tok_path, tok_id, vocab, cache / "tokens")
+    print("[data] corpora: " + "; ".join(_describe(r, corpora[r].stats) for r in ROLES), flush=True)
+    _check_budgets(study, corpora, need)
+    eos = eos_id(tok_path)
+    pretrain, posttrain, finetune, heldout = _streams(study, corpora, eos, tok_id, cache / "streams")
+    mirror = data_mirror(study.checkpoints)
+    if mirror:  # workers on other machines fetch what they read from beside the nodes
+        publish([*pretrain.values(), *posttrain.values(), finetune, *heldout.values()], cache, mirror)
     print(f"[data] all streams ready in {time.perf_counter() - t0:.1f}s", flush=True)
-    return StudyData(tok_path, tok_id, vocab, pretrain, posttrain, finetune, heldout, {r: files[r].stats for r in ROLES})
+    return StudyData(tok_path, tok_id, vocab, pretrain, posttrain, finetune, heldout, {r: corpora[r].stats for r in ROLES})
 
 
-def _ingest_all(study, configs, need_chars, pool, cache) -> dict[str, CorpusFiles]:
-    jobs = {r: pool.submit(ingest, c, f"corpora.{r}", study.seed, cache / "corpora", need_chars[r]) for r, c in configs.items()}
-    problems = []
-    out = {}
-    for r, job in jobs.items():
-        try:
-            out[r] = job.result()
-        except CorpusError as e:
-            problems.append(str(e))
+def _describe(role: str, st: dict) -> str:
+    read = f"{st['documents_read']:,} documents read from {st['shards_read']}/{st['shards_available']} shards"
+    return f"{role} {st['label']}: {st['train_docs']:,} trained on + {st['heldout_docs']:,} held out ({st['heldout']}), {read}"
+
+
+def _parallelism() -> tuple[int, bool]:
+    """(shards read side by side, whether in Ray tasks): the cluster's CPUs when Ray is up."""
+    import ray
+
+    if not ray.is_initialized():
+        return 1, False
+    return max(1, int(ray.cluster_resources().get("CPU", 1))), True
+
+
+def _tokenize_all(study: Study, need: dict, tok_path: Path, tok_id: str, vocab: int, root: Path) -> dict[str, TokenCorpus]:
+    """The three corpora, side by side (their shard tasks share the cluster's CPUs)."""
+    wave, parallel = _parallelism()
+    with ThreadPoolExecutor(max_workers=len(ROLES)) as pool:
+        jobs = {
+            r: pool.submit(
+                tokenize_corpus,
+                getattr(study.corpora, r),
+                f"corpora.{r}",
+                study.seed,
+                root,
+                tok_path,
+                tok_id,
+                vocab,
+                need[r],
+                wave,
+                parallel,
+            )
+            for r in ROLES
+        }
+        problems, out = [], {}
+        for r, job in jobs.items():
+            try:
+                out[r] = job.result()
+            except CorpusError as e:
+                problems.append(str(e))
     if problems:
         raise StudyConfigError("corpora", problems)
     return out
 
 
-def _tokenize_all(files: dict[str, CorpusFiles], tok_path: Path, cache: Path, pool) -> dict[tuple[str, str], TokenizedSplit]:
-    # Each Ray Data job spends most of its ~1-4 s starting up on a small machine: run them side by side.
-    jobs = {
-        (r, part): pool.submit(tokenize_split, getattr(f, part), tok_path, cache / "tokenized", f"{f.stats['label']}-{part}")
-        for r, f in files.items()
-        for part in ("train", "heldout")
-    }
-    return {k: j.result() for k, j in jobs.items()}
-
-
-def _streams(study: Study, split, eos: int, tok_id: str, where: Path, pool):
+def _streams(study: Study, corpora: dict[str, TokenCorpus], eos: int, tok_id: str, where: Path):
     seq, seed = study.model.seq_len, study.seed
     p1, p2 = study.pretrain, study.posttrain
-    lengths = {r: split[r, "train"].lengths for r in ROLES}
+    views = {r: corpora[r].train for r in ROLES}
+    lengths = {r: views[r].lengths for r in ROLES}
     # Document orders are fixed per corpus (not per node), so shares are nested prefixes of one order.
     order = {r: seeded_order(len(lengths[r]), derive_seed(seed, "order", r)) for r in ROLES}
     pre = take_budget(lengths["pre"], order["pre"], p1.tokens)
     post_all = take_budget(lengths["post"], order["post"], p1.post_tokens)
 
-    def stream(name, parts: dict[str, tuple[str, Selection]], s: int | None):
-        return pool.submit(build_stream, name, {k: (split[r, "train"], sel) for k, (r, sel) in parts.items()}, s, seq, eos, where, tok_id)
+    def stream(name, parts: dict[str, tuple[str, Selection]], s: int | None) -> Stream:
+        return build_plan(name, {k: (views[r], sel) for k, (r, sel) in parts.items()}, s, seq, eos, where, tok_id)
 
     pretrain = {}
     for mix in p1.mix_fraction:
@@ -154,7 +166,6 @@ def _streams(study: Study, split, eos: int, tok_id: str, where: Path, pool):
         if share.tokens:
             parts["post"] = ("post", share)
         pretrain[mix] = stream(f"pretrain-mix{mix:g}", parts, derive_seed(seed, "pretrain", mix))
-
     posttrain, built = {}, {}
     for mix in p1.mix_fraction:
         stage2 = complement_share(lengths["post"], order["post"], p1.post_tokens, mix) if p1.mode == "compute_matched" else post_all
@@ -167,27 +178,16 @@ def _streams(study: Study, split, eos: int, tok_id: str, where: Path, pool):
             if name not in built:  # in sweep mode every λ shares one stage-2 stream per replay fraction
                 built[name] = stream(name, parts, stream_seed(seed, name))
             posttrain[mix, r] = built[name]
-    ft = take_budget(lengths["ft"], order["ft"], study.finetune.tokens)
-    finetune = stream("finetune", {"ft": ("ft", ft)}, derive_seed(seed, "finetune"))
-    heldout = {
-        r: pool.submit(
-            build_stream,
-            f"heldout-{r}",
-            {r: (split[r, "heldout"], Selection.whole(np.arange(len(split[r, "heldout"].lengths)), split[r, "heldout"].lengths))},
-            None,
-            seq,
-            eos,
-            where,
-            tok_id,
-        )
-        for r in ROLES
-    }
-    return (
-        {k: f.result() for k, f in pretrain.items()},
-        {k: f.result() for k, f in posttrain.items()},
-        finetune.result(),
-        {r: f.result() for r, f in heldout.items()},
+    finetune = stream(
+        "finetune", {"ft": ("ft", take_budget(lengths["ft"], order["ft"], study.finetune.tokens))}, derive_seed(seed, "finetune")
     )
+    heldout = {}
+    for r in ROLES:
+        held = corpora[r].heldout
+        heldout[r] = build_plan(
+            f"heldout-{r}", {r: (held, Selection.whole(np.arange(len(held.lengths)), held.lengths))}, None, seq, eos, where, tok_id
+        )
+    return pretrain, posttrain, finetune, heldout
 
 
 def _check_vocab(study: Study, vocab: int) -> None:
@@ -204,7 +204,24 @@ def _check_vocab(study: Study, vocab: int) -> None:
         )
 
 
-def _check_budgets(study: Study, split, files: dict[str, CorpusFiles], need: dict[str, int]) -> None:
+def _check_disk(study: Study, need: dict, vocab: int, cache: Path) -> None:
+    """Fail before reading anything if the shards cannot fit (hub and local corpora: their budgets are known)."""
+    want = sum(cache_bytes(study, vocab).values())  # hub and local corpora: the generated ones are small
+    if not want:
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(cache).free
+    if free < want * 1.1:
+        raise StudyConfigError(
+            "storage",
+            [
+                f"output_dir: the token shards need ≈ {want / 2**30:,.2f} GiB under {cache}, {free / 2**30:,.2f} GiB are free; "
+                "free space or choose another output_dir"
+            ],
+        )
+
+
+def _check_budgets(study: Study, corpora: dict[str, TokenCorpus], need: dict[str, int]) -> None:
     problems = []
     keys = {
         "pre": "pretrain.tokens" + (" / posttrain.replay" if need["pre"] > study.pretrain.tokens else ""),
@@ -212,20 +229,20 @@ def _check_budgets(study: Study, split, files: dict[str, CorpusFiles], need: dic
         "ft": "finetune.tokens",
     }
     for role in ROLES:
-        have = split[role, "train"].n_tokens
+        have = corpora[role].train.n_tokens
         if need[role] > have:
-            c, st = getattr(study.corpora, role), files[role].stats
+            c, st = getattr(study.corpora, role), corpora[role].stats
             if c.source == "synthetic":
                 fix = f"raise corpora.{role}.train_docs"
             elif st["exhausted"]:
-                fix = f"the source holds no more documents ({st['train_docs']:,} read)"
+                fix = f"the source holds no more documents ({st['documents_read']:,} read)"
             else:
                 fix = f"raise corpora.{role}.train_docs (it stopped reading at {st['train_docs']:,} documents)"
             problems.append(
                 f"{keys[role]}: {need[role]:,} tokens asked, but corpus {c.label!r} holds {have:,} training tokens; lower {keys[role].split(' ')[0]} or {fix}"
             )
     for role in ROLES:
-        have = split[role, "heldout"].n_tokens
+        have = corpora[role].heldout.n_tokens
         wanted = min(study.pretrain.eval_tokens, study.posttrain.eval_tokens, study.finetune.eval_tokens)
         if have < wanted:
             problems.append(f"corpora.{role}.heldout_docs: the held-out split holds {have:,} tokens, fewer than eval_tokens ({wanted:,})")

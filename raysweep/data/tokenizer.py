@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from raysweep.keys import file_digest, json_key, text_key
@@ -22,14 +23,6 @@ SIDECAR = "raysweep-tokenizer.json"  # {"eos": separator token, "origin": where 
 
 class TokenizerMismatchError(RuntimeError):
     """A checkpoint, stream or parent node was made with another tokenizer than the study's."""
-
-
-def _texts(doc_files: list[Path], max_docs: int | None):
-    import pyarrow.parquet as pq
-
-    for p in doc_files:
-        texts = (t for batch in pq.ParquetFile(p).iter_batches(columns=["text"], batch_size=2048) for t in batch.column("text").to_pylist())
-        yield from itertools.islice(texts, max_docs)  # the first max_docs documents of each corpus (all if None)
 
 
 def _store(tok, eos: str, origin: str, cache_dir: Path, prefix: str) -> Path:
@@ -44,11 +37,16 @@ def _store(tok, eos: str, origin: str, cache_dir: Path, prefix: str) -> Path:
     return out
 
 
-def train_tokenizer(doc_files: list[Path], vocab_size: int, cache_dir: Path, max_docs: int | None = None) -> Path:
-    """Train (or reuse) a BPE tokenizer on the first `max_docs` documents of each parquet file."""
+def train_tokenizer(
+    corpora: list[tuple[object, Callable[[], Iterable[str]]]], vocab_size: int, cache_dir: Path, max_docs: int | None = None
+) -> Path:
+    """Train (or reuse) a BPE tokenizer on the first `max_docs` training texts of each corpus.
+
+    corpora: (identity, texts) per corpus, in order: `identity` (JSON data naming what the corpus
+    is) keys the cache; `texts()` yields its training texts, read only if the tokenizer is not cached."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    key = json_key({"files": [file_digest(p) for p in doc_files], "vocab": vocab_size, "max_docs": max_docs, "v": 2}, sort_keys=False)
+    key = json_key({"corpora": [ident for ident, _ in corpora], "vocab": vocab_size, "max_docs": max_docs, "v": 3}, sort_keys=False)
     marker = cache_dir / f"trained-{key}.path"  # training input -> the stored tokenizer it gave
     if marker.exists() and Path(marker.read_text()).exists():
         return Path(marker.read_text())
@@ -61,8 +59,11 @@ def train_tokenizer(doc_files: list[Path], vocab_size: int, cache_dir: Path, max
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_texts(doc_files, max_docs), trainer=trainer)
-    out = _store(tok, EOS, f"bpe trained on {len(doc_files)} corpora", cache_dir, f"bpe-{vocab_size}")
+    texts = itertools.chain.from_iterable(
+        itertools.islice(make(), max_docs) for _, make in corpora
+    )  # the first max_docs of each (all if None)
+    tok.train_from_iterator(texts, trainer=trainer)
+    out = _store(tok, EOS, f"bpe trained on {len(corpora)} corpora", cache_dir, f"bpe-{vocab_size}")
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(str(out))
     return out
@@ -113,3 +114,8 @@ def check_same_tokenizer(expected: str, found: str | None, what: str) -> None:
             f"{what} was made with tokenizer {found!r}, but this study's tokenizer is {expected!r}; "
             "token ids would mean different strings. Use the same tokenizer settings or a new output_dir."
         )
+
+
+def eos_id(path: Path) -> int:
+    """The id of the tokenizer's document separator."""
+    return load_tokenizer(path).token_to_id(eos_token(path))

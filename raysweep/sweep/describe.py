@@ -7,11 +7,16 @@ checked on a laptop in seconds before a cluster is paid for.
 from __future__ import annotations
 
 from raysweep.config import Study
-from raysweep.data.mixing import mixture_weight
+from raysweep.data.mixing import ROLES, mixture_weight, needed_tokens
+from raysweep.data.shards import INDEX_BYTES_PER_DOC, cache_bytes
 from raysweep.presets import estimate_parameters
 from raysweep.sweep.plan import tree_sizes
 
 PRETRAINED_VOCAB = 49_152  # SmolLM2's, assumed for a pretrained tokenizer (the dry run reads no tokenizer)
+# Tokenization rate per CPU, measured by bench/data_scale.py (bench/RESULTS.md, 2026-12-01: this
+# project's 2-core CPU machine, byte-level BPE of 4,096 ids); a cluster's CPUs tokenize side by side.
+TOKENIZE_TOKENS_PER_CPU_S = 250_000
+TOKENS_PER_DOC_GUESS = 500  # for the index's size only (C4 averages ≈ 480 tokens a document)
 
 
 def corpus_label(c) -> str:
@@ -31,6 +36,27 @@ def stage_tokens(study: Study) -> tuple[float, float, float]:
     else:
         t2 = sizes["posttrain"] * p2.tokens
     return t1, t2, sizes["finetune"] * p3.tokens
+
+
+def describe_data(study: Study) -> list[str]:
+    """Per corpus: tokens to tokenize, the token shards' bytes on disk, CPU-hours to tokenize them."""
+    vocab = PRETRAINED_VOCAB if study.tokenizer.pretrained else study.tokenizer.vocab_size
+    need, shards = needed_tokens(study), cache_bytes(study, vocab)
+    lines = []
+    for role in ROLES:
+        cfg = getattr(study.corpora, role)
+        if cfg.source == "synthetic":
+            lines.append(
+                f"  data     {role:<4} {corpus_label(cfg)}: generated, {cfg.train_docs or 'default'} documents; tokenized in seconds"
+            )
+            continue
+        disk = shards[role] + need[role] / TOKENS_PER_DOC_GUESS * INDEX_BYTES_PER_DOC
+        hours = need[role] / TOKENIZE_TOKENS_PER_CPU_S / 3600
+        lines.append(
+            f"  data     {role:<4} {corpus_label(cfg)}: {need[role]:,} tokens to tokenize (read once, whatever the arms), "
+            f"≈ {disk / 1e9:,.2f} GB of token shards, ≈ {hours:,.2f} CPU-hours at {TOKENIZE_TOKENS_PER_CPU_S / 1e3:,.0f}k tokens/s per CPU"
+        )
+    return lines
 
 
 def describe_tree(study: Study) -> str:
@@ -58,6 +84,7 @@ def describe_tree(study: Study) -> str:
     lines = [
         f"study {study.name!r} (hash {study.content_hash()}), model {study.model.preset} ≈{n_params / 1e6:.2f}M params, seq {study.model.seq_len}",
         f"  corpora  pre {corpus_label(study.corpora.pre)} · post {corpus_label(study.corpora.post)} · ft {corpus_label(study.corpora.ft)}",
+        *describe_data(study),
         f"  level 1  pretrain   {sizes['pretrain']:>4} runs  λ ∈ {p1.mix_fraction} ({p1.mode}); {p1.tokens:,} D_pre tokens + λ·{p1.post_tokens:,} D_post each",
         f"  level 2  posttrain  {sizes['posttrain']:>4} runs  " + level2,
         f"  level 3  finetune   {sizes['finetune']:>4} runs  lr ∈ {p3.lr} per stage-2 run; {p3.tokens:,} tokens each",

@@ -110,15 +110,12 @@ def serve_queue(config: dict) -> None:
 
 def train_specs(config: dict) -> list[dict]:
     """Ray Train entry point for a fixed list of runs (benchmarks, tests): config["specs"] (RunSpec
-    dicts) on config["rows"] ({dataset: [ObjectRef per rank]}); rank 0's results come back."""
-    import ray
-
+    dicts) on config["sources"] ({dataset: StreamSource or ArraySource}); rank 0's results come back."""
     from raysweep.spec import RunSpec
     from raysweep.train.chain import train_chain
 
     worker, eval_sets = _worker_setup(config["loop"], config.get("tracking_uri"))
-    rows = {dataset: ray.get(refs[worker.rank]) for dataset, refs in config["rows"].items()}
-    return train_chain([RunSpec(**s) for s in config["specs"]], rows, config["loop"], eval_sets, worker)
+    return train_chain([RunSpec(**s) for s in config["specs"]], config["sources"], config["loop"], eval_sets, worker)
 
 
 # ----------------------------------------------------------------------------- the slots (Tune trials)
@@ -261,7 +258,6 @@ def run_slots(
     for the whole run. Returns the queue's (settled, failed, never trained) and the slots' errors."""
     import ray
 
-    ctx.work.put_rows(items, {s: ctx.resources[s].workers for s in ("pretrain", "posttrain")})
     queue = ray.remote(num_cpus=0)(WorkQueue).remote(items, needs, ctx.retries)
     ctx = replace(ctx, queue=queue)
     slot_errors: list[str] = []

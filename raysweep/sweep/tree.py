@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from raysweep import storage
 from raysweep.config import Study
+from raysweep.data.plans import data_mirror
 from raysweep.nodes import node_diverged, node_done, quarantine, verify_node
 from raysweep.spec import Node, Subtree, all_nodes
 from raysweep.sweep.plan import plan
@@ -168,6 +169,7 @@ def train_items(study: Study, data, work: Work, items: list[Item], tracker) -> l
         head, *children = work.group(item)
         return head.spec.label + (f" (+{len(children)} fine-tuning runs)" if item[0] == "subtree" else "")
 
+    work.plan_sources(items, study.out / "cache", data_mirror(study.checkpoints))
     _, failed, never, slot_errors = run_slots(
         ctx, items, needs, study.max_concurrent_trials, lambda queue: Progress(queue, len(items), describe)
     )

@@ -20,7 +20,7 @@ class Work:
     def __init__(self, arms: list[Node], subtrees: list[Subtree], tracker, study_run: str | None):
         self.arms, self.subtrees, self.tracker, self.study_run = arms, subtrees, tracker, study_run
         self.by_key = {m.spec.node_key: m for m in all_nodes(arms, subtrees)}
-        self.rows: dict[Item, dict] = {}  # item -> {dataset: [ObjectRef of each rank's rows]}
+        self.sources: dict[Item, dict] = {}  # item -> {dataset: StreamSource}: each rank reads its own rows
 
     def group(self, item: Item) -> list[Node]:
         kind, i = item
@@ -33,24 +33,16 @@ class Work:
             return []
         return [n for n in group if not (node_done(n.spec.node_dir) or node_diverged(n.spec.node_dir))]
 
-    def put_rows(self, items: list[Item], world: dict[str, int]) -> None:
-        """Every rank's rows of every stream the items train on, into the object store once (driver)."""
-        from raysweep.data.streams import put_rank_blocks
-
-        cache: dict[tuple, list] = {}
-
-        def rows(node: Node, workers: int) -> list:
-            key = (str(node.stream.path), node.spec.batch_size, workers)
-            if key not in cache:
-                cache[key] = put_rank_blocks(node.stream, node.spec.batch_size, workers)
-            return cache[key]
+    def plan_sources(self, items: list[Item], cache_root, mirror: str | None) -> None:
+        """The stream each item's runs train on, as plan files: nothing proportional to a stream goes
+        into the object store or the driver; each rank maps its own rows (raysweep.data.plans)."""
+        from raysweep.data.plans import source_of
 
         for item in items:
-            if item[0] == "arm":
-                self.rows[item] = {"train": rows(self.arms[item[1]], world["pretrain"])}
-            else:
-                n2, children = self.subtrees[item[1]]
-                self.rows[item] = {"train": rows(n2, world["posttrain"]), "ft": rows(children[0], world["posttrain"])}
+            head, *children = self.group(item)
+            self.sources[item] = {"train": source_of(head.stream, cache_root, mirror)}
+            if children:
+                self.sources[item]["ft"] = source_of(children[0].stream, cache_root, mirror)
 
     def run_of(self, node: Node, memo: dict) -> str | None:
         """The node's MLflow run id (found by node key or created, parents first); None offline."""
@@ -63,18 +55,15 @@ class Work:
         return self.study_run if node.parent is None else self.run_of(self.by_key[node.parent], memo)
 
     def train_item(self, item: Item, train, rank: int, world: int, broadcast) -> tuple[str, str] | None:
-        """Train the item on this rank: `train(specs, rows)` trains a chain of runs on this rank's
-        rows (raysweep.train.chain); `broadcast` shares rank 0's list with the others. Rank 0
-        returns (outcome, text) for the queue."""
-        import ray
-
+        """Train the item on this rank: `train(specs, sources)` trains a chain of runs, each rank on
+        its own rows (raysweep.train.chain); `broadcast` shares rank 0's list with the others. Rank
+        0 returns (outcome, text) for the queue."""
         keys = broadcast([n.spec.node_key for n in self.todo(item)] if rank == 0 else None, world)
         nodes = [self.by_key[k] for k in keys]
         memo: dict = {}
         run_ids = {n.spec.node_key: self.run_of(n, memo) for n in nodes} if rank == 0 else {}
         specs = [replace(n.spec, run_id=run_ids.get(n.spec.node_key)) for n in nodes]
-        rows = {dataset: ray.get(refs[rank]) for dataset, refs in self.rows[item].items()} if specs else {}
-        results = train(specs, rows) if specs else []
+        results = train(specs, self.sources[item]) if specs else []
         if rank != 0:
             return None
         for n, r in zip(nodes, results):

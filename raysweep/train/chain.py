@@ -9,7 +9,6 @@ node's failures file and raised, so the caller can give the item back for a retr
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from raysweep.nodes import finish_progress, load_weights, record_failure, save_diverged, save_node
@@ -18,12 +17,10 @@ from raysweep.train.context import LoopConfig, Worker
 from raysweep.train.loop import train_run
 
 
-def train_chain(
-    specs: list[RunSpec], rows: dict[str, np.ndarray], cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker
-) -> list[dict]:
-    """Train `specs` in order on every rank of the worker group. rows[spec.dataset] is this rank's
-    rows of the stream the run trains on. Returns one result per spec (its node key, and its result,
-    or `diverged`/`blocked`)."""
+def train_chain(specs: list[RunSpec], sources: dict, cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker) -> list[dict]:
+    """Train `specs` in order on every rank of the worker group. sources[spec.dataset] is the stream
+    the run trains on (raysweep.data.plans.StreamSource: each rank reads its own rows). Returns one
+    result per spec (its node key, and its result, or `diverged`/`blocked`)."""
     results, states, diverged = [], {}, set()
     for spec in specs:
         if spec.init_from in diverged:  # its parent diverged in this chain: nothing to start from
@@ -36,7 +33,7 @@ def train_chain(
         else:
             init = load_weights(spec.init_from, cfg.tokenizer_id)
         try:
-            result, state, points = train_run(spec, init, rows[spec.dataset], cfg, eval_sets, worker)
+            result, state, points = train_run(spec, init, sources[spec.dataset], cfg, eval_sets, worker)
         except Diverged as e:  # deterministic: recorded as the run's outcome, not retried
             if worker.rank == 0:
                 save_diverged(spec.node_dir, spec.lr, e.step, str(e), e.points)

@@ -51,6 +51,6 @@ def load_eval_sets(cfg: LoopConfig) -> dict:
     `eval_tokens` tokens each."""
     import torch
 
-    from raysweep.data.blocks import read_blocks
+    from raysweep.data.plans import read_blocks
 
     return {name: torch.from_numpy(read_blocks(path, cfg.eval_tokens)) for name, path in cfg.eval_paths.items()}

@@ -20,7 +20,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from raysweep.nodes import load_progress, progress_dir, save_progress
@@ -84,7 +83,7 @@ def build(spec: RunSpec, init_state: dict | None, cfg: LoopConfig, worker: Worke
     return Model(model, raw, opt, step_model, trainable)
 
 
-def resume(spec: RunSpec, m: Model, log, it, worker: Worker) -> Progress:
+def resume(spec: RunSpec, m: Model, log, worker: Worker) -> Progress:
     """Continue where an interrupted attempt left off, bit for bit (a fresh Progress if none)."""
     p = Progress()
     saved = load_progress(spec, worker.rank) if spec.checkpoint_every else None
@@ -98,9 +97,7 @@ def resume(spec: RunSpec, m: Model, log, it, worker: Worker) -> Progress:
     if saved["rng"] is not None:
         torch.set_rng_state(saved["rng"])
     log.restore(saved.get("metrics", []), p.step)
-    for _ in range(p.step):  # the data position: the same batches follow as in an uninterrupted run
-        next(it)
-    p.resumed_from = p.step
+    p.resumed_from = p.step  # the data position is the step: the same batches follow as in an uninterrupted run
     if worker.rank == 0:
         print(
             f"[{spec.label}] resumed at step {p.step}/{spec.max_steps} from {progress_dir(spec.node_dir)}", file=sys.__stdout__, flush=True
@@ -224,18 +221,17 @@ def finish(spec: RunSpec, m: Model, p: Progress, cfg: LoopConfig, eval_sets: dic
     return result, state
 
 
-def train_run(
-    spec: RunSpec, init_state: dict | None, rows: np.ndarray, cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker
-):
-    """Train one run on this rank's rows (`rank_rows` of its stream); returns (result dict, final
-    weights on CPU, metric points)."""
+def train_run(spec: RunSpec, init_state: dict | None, source, cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker):
+    """Train one run on its stream (`source.rows_for(batch, world, rank)`: a StreamSource's plan, or
+    an ArraySource); returns (result dict, final weights on CPU, metric points)."""
     cfg.faults.check_failure(spec.label)
     m = build(spec, init_state, cfg, worker)
     log = worker.new_log(spec, spec.max_steps, spec.batch_size * cfg.seq_len, worker.rank == 0)
     torch.manual_seed(spec.seed + worker.rank)  # dropout masks differ per rank, fixed per seed
     monitor = {k: eval_sets[k] for k in spec.monitor}
-    it = batches(rows, spec.batch_size // worker.world, worker.device, spec.label)
-    p = resume(spec, m, log, it, worker)
+    rows = source.rows_for(spec.batch_size, worker.world, worker.rank)
+    p = resume(spec, m, log, worker)
+    it = batches(rows, worker.device, start=p.step)
     train_steps(spec, m, p, it, cfg, monitor, log, worker)
     result, state = finish(spec, m, p, cfg, eval_sets, log, worker)
     return result, state, log.points

@@ -53,11 +53,35 @@ def evaluate(model, sets: dict[str, torch.Tensor], device, rank: int, world: int
     return out
 
 
-def batches(blocks: np.ndarray, per_rank: int, device, label: str = "") -> Iterator[torch.Tensor]:
-    """This rank's batches, in order, repeating the rows as often as the step budget needs."""
-    n = len(blocks) // per_rank
-    if n == 0:
-        raise ValueError(f"{label}: the training stream holds less than one batch per worker")
+def batches(rows, device, start: int = 0) -> Iterator[torch.Tensor]:
+    """This rank's batches from step `start` on: `rows.batch(step)` (raysweep.data.plans.StreamRows,
+    or ArrayRows) says which rows a step trains on, so a resumed run starts at its step directly."""
+    step = start
     while True:
-        for i in range(n):  # a copy: the rows may be a read-only view (of the object store, of a file)
-            yield torch.tensor(blocks[i * per_rank : (i + 1) * per_rank], dtype=torch.long, device=device)
+        yield torch.from_numpy(np.ascontiguousarray(rows.batch(step), dtype=np.int64)).to(device)
+        step += 1
+
+
+class ArraySource:
+    """Blocks held in memory (benchmarks, tests) as a run's source of rows: each rank's rows by the
+    rank_rows rule, repeated in the same order (a StreamSource reshuffles each later pass)."""
+
+    def __init__(self, blocks: np.ndarray):
+        self.blocks = blocks
+
+    def rows_for(self, batch_size: int, world: int, rank: int) -> ArrayRows:
+        from raysweep.data.blocks import rank_rows
+
+        return ArrayRows(self.blocks[rank_rows(len(self.blocks), batch_size, world, rank)], batch_size // world)
+
+
+class ArrayRows:
+    def __init__(self, rows: np.ndarray, per_rank: int):
+        self.rows, self.per = rows, per_rank
+        self.steps_per_pass = len(rows) // per_rank
+        if self.steps_per_pass == 0:
+            raise ValueError("the training stream holds less than one batch per worker")
+
+    def batch(self, step: int) -> np.ndarray:
+        i = step % self.steps_per_pass
+        return self.rows[i * self.per : (i + 1) * self.per]

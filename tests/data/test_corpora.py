@@ -21,20 +21,24 @@ def test_shared_words_change_sense_between_domains():
     assert "key opens the door" in general and "key of" in music
 
 
-def test_synthetic_corpus_is_ingested_once_with_disjoint_splits(tmp_path):
-    import pyarrow.parquet as pq
-
+def test_synthetic_corpus_is_tokenized_once_with_disjoint_splits(tmp_path):
     from raysweep.config import CorpusConfig
-    from raysweep.data.corpora.sources import ingest
+    from raysweep.data.corpus import tokenize_corpus
+    from raysweep.data.tokenizer import tokenizer_id, train_tokenizer
 
-    cfg = CorpusConfig(name="chem", train_docs=50, heldout_docs=10)
-    files = ingest(cfg, "corpora.ft", 0, tmp_path)
-    mtime = files.train.stat().st_mtime_ns
-    assert ingest(cfg, "corpora.ft", 0, tmp_path).train == files.train and files.train.stat().st_mtime_ns == mtime  # cached
-    ids = {
-        s: set(pq.read_table(p, columns=["id"]).column("id").to_pylist()) for s, p in (("train", files.train), ("heldout", files.heldout))
-    }
-    assert len(ids["train"]) == 50 and len(ids["heldout"]) == 10 and not ids["train"] & ids["heldout"]
+    tok = train_tokenizer([("t", lambda: (d["text"] for d in generate("chem", 0, "train", 50)))], 300, tmp_path / "tok")
+    cfg = CorpusConfig(name="chem", train_docs=4500, heldout_docs=10)  # three generator shards of 2000, 2000, 500
+    corpus = tokenize_corpus(cfg, "corpora.ft", 0, tmp_path, tok, tokenizer_id(tok), 300, None, parallel=False)
+    shard = corpus.train.folder / f"{corpus.train.files[0]}.tokens"
+    mtime = shard.stat().st_mtime_ns
+    again = tokenize_corpus(cfg, "corpora.ft", 0, tmp_path, tok, tokenizer_id(tok), 300, None, parallel=False)
+    assert again.train.digest == corpus.train.digest and shard.stat().st_mtime_ns == mtime  # cached, not written again
+    assert len(corpus.train.files) == 3 and len(corpus.train.lengths) == 4500 and len(corpus.heldout.lengths) == 10
+    assert not set(corpus.train.hashes.tolist()) & set(corpus.heldout.hashes.tolist())
+    whole = [d["text"] for d in generate("chem", 0, "train", 4500)]
+    assert [d["text"] for d in generate("chem", 0, "train", 4500, start=2000)] == whole[
+        2000:
+    ]  # a shard is the same documents as in the whole
 
 
 def test_the_config_knows_exactly_the_generators_and_templates_there_are():

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from raysweep.config import CorpusConfig, StudyConfigError, load_study
-from raysweep.data.corpora.sources import CorpusError, ingest
+from raysweep.data.corpora.sources import CorpusError
 from tests.data import hub_layouts
 
 
@@ -32,60 +32,141 @@ def _hub(repo, **kw) -> CorpusConfig:
     return CorpusConfig(source="hub", dataset=str(repo), **kw)
 
 
-def test_c4_layout_uses_its_validation_split(tmp_path):
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    """A small byte-level BPE (lossless: decoding gives the text back) and its id."""
+    from raysweep.data.tokenizer import tokenizer_id, train_tokenizer
+
+    root = tmp_path_factory.mktemp("tok")
+    path = train_tokenizer([("test", lambda: (f"the web chem music text {i} 2 H2 + O2 -> 2 H2O" for i in range(200)))], 300, root)
+    return path, tokenizer_id(path)
+
+
+def _read(cfg, key, root, tokenizer, need=None, parallel=False, wave=1):
+    from raysweep.data.corpus import tokenize_corpus
+
+    path, tok_id = tokenizer
+    return tokenize_corpus(cfg, key, 0, root, path, tok_id, 300, need, wave=wave, parallel=parallel)
+
+
+def _texts(view, tokenizer) -> list[str]:
+    from raysweep.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer[0])
+    return [tok.decode(view.tokens(i).tolist()) for i in range(len(view.lengths))]
+
+
+def test_c4_layout_uses_its_validation_split(tmp_path, tokenizer):
     cfg = _hub(hub_layouts.c4(tmp_path), subset="en", heldout_split="validation", heldout_docs=30)
-    files = ingest(cfg, "corpora.pre", 0, tmp_path / "cache")
-    assert files.stats["heldout"] == "given" and files.stats["train_docs"] == 400 and files.stats["heldout_docs"] == 30
-    assert all(t.startswith("webval ") for t in _column(files.heldout)) and all(t.startswith("web ") for t in _column(files.train))
-    assert files.stats["exhausted"]
+    corpus = _read(cfg, "corpora.pre", tmp_path / "cache", tokenizer)
+    st = corpus.stats
+    assert st["heldout"] == "given" and st["train_docs"] == 400 and st["heldout_docs"] == 30 and st["exhausted"]
+    assert all(t.startswith("webval ") for t in _texts(corpus.heldout, tokenizer))
+    assert all(t.startswith("web ") for t in _texts(corpus.train, tokenizer))
 
 
-def test_reading_stops_once_the_budget_is_read(tmp_path):
+def test_reading_stops_once_the_budget_is_read_and_reads_only_the_shards_it_needs(tmp_path, tokenizer):
     cfg = _hub(hub_layouts.c4(tmp_path), subset="en", heldout_split="validation", heldout_docs=10)
-    files = ingest(cfg, "corpora.pre", 0, tmp_path / "cache", need_chars=5000)
-    chars = sum(map(len, _column(files.train)))
-    assert 5000 <= chars < 5000 + 400 and not files.stats["exhausted"]  # stops within one document of the need
+    corpus = _read(cfg, "corpora.pre", tmp_path / "cache", tokenizer, need=2000)
+    longest = int(corpus.train.lengths.max()) + 1
+    assert 2000 <= corpus.train.n_tokens < 2000 + longest and not corpus.stats["exhausted"]  # stops within one document of the need
+    assert corpus.stats["shards_read"] == 1 < corpus.stats["shards_available"] == 2
+    more = _read(cfg, "corpora.pre", tmp_path / "cache", tokenizer, need=10**7)  # a bigger budget adds the other shard, reuses the first
+    assert more.stats["shards_read"] == 2 and more.stats["exhausted"]
+    assert (more.train.lengths[: len(corpus.train.lengths)] == corpus.train.lengths).all()
+    # read again: everything comes from the cache, the dataset is not even asked how many files it has
+    from raysweep.data.corpora import sources
+
+    def offline(*_):
+        raise AssertionError("the hub was asked again")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sources, "_hub_shard_count", offline)
+        assert _read(cfg, "corpora.pre", tmp_path / "cache", tokenizer, need=10**7).train.digest == more.train.digest
 
 
-def test_musicpile_layout_gets_a_carved_heldout_split_that_never_leaks(tmp_path):
+def test_musicpile_layout_gets_a_carved_heldout_split_that_never_leaks(tmp_path, tokenizer):
     repo = hub_layouts.musicpile(tmp_path)  # one split, with exact duplicate texts
     cfg = _hub(repo, heldout_fraction=0.1, heldout_docs=25)
-    files = ingest(cfg, "corpora.post", 0, tmp_path / "a")
-    assert files.stats["heldout"] == "carved" and files.stats["heldout_docs"] == 25
-    train, held = set(_column(files.train, "hash")), set(_column(files.heldout, "hash"))
-    assert not train & held  # by text hash: duplicates of held-out texts are kept out too
-    source_ids = set(pq.read_table(repo / "data").column("id").to_pylist())
-    assert set(_column(files.train, "id")) <= source_ids  # the dataset's own ids are kept
+    corpus = _read(cfg, "corpora.post", tmp_path / "a", tokenizer)
+    assert corpus.stats["heldout"] == "carved" and corpus.stats["heldout_docs"] == 25
+    assert not set(corpus.train.hashes.tolist()) & set(corpus.heldout.hashes.tolist())  # by text hash: duplicates kept out too
+    assert not set(_texts(corpus.train, tokenizer)) & set(_texts(corpus.heldout, tokenizer))
     # carving depends on the text alone: the same held-out set whatever the read size
-    again = ingest(cfg, "corpora.post", 0, tmp_path / "b", need_chars=10**9)
-    assert _column(again.heldout) == _column(files.heldout)
+    small = _read(cfg, "corpora.post", tmp_path / "b", tokenizer, need=3000)
+    assert _texts(small.heldout, tokenizer) == _texts(corpus.heldout, tokenizer)
 
 
-def test_chempile_layout_with_train_validation_test(tmp_path):
+def test_chempile_layout_with_train_validation_test(tmp_path, tokenizer):
     cfg = _hub(hub_layouts.chempile(tmp_path), heldout_split="validation", heldout_docs=50)
-    files = ingest(cfg, "corpora.ft", 0, tmp_path / "cache")
-    assert files.stats["train_docs"] == 400 and all(t.startswith("chem-validation") for t in _column(files.heldout))
+    corpus = _read(cfg, "corpora.ft", tmp_path / "cache", tokenizer)
+    assert corpus.stats["train_docs"] == 400 and all(t.startswith("chem-validation") for t in _texts(corpus.heldout, tokenizer))
 
 
-def test_flan_layout_is_rendered_by_a_named_template(tmp_path):
+def test_flan_layout_is_rendered_by_a_named_template(tmp_path, tokenizer):
     repo = hub_layouts.flan(tmp_path)
-    files = ingest(_hub(repo, template="flan", heldout_docs=20, heldout_fraction=0.05), "corpora.post", 0, tmp_path / "c")
+    corpus = _read(_hub(repo, template="flan", heldout_docs=20, heldout_fraction=0.05), "corpora.post", tmp_path / "c", tokenizer)
     src = pq.read_table(repo / "data")
     expected = {f"{i}\n\n{t}" for i, t in zip(src.column("inputs").to_pylist(), src.column("targets").to_pylist())}
-    got = set(_column(files.train)) | set(_column(files.heldout))
+    got = set(_texts(corpus.train, tokenizer)) | set(_texts(corpus.heldout, tokenizer))
     assert got <= expected and len(got) == len(expected)
     with pytest.raises(CorpusError, match=r"corpora\.post\.text_field: records have no field 'text' \(fields: inputs, targets"):
-        ingest(_hub(repo), "corpora.post", 0, tmp_path / "d")
+        _read(_hub(repo), "corpora.post", tmp_path / "d", tokenizer)
     with pytest.raises(CorpusError, match=r"template: records have no field 'question'"):
-        ingest(_hub(repo, template="question-answer"), "corpora.post", 0, tmp_path / "e")
+        _read(_hub(repo, template="question-answer"), "corpora.post", tmp_path / "e", tokenizer)
 
 
-def test_hub_errors_name_the_key_and_the_choices(tmp_path):
+def test_hub_errors_name_the_key_and_the_choices(tmp_path, tokenizer):
     repo = hub_layouts.c4(tmp_path, train_docs=20, val_docs=5)
     with pytest.raises(CorpusError, match=r"corpora\.pre\.heldout_split.*Available splits: \['train', 'validation'\]"):
-        ingest(_hub(repo, subset="en", heldout_split="test"), "corpora.pre", 0, tmp_path / "c")
+        _read(_hub(repo, subset="en", heldout_split="test"), "corpora.pre", tmp_path / "c", tokenizer)
     with pytest.raises(CorpusError, match=r"corpora\.pre\.dataset.*'xx' not found"):
-        ingest(_hub(repo, subset="xx"), "corpora.pre", 0, tmp_path / "c")
+        _read(_hub(repo, subset="xx"), "corpora.pre", tmp_path / "c", tokenizer)
+    empty = tmp_path / "empty-repo"
+    (empty / "data").mkdir(parents=True)
+    (empty / "README.md").write_text(
+        hub_layouts._readme("- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*.parquet\n")
+    )
+    with pytest.raises(CorpusError, match=r"corpora\.ft\.dataset: cannot stream .*empty-repo"):
+        _read(_hub(empty), "corpora.ft", tmp_path / "c", tokenizer)
+
+
+def test_many_hub_shards_are_read_in_parallel_exactly_as_in_order(ray_local, tmp_path, tokenizer):
+    """24 data files, read by Ray Data tasks side by side: the same documents, in the same order, as
+    one process reading them one after another."""
+    repo = hub_layouts.c4(tmp_path, train_docs=480, val_docs=30, shards=24)
+    cfg = _hub(repo, subset="en", heldout_split="validation", heldout_docs=20)
+    parallel = _read(cfg, "corpora.pre", tmp_path / "par", tokenizer, parallel=True, wave=8)
+    serial = _read(cfg, "corpora.pre", tmp_path / "ser", tokenizer)
+    assert parallel.stats["shards_read"] == parallel.stats["shards_available"] == 24
+    assert parallel.train.digest == serial.train.digest  # the same shards, byte for byte, and the same rows
+    assert _texts(parallel.train, tokenizer) == _texts(serial.train, tokenizer) and len(parallel.train.lengths) == 480
+    assert (parallel.train.hashes == serial.train.hashes).all()
+
+
+def test_a_corrupt_or_truncated_shard_is_found_and_read_again_never_used(tmp_path, tokenizer, capsys):
+    cfg = _hub(hub_layouts.c4(tmp_path), subset="en", heldout_split="validation", heldout_docs=10)
+    first = _read(cfg, "corpora.pre", tmp_path / "cache", tokenizer)
+    folder = first.train.folder
+    flipped = folder / f"{first.train.files[0]}.tokens"
+    data = bytearray(flipped.read_bytes())
+    data[7] ^= 0x01
+    flipped.write_bytes(bytes(data))
+    cut = folder / f"{first.train.files[1]}.tokens"
+    cut.write_bytes(cut.read_bytes()[:-10])
+    again = _read(cfg, "corpora.pre", tmp_path / "cache", tokenizer)
+    out = capsys.readouterr().out
+    assert "does not match the SHA-256" in out and "truncated" in out and "reading it again" in out
+    assert again.train.digest == first.train.digest  # rebuilt to exactly what it was
+    assert _texts(again.train, tokenizer) == _texts(first.train, tokenizer)
+
+
+def test_an_unreadable_file_names_its_key_and_path(tmp_path, tokenizer):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.jsonl").write_text(json.dumps({"text": "fine"}) + "\n")
+    (tmp_path / "docs" / "b.jsonl.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(CorpusError, match=r"corpora\.pre\.path: cannot read .*b\.jsonl\.gz"):
+        _read(CorpusConfig(source="local", path=str(tmp_path / "docs")), "corpora.pre", tmp_path / "c", tokenizer)
 
 
 # ----------------------------------------------------------------------------- local files
@@ -110,37 +191,36 @@ def _write_all_formats(root, records):
 
 
 @pytest.mark.parametrize("path", ["jsonl", "docs.jsonl.gz", "array.json", "docs.parquet", "txt", "saved", "saved_dict"])
-def test_local_formats_all_read_the_same_documents(tmp_path_factory, path):
+def test_local_formats_all_read_the_same_documents(tmp_path_factory, path, tokenizer):
     root = tmp_path_factory.getbasetemp() / "local-formats"
     records = [{"id": f"d{i}", "text": f"document number {i} about {'music' if i % 3 else 'chemistry'}"} for i in range(60)]
     if not root.exists():
         _write_all_formats(root, records)
     cfg = CorpusConfig(source="local", path=str(root / path), heldout_docs=6, heldout_fraction=0.2)
-    files = ingest(cfg, "corpora.pre", 0, tmp_path_factory.mktemp("cache"))
-    texts = _column(files.train) + _column(files.heldout)
-    assert sorted(texts) == sorted(r["text"] for r in records) or len(texts) < 60  # carved extras beyond heldout_docs are skipped
-    assert set(texts) <= {r["text"] for r in records} and files.stats["heldout_docs"] == 6
-    assert files.stats["train_docs"] + 6 + files.stats["skipped"]["carved_beyond_heldout_docs"] == 60
+    corpus = _read(cfg, "corpora.pre", tmp_path_factory.mktemp("cache"), tokenizer)
+    texts = _texts(corpus.train, tokenizer) + _texts(corpus.heldout, tokenizer)
+    assert set(texts) <= {r["text"] for r in records} and corpus.stats["heldout_docs"] == 6
+    assert corpus.stats["train_docs"] + 6 + corpus.stats["skipped"]["carved_beyond_heldout_docs"] == 60
 
 
-def test_local_heldout_path_and_save_to_disk_split(tmp_path):
+def test_local_heldout_path_and_save_to_disk_split(tmp_path, tokenizer):
     (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": f"train {i}"}) + "\n" for i in range(20)))
     (tmp_path / "val.jsonl").write_text(
         "".join(json.dumps({"text": f"val {i}"}) + "\n" for i in range(5)) + json.dumps({"text": "train 3"}) + "\n"
     )
     cfg = CorpusConfig(source="local", path=str(tmp_path / "train.jsonl"), heldout_path=str(tmp_path / "val.jsonl"), heldout_docs=10)
-    files = ingest(cfg, "corpora.ft", 0, tmp_path / "cache")
-    assert "train 3" not in _column(files.train)  # a training copy of a held-out text is dropped
-    assert files.stats["skipped"]["heldout_copies"] == 1 and files.stats["train_docs"] == 19
+    corpus = _read(cfg, "corpora.ft", tmp_path / "cache", tokenizer)
+    assert "train 3" not in _texts(corpus.train, tokenizer)  # a training copy of a held-out text is dropped
+    assert corpus.stats["skipped"]["heldout_copies"] == 1 and corpus.stats["train_docs"] == 19
 
 
-def test_empty_and_missing_corpora_are_clear_errors(tmp_path):
+def test_empty_and_missing_corpora_are_clear_errors(tmp_path, tokenizer):
     (tmp_path / "empty.jsonl").write_text(json.dumps({"text": "  "}) + "\n")
     with pytest.raises(CorpusError, match=r"corpora\.pre\.path \(.*empty\.jsonl\): no training documents with text"):
-        ingest(CorpusConfig(source="local", path=str(tmp_path / "empty.jsonl")), "corpora.pre", 0, tmp_path / "c")
+        _read(CorpusConfig(source="local", path=str(tmp_path / "empty.jsonl")), "corpora.pre", tmp_path / "c", tokenizer)
     (tmp_path / "nothing").mkdir()
     with pytest.raises(CorpusError, match=r"holds no .*\.jsonl"):
-        ingest(CorpusConfig(source="local", path=str(tmp_path / "nothing")), "corpora.pre", 0, tmp_path / "c")
+        _read(CorpusConfig(source="local", path=str(tmp_path / "nothing")), "corpora.pre", tmp_path / "c", tokenizer)
 
 
 # ----------------------------------------------------------------------- config errors, early
@@ -238,10 +318,9 @@ def _column_texts(*repos):
     return texts or ["x"]
 
 
-def test_hub_study_prepares_exact_compute_matched_and_replay_streams(ray_local, tmp_path, monkeypatch):
+def test_hub_study_prepares_exact_compute_matched_and_replay_streams(ray_local, tmp_path):
     import raysweep.data.prepare as prepare_mod
 
-    monkeypatch.setattr(prepare_mod, "CHARS_PER_TOKEN_GUESS", 0.5)  # first reads come up short: the top-up must fix it
     study = _hub_study(tmp_path)
     data = prepare_mod.prepare(study)
     P = study.pretrain.post_tokens
@@ -253,7 +332,7 @@ def test_hub_study_prepares_exact_compute_matched_and_replay_streams(ray_local, 
         replay = stream.stats["tokens"].get("replay", 0)
         assert abs(replay - r * (stage2 + replay)) <= 1
     assert data.corpora["pre"]["heldout"] == "given" and data.corpora["post"]["heldout"] == "carved"
-    assert data.corpora["pre"]["need_chars"] > 9000 * 0.5  # it was topped up past the first guess
+    assert data.corpora["pre"]["train_tokens"] >= 9000 and data.corpora["pre"]["need_tokens"] == 9000
     assert all(s.stats["tokenizer_id"] == data.tokenizer_id for s in [*data.pretrain.values(), data.finetune])
 
     # a budget beyond the corpus: a clear error with the tokens available, before any training
@@ -265,24 +344,24 @@ def test_hub_study_prepares_exact_compute_matched_and_replay_streams(ray_local, 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.integers(0, 60), min_size=1, max_size=120), st.floats(0.05, 0.6), st.integers(1, 20))
-def test_carving_never_lets_a_heldout_text_into_training(tmp_path_factory, picks, fraction, heldout_docs):
+def test_carving_never_lets_a_heldout_text_into_training(tmp_path_factory, tokenizer, picks, fraction, heldout_docs):
     """Any corpus (with exact duplicates): every document ends up in exactly one place, and no
     held-out text (by hash) is a training document."""
     root = tmp_path_factory.mktemp("carve")
     texts = [f"text number {k}" for k in picks]  # repeats of k are exact duplicates
     (root / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     try:
-        files = ingest(
+        corpus = _read(
             CorpusConfig(source="local", path=str(root / "c.jsonl"), heldout_docs=heldout_docs, heldout_fraction=fraction),
             "corpora.post",
-            0,
             root / "cache",
+            tokenizer,
         )
     except CorpusError as e:  # every text carved, or none: a clear error, never a half corpus
         assert "no training documents" in str(e) or "no held-out documents" in str(e)
         return
-    train, held = _column(files.train, "hash"), _column(files.heldout, "hash")
+    train, held = corpus.train.hashes.tolist(), corpus.heldout.hashes.tolist()
     assert not set(train) & set(held)
     assert len(set(held)) == len(held) <= heldout_docs
-    skipped = files.stats["skipped"]
+    skipped = corpus.stats["skipped"]
     assert len(train) + len(held) + skipped["heldout_copies"] + skipped["carved_beyond_heldout_docs"] + skipped["empty"] == len(texts)

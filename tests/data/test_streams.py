@@ -1,31 +1,18 @@
-"""The Ray Data streams: exact mixing (checked on the packed blocks), held-out data kept out, determinism."""
+"""Stream plans over token shards: exact mixing (checked on the packed blocks, against the plain-numpy
+specification), held-out data kept out, determinism, the rows each rank reads, and repeated passes."""
 
 import json
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from raysweep.data.blocks import read_blocks, reference_blocks
+from raysweep.data.blocks import rank_rows, reference_blocks
 from raysweep.data.mixing import mix_share, replay_tokens, seeded_order, take_budget
-from raysweep.data.streams import TokenizedSplit, build_stream
+from raysweep.data.plans import StreamReader, StreamRows, build_plan, read_blocks
 from raysweep.keys import derive_seed
+from tests.helpers import token_view
 
 EOS = 0
-
-
-def _fake_split(path, docs: list[np.ndarray]) -> TokenizedSplit:
-    table = pa.table(
-        {
-            "row": np.arange(len(docs)),
-            "id": [str(i) for i in range(len(docs))],
-            "hash": [str(i) for i in range(len(docs))],
-            "tokens": pa.array([d.astype(np.int32) for d in docs], type=pa.list_(pa.int32())),
-        }
-    )
-    pq.write_table(table, path)
-    return TokenizedSplit(path, np.array([len(d) for d in docs], dtype=np.int64))
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
@@ -34,11 +21,16 @@ def test_ray_stream_equals_the_specification_and_counts_per_source(ray_local, tm
     rng = np.random.default_rng(7)
     pre_docs = [rng.integers(1, 1000, rng.integers(1, 90)) for _ in range(300)]
     post_docs = [rng.integers(1000, 2000, rng.integers(1, 90)) for _ in range(200)]
-    pre, post = _fake_split(tmp_path / "pre.parquet", pre_docs), _fake_split(tmp_path / "post.parquet", post_docs)
+    # small shard files: a stream's pieces come from several files of each corpus
+    pre, post = (
+        token_view(tmp_path / "pre", pre_docs, "pre", max_bytes=4000),
+        token_view(tmp_path / "post", post_docs, "post", max_bytes=4000),
+    )
+    assert len(pre.files) > 1
     pre_sel = take_budget(pre.lengths, seeded_order(300, 1), 5000)
     post_sel = mix_share(post.lengths, seeded_order(200, 2), 4000, lam)
     parts = {"pre": (pre, pre_sel)} | ({"post": (post, post_sel)} if post_sel.tokens else {})
-    stream = build_stream("t", parts, 11, 31, EOS, tmp_path / "streams")
+    stream = build_plan("t", parts, 11, 31, EOS, tmp_path / "streams")
     blocks = read_blocks(stream)
     spec = reference_blocks({"pre": pre_docs, "post": post_docs}, {k: v[1] for k, v in parts.items()}, 11, 32, EOS)
     assert blocks.shape == spec.shape and (blocks == spec).all()  # byte for byte what mixing.py + streams.pack specify
@@ -70,20 +62,37 @@ def test_smoke_streams_hold_exactly_the_configured_shares(smoke_data):
 def test_streams_are_reproducible_bit_for_bit(smoke_data, tmp_path):
     study, data = smoke_data
     stream = data.pretrain[0.5]
-    rebuilt = build_stream("again", _parts_of(study, 0.5), stream.stats["seed"], study.model.seq_len, EOS, tmp_path, data.tokenizer_id)
+    rebuilt = build_plan("again", _parts_of(study, data, 0.5), stream.stats["seed"], study.model.seq_len, EOS, tmp_path, data.tokenizer_id)
     assert (read_blocks(rebuilt) == read_blocks(stream)).all()
+    assert rebuilt.stats["content"] == stream.stats["content"]  # the same pieces of the same shards
 
 
-def _parts_of(study, lam):
+def _views(study, data):
+    """The smoke corpora's train and held-out views (already read: tokenize_corpus finds its cache)."""
+    from raysweep.data.corpus import tokenize_corpus
+    from raysweep.data.mixing import ROLES, needed_tokens
+
+    need = needed_tokens(study)
+    return {
+        r: tokenize_corpus(
+            getattr(study.corpora, r),
+            f"corpora.{r}",
+            study.seed,
+            study.out / "cache" / "tokens",
+            data.tokenizer_path,
+            data.tokenizer_id,
+            data.vocab_size,
+            need[r],
+            parallel=False,
+        )
+        for r in ROLES
+    }
+
+
+def _parts_of(study, data, lam):
     # rebuild the 0.5 arm's parts from the same pure selection the study used
-    tok = study.out / "cache" / "tokenized"
-
-    def split(name):
-        path = next(tok.glob(f"{name}-train-*.parquet"))
-        lengths = pq.read_table(path, columns=["tokens"]).column("tokens").combine_chunks().value_lengths().to_numpy(zero_copy_only=False)
-        return TokenizedSplit(path, lengths.astype(np.int64))
-
-    pre, post = split("general"), split("notation")
+    corpora = _views(study, data)
+    pre, post = corpora["pre"].train, corpora["post"].train
     pre_sel = take_budget(pre.lengths, seeded_order(len(pre.lengths), derive_seed(study.seed, "order", "pre")), study.pretrain.tokens)
     post_order = seeded_order(len(post.lengths), derive_seed(study.seed, "order", "post"))
     return {"pre": (pre, pre_sel), "post": (post, mix_share(post.lengths, post_order, study.pretrain.post_tokens, lam))}
@@ -92,11 +101,9 @@ def _parts_of(study, lam):
 def test_heldout_documents_never_reach_a_training_stream(smoke_data):
     study, data = smoke_data
     # by text hash, on what was tokenized: no held-out text is a training document
-    tok = study.out / "cache" / "tokenized"
-    for name in ("general", "notation", "chem"):
-        train = set(pq.read_table(next(tok.glob(f"{name}-train-*.parquet")), columns=["hash"]).column("hash").to_pylist())
-        held = set(pq.read_table(next(tok.glob(f"{name}-heldout-*.parquet")), columns=["hash"]).column("hash").to_pylist())
-        assert held and not train & held, name
+    for role, corpus in _views(study, data).items():
+        train, held = set(corpus.train.hashes.tolist()), set(corpus.heldout.hashes.tolist())
+        assert held and not train & held, role
 
     # and on the packed blocks: no whole held-out document appears in any training stream
     def doc_digests(stream):
@@ -113,5 +120,90 @@ def test_heldout_documents_never_reach_a_training_stream(smoke_data):
 def test_stream_stats_are_on_disk(smoke_data):
     _, data = smoke_data
     stream = data.posttrain[0.0, 0.0]
-    stats = json.loads((stream.path.parent / "stats.json").read_text())
+    stats = json.loads((stream.path.parent / "stats.json").read_text())  # the plan's folder
     assert stats == stream.stats and 0 <= stats["waste_fraction"] < 0.05 and stats["tokenizer_id"] == data.tokenizer_id
+
+
+def _random_stream(tmp_path, n_docs=120, seed=3):
+    rng = np.random.default_rng(5)
+    docs = [rng.integers(1, 500, rng.integers(1, 60)) for _ in range(n_docs)]
+    view = token_view(tmp_path / "v", docs, "src", max_bytes=1000)
+    sel = take_budget(view.lengths, seeded_order(n_docs, 1), int(view.lengths.sum()))
+    return build_plan("r", {"src": (view, sel)}, seed, 15, EOS, tmp_path / "streams")
+
+
+def test_each_rank_reads_its_slice_of_every_global_batch_at_any_worker_count(tmp_path):
+    stream = _random_stream(tmp_path)
+    reader = StreamReader(stream.path)
+    whole = read_blocks(stream)
+    one = StreamRows(reader, 8, 1, 0)
+    two = [StreamRows(reader, 8, 2, r) for r in (0, 1)]
+    for step in range(3 * one.steps_per_pass + 2):  # first pass and three reshuffled ones
+        assert (np.concatenate([t.batch(step) for t in two]) == one.batch(step)).all()
+    first = np.concatenate([one.batch(s) for s in range(one.steps_per_pass)])
+    assert (first == whole[rank_rows(len(whole), 8, 1, 0)]).all()  # pass 0 is the stream's own order (the spec)
+
+
+def test_every_later_pass_is_a_fresh_seeded_order_of_the_same_rows(tmp_path):
+    stream = _random_stream(tmp_path)
+    rows = StreamRows(StreamReader(stream.path), 4, 1, 0)
+    n = rows.steps_per_pass
+    passes = [np.concatenate([rows.rows(p * n + k) for k in range(n)]) for p in range(3)]
+    assert (passes[0] == np.arange(n * 4)).all()
+    for p in (1, 2):
+        assert sorted(passes[p].tolist()) == list(range(n * 4)) and not (passes[p] == passes[0]).all()  # every row once, in a new order
+    assert not (passes[1] == passes[2]).all()
+    again = StreamRows(StreamReader(stream.path), 4, 1, 0)  # seeded: any process, any time, the same order
+    assert (np.concatenate([again.rows(n + k) for k in range(n)]) == passes[1]).all()
+    # a resumed run asks for its step directly: the batch equals the uninterrupted one's
+    assert (again.batch(2 * n + 3) == rows.batch(2 * n + 3)).all()
+
+
+def test_a_plan_refuses_a_shard_cut_short(tmp_path):
+    stream = _random_stream(tmp_path)
+    shard = next((tmp_path / "v").glob("*.tokens"))
+    shard.write_bytes(shard.read_bytes()[:-2])
+    with pytest.raises(FileNotFoundError, match="missing or not"):
+        StreamReader(stream.path)
+
+
+def test_a_worker_without_the_drivers_disk_fetches_a_published_plan_once(tmp_path, monkeypatch):
+    """With an object-store node store, the data cache is published beside the nodes; a machine that
+    cannot see the driver's files fetches the plan and the shards it reads into its own cache."""
+    from raysweep.data.plans import StreamSource, publish, source_of
+
+    stream = _random_stream(tmp_path)
+    mirror = (tmp_path / "bucket" / "data").as_uri()
+    publish([stream], tmp_path, mirror)
+    publish([stream], tmp_path, mirror)  # idempotent: files already there are skipped
+    here = source_of(stream, tmp_path, mirror)
+    elsewhere = StreamSource(str(tmp_path / "not-on-this-machine" / "plan.json"), here.mirror, here.rel)
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "worker-cache"))
+    want = StreamRows(StreamReader(stream.path), 4, 1, 0)
+    got = elsewhere.rows_for(4, 1, 0)
+    assert str(got.reader.folder).startswith(str(tmp_path / "worker-cache"))
+    assert all((got.batch(s) == want.batch(s)).all() for s in range(2 * want.steps_per_pass))
+
+
+def test_token_ids_take_the_smallest_dtype_that_holds_the_vocabulary():
+    from raysweep.data.shards import token_dtype
+
+    assert token_dtype(4096) == np.uint16 and token_dtype(65_536) == np.uint16 and token_dtype(65_537) == np.uint32
+    with pytest.raises(ValueError, match="does not fit in uint32"):
+        token_dtype(2**32 + 1)
+
+
+def test_a_disk_too_small_for_the_shards_fails_before_reading(tmp_path, monkeypatch):
+    import shutil
+
+    from raysweep.config import StudyConfigError, load_study
+    from raysweep.data import prepare as prepare_mod
+
+    (tmp_path / "c.jsonl").write_text('{"text": "x"}\n')
+    study = load_study(
+        None,
+        [f"output_dir={tmp_path / 'out'}", f"corpora.pre={{source: local, path: {tmp_path / 'c.jsonl'}}}", "pretrain.tokens=2000000000"],
+    )
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 10**12 - 10**9, 10**9))  # 1 GB free
+    with pytest.raises(StudyConfigError, match=r"output_dir: the token shards need ≈ 3\.7\d GiB .* 0\.93 GiB are free"):
+        prepare_mod._check_disk(study, {}, 4096, tmp_path / "out" / "cache")

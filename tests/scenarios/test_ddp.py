@@ -5,7 +5,7 @@ from dataclasses import asdict
 import pytest
 
 from raysweep.config import load_study
-from raysweep.data.streams import put_rank_blocks
+from raysweep.data.plans import StreamSource
 from raysweep.nodes import node_done
 from raysweep.spec import RunSpec
 from raysweep.study import run_study
@@ -43,7 +43,7 @@ def _fit(study, data, tmp_path, workers: int, name: str):
         data.tokenizer_id,
         audit=True,
     )
-    config = {"loop": loop, "specs": [asdict(spec)], "rows": {"train": put_rank_blocks(data.finetune, 8, workers)}}
+    config = {"loop": loop, "specs": [asdict(spec)], "sources": {"train": StreamSource(str(data.finetune.path))}}
     trainer = TorchTrainer(
         train_specs,
         train_loop_config=config,

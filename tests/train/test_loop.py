@@ -12,33 +12,34 @@ import numpy as np
 import pytest
 import torch
 
+from raysweep.data.mixing import Selection
+from raysweep.data.plans import build_plan
 from raysweep.spec import Diverged, RunSpec
 from raysweep.train.chain import train_chain
 from raysweep.train.context import LoopConfig, Worker, load_eval_sets
 from raysweep.train.faults import Faults
 from raysweep.train.loop import train_run
-from tests.helpers import ROOT
+from raysweep.train.step import ArraySource
+from tests.helpers import ROOT, token_view
 
 VOCAB, SEQ = 64, 16
 
 
 @pytest.fixture
 def setup(tmp_path):
-    """A tiny random stream and held-out set on disk, and the loop's settings."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    """A learnable stream in memory (each block counts up by one, so the loss can fall well below
+    log(VOCAB)), a held-out stream of the same kind planned over token shards, and the loop's settings."""
     rng = np.random.default_rng(0)
 
-    def counting(n):  # a learnable stream: each block counts up by one, so the loss can fall well below log(VOCAB)
-        start = rng.integers(1, VOCAB - SEQ - 1, size=n)
-        return (start[:, None] + np.arange(SEQ + 1)[None, :]).astype(np.int64)
+    def counting(n, length):
+        start = rng.integers(1, VOCAB - length - 1, size=n)
+        return (start[:, None] + np.arange(length)[None, :]).astype(np.int64)
 
-    heldout = counting(8).astype(np.int32)
-    path = tmp_path / "heldout.parquet"
-    pq.write_table(pa.table({"input_ids": pa.FixedSizeListArray.from_arrays(pa.array(heldout.reshape(-1)), SEQ + 1)}), path)
-    cfg = LoopConfig("debug", VOCAB, SEQ, 10_000, {"post": str(path)}, "tok")
-    return cfg, counting(64), load_eval_sets(cfg), tmp_path
+    docs = counting(8, SEQ)  # a document and its separator fill one block exactly
+    view = token_view(tmp_path / "heldout", list(docs), "held")
+    plan = build_plan("heldout", {"held": (view, Selection.whole(np.arange(8), view.lengths))}, None, SEQ, 0, tmp_path / "streams")
+    cfg = LoopConfig("debug", VOCAB, SEQ, 10_000, {"post": str(plan.path)}, "tok")
+    return cfg, ArraySource(counting(64, SEQ + 1)), load_eval_sets(cfg), tmp_path
 
 
 def _spec(tmp_path, **over) -> RunSpec:

@@ -4,7 +4,7 @@ The run goes through the real per-run loop in this process, without Ray."""
 
 import torch
 
-from raysweep.data.blocks import rank_blocks
+from raysweep.data.plans import StreamSource
 from raysweep.nodes import load_weights, node_done, save_node
 from raysweep.spec import RunSpec
 from raysweep.train.chain import train_chain
@@ -56,8 +56,8 @@ def test_lora_run_changes_only_its_targets_and_saves_a_merged_model(smoke_data, 
     cfg = LoopConfig(
         study.model.preset, data.vocab_size, study.model.seq_len, 512, {r: str(s.path) for r, s in data.heldout.items()}, data.tokenizer_id
     )
-    [rows] = rank_blocks(data.posttrain[0.0, 0.0], 8, 1)
-    [result] = train_chain([spec], {"train": rows}, cfg, load_eval_sets(cfg), Worker(torch.device("cpu")))
+    source = StreamSource(str(data.posttrain[0.0, 0.0].path))
+    [result] = train_chain([spec], {"train": source}, cfg, load_eval_sets(cfg), Worker(torch.device("cpu")))
 
     n_layers = sum(1 for k in base if k.endswith("o_proj.weight"))
     shapes = {k: v.shape for k, v in base.items()}

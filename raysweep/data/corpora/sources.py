@@ -1,40 +1,39 @@
-"""Every corpus, whatever its source, becomes two parquet files of documents: train and held-out.
+"""Where documents come from: built-in generators, Hugging Face datasets (streamed) and local files.
 
     source (synthetic generator | Hugging Face dataset, streamed | local files)
+      -> shards (generator index ranges, the dataset's data files, groups of local files), in order
       -> records -> text (a field, or a named template over instruction fields)
-      -> held-out documents (a given split, or carved by a hash of the text)
-      -> train documents (never a held-out text; as many as the token budgets need)
-      -> <cache>/corpora/<label>-<key>/{train,heldout}.parquet  (id, text, hash)
+
+raysweep.data.corpus reads the shards in parallel (one task each) and decides, from each
+document's text hash, which documents are held out and which are trained on:
 
 Carving: a document is held out when a hash of its text falls below `heldout_fraction`. The
 decision depends only on the text, so it is the same on every run and for every read size, and
 every copy of a held-out text is kept out of training (C4 and FLAN hold exact duplicates). Once
-`heldout_docs` are collected, later hash-selected documents are skipped, not trained on.
-
-Reading stops once the training documents hold `need_chars` characters (raysweep.data.prepare sizes
-this from the token budgets and tops it up if the tokens fall short) or `train_docs` documents.
+`heldout_docs` are collected, later hash-selected documents are skipped, not trained on. With a
+given held-out split (`heldout_split`, `heldout_path`), training copies of its texts are dropped.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import json
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raysweep.config import TEMPLATES
-from raysweep.data.corpora.synthetic import GENERATOR_VERSION, generate
-from raysweep.keys import json_key, text_key
-from raysweep.storage import atomic_file, write_text
+from raysweep.data.corpora.synthetic import generate
+from raysweep.keys import text_key
 
-INGEST_VERSION = 1  # bump when reading/carving changes, so caches are rebuilt
 SYNTHETIC_TRAIN_DOCS = 6000
+SYNTHETIC_SHARD_DOCS = 2000  # generated documents per shard (one task each)
+LOCAL_SHARD_BYTES = 64 << 20  # local files are grouped, in order, into shards of about this much input
 
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet", ".txt")
@@ -44,20 +43,19 @@ class CorpusError(ValueError):
     """A corpus cannot be read as configured; the message names the config key to change."""
 
 
-@dataclass(frozen=True)
-class CorpusFiles:
-    train: Path
-    heldout: Path
-    stats: dict  # documents, characters, skipped, exhausted, ...
-
-
-def _text_hash(text: str) -> str:
+def text_hash(text: str) -> str:
+    """A document's identity for held-out decisions: 128 bits of the SHA-256 of its text, in hex."""
     return text_key(text, 32)
 
 
-def _carved(h: str, fraction: float) -> bool:
+def carved(h: str, fraction: float) -> bool:
     """Held out by carving: the text's hash, read as a number in [0, 1), is below the fraction."""
     return int(h[:15], 16) / 16**15 < fraction
+
+
+def hash64(h: str) -> int:
+    """The first 64 bits of a text hash, as an unsigned integer (what the corpus index stores)."""
+    return int(h[:16], 16)
 
 
 def render(record: dict, key: str, text_field: str, template: str | None) -> str:
@@ -78,20 +76,6 @@ def render(record: dict, key: str, text_field: str, template: str | None) -> str
 
 
 # ------------------------------------------------------------------------- record readers
-
-
-def _hub_records(dataset: str, subset: str | None, split: str, revision: str | None, key: str) -> Iterator[dict]:
-    """Records of a Hugging Face dataset split, streamed (nothing is downloaded in full)."""
-    try:
-        from datasets import load_dataset
-
-        ds = load_dataset(dataset, subset, split=split, revision=revision, streaming=True)
-        yield from ds
-    except CorpusError:
-        raise
-    except Exception as e:
-        what = f"{dataset}" + (f" subset {subset!r}" if subset else "") + f" split {split!r}"
-        raise CorpusError(f"{key}: cannot stream {what} ({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''})") from None
 
 
 def _local_files(path: Path, key: str) -> list[Path]:
@@ -146,160 +130,139 @@ def _local_records(path_str: str, split: str, key: str) -> Iterator[dict]:
             raise CorpusError(f"{key}: cannot read {f} ({type(e).__name__}: {e})") from None
 
 
-def records(cfg, key: str, which: str, seed: int) -> Iterator[dict] | None:
-    """Records of the training split (which="train") or the given held-out split (which="heldout");
-    None when the source has no held-out split and one must be carved."""
+# ------------------------------------------------------------------------------- shards
+
+
+@dataclass(frozen=True)
+class ShardSource:
+    """One shard of a corpus split, described well enough for a task anywhere to read it."""
+
+    kind: str  # synthetic | files | hub | disk
+    key: str  # the config key to name in errors, e.g. corpora.pre.path
+    index: int  # its place in the split's order
+    spec: dict = field(default_factory=dict)  # what `kind` needs (generator range, file list, dataset shard)
+
+
+def source_shards(cfg, key: str, which: str, seed: int, hub_shards: int | None = None) -> list[ShardSource] | None:
+    """The shards of the training split (which="train") or the given held-out split, in order;
+    None when the source has no held-out split and one must be carved. `hub_shards`: the number of
+    data files a hub split has, when known (a resumed study then needs no connection to count them)."""
     if cfg.source == "synthetic":
         n = (cfg.train_docs or SYNTHETIC_TRAIN_DOCS) if which == "train" else cfg.heldout_docs
-        return generate(cfg.name, seed, which, n)
+        return [
+            ShardSource(
+                "synthetic", key, i, {"name": cfg.name, "seed": seed, "split": which, "start": a, "stop": min(n, a + SYNTHETIC_SHARD_DOCS)}
+            )
+            for i, a in enumerate(range(0, n, SYNTHETIC_SHARD_DOCS))
+        ]
     if cfg.source == "hub":
-        if which == "train":
-            return _hub_records(cfg.dataset, cfg.subset, cfg.split, cfg.revision, f"{key}.dataset")
-        return _hub_records(cfg.dataset, cfg.subset, cfg.heldout_split, cfg.revision, f"{key}.heldout_split") if cfg.heldout_split else None
+        split = cfg.split if which == "train" else cfg.heldout_split
+        if split is None:
+            return None
+        where = f"{key}.dataset" if which == "train" else f"{key}.heldout_split"
+        n = hub_shards or _hub_shard_count(cfg, split, where)
+        return [
+            ShardSource("hub", where, i, {"dataset": cfg.dataset, "subset": cfg.subset, "split": split, "revision": cfg.revision, "n": n})
+            for i in range(n)
+        ]
     if which == "train":
-        return _local_records(cfg.path, cfg.split, f"{key}.path")
-    if cfg.heldout_path:
-        return _local_records(cfg.heldout_path, cfg.split, f"{key}.heldout_path")
-    if cfg.heldout_split:
-        return _local_records(cfg.path, cfg.heldout_split, f"{key}.heldout_split")
-    return None
+        path, split, where = cfg.path, cfg.split, f"{key}.path"
+    elif cfg.heldout_path:
+        path, split, where = cfg.heldout_path, cfg.split, f"{key}.heldout_path"
+    elif cfg.heldout_split:
+        path, split, where = cfg.path, cfg.heldout_split, f"{key}.heldout_split"
+    else:
+        return None
+    return _local_shards(Path(path).expanduser(), split, where)
 
 
-# ------------------------------------------------------------------------------- ingestion
+def _local_shards(path: Path, split: str, key: str) -> list[ShardSource]:
+    if not path.exists():
+        raise CorpusError(f"{key}: {path} does not exist")
+    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+        return [ShardSource("disk", key, 0, {"path": str(path), "split": split})]
+    groups, size = [[]], 0
+    for f in _local_files(path, key):
+        if groups[-1] and size >= LOCAL_SHARD_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append(str(f))
+        size += f.stat().st_size
+    return [ShardSource("files", key, i, {"files": files, "root": str(path)}) for i, files in enumerate(groups)]
 
 
-class _Docs:
-    """Documents collected for one split, written as one parquet file."""
+def _hub_shard_count(cfg, split: str, key: str) -> int:
+    try:
+        from datasets import load_dataset
 
-    def __init__(self):
-        self.ids, self.texts, self.hashes, self.chars = [], [], [], 0
-
-    def add(self, doc_id: str, text: str, h: str) -> None:
-        self.ids.append(doc_id)
-        self.texts.append(text)
-        self.hashes.append(h)
-        self.chars += len(text)
-
-    def write(self, path: Path) -> None:
-        with atomic_file(path) as tmp:
-            pq.write_table(pa.table({"id": self.ids, "text": self.texts, "hash": self.hashes}), tmp)
+        ds = load_dataset(cfg.dataset, cfg.subset, split=split, revision=cfg.revision, streaming=True)
+        n = int(ds.num_shards)
+    except Exception as e:  # noqa: BLE001 - any failure to open the dataset: say which key
+        what = f"{cfg.dataset}" + (f" subset {cfg.subset!r}" if cfg.subset else "") + f" split {split!r}"
+        raise CorpusError(f"{key}: cannot stream {what} ({type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''})") from None
+    if n < 1:
+        raise CorpusError(f"{key}: {cfg.dataset} split {split!r} has no data files")
+    return n
 
 
-def _doc_id(record: dict, which: str, index: int) -> str:
-    value = record.get("id")
-    return str(value) if value not in (None, "") else f"{which}/{index}"
+def shard_records(shard: ShardSource) -> Iterator[dict]:
+    """The records of one shard, in order (streamed: a shard is never held in memory whole)."""
+    s = shard.spec
+    if shard.kind == "synthetic":
+        yield from generate(s["name"], s["seed"], s["split"], s["stop"], start=s["start"])
+    elif shard.kind == "hub":
+        from datasets import load_dataset
+
+        try:
+            ds = load_dataset(s["dataset"], s["subset"], split=s["split"], revision=s["revision"], streaming=True)
+            yield from ds.shard(num_shards=s["n"], index=shard.index, contiguous=True)
+        except CorpusError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise CorpusError(
+                f"{shard.key}: cannot read data file {shard.index + 1} of {s['n']} of {s['dataset']} ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:300] if str(e) else ''})"
+            ) from None
+    elif shard.kind == "disk":
+        yield from _local_records(s["path"], s["split"], shard.key)
+    else:
+        root = Path(s["root"])
+        for f in s["files"]:
+            try:
+                yield from _file_records(Path(f), root)
+            except (json.JSONDecodeError, UnicodeDecodeError, pa.ArrowInvalid, OSError, EOFError) as e:
+                raise CorpusError(f"{shard.key}: cannot read {f} ({type(e).__name__}: {e})") from None
 
 
-class _Progress:
-    """One line every few seconds while a corpus is read: documents, size, rate, time left."""
-
-    def __init__(self, label: str, need_chars: int | None):
-        self.label, self.need = label, need_chars
-        self.t0 = self.last = time.perf_counter()
-
-    def tick(self, docs: int, chars: int, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not force and now - self.last < 5.0:
-            return
-        self.last = now
-        rate = chars / max(now - self.t0, 1e-9)
-        left = f", ~{(self.need - chars) / rate:.0f}s left" if self.need and rate and chars < self.need else ""
-        print(f"[data] reading {self.label}: {docs:,} docs, {chars / 1e6:.1f}M chars ({rate / 1e6:.1f}M chars/s{left})", flush=True)
+def split_records(shards: list[ShardSource]) -> Iterator[dict]:
+    """Every record of a split, shard after shard (the tokenizer's training read: the first documents only)."""
+    return itertools.chain.from_iterable(shard_records(s) for s in shards)
 
 
-def _text(rec: dict, cfg, key: str) -> str:
-    return render(rec, key, cfg.text_field, cfg.template) if cfg.source != "synthetic" else rec["text"]
+def document_text(rec: dict, cfg, key: str) -> str:
+    """A record's text: the generator's own, or the configured field or template."""
+    return rec["text"] if cfg.source == "synthetic" else render(rec, key, cfg.text_field, cfg.template)
 
 
-def _read_given_heldout(cfg, key: str, seed: int) -> tuple[_Docs, bool]:
-    """The held-out documents of a given split (heldout_split / heldout_path; the generators' own),
-    and whether held-out documents must be carved from the training records instead."""
-    heldout = _Docs()
-    given = records(cfg, key, "heldout", seed)
-    if given is None:
-        return heldout, True
-    for i, rec in enumerate(given):
-        text = _text(rec, cfg, key)
-        if text.strip():
-            heldout.add(_doc_id(rec, "heldout", i), text, _text_hash(text))
-        if len(heldout.ids) >= cfg.heldout_docs:
-            break
-    return heldout, False
-
-
-def _read_train(cfg, key: str, seed: int, heldout: _Docs, carving: bool, need_chars: int | None) -> tuple[_Docs, dict, bool, int]:
-    """Training documents until the budget or the cap is met (carving held-out ones on the way):
-    (documents, what was skipped, whether the source ran out, records read)."""
-    train, held = _Docs(), set(heldout.hashes)
-    cap = cfg.train_docs if cfg.source != "synthetic" else None
-    skipped = {"empty": 0, "heldout_copies": 0, "carved_beyond_heldout_docs": 0}
-    progress = _Progress(f"{key} ({cfg.label})", need_chars)
-    exhausted, n_read = True, 0
-    for i, rec in enumerate(records(cfg, key, "train", seed)):
-        n_read += 1
-        text = _text(rec, cfg, key)
+def training_texts(cfg, key: str, seed: int) -> Iterator[str]:
+    """The texts of a corpus's training documents, in order (what the tokenizer is trained on):
+    non-empty, never a held-out text (a given split's first `heldout_docs`, or carved by hash)."""
+    given = source_shards(cfg, key, "heldout", seed)
+    held: set[str] = set()
+    if given is not None:
+        n = 0
+        for rec in split_records(given):
+            text = document_text(rec, cfg, key)
+            if text.strip():
+                held.add(text_hash(text))
+                n += 1
+                if n >= cfg.heldout_docs:
+                    break
+    for rec in split_records(source_shards(cfg, key, "train", seed)):
+        text = document_text(rec, cfg, key)
         if not text.strip():
-            skipped["empty"] += 1
             continue
-        h = _text_hash(text)
-        if h in held:
-            skipped["heldout_copies"] += 1
-        elif carving and _carved(h, cfg.heldout_fraction):
-            if len(heldout.ids) < cfg.heldout_docs:
-                heldout.add(_doc_id(rec, "train", i), text, h)
-                held.add(h)
-            else:
-                skipped["carved_beyond_heldout_docs"] += 1
-        else:
-            train.add(_doc_id(rec, "train", i), text, h)
-        progress.tick(len(train.ids), train.chars)
-        enough = (need_chars is not None and train.chars >= need_chars) or (cap is not None and len(train.ids) >= cap)
-        if enough and (not carving or len(heldout.ids) >= cfg.heldout_docs):
-            exhausted = False
-            break
-    progress.tick(len(train.ids), train.chars, force=True)
-    return train, skipped, exhausted, n_read
-
-
-def ingest(cfg, key: str, seed: int, root: Path, need_chars: int | None = None) -> CorpusFiles:
-    """Read (or reuse) a corpus into train and held-out parquet files; see the module docstring."""
-    spec = cfg.model_dump(mode="json")
-    ident = {
-        "spec": spec,
-        "seed": seed if cfg.source == "synthetic" else None,
-        "need_chars": need_chars,
-        "v": INGEST_VERSION,
-        "gen": GENERATOR_VERSION,
-    }
-    folder = root / f"{cfg.label}-{json_key(ident)}"
-    files = CorpusFiles(folder / "train.parquet", folder / "heldout.parquet", {})
-    if (folder / "stats.json").exists():
-        return CorpusFiles(files.train, files.heldout, json.loads((folder / "stats.json").read_text()))
-
-    t0 = time.perf_counter()
-    heldout, carving = _read_given_heldout(cfg, key, seed)
-    train, skipped, exhausted, n_read = _read_train(cfg, key, seed, heldout, carving, need_chars)
-    if not train.ids:
-        where = {"hub": f"{key}.dataset ({cfg.dataset})", "local": f"{key}.path ({cfg.path})"}.get(cfg.source, key)
-        raise CorpusError(
-            f"{where}: no training documents with text (read {n_read:,} records; skipped {skipped}); check the source and {key}.text_field"
-        )
-    if not heldout.ids:
-        raise CorpusError(f"{key}: no held-out documents; give {key}.heldout_split / heldout_path or raise {key}.heldout_fraction")
-    folder.mkdir(parents=True, exist_ok=True)
-    train.write(files.train)
-    heldout.write(files.heldout)
-    stats = {
-        "label": cfg.label,
-        "source": cfg.source,
-        "train_docs": len(train.ids),
-        "train_chars": train.chars,
-        "heldout_docs": len(heldout.ids),
-        "heldout": "carved" if carving else "given",
-        "skipped": skipped,
-        "exhausted": exhausted,
-        "need_chars": need_chars,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    write_text(folder / "stats.json", json.dumps(stats, indent=1))  # written last: the folder is complete
-    return CorpusFiles(files.train, files.heldout, stats)
+        h = text_hash(text)
+        if h in held or (given is None and carved(h, cfg.heldout_fraction)):
+            continue
+        yield text

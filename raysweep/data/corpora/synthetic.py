@@ -195,7 +195,9 @@ def _doc_rng(corpus: str, seed: int, split: str, index: int) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "little"))
 
 
-def generate(corpus: str, seed: int, split: str, n_docs: int) -> Iterator[dict]:
+def generate(corpus: str, seed: int, split: str, n_docs: int, start: int = 0) -> Iterator[dict]:
+    """Documents start..n_docs-1 of a split (each depends only on its index, so any range is the same
+    documents as in the whole)."""
     gen = GENERATORS[corpus]
-    for i in range(n_docs):
+    for i in range(start, n_docs):
         yield {"id": f"{corpus}/{split}/{i}", "text": gen(_doc_rng(corpus, seed, split, i))}

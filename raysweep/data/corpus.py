@@ -1,0 +1,395 @@
+"""A corpus, read and tokenized in parallel into token shards, and its train and held-out views.
+
+    source shards (raysweep.data.corpora.sources) --Ray Data: one task per shard, every CPU-->
+        <cache>/tokens/<label>-<key>/  <split>-<shard>-NNN.tokens / .lengths.npy   (raysweep.data.shards)
+                                       <split>-<shard>.meta.npz   (per document: text hash, carved)
+                                       manifest.json              (every shard's size and SHA-256)
+    -> views, in the driver, from the index alone: which documents are held out, which are trained
+       on (never a held-out text), up to the token budget -> TokenView (rows in the source's order)
+
+Shards are read in waves of about one per CPU, in order, until the training documents hold the
+budget (hub and local sources; a generator's shards are all read), so a 10-billion-token budget
+never reads the whole of a larger source, and a bigger budget later only adds shards. Each shard
+is cached by content (source, tokenizer) and verified against its SHA-256 before any view is
+built from it: a corrupt or truncated shard is deleted and read again, never trained on. The
+driver holds O(documents) (the index), never the tokens.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from raysweep.data.corpora.sources import CorpusError, ShardSource, carved, hash64, render, source_shards, text_hash
+from raysweep.data.corpora.synthetic import GENERATOR_VERSION
+from raysweep.data.shards import ShardWriter, TokenView, token_dtype, verify_shard
+from raysweep.keys import json_key
+from raysweep.storage import atomic_file, write_text
+
+TOKENS_VERSION = 1  # bump when reading, carving or the shard format changes, so caches are rebuilt
+ENCODE_BATCH = 1024  # documents tokenized at once in a task
+
+
+@dataclass(frozen=True)
+class TokenCorpus:
+    train: TokenView
+    heldout: TokenView
+    stats: dict  # what was read: shards, documents (read, trained on, held out, skipped), tokens, seconds
+
+
+# ----------------------------------------------------------------------------- the task (one shard)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(path: str):
+    from raysweep.data.tokenizer import load_tokenizer
+
+    return load_tokenizer(Path(path))  # once per worker process, not once per shard
+
+
+def tokenize_shard(task: dict) -> dict:
+    """Read one source shard, tokenize its non-empty documents into token shards and record each
+    one's text hash and carving decision. Runs in a Ray Data task; returns what it wrote (or the
+    reading error, to be reported with its key before any training)."""
+    from raysweep.data.corpora.sources import shard_records
+
+    shard = ShardSource(**task["shard"])
+    folder, prefix = Path(task["folder"]), task["prefix"]
+    writer = ShardWriter(folder, prefix, np.dtype(task["dtype"]))
+    tok, cfg = _tokenizer(task["tokenizer"]), task["corpus"]
+    hashes, cut, texts, empty = [], [], [], 0
+    try:
+        for rec in shard_records(shard):
+            text = (
+                rec["text"] if shard.kind == "synthetic" else render(rec, cfg["key"], cfg["text_field"], cfg["template"])
+            )  # document_text, from a dump
+            if not text.strip():
+                empty += 1
+                continue
+            h = text_hash(text)
+            hashes.append(hash64(h))
+            cut.append(carved(h, cfg["heldout_fraction"]))
+            texts.append(text)
+            if len(texts) >= ENCODE_BATCH:
+                writer.add([e.ids for e in tok.encode_batch(texts, add_special_tokens=False)])
+                texts = []
+        if texts:
+            writer.add([e.ids for e in tok.encode_batch(texts, add_special_tokens=False)])
+        infos = writer.close()
+    except CorpusError as e:
+        writer.abort()
+        return {"error": str(e)}
+    with atomic_file(folder / f"{prefix}.meta.npz") as tmp, tmp.open("wb") as f:
+        np.savez(f, hashes=np.asarray(hashes, dtype=np.uint64), carved=np.asarray(cut, dtype=bool))
+    shards = [i.as_dict() for i in infos]
+    return {"prefix": prefix, "shards": shards, "docs": len(hashes), "empty": empty, "tokens": sum(i.tokens for i in infos)}
+
+
+# ----------------------------------------------------------------------------- the driver
+
+
+def corpus_folder(cfg, seed: int, root: Path, tokenizer_id: str) -> Path:
+    """Where a corpus's shards live: named by what decides their content (not by the budget,
+    so a bigger budget adds shards to the same folder)."""
+    spec = cfg.model_dump(mode="json", exclude={"train_docs", "heldout_docs"} if cfg.source != "synthetic" else set())
+    seed = seed if cfg.source == "synthetic" else None
+    ident = {"spec": spec, "seed": seed, "tokenizer": tokenizer_id, "v": TOKENS_VERSION, "gen": GENERATOR_VERSION}
+    return root / f"{cfg.label}-{json_key(ident)}"
+
+
+class _Manifest:
+    """manifest.json of a corpus folder: the tokenizer, the dtype, and every shard task done."""
+
+    def __init__(self, folder: Path, tokenizer_id: str, dtype: str):
+        self.path = folder / "manifest.json"
+        doc = json.loads(self.path.read_text()) if self.path.exists() else {}
+        if doc.get("tokenizer_id") != tokenizer_id or doc.get("dtype") != dtype:
+            doc = {"tokenizer_id": tokenizer_id, "dtype": dtype, "done": {}}
+        self.doc = doc
+
+    @property
+    def done(self) -> dict:
+        return self.doc["done"]
+
+    def save(self) -> None:
+        write_text(self.path, json.dumps(self.doc, indent=1))
+
+
+def _configure_ray_data() -> None:
+    import logging
+
+    import ray.data
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # raysweep prints one progress line per few seconds instead
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+
+
+def _run_tasks(tasks: list[dict], label: str, progress: dict, parallel: bool) -> list[dict]:
+    """The shard tasks, side by side on every CPU of the cluster (Ray Data), with live progress;
+    `parallel=False`: one after another in this process (no Ray needed)."""
+    if parallel:
+        import ray.data
+
+        _configure_ray_data()
+        items = [{"task": json.dumps(t)} for t in tasks]
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
+            lambda row: {"result": json.dumps(tokenize_shard(json.loads(row["task"])))}
+        )
+        results = (json.loads(row["result"]) for row in ds.iter_rows())
+    else:
+        results = (tokenize_shard(t) for t in tasks)
+    out = []
+    for result in results:
+        out.append(result)
+        progress["docs"] += result.get("docs", 0)
+        progress["tokens"] += result.get("tokens", 0)
+        progress["shards"] += 1
+        _report(label, progress)
+    return out
+
+
+def _report(label: str, p: dict, force: bool = False) -> None:
+    now = time.perf_counter()
+    if not force and now - p["last"] < 5.0:
+        return
+    p["last"] = now
+    dt = max(now - p["t0"], 1e-9)
+    left = f", ~{(p['total'] - p['shards']) * dt / p['shards']:.0f}s left" if p["total"] and p["shards"] else ""
+    print(
+        f"[data] tokenizing {label}: {p['shards']}/{p['total'] or '?'} shards, {p['docs']:,} docs, {p['tokens']:,} tokens "
+        f"({p['docs'] / dt:,.0f} docs/s, {p['tokens'] / dt / 1e3:,.0f}k tok/s{left})",
+        flush=True,
+    )
+
+
+def _ensure_shards(
+    shards: list[ShardSource], split: str, folder: Path, manifest: _Manifest, task_base: dict, label: str, progress: dict, parallel: bool
+) -> None:
+    """Run the tasks of the shards not yet done (or found corrupt); record them in the manifest."""
+    todo = []
+    for s in shards:
+        prefix = f"{split}-{s.index:05d}"
+        done = manifest.done.get(prefix)
+        if done is not None:
+            bad = next((p for p in (verify_shard(folder, i) for i in done["shards"]) if p), None)
+            if bad is None and (folder / f"{prefix}.meta.npz").exists():
+                continue
+            print(f"[data] {label}: shard {prefix}: {bad or 'meta.npz missing'}; reading it again, nothing was trained on it", flush=True)
+            del manifest.done[prefix]
+        todo.append({**task_base, "shard": s.__dict__, "prefix": prefix})
+    if not todo:
+        return
+    problems = []
+    for result in _run_tasks(todo, label, progress, parallel):
+        if "error" in result:
+            problems.append(result["error"])
+        else:
+            manifest.done[result["prefix"]] = result
+    manifest.save()  # what finished is kept even when another shard failed
+    if problems:
+        raise CorpusError("; ".join(dict.fromkeys(problems)))
+
+
+def _split_index(folder: Path, manifest: _Manifest, prefixes: list[str]) -> dict:
+    """Per document of the given shard tasks, in order: file index, offset, length, hash, carved."""
+    files, sha, file_ix, offset, lengths, hashes, cut = [], [], [], [], [], [], []
+    for prefix in prefixes:
+        for info in manifest.done[prefix]["shards"]:
+            n = np.load(folder / f"{info['name']}.lengths.npy")
+            file_ix.append(np.full(len(n), len(files), dtype=np.int32))
+            offset.append(np.cumsum(n) - n)
+            lengths.append(n)
+            files.append(info["name"])
+            sha.append(info["sha256"])
+        with np.load(folder / f"{prefix}.meta.npz") as meta:
+            hashes.append(meta["hashes"])
+            cut.append(meta["carved"])
+
+    def cat(parts, dtype):
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+
+    return {
+        "files": tuple(files),
+        "sha": tuple(sha),
+        "file_ix": cat(file_ix, np.int32),
+        "offset": cat(offset, np.int64),
+        "lengths": cat(lengths, np.int64),
+        "hashes": cat(hashes, np.uint64),
+        "carved": cat(cut, bool),
+    }
+
+
+def _view(label: str, folder: Path, dtype: str, index: dict, rows: np.ndarray) -> TokenView:
+    return TokenView(
+        label,
+        folder,
+        index["files"],
+        index["sha"],
+        dtype,
+        index["file_ix"][rows],
+        index["offset"][rows],
+        index["lengths"][rows],
+        index["hashes"][rows],
+    )
+
+
+def _read_split(
+    shards: list[ShardSource], split: str, folder: Path, manifest: _Manifest, task_base: dict, label: str, enough, wave: int, parallel: bool
+) -> tuple[dict, bool, list[str]]:
+    """Read `shards` in order, `wave` at a time, until `enough(index)`; returns the index of what
+    was read, whether the source ran out first, and the shard tasks the index covers."""
+    progress = {"t0": time.perf_counter(), "last": time.perf_counter(), "docs": 0, "tokens": 0, "shards": 0, "total": len(shards)}
+    read = 0
+    while True:
+        batch = shards[read : read + wave]
+        _ensure_shards(batch, split, folder, manifest, task_base, f"{label} {split}", progress, parallel)
+        read += len(batch)
+        prefixes = [f"{split}-{s.index:05d}" for s in shards[:read]]
+        index = _split_index(folder, manifest, prefixes)
+        if enough(index):
+            return index, False, prefixes
+        if read >= len(shards):
+            if progress["shards"]:
+                _report(f"{label} {split}", progress, force=True)
+            return index, True, prefixes
+
+
+def _train_rows(
+    index: dict, held: set[int] | None, carving: bool, heldout_docs: int, need: int | None, cap: int | None
+) -> tuple[np.ndarray, np.ndarray, dict, bool]:
+    """(train rows, carved held-out rows, what was skipped, whether the budget was met) of a split's
+    documents, in order: the sequential rule of the module docstring, vectorized."""
+    n = len(index["lengths"])
+    hashes = index["hashes"]
+    is_held = np.zeros(n, dtype=bool)
+    copies = np.zeros(n, dtype=bool)
+    if carving:
+        positions = np.flatnonzero(index["carved"])
+        _, first = np.unique(hashes[positions], return_index=True)
+        firsts = np.sort(positions[first])  # the first document of each carved text, in order
+        is_held[firsts[:heldout_docs]] = True
+        train = ~index["carved"]
+        copies[positions] = np.isin(hashes[positions], hashes[firsts[:heldout_docs]]) & ~is_held[positions]
+    else:
+        copies = np.isin(hashes, np.fromiter(held or (), dtype=np.uint64))
+        train = ~copies
+    met = np.zeros(n, dtype=bool)  # no budget (a generator): every document is read, none stops it
+    if need is not None or cap is not None:
+        if need is not None:
+            met |= np.cumsum(np.where(train, index["lengths"] + 1, 0)) >= need
+        if cap is not None:
+            met |= np.cumsum(train) >= cap
+        if carving:
+            met &= np.cumsum(is_held) >= heldout_docs
+    stop = int(np.argmax(met)) + 1 if met.any() else n
+    keep = np.arange(n) < stop
+    skipped = {
+        "heldout_copies": int((copies & keep).sum()),
+        "carved_beyond_heldout_docs": int((index["carved"] & ~is_held & ~copies & keep).sum()) if carving else 0,
+    }
+    return np.flatnonzero(train & keep), np.flatnonzero(is_held & keep), skipped, bool(met.any())
+
+
+def _stats(
+    cfg,
+    train: TokenView,
+    heldout: TokenView,
+    given: bool,
+    index: dict,
+    manifest: _Manifest,
+    prefixes: list[str],
+    available: int,
+    skipped: dict,
+    exhausted: bool,
+    need: int | None,
+) -> dict:
+    """What was read of a corpus, for the summary line, data.json and the budget errors."""
+    empty = sum(manifest.done[p]["empty"] for p in prefixes)
+    return {
+        "label": cfg.label,
+        "source": cfg.source,
+        "train_docs": int(len(train.lengths)),
+        "train_tokens": train.n_tokens,
+        "heldout_docs": int(len(heldout.lengths)),
+        "heldout": "given" if given else "carved",
+        "documents_read": int(len(index["lengths"]) + empty),
+        "shards_read": len(prefixes),
+        "shards_available": available,
+        "skipped": {"empty": int(empty), **skipped},
+        "exhausted": bool(exhausted),
+        "need_tokens": need,
+    }
+
+
+def _check_rows(cfg, key: str, index: dict, train_rows: np.ndarray, skipped) -> None:
+    if not len(train_rows):
+        where = {"hub": f"{key}.dataset ({cfg.dataset})", "local": f"{key}.path ({cfg.path})"}.get(cfg.source, key)
+        raise CorpusError(
+            f"{where}: no training documents with text (read {len(index['lengths']):,} documents; skipped {skipped}); "
+            f"check the source and {key}.text_field"
+        )
+
+
+def tokenize_corpus(
+    cfg,
+    key: str,
+    seed: int,
+    root: Path,
+    tokenizer_path: Path,
+    tokenizer_id: str,
+    vocab_size: int,
+    need_tokens: int | None,
+    wave: int = 2,
+    parallel: bool = True,
+) -> TokenCorpus:
+    """Read (or reuse) a corpus as token shards and cut its train and held-out views; see the module
+    docstring. `need_tokens`: the training tokens the study's budgets ask (hub and local sources
+    are read until their training documents hold them); `wave`: shards read side by side;
+    `parallel`: in Ray Data tasks (else in this process, one after another)."""
+    t0 = time.perf_counter()
+    folder = corpus_folder(cfg, seed, root, tokenizer_id)
+    dtype = token_dtype(vocab_size).name
+    manifest = _Manifest(folder, tokenizer_id, dtype)
+    corpus = {"key": key, "text_field": cfg.text_field, "template": cfg.template, "heldout_fraction": cfg.heldout_fraction}
+    base = {"folder": str(folder), "dtype": dtype, "tokenizer": str(tokenizer_path), "corpus": corpus}
+    counts = manifest.doc.setdefault("hub_shards", {})  # a hub split's data files, counted once
+    given = source_shards(cfg, key, "heldout", seed, counts.get("heldout"))
+    held_index, held = None, None
+    if given is not None:
+        held_index, _, _ = _read_split(
+            given, "heldout", folder, manifest, base, cfg.label, lambda ix: len(ix["lengths"]) >= cfg.heldout_docs, wave, parallel
+        )
+        held = set(held_index["hashes"][: cfg.heldout_docs].tolist())
+    synthetic = cfg.source == "synthetic"
+    need, cap = (None, None) if synthetic else (need_tokens, cfg.train_docs)
+    train_shards = source_shards(cfg, key, "train", seed, counts.get("train"))
+    if cfg.source == "hub":
+        counts.update({"train": len(train_shards), **({"heldout": len(given)} if given else {})})
+
+    def enough(ix) -> bool:
+        return _train_rows(ix, held, given is None, cfg.heldout_docs, need, cap)[3] if (need or cap) else False
+
+    index, exhausted, prefixes = _read_split(
+        train_shards, "train", folder, manifest, base, cfg.label, enough, len(train_shards) if synthetic else wave, parallel
+    )
+    train_rows, carved_rows, skipped, met = _train_rows(index, held, given is None, cfg.heldout_docs, need, cap)
+    _check_rows(cfg, key, index, train_rows, skipped)
+    if given is not None:
+        heldout = _view(cfg.label, folder, dtype, held_index, np.arange(min(cfg.heldout_docs, len(held_index["lengths"]))))
+    else:
+        heldout = _view(cfg.label, folder, dtype, index, carved_rows)
+    if not len(heldout.lengths):
+        raise CorpusError(f"{key}: no held-out documents; give {key}.heldout_split / heldout_path or raise {key}.heldout_fraction")
+    train = _view(cfg.label, folder, dtype, index, train_rows)
+    stats = _stats(
+        cfg, train, heldout, given is not None, index, manifest, prefixes, len(train_shards), skipped, exhausted and not met, need
+    )
+    stats["seconds"] = round(time.perf_counter() - t0, 2)
+    return TokenCorpus(train, heldout, stats)
