@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,12 @@ def _configure_ray_data() -> None:
     ctx.print_on_execution_start = False
 
 
+def _shard_task(row: dict) -> dict:
+    # a task holds one CPU: the tokenizer's thread pool would take every core in each task (N × N threads)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    return {"result": json.dumps(tokenize_shard(json.loads(row["task"])))}
+
+
 def _run_tasks(tasks: list[dict], label: str, progress: dict, parallel: bool) -> list[dict]:
     """The shard tasks, side by side on every CPU of the cluster (Ray Data), with live progress;
     `parallel=False`: one after another in this process (no Ray needed)."""
@@ -139,9 +146,7 @@ def _run_tasks(tasks: list[dict], label: str, progress: dict, parallel: bool) ->
 
         _configure_ray_data()
         items = [{"task": json.dumps(t)} for t in tasks]
-        ds = ray.data.from_items(items, override_num_blocks=len(items)).map(
-            lambda row: {"result": json.dumps(tokenize_shard(json.loads(row["task"])))}
-        )
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map(_shard_task)
         results = (json.loads(row["result"]) for row in ds.iter_rows())
     else:
         results = (tokenize_shard(t) for t in tasks)

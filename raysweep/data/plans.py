@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,34 @@ def _pieces(parts: dict, labels: list[str], seed: int | None) -> tuple[dict, lis
     return out, files
 
 
+def _content(pieces: dict, plan: dict) -> str:
+    """What a stream holds, by content: its pieces and the SHA-256 of every shard they read."""
+    return array_digest(
+        *(pieces[a] for a in ARRAYS), header=json.dumps([f["sha256"] for f in plan["files"]] + [plan["eos_id"], plan["block_len"]])
+    )
+
+
+def _cached_plan(folder: Path) -> Stream | None:
+    """A plan built before, if it is complete and its pieces still hash to its content digest (a
+    flipped bit in a cached plan would silently train on other tokens: the plan is made again)."""
+    if not (folder / "stats.json").exists():
+        return None
+    stats = json.loads((folder / "stats.json").read_text())
+    try:
+        plan = json.loads((folder / PLAN_FILE).read_text())
+        pieces = {a: np.load(folder / f"{a}.npy") for a in ARRAYS}
+        ok = _content(pieces, plan) == stats.get("content")
+    except (OSError, ValueError, KeyError) as e:
+        ok, why = False, f"unreadable ({e})"
+    else:
+        why = "its pieces do not match its content digest"
+    if ok:
+        return Stream(folder / PLAN_FILE, stats)
+    print(f"[data] stream {folder.name}: cached plan {why}; planning it again", flush=True)
+    shutil.rmtree(folder)
+    return None
+
+
 def build_plan(name: str, parts: dict, seed: int | None, seq_len: int, eos_id: int, cache_dir: Path, tokenizer_id: str = "") -> Stream:
     """The plan of one stream: the selected pieces of each part, interleaved by `seed` (None: in
     order, for held-out sets), cut into blocks of seq_len + 1.
@@ -83,8 +112,8 @@ def build_plan(name: str, parts: dict, seed: int | None, seq_len: int, eos_id: i
     labels = sorted(parts)
     key = stream_key(name, seed, block_len, eos_id, tokenizer_id, *[(s, parts[s][0].digest, parts[s][1].digest()) for s in labels])
     folder = cache_dir / f"{name}-{key}"
-    if (folder / "stats.json").exists():
-        return Stream(folder / PLAN_FILE, json.loads((folder / "stats.json").read_text()))
+    if (cached := _cached_plan(folder)) is not None:
+        return cached
     t0 = time.perf_counter()
     dtypes = {parts[s][0].dtype for s in labels}
     if len(dtypes) > 1:
@@ -120,7 +149,7 @@ def build_plan(name: str, parts: dict, seed: int | None, seq_len: int, eos_id: i
         "seed": seed,
         "tokenizer_id": tokenizer_id,
         # what the stream holds, by content: its pieces and the SHA-256 of every shard they read
-        "content": array_digest(*(pieces[a] for a in ARRAYS), header=json.dumps([f["sha256"] for f in shard_files] + [eos_id, block_len])),
+        "content": _content(pieces, plan),
     }
     write_text(folder / "stats.json", json.dumps(stats, indent=1))  # last: a folder with stats.json is a complete plan
     share = ", ".join(f"{s} {n:,}" for s, n in tokens.items())

@@ -14,8 +14,9 @@ from raysweep.sweep.plan import tree_sizes
 
 PRETRAINED_VOCAB = 49_152  # SmolLM2's, assumed for a pretrained tokenizer (the dry run reads no tokenizer)
 # Tokenization rate per CPU, measured by bench/data_scale.py (bench/RESULTS.md, 2026-12-01: this
-# project's 2-core CPU machine, byte-level BPE of 4,096 ids); a cluster's CPUs tokenize side by side.
-TOKENIZE_TOKENS_PER_CPU_S = 250_000
+# project's 2-core CPU machine, byte-level BPE of 4,096 ids, local jsonl: 318k tokens/s on 1 CPU,
+# 282k per CPU with both busy); a cluster's CPUs tokenize side by side, one shard per CPU.
+TOKENIZE_TOKENS_PER_CPU_S = 280_000
 TOKENS_PER_DOC_GUESS = 500  # for the index's size only (C4 averages ≈ 480 tokens a document)
 
 

@@ -167,6 +167,22 @@ def test_a_plan_refuses_a_shard_cut_short(tmp_path):
         StreamReader(stream.path)
 
 
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_cached_plan_is_planned_again_never_read(tmp_path, capsys, damage):
+    stream = _random_stream(tmp_path)
+    whole = read_blocks(stream)
+    ends = stream.path.parent / "ends.npy"
+    raw = bytearray(ends.read_bytes())
+    if damage == "flip":
+        raw[-3] ^= 0x10  # one bit of a cumulative end: the blocks would shift silently
+    ends.write_bytes(bytes(raw) if damage == "flip" else bytes(raw[:-5]))
+    again = _random_stream(tmp_path)
+    assert "planning it again" in capsys.readouterr().out
+    assert again.stats == stream.stats and (read_blocks(again) == whole).all()
+    _random_stream(tmp_path)
+    assert "planning it again" not in capsys.readouterr().out  # an intact plan is reused as it is
+
+
 def test_a_worker_without_the_drivers_disk_fetches_a_published_plan_once(tmp_path, monkeypatch):
     """With an object-store node store, the data cache is published beside the nodes; a machine that
     cannot see the driver's files fetches the plan and the shards it reads into its own cache."""
