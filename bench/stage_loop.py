@@ -77,7 +77,7 @@ def ray_loop(preset: str, vocab: int, seq_len: int, stream, heldout: Path, batch
         seed=0,
     )
     config = {
-        "loop": LoopConfig(preset, vocab, seq_len, seq_len, {"pre": str(heldout)}, "bench"),
+        "loop": LoopConfig(preset, vocab, seq_len, seq_len, {"pre": StreamSource(str(heldout))}, "bench"),
         "specs": [asdict(spec)],
         "sources": {"train": StreamSource(str(stream.path))},
     }

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from raysweep import storage
 from raysweep.config import Study
-from raysweep.data.plans import data_mirror
+from raysweep.data.plans import data_mirror, source_of
 from raysweep.nodes import node_diverged, node_done, quarantine, verify_node
 from raysweep.spec import Node, Subtree, all_nodes
 from raysweep.sweep.plan import plan
@@ -105,7 +105,7 @@ def loop_config(study: Study, data) -> LoopConfig:
         vocab_size=data.vocab_size,
         seq_len=study.model.seq_len,
         eval_tokens=min(study.pretrain.eval_tokens, study.posttrain.eval_tokens, study.finetune.eval_tokens),
-        eval_paths={r: str(s.path) for r, s in data.heldout.items()},
+        eval_sources={r: source_of(s, study.out / "cache", data_mirror(study.checkpoints)) for r, s in data.heldout.items()},
         tokenizer_id=data.tokenizer_id,
         compile=study.model.compile,
         faults=Faults.from_env(),

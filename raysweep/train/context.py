@@ -18,7 +18,7 @@ class LoopConfig:
     vocab_size: int
     seq_len: int
     eval_tokens: int  # held-out tokens per set per evaluation
-    eval_paths: dict[str, str]  # role ("pre", "post", "ft") -> held-out stream file
+    eval_sources: dict  # role ("pre", "post", "ft") -> held-out stream (raysweep.data.plans.StreamSource)
     tokenizer_id: str
     compile: bool = False  # torch.compile the training step (model.compile)
     threads: int = 1  # torch threads per worker (its CPU reservation)
@@ -53,4 +53,5 @@ def load_eval_sets(cfg: LoopConfig) -> dict:
 
     from raysweep.data.plans import read_blocks
 
-    return {name: torch.from_numpy(read_blocks(path, cfg.eval_tokens)) for name, path in cfg.eval_paths.items()}
+    # local_plan: a worker that does not share the driver's disk fetches the published plan, as for training rows
+    return {name: torch.from_numpy(read_blocks(src.local_plan(), cfg.eval_tokens)) for name, src in cfg.eval_sources.items()}

@@ -199,6 +199,11 @@ def test_a_worker_without_the_drivers_disk_fetches_a_published_plan_once(tmp_pat
     got = elsewhere.rows_for(4, 1, 0)
     assert str(got.reader.folder).startswith(str(tmp_path / "worker-cache"))
     assert all((got.batch(s) == want.batch(s)).all() for s in range(2 * want.steps_per_pass))
+    # held-out sets reach such a worker the same way (a run's evaluations read them through the mirror too)
+    from raysweep.train.context import LoopConfig, load_eval_sets
+
+    evals = load_eval_sets(LoopConfig("debug", 512, 15, 10_000, {"post": elsewhere}, "tok"))
+    assert (evals["post"].numpy() == read_blocks(stream)).all()
 
 
 def test_token_ids_take_the_smallest_dtype_that_holds_the_vocabulary():

@@ -39,7 +39,7 @@ def _fit(study, data, tmp_path, workers: int, name: str):
         data.vocab_size,
         study.model.seq_len,
         1024,
-        {r: str(s.path) for r, s in data.heldout.items()},
+        {r: StreamSource(str(s.path)) for r, s in data.heldout.items()},
         data.tokenizer_id,
         audit=True,
     )

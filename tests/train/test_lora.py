@@ -54,7 +54,12 @@ def test_lora_run_changes_only_its_targets_and_saves_a_merged_model(smoke_data, 
         init_from=parent.node_dir,
     )
     cfg = LoopConfig(
-        study.model.preset, data.vocab_size, study.model.seq_len, 512, {r: str(s.path) for r, s in data.heldout.items()}, data.tokenizer_id
+        study.model.preset,
+        data.vocab_size,
+        study.model.seq_len,
+        512,
+        {r: StreamSource(str(s.path)) for r, s in data.heldout.items()},
+        data.tokenizer_id,
     )
     source = StreamSource(str(data.posttrain[0.0, 0.0].path))
     [result] = train_chain([spec], {"train": source}, cfg, load_eval_sets(cfg), Worker(torch.device("cpu")))
