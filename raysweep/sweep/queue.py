@@ -1,7 +1,7 @@
 """The queue of one tree run's items, shared by the warm worker slots (raysweep.sweep.slots).
 
-    driver ── WorkQueue (a Ray actor) ── slot 0: Tune trial → one fit → item, item, …
-                                                └─ slot 1: Tune trial → one fit → item, item, …
+    driver ── WorkQueue (a Ray actor) ── slot 0: Tune trial (or its one worker group) → item, item, …
+                                                └─ slot 1: Tune trial (or its one worker group) → item, item, …
 
 An item is a pretraining arm, or a stage-2 node with its stage-3 children (raysweep.sweep.work
 says what an item trains). `WorkQueue` is plain Python, tested without Ray (the slots reach it
@@ -69,7 +69,7 @@ class WorkQueue:
                 self._event("blocked", other, f"its arm {outcome}")
 
     def fail(self, slot: int, error: str) -> bool:
-        """The slot's item failed (its fit raised, or its slot died). True when it goes back to the queue."""
+        """The slot's item failed (its attempt raised, or its slot died). True when it goes back to the queue."""
         item = self.leases.pop(slot, None)
         return False if item is None else self._fail(item, error)
 

@@ -2,18 +2,27 @@
 
 A fit costs 8–16 s of start-up and teardown on a small machine (STACK_NOTES.md), and a study is
 dozens of short runs. So instead of one `TorchTrainer.fit` per arm and per stage-2 configuration,
-a few Tune trials, the *slots*, each fit one Ray Train worker group that trains item after item
-from one queue (raysweep.sweep.queue) until it is empty: the tree pays one fit's start-up per
-slot, whatever the number of runs.
+a few Tune trials, the *slots*, each train item after item from one queue (raysweep.sweep.queue)
+until it is empty: the tree pays one start-up per slot, whatever the number of runs.
 
     run_slots ── WorkQueue actor ── slot_trial 0 (Tune) → fit_worker_group → serve_queue: item, item, …
-                                 └─ slot_trial 1 (Tune) → fit_worker_group → serve_queue: item, item, …
+                                 └─ slot_trial 1 (Tune) → train_in_trial   → serve_queue: item, item, …
 
-Slot trials reserve one byte of Ray's `memory` resource, never CPU or GPU: their Train workers
-need those, and a trial that holds a CPU starves its own workers (ray#25239, ray#54305). Tune
-refuses a trial with no resources at all; one byte of memory exists on every node of every
-cluster, so no custom resource has to be declared anywhere. The number of slots is what the
-cluster's CPUs/GPUs can feed (or `max_concurrent_trials`), so no slot waits on workers it cannot get.
+A stage of several workers (DDP) fits one Ray Train worker group per slot. Its slot trials reserve
+one byte of Ray's `memory` resource, never CPU or GPU: their Train workers need those, and a trial
+that holds a CPU starves its own workers (ray#25239, ray#54305). Tune refuses a trial with no
+resources at all; one byte of memory exists on every node of every cluster, so no custom resource
+has to be declared anywhere.
+
+A stage of one worker trains inside its slot trial, which reserves that worker's CPUs and GPUs
+itself: a worker group of one adds five processes per slot (controller, worker, placement-group
+cleaner, synchronisation and preemption actors), each importing torch and Ray Train, for no
+parallelism; on a 2-core machine they were most of a small study's time (bench/RESULTS.md). The
+training loop, its device placement and its failures are the same either way: an exception gives
+the item back, a killed process is a killed trial that Tune restarts.
+
+The number of slots is what the cluster's CPUs/GPUs can feed (or `max_concurrent_trials`), so no
+slot waits on workers it cannot get.
 """
 
 from __future__ import annotations
@@ -57,26 +66,27 @@ def broadcast(obj, world: int):
     return box[0]
 
 
-def _worker_setup(loop: LoopConfig, tracking_uri: str | None):
-    """This Ray Train worker as the training loop sees it (raysweep.train.context.Worker), and its held-out sets."""
-    import ray.train
-    import ray.train.torch
+def _worker_setup(loop: LoopConfig, tracking_uri: str | None, in_trial: str | None = None):
+    """This process as the training loop sees it (raysweep.train.context.Worker), and its held-out
+    sets. `in_trial` ("cpu" or "cuda"): a slot trial training by itself, rank 0 of 1 on that device;
+    otherwise a Ray Train worker of its group."""
     import torch
 
     from raysweep import storage
     from raysweep.tracking import step_logs
     from raysweep.train.context import Worker, load_eval_sets
 
-    tc = ray.train.get_context()
     torch.set_num_threads(max(1, loop.threads))
-    worker = Worker(
-        ray.train.torch.get_device(),
-        tc.get_world_rank(),
-        tc.get_world_size(),
-        ray.train.torch.prepare_model,
-        step_logs(tracking_uri),
-        storage.Uploader(),
-    )  # object-store writes happen behind training
+    logs, uploader = step_logs(tracking_uri), storage.Uploader()  # object-store writes happen behind training
+    if in_trial:
+        # Ray gives the trial its GPU as CUDA_VISIBLE_DEVICES, so it is device 0 of this process
+        device = torch.device("cuda", 0) if in_trial == "cuda" else torch.device("cpu")
+        return Worker(device, new_log=logs, uploader=uploader), load_eval_sets(loop)
+    import ray.train
+    import ray.train.torch
+
+    tc = ray.train.get_context()
+    worker = Worker(ray.train.torch.get_device(), tc.get_world_rank(), tc.get_world_size(), ray.train.torch.prepare_model, logs, uploader)
     return worker, load_eval_sets(loop)
 
 
@@ -89,7 +99,7 @@ def serve_queue(config: dict) -> None:
     from raysweep.train.chain import train_chain
 
     ctx, slot, kinds = config["ctx"], config["slot"], config["kinds"]
-    worker, eval_sets = _worker_setup(ctx.loop, ctx.tracking_uri)
+    worker, eval_sets = _worker_setup(ctx.loop, ctx.tracking_uri, config.get("in_trial"))
     rank, world = worker.rank, worker.world
 
     def train(specs, rows):
@@ -139,29 +149,56 @@ def fit_worker_group(entry, config: dict, resources: ResourcesConfig, ray_storag
     return trainer.fit().return_value
 
 
+def train_in_trial(entry, config: dict, resources: ResourcesConfig, ray_storage: str, run_name: str):
+    """`entry` run in this slot trial's own process, on the CPUs/GPUs the trial reserved (a stage of
+    one worker; see the module docstring). Same signature as fit_worker_group."""
+    return entry({**config, "in_trial": "cuda" if resources.gpus_per_worker else "cpu"})
+
+
+def trains_in_trial(resources: ResourcesConfig) -> bool:
+    return resources.workers == 1
+
+
+def trial_resources(resources: ResourcesConfig) -> dict:
+    """What a slot trial reserves: its one worker's CPUs/GPUs when it trains itself, else one byte."""
+    if not trains_in_trial(resources):
+        return TRIAL_RESOURCES
+    own = {"CPU": resources.cpus_per_worker}
+    if resources.gpus_per_worker:
+        own["GPU"] = resources.gpus_per_worker
+    return own
+
+
+def slot_resources(resources: dict[str, ResourcesConfig], kinds: tuple[str, ...]) -> ResourcesConfig:
+    """The worker shape of a slot serving `kinds` (arms only: pretraining's; otherwise post-training's,
+    which is also pretraining's when the two share slots)."""
+    return resources["pretrain" if tuple(kinds) == ("arm",) else "posttrain"]
+
+
 def with_threads(loop: LoopConfig, resources: ResourcesConfig) -> LoopConfig:
     """The loop's torch threads follow its workers' CPU reservation."""
     return replace(loop, threads=max(1, int(resources.cpus_per_worker)))
 
 
 def slot_trial(config: dict, ctx: SlotContext) -> None:
-    """One warm slot (a Tune trial): fits one worker group that trains items from the queue until
-    none is left. A failed fit gives its item back to the queue as a failed attempt (its finished
-    nodes kept) and a fresh fit takes the next item. A fit that fails before it holds an item is
-    retried `retries` times, then the slot gives up (the others go on)."""
+    """One warm slot (a Tune trial): trains items from the queue until none is left, itself or in
+    one worker group (see the module docstring). A failed attempt gives its item back to the queue
+    (its finished nodes kept) and a fresh attempt takes the next item. An attempt that fails before
+    it holds an item is retried `retries` times, then the slot gives up (the others go on)."""
     import ray
 
     slot, kinds = config["slot"]
     kinds = tuple(kinds)
     queue, work = ctx.queue, ctx.work
     give_back(queue, work, slot, "its worker slot died")  # held only if this trial was restarted (its process died)
-    resources = ctx.resources["pretrain" if kinds == ("arm",) else "posttrain"]
+    resources = slot_resources(ctx.resources, kinds)
     worker_ctx = replace(ctx, loop=with_threads(ctx.loop, resources))
+    train = train_in_trial if trains_in_trial(resources) else fit_worker_group
     start_failures, fits = 0, 0
     while ray.get(queue.has_work.remote(kinds)):
         fits += 1
         try:
-            fit_worker_group(
+            train(
                 serve_queue,
                 {"ctx": worker_ctx, "slot": slot, "kinds": kinds},
                 resources,
@@ -189,7 +226,7 @@ def give_back(queue, work: Work, slot: int, error: str) -> bool:
 
 
 def error_text(e: BaseException) -> str:
-    """A failed fit's error, as its worker raised it (Ray Train wraps it)."""
+    """A failed attempt's error, as its worker raised it (Ray Train wraps it in a fit's error)."""
     text = str(e).strip()
     return text or type(e).__name__
 
@@ -208,11 +245,12 @@ def release_on_error(queue, work: Work):
 
 
 def launch_slots(ctx: SlotContext, slots: list[tuple[int, tuple[str, ...]]], name: str):
-    """One Tune run of slot trials, at most len(slots) at once; returns Tune's results."""
+    """One Tune run of slot trials (all of one shape), at most len(slots) at once; returns Tune's results."""
     from ray import tune
 
+    resources = trial_resources(slot_resources(ctx.resources, slots[0][1]))
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(slot_trial, ctx=ctx), TRIAL_RESOURCES),
+        tune.with_resources(tune.with_parameters(slot_trial, ctx=ctx), resources),
         # grid_search keeps the list's order, and Tune starts trials in that order
         param_space={"slot": tune.grid_search(slots)},
         tune_config=tune.TuneConfig(max_concurrent_trials=len(slots)),
