@@ -75,6 +75,24 @@ def mlflow_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def smoke_study(ray_local, smoke_out, mlflow_server):
+    """The whole smoke study, trained once into `smoke_out` and tracked into the MLflow server:
+    (study, summary, what it printed). The end-to-end test checks it and resumes it; the golden
+    test reads its losses (one 18-node study instead of two)."""
+    import contextlib
+    import io
+
+    from raysweep.config import load_study
+    from raysweep.study import run_study
+
+    study = load_study(SMOKE, [f"output_dir={smoke_out}", f"tracking_uri={mlflow_server}"])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        summary = run_study(study)
+    return study, summary, printed.getvalue()
+
+
+@pytest.fixture(scope="session")
 def reference(ray_local, tmp_path_factory):
     """The REDUCED smoke study, undisturbed: (output folder, summary, MLflow snapshot)."""
     from raysweep.config import load_study

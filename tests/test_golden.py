@@ -6,9 +6,11 @@ trained again (or a stream rebuilt) for no reason, so "behaviour unchanged" is c
 assumed. It pins the smoke and default studies' plans (every node's key and seed, every stream's
 cache folder, the tokenizer id) and the smoke study's final held-out losses.
 
-To survive the move it touches the code through its most stable doors only: the CLI entry point
-(`raysweep.main.main`), the files a study writes (node.json, the stream cache), and `prepare` and
-`plan`, looked up where they live now or where they lived before.
+To survive the move it touches the code through its most stable doors only: the files a study
+writes (node.json, the stream cache), `prepare` and `plan`, looked up where they live now or where
+they lived before, and the session's one run of the whole smoke study (`smoke_study` in
+tests/conftest.py, shared with the end-to-end test; it ran through the CLI entry point
+`raysweep.main.main` until 2026-12-01).
 
 If a change is *meant* to change keys or losses (a note and the README must then say why), rewrite
 the golden file with `RAYSWEEP_WRITE_GOLDEN=1 python -m pytest tests/test_golden.py`.
@@ -79,10 +81,10 @@ def test_plan_keys_seeds_and_streams_are_pinned(ray_local, tmp_path, study_name)
     _check(f"{study_name}.plan", _plan_record(study_name, tmp_path))
 
 
-def test_smoke_study_trains_the_pinned_nodes_to_the_pinned_losses(ray_local, tmp_path):
-    main = importlib.import_module("raysweep.main").main
-    out = tmp_path / "smoke"
-    assert main(["--config", str(STUDIES["smoke"]), "--set", f"output_dir={out}"]) == 0
+def test_smoke_study_trains_the_pinned_nodes_to_the_pinned_losses(smoke_study):
+    study, summary, _ = smoke_study  # the session's one run of the whole smoke study (tests/conftest.py)
+    assert summary["failures"] == []
+    out = study.out
     found = {}
     for path in sorted((out / "checkpoints").glob("*/*/node.json")):
         node = json.loads(path.read_text())

@@ -1,4 +1,5 @@
-"""One stage on 1 and on 2 Ray Train workers (DDP over gloo): the same data per step, identical replicas."""
+"""One stage on 2 Ray Train workers (DDP over gloo) and on one worker (in-process, as a one-worker
+stage trains in its slot): the same data per step, identical replicas."""
 
 from dataclasses import asdict
 
@@ -10,14 +11,13 @@ from raysweep.nodes import node_done
 from raysweep.spec import RunSpec
 from raysweep.study import run_study
 from raysweep.sweep.slots import train_specs
-from raysweep.train.context import LoopConfig
+from raysweep.train.chain import train_chain
+from raysweep.train.context import LoopConfig, Worker, load_eval_sets
 from tests.helpers import REDUCED, SMOKE, node_results, with_reference_data
 
 
-def _fit(study, data, tmp_path, workers: int, name: str):
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
+def _run(study, data, tmp_path, name: str):
+    """One 12-step fine-tuning run with audit on, its spec, loop settings and sources."""
     spec = RunSpec(
         stage="finetune",
         label="ddp",
@@ -43,14 +43,31 @@ def _fit(study, data, tmp_path, workers: int, name: str):
         data.tokenizer_id,
         audit=True,
     )
-    config = {"loop": loop, "specs": [asdict(spec)], "sources": {"train": StreamSource(str(data.finetune.path))}}
+    return spec, loop, {"train": StreamSource(str(data.finetune.path))}
+
+
+def _fit(study, data, tmp_path, workers: int, name: str):
+    """The run on a Ray Train worker group of `workers` (DDP over gloo)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    spec, loop, sources = _run(study, data, tmp_path, name)
     trainer = TorchTrainer(
         train_specs,
-        train_loop_config=config,
+        train_loop_config={"loop": loop, "specs": [asdict(spec)], "sources": sources},
         scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 2 / workers}),
         run_config=RunConfig(name=name, storage_path=str(tmp_path / "ray")),
     )
     [result] = trainer.fit().return_value
+    return spec, result
+
+
+def _here(study, data, tmp_path, name: str):
+    """The run in this process, one worker, no Ray: how a one-worker stage trains (in its slot trial)."""
+    import torch
+
+    spec, loop, sources = _run(study, data, tmp_path, name)
+    [result] = train_chain([spec], sources, loop, load_eval_sets(loop), Worker(torch.device("cpu")))
     return spec, result
 
 
@@ -63,7 +80,7 @@ def test_two_workers_see_the_one_worker_batches_and_agree(smoke_data, tmp_path):
     assert two["audit"]["weights"][0] == two["audit"]["weights"][1]  # DDP kept the replicas identical
     # the same seed gives the same data whatever the worker count: per step, rank 0's rows then
     # rank 1's are exactly the rows the one-worker run trained on (byte-identical, by digest)
-    _, one = _fit(study, data, tmp_path, 1, "ddp1")
+    _, one = _here(study, data, tmp_path, "ddp1")
     [single] = one["audit"]["rows"]
     assert single == [row for s in range(12) for row in rows0[4 * s : 4 * s + 4] + rows1[4 * s : 4 * s + 4]]
     done = node_done(spec.node_dir)

@@ -13,9 +13,7 @@ from collections import Counter
 from mlflow.tracking import MlflowClient
 
 from analysis.runs import rows_from_mlflow
-from raysweep.config import load_study
 from raysweep.study import run_study
-from tests.helpers import SMOKE
 
 
 def _runs(uri, name):
@@ -29,18 +27,16 @@ def by_stage_run(runs, stage):
     return run.info.run_id
 
 
-def test_smoke_study_end_to_end_and_resume(ray_local, smoke_out, mlflow_server, capsys, tmp_path):
-    study = load_study(SMOKE, [f"output_dir={smoke_out}", f"tracking_uri={mlflow_server}"])
+def test_smoke_study_end_to_end_and_resume(smoke_study, smoke_out, mlflow_server, tmp_path):
+    study, summary, out = smoke_study  # the whole smoke study, trained once per session (conftest.py)
     n_arms = len(study.pretrain.mix_fraction)
     n_post = n_arms * len(study.posttrain.lr) * len(study.posttrain.dropout)
     n_ft = n_post * len(study.finetune.lr)
 
-    summary = run_study(study)
     assert summary["failures"] == []
     assert summary["trained"] == {"pretrain": n_arms, "posttrain": n_post, "finetune": n_ft}
     assert len(summary["rows"]) == n_ft
     assert {r["method"] for r in summary["rows"]} == {"unmixed", "mixed"}
-    out = capsys.readouterr().out
     assert "Pareto frontier in (L_ret, L_ft)" in out and "Pareto frontier in (L_pre, L_ret)" in out
     assert str(summary["report"]) in out and "mlflow ui --host 127.0.0.1 --backend-store-uri" in out
 
