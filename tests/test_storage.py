@@ -150,11 +150,12 @@ def test_a_failed_upload_is_raised_by_wait():
         up.wait()
 
 
-def test_a_study_runs_and_resumes_on_an_object_store_uri(ray_local, tmp_path):
+def test_a_study_runs_and_resumes_on_an_object_store_uri(ray_local, reference, tmp_path):
     from raysweep.config import load_study
     from raysweep.study import run_study
-    from tests.helpers import SMOKE
+    from tests.helpers import SMOKE, with_reference_data
 
+    with_reference_data(reference[0], tmp_path / "out")  # the data is made once per session; its publishing is tested here
     uri = f"file://{tmp_path / 'bucket' / 'nodes'}"
     study = load_study(
         SMOKE,

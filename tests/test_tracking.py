@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from raysweep.tracking import MetricSender, Tracker, default_tracking_uri
 from tests.helpers import free_port
 
-PROCESSES, STEPS, KEYS = 8, 300, ("train_loss", "lr", "heldout_post")
+PROCESSES, STEPS, KEYS = 8, 120, ("train_loss", "lr", "heldout_post")
 
 
 def _value(run: int, key: str, step: int) -> float:
@@ -22,7 +22,7 @@ def _value(run: int, key: str, step: int) -> float:
 
 def _log_like_a_trial(args) -> None:
     """One trial's rank 0: the real step logger (background sender), a flush after every step (the
-    worst case for contention), then a resumed attempt that makes steps 151-300 again."""
+    worst case for contention), then a resumed attempt that makes the second half's steps again."""
     uri, run_id, index, barrier = args
     from raysweep.spec import RunSpec
     from raysweep.tracking import step_logs
@@ -34,9 +34,9 @@ def _log_like_a_trial(args) -> None:
         log.metrics(step, {k: _value(index, k, step) for k in KEYS})
         log.flush()
     log.close(timeout=300)
-    again = step_logs(uri)(spec, STEPS, 1, True)  # resumed from a checkpoint at step 150
-    again.restore(log.points, 150)
-    for step in range(151, STEPS + 1):
+    again = step_logs(uri)(spec, STEPS, 1, True)  # resumed from a checkpoint half way
+    again.restore(log.points, STEPS // 2)
+    for step in range(STEPS // 2 + 1, STEPS + 1):
         again.metrics(step, {k: _value(index, k, step) for k in KEYS})
     again.close(timeout=300)
 

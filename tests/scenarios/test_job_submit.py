@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.helpers import ROOT, SMOKE
+from tests.helpers import REDUCED_TREE, ROOT, SMOKE
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -97,8 +97,7 @@ def test_job_submit_runs_the_study(ray_head, tmp_path):
         str(SMOKE.relative_to(ROOT)),
         "--set",
         f"output_dir={out}",
-        "--set",
-        "finetune.lr=[1e-3,3e-3,1e-2]",
+        *[a for r in REDUCED_TREE for a in ("--set", r)],  # 5 nodes on the slots the cluster can feed (2)
     ]
     for _ in range(45):
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)

@@ -10,7 +10,7 @@ import pytest
 
 from raysweep.config import load_study
 from raysweep.sweep.search import balanced_child, search_loop
-from tests.helpers import SMOKE
+from tests.helpers import SMOKE, with_reference_data
 
 
 def test_balanced_child_is_the_lowest_sum_and_skips_non_finite():
@@ -79,9 +79,10 @@ def test_a_failed_configuration_is_told_as_failed_and_the_search_goes_on():
     assert [r["L_ret"] for r in log] == [1.0, None, 1.0, 1.0]
 
 
-def test_optuna_search_on_the_real_tree_then_resumed(ray_local, tmp_path, capsys):
+def test_optuna_search_on_the_real_tree_then_resumed(ray_local, reference, tmp_path, capsys):
     from raysweep.study import run_study
 
+    with_reference_data(reference[0], tmp_path)  # corpora and tokenizer made once; the λ=0 streams are planned here
     study = load_study(
         SMOKE,
         [
