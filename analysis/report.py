@@ -12,6 +12,7 @@ from analysis.curves import lambda_curves
 from analysis.figures import plot_frontiers, plot_lambda, plot_pareto_3d
 from analysis.pareto import OBJECTIVES_3D, VIEWS, frontiers, pareto_set, set_shares
 from analysis.runs import COLUMNS
+from analysis.verdict import seed_agreement
 
 _NAMES = {"L_ret": "L_ret (D_post after fine-tuning)", "L_ft": "L_ft (D_ft)", "L_pre": "L_pre (D_pre after fine-tuning)"}
 
@@ -90,8 +91,15 @@ def comparison_table(rows: list[dict], baseline: str = "unmixed") -> str:
             f"{c.share_of_b_dominated_by_a:.0%} of {c.b}'s front dominated by {c.a}'s, {c.share_of_a_dominated_by_b:.0%} the other way; "
             f"{c.x_name} lower by {c.x_gap_at_matched_y:+.3f} at matched {c.y_name}"
         )
+        lines.append(f"    verdict: {verdict_line(rows, c.a, c.b, (c.x_name, c.y_name))}")
     intervals = confidence_table(rows, baseline)
     return "\n".join(lines) + "\n" + intervals
+
+
+def verdict_line(rows: list[dict], a: str, b: str, view: tuple[str, str], n_boot: int = 1000) -> str:
+    """The comparison in words (analysis.verdict), with the share of seed resamples that agree."""
+    v, share = seed_agreement(rows, a, b, view, n_boot=n_boot)
+    return v.text + ("" if share is None else f" ({share:.0%} of {n_boot} seed-bootstrap resamples agree)")
 
 
 def confidence_table(rows: list[dict], baseline: str = "unmixed", n_boot: int = 1000) -> str:

@@ -28,6 +28,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--dry-run", action="store_true", help="print the resolved tree and its cost, then exit")
     p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's, Tune's and MLflow's own messages here too (by default they go to <output_dir>/logs/libraries.log)",
+    )
+    p.add_argument(
         "--sync-mlflow",
         action="store_true",
         help="train nothing: write to MLflow whatever it is missing of the finished nodes (after a tracking "
@@ -51,13 +56,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  not installed here: {line}")
         return 0
     print(describe_tree(study), flush=True)
+    from raysweep.console import quiet_libraries
     from raysweep.study import run_study
 
+    log = None if args.verbose else quiet_libraries(study.out / "logs")
     try:
         summary = run_study(study, train=not args.sync_mlflow)
     except StudyConfigError as e:  # data budgets are checked once the corpora are tokenized
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if log is not None:
+        print(f"libraries' own messages: {log} (--verbose shows them here)")
     return 1 if summary["failures"] else 0
 
 

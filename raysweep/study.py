@@ -70,6 +70,19 @@ def check_writable(study: Study) -> None:
         raise StudyConfigError("storage", problems)
 
 
+def tree_description(study: Study) -> str:
+    """The study run's description in MLflow: its tree, level by level, with the run counts."""
+    from raysweep.sweep.plan import tree_sizes
+
+    n = tree_sizes(study)
+    per_arm, per_post = n["posttrain"] // max(1, n["pretrain"]), n["finetune"] // max(1, n["posttrain"])
+    return (
+        f"raysweep study '{study.name}': {n['pretrain']} pretraining arms (λ ∈ {study.pretrain.mix_fraction}) → "
+        f"{per_arm} stage-2 runs per arm ({n['posttrain']}) → {per_post} fine-tuning runs per stage-2 run ({n['finetune']}); "
+        f"{sum(n.values())} runs nested under this one by stage."
+    )
+
+
 def open_tracking(study: Study):
     """The study's tracker and its parent run (None, and the tracker offline, when MLflow fails now)."""
     from raysweep.tracking import Tracker, default_tracking_uri, http_env
@@ -79,7 +92,12 @@ def open_tracking(study: Study):
     tracker = Tracker(uri, study.name, artifact_root=study.out / "mlartifacts")
     tracker.start()
     study_run = tracker.guard(
-        "creating the study's MLflow run", tracker.study_run, study.content_hash(), study.name, study.model_dump(mode="json")
+        "creating the study's MLflow run",
+        tracker.study_run,
+        study.content_hash(),
+        study.name,
+        study.model_dump(mode="json"),
+        tree_description(study),
     )
     if study_run is None:
         tracker.online = False  # trials skip MLflow; everything is synced from the node store later
@@ -155,8 +173,11 @@ def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Pat
             print(f"  - {d}")
     print(f"report:      {report}")
     print(f"MLflow:      {tracker.tracking_uri}")
-    if tracker.online:
-        print(f"  browse:    mlflow ui --host 127.0.0.1 --backend-store-uri {tracker.tracking_uri}")
+    if tracker.online and tracker.tracking_uri.startswith(("http://", "https://")):
+        print(f"  browse:    {tracker.tracking_uri} (the tracking server's own UI)")
+    elif tracker.online:
+        # one worker: with several, workers kept dying under load on a 2-core laptop (2026-12-01)
+        print(f"  browse:    mlflow ui --host 127.0.0.1 --workers 1 --backend-store-uri {tracker.tracking_uri}")
     else:
         print("  UNREACHABLE during this run; every result is in the node store. Once it is back:")
         print("             the same command with --sync-mlflow (trains nothing, idempotent)")

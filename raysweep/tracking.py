@@ -29,6 +29,9 @@ from raysweep.train.steplog import StepLog
 NODE_KEY = "raysweep.node_key"  # a node run's key: how a resumed study finds its run again
 STAGE = "raysweep.stage"  # study | pretrain | posttrain | finetune
 STUDY_HASH = "raysweep.study_hash"  # the study run's content hash
+DESCRIPTION = "mlflow.note.content"  # a run's description in the MLflow UI
+# MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces); these are training runs
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 METHOD = "raysweep.method"  # unmixed, mixed, +dropout, +replay, +lora (raysweep.sweep.plan.method_of)
 MIX_FRACTION = "raysweep.mix_fraction"  # λ of the run's arm
 PARENT_NODE = "raysweep.parent_node"  # the parent node's key
@@ -134,22 +137,27 @@ class Tracker:
         exp = client.get_experiment_by_name(self.experiment_name)
         if exp is None:
             location = self.artifact_root.as_uri() if self.artifact_root else None
-            self.experiment_id = client.create_experiment(self.experiment_name, artifact_location=location)
+            self.experiment_id = client.create_experiment(self.experiment_name, artifact_location=location, tags=EXPERIMENT_TAGS)
         else:
             self.experiment_id = exp.experiment_id
+            for k, v in EXPERIMENT_TAGS.items():  # an experiment made before raysweep set them
+                if exp.tags.get(k) != v:
+                    client.set_experiment_tag(self.experiment_id, k, v)
         return self.experiment_id
 
     def _find(self, key: str, value: str):
         runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{key}` = '{value}'", max_results=2)
         return runs[0] if runs else None
 
-    def study_run(self, study_hash: str, name: str, params: dict) -> str:
-        """The study's parent run: reused when the same study (same content hash) is run again."""
+    def study_run(self, study_hash: str, name: str, params: dict, description: str = "") -> str:
+        """The study's parent run: reused when the same study (same content hash) is run again.
+        `description` is what the MLflow UI shows on the run's page (the tree's levels and sizes)."""
         found = self._find(STUDY_HASH, study_hash)
         if found is not None:
             self.client.update_run(found.info.run_id, status="RUNNING")
             return found.info.run_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags={STUDY_HASH: study_hash, STAGE: "study"})
+        tags = {STUDY_HASH: study_hash, STAGE: "study", **({DESCRIPTION: description} if description else {})}
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         items = list(flatten(params).items())
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
             from mlflow.entities import Param

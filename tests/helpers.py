@@ -26,6 +26,50 @@ REDUCED = [*REDUCED_TREE, "max_concurrent_trials=1"]
 TIMING_METRICS = {"tokens_per_s", "data_wait_share"}  # wall-clock figures: the only metrics that differ between identical runs
 
 
+# The shapes of raysweep's own output lines (the tree and cost, progress, the summary): anything
+# else a study prints came from a library below it. Ray prefixes what a worker prints with
+# "(name pid=N)" and colours it.
+_OWN_STARTS = (
+    "study '",
+    "raysweep study",
+    "trained now:",
+    "Pareto frontier",
+    "Frontier comparison",
+    "report:",
+    "MLflow:",
+    "libraries' own messages:",
+    "error:",
+    "warning:",
+    "=",
+    "  ",
+)
+
+
+def foreign_lines(text: str) -> list[str]:
+    """The lines of a study's terminal output that raysweep did not write (the summary, between its
+    two rules of '=', is raysweep's; so are the tree, the progress and its warnings)."""
+    import re
+
+    out, in_summary = [], False
+    for raw in text.splitlines():
+        if raw == "=" * 78:
+            in_summary = not in_summary
+            continue
+        if in_summary:
+            continue
+        line = re.sub(r"\x1b\[[0-9;]*m", "", raw)
+        line = re.sub(r"^\([A-Za-z_]\w* pid=\d+(, ip=[\d.]+)?\) ", "", line)
+        own = (
+            not line.strip()
+            or line.startswith(_OWN_STARTS)
+            or re.match(r"^\[[A-Za-z]", line)
+            or re.match(r"^\d+ (FAILED|diverged|failed)", line)
+        )
+        if not own:
+            out.append(raw)
+    return out
+
+
 def plan_smoke(smoke_data, *overrides: str):
     """The smoke study's stage-2 subtrees as planned, and as planned with `overrides` (same data)."""
     from raysweep.config import load_study

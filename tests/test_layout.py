@@ -39,7 +39,7 @@ def test_ruff_lint_and_format_are_clean():
 
 
 def test_import_contracts_hold():
-    """Layers config < data < nodes < train < tracking < sweep < analysis < study < main; the training
+    """Layers config < data < nodes < train < tracking < sweep < analysis < study < console < main; the training
     loop imports no Ray or MLflow; no cycles (pyproject.toml, [tool.importlinter])."""
     out = subprocess.run([_tool("lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-4000:]

@@ -244,6 +244,26 @@ def release_on_error(queue, work: Work):
     return _Release()
 
 
+def silent_trial_lines() -> list:
+    """In Tune's classic console mode (RAY_AIR_NEW_OUTPUT=0, which raysweep.console sets), a
+    callback that replaces Tune's per-trial lines ("Trial slot_trial_… completed. Last result:");
+    raysweep prints each item's progress itself. None in the newer mode, which warns about it."""
+    import os
+
+    if os.environ.get("RAY_AIR_NEW_OUTPUT") != "0":
+        return []
+    from ray.tune.progress_reporter import TrialProgressCallback
+
+    class _Silent(TrialProgressCallback):
+        def _print(self, msg: str) -> None:
+            pass
+
+        def log_result(self, trial, result, error: bool = False) -> None:
+            pass
+
+    return [_Silent()]
+
+
 def launch_slots(ctx: SlotContext, slots: list[tuple[int, tuple[str, ...]]], name: str):
     """One Tune run of slot trials (all of one shape), at most len(slots) at once; returns Tune's results."""
     from ray import tune
@@ -260,7 +280,7 @@ def launch_slots(ctx: SlotContext, slots: list[tuple[int, tuple[str, ...]]], nam
             storage_path=ctx.tune_storage,
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=ctx.retries),
-            callbacks=[release_on_error(ctx.queue, ctx.work)],
+            callbacks=[release_on_error(ctx.queue, ctx.work), *silent_trial_lines()],
         ),
     )
     return tuner.fit()

@@ -107,8 +107,11 @@ def test_report_tables_say_how_sure_we_are():
     rows = [dict(r, method={"a": "mixed", "b": "unmixed"}[r["method"]]) for r in _seed_rows(4, 0.3)]
     table = comparison_table(rows)
     assert "Seed-bootstrap 90% intervals (4 seeds" in table and "mixed vs unmixed: hypervolume difference +" in table
+    # the verdict in words under each comparison line, with how many seed resamples agree
+    assert table.count("    verdict: mixed dominates unmixed (100% of 1000 seed-bootstrap resamples agree)") == 2  # both views
     one = [r for r in rows if r["seed"] == 0]
     assert "Confidence intervals: none, the runs come from 1 seed" in comparison_table(one)
+    assert "    verdict: mixed dominates unmixed\n" in comparison_table(one)
 
 
 def test_hypervolume_table_ranks_every_method_on_one_scale():

@@ -38,10 +38,20 @@ def test_smoke_study_end_to_end_and_resume(smoke_study, smoke_out, mlflow_server
     assert len(summary["rows"]) == n_ft
     assert {r["method"] for r in summary["rows"]} == {"unmixed", "mixed"}
     assert "Pareto frontier in (L_ret, L_ft)" in out and "Pareto frontier in (L_pre, L_ret)" in out
-    assert str(summary["report"]) in out and "mlflow ui --host 127.0.0.1 --backend-store-uri" in out
+    assert out.count("    verdict: ") == 2  # mixed vs unmixed in words, in each view (tests/analysis/test_verdict.py)
+    assert str(summary["report"]) in out and f"browse:    {mlflow_server} (the tracking server's own UI)" in out
 
     runs = _runs(summary["tracking_uri"], study.name)
     assert len(runs) == 1 + n_arms + n_post + n_ft
+    # MLflow's UI opens the experiment on its training runs (not the GenAI overview), and the
+    # study's run says what the tree is
+    experiment = MlflowClient(summary["tracking_uri"]).get_experiment_by_name(study.name)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    [study_run] = [r for r in runs if r.data.tags["raysweep.stage"] == "study"]
+    assert study_run.data.tags["mlflow.note.content"] == (
+        f"raysweep study 'smoke': {n_arms} pretraining arms (λ ∈ {study.pretrain.mix_fraction}) → {n_post // n_arms} stage-2 runs per arm "
+        f"({n_post}) → {n_ft // n_post} fine-tuning runs per stage-2 run ({n_ft}); {n_arms + n_post + n_ft} runs nested under this one by stage."
+    )
     by_id = {r.info.run_id: r for r in runs}
     stage = Counter(r.data.tags["raysweep.stage"] for r in runs)
     assert stage == {"study": 1, "pretrain": n_arms, "posttrain": n_post, "finetune": n_ft}

@@ -108,5 +108,8 @@ def test_job_submit_runs_the_study(ray_head, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout + proc.stderr
     assert "Pareto frontier in (L_ret, L_ft)" in proc.stdout
+    assert (
+        f"mlflow ui --host 127.0.0.1 --workers 1 --backend-store-uri sqlite:///{out / 'mlflow.db'}" in proc.stdout
+    )  # the one that works on 2 cores
     assert (out / "report.html").exists() and (out / "mlflow.db").exists()
     print(f"job took {time.perf_counter() - t0:.0f}s")

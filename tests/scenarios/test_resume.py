@@ -17,6 +17,7 @@ from tests.helpers import (
     REDUCED,
     ROOT,
     SMOKE,
+    foreign_lines,
     mlflow_snapshot,
     node_results,
     with_reference_data,
@@ -81,6 +82,13 @@ def test_sigkilled_driver_resumes_exactly(ray_local, reference, tmp_path):
 
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    # what the person running it sees: raysweep's lines, at most 5 from below it (issue 19); the
+    # libraries' own messages are in the log file the summary names (MLflow's migrations among them)
+    foreign = foreign_lines(again.stdout + again.stderr)
+    assert len(foreign) <= 5, "\n".join(foreign)
+    libraries = out / "logs" / "libraries.log"
+    assert f"libraries' own messages: {libraries}" in again.stdout
+    assert "Creating initial MLflow database tables" in libraries.read_text()  # written by the first, killed run
     line = next(line for line in again.stdout.splitlines() if line.startswith("trained now:"))
     counts = ast.literal_eval(line.removeprefix("trained now: ").split(";")[0])
     assert counts["pretrain"] == 0  # stage 2 had started, so the arm was finished before the kill

@@ -1,0 +1,114 @@
+"""The comparison of two methods' frontiers in words: "mixed dominates unmixed", "unmixed
+dominates mixed", or where along the x axis each is better (pure functions; lower is better).
+
+A front is read as its attainment curve: y_A(t) is the lowest y among A's points with x <= t, the
+best y method A reaches at a budget of t on x. A dominates B when y_A(t) <= y_B(t) for every t
+and < for some, which is the same as every point of B's front being weakly dominated by a point
+of A's. Both curves are step functions that change only at the fronts' x values, so comparing
+them there is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from analysis.compare import _front_points
+
+
+@dataclass(frozen=True)
+class Verdict:
+    a: str
+    b: str
+    x_name: str
+    y_name: str
+    kind: str  # "a" (A dominates B), "b" (B dominates A), "same", "cross", "none" (a front is empty)
+    a_better: tuple[tuple[float, float], ...]  # x ranges [lo, hi) where A's curve is lower
+    b_better: tuple[tuple[float, float], ...]
+
+    @property
+    def text(self) -> str:
+        if self.kind == "a":
+            return f"{self.a} dominates {self.b}"
+        if self.kind == "b":
+            return f"{self.b} dominates {self.a}"
+        if self.kind == "same":
+            return "the fronts coincide"
+        if self.kind == "none":
+            return "no verdict: a front is empty"
+        return (
+            f"the fronts cross: {self.a} reaches the lower {self.y_name} where {_ranges(self.x_name, self.a_better)}, "
+            f"{self.b} where {_ranges(self.x_name, self.b_better)}"
+        )
+
+
+def attained(front: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """y_front(t): the lowest y of the points with x <= t (inf where there is none)."""
+    f = _front_points(front)
+    out = np.full(len(t), np.inf)
+    for x, y in f:
+        out = np.where(np.asarray(t) >= x, np.minimum(out, y), out)
+    return out
+
+
+def verdict(a: np.ndarray, b: np.ndarray, a_name: str, b_name: str, x_name: str = "x", y_name: str = "y") -> Verdict:
+    """Which front is better where, from two (n, 2) point sets (x, y); non-finite points ignored."""
+    fa, fb = _front_points(a), _front_points(b)
+    if not len(fa) or not len(fb):
+        return Verdict(a_name, b_name, x_name, y_name, "none", (), ())
+    ts = np.unique(np.concatenate([fa[:, 0], fb[:, 0]]))  # the curves are constant on [ts[i], ts[i+1])
+    ya, yb = attained(fa, ts), attained(fb, ts)
+    ends = np.append(ts[1:], math.inf)
+    a_better = _merge([(lo, hi) for lo, hi, p, q in zip(ts, ends, ya, yb) if p < q])
+    b_better = _merge([(lo, hi) for lo, hi, p, q in zip(ts, ends, ya, yb) if q < p])
+    kind = "same" if not a_better and not b_better else "a" if not b_better else "b" if not a_better else "cross"
+    return Verdict(a_name, b_name, x_name, y_name, kind, a_better, b_better)
+
+
+def _merge(spans: list[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
+    out: list[tuple[float, float]] = []
+    for lo, hi in spans:
+        if out and out[-1][1] == lo:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((float(lo), float(hi)))
+    return tuple(out)
+
+
+def _ranges(x_name: str, spans: tuple[tuple[float, float], ...]) -> str:
+    def one(lo: float, hi: float) -> str:
+        return f"{x_name} ≥ {lo:.4g}" if math.isinf(hi) else f"{lo:.4g} ≤ {x_name} < {hi:.4g}"
+
+    return " or ".join(one(lo, hi) for lo, hi in spans)
+
+
+def agreement(kinds: list[str], kind: str) -> float:
+    """Share of resampled verdicts (e.g. a seed bootstrap's) of the same kind as the full data's."""
+    return float(np.mean([k == kind for k in kinds])) if kinds else math.nan
+
+
+def seed_agreement(
+    rows: list[dict], a: str, b: str, view: tuple[str, str], n_boot: int = 1000, seed: int = 0
+) -> tuple[Verdict, float | None]:
+    """The verdict of A vs B in `view` on all runs, and the share of seed-bootstrap resamples (whole
+    seeds drawn with replacement, as analysis.compare.bootstrap does) whose verdict is of the same
+    kind; None with fewer than two seeds."""
+    x, y = view
+    seeds = sorted({r["seed"] for r in rows if r["method"] in (a, b)})
+
+    def points(seed_: int, method: str) -> np.ndarray:
+        return np.array([[r[x], r[y]] for r in rows if r["seed"] == seed_ and r["method"] == method], dtype=float).reshape(-1, 2)
+
+    by_seed = {s: (points(s, a), points(s, b)) for s in seeds}
+
+    def one(draw) -> Verdict:
+        return verdict(np.vstack([by_seed[s][0] for s in draw]), np.vstack([by_seed[s][1] for s in draw]), a, b, x, y)
+
+    full = one(seeds) if seeds else Verdict(a, b, x, y, "none", (), ())
+    if len(seeds) < 2:
+        return full, None
+    rng = np.random.default_rng(seed)
+    kinds = [one(rng.choice(seeds, size=len(seeds), replace=True)).kind for _ in range(n_boot)]
+    return full, agreement(kinds, full.kind)
