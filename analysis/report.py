@@ -89,7 +89,11 @@ def comparison_table(rows: list[dict], baseline: str = "unmixed") -> str:
         lines.append(
             f"  ({c.x_name}, {c.y_name}) {c.a} vs {c.b}: hypervolume {c.hypervolume_a:.3f} vs {c.hypervolume_b:.3f}; "
             f"{c.share_of_b_dominated_by_a:.0%} of {c.b}'s front dominated by {c.a}'s, {c.share_of_a_dominated_by_b:.0%} the other way; "
-            f"{c.x_name} lower by {c.x_gap_at_matched_y:+.3f} at matched {c.y_name}"
+            + (
+                f"{c.x_name} lower by {c.x_gap_at_matched_y:+.3f} at matched {c.y_name}"
+                if np.isfinite(c.x_gap_at_matched_y)
+                else f"no matched {c.y_name} (the fronts' {c.y_name} ranges do not overlap)"
+            )
         )
         lines.append(f"    verdict: {verdict_line(rows, c.a, c.b, (c.x_name, c.y_name))}")
     intervals = confidence_table(rows, baseline)

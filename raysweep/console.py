@@ -18,16 +18,24 @@ from pathlib import Path
 LIBRARY_LOGGERS = ("ray", "ray.data", "ray.tune", "ray.train", "mlflow", "alembic", "py.warnings", "urllib3", "optuna")
 
 
+class _LazyFile(logging.FileHandler):
+    """A log file made at its first record: a study refused before compute writes nothing."""
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
 def quiet_libraries(folder: Path) -> Path:
     """Send the library loggers' records to `folder`/libraries.log instead of the terminal, and
-    turn off Tune's console report (raysweep prints its own progress). Returns the log's path."""
+    turn off Tune's console report (raysweep prints its own progress). Returns the log's path
+    (the file exists once a library has said something)."""
     # Ray Data and MLflow configure their loggers when imported: import them first, then re-route
     import mlflow  # noqa: F401
     import ray.data  # noqa: F401
 
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "libraries.log"
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _LazyFile(path, encoding="utf-8", delay=True)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in LIBRARY_LOGGERS:
         logger = logging.getLogger(name)

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except StudyConfigError as e:  # data budgets are checked once the corpora are tokenized
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if log is not None:
+    if log is not None and log.exists():
         print(f"libraries' own messages: {log} (--verbose shows them here)")
     return 1 if summary["failures"] else 0
 

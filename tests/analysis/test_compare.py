@@ -142,3 +142,11 @@ def test_hypervolume_table_ranks_every_method_on_one_scale():
     got = {line.split()[0]: float(line.split()[1]) for line in block[1:]}
     assert got["mixed+replay"] == pytest.approx(hypervolume_2d(np.array([[1.0, 1.0]]), ref), abs=1e-3)
     assert hypervolume_table([r for r in rows if r["method"] == "mixed"]) == ""
+
+
+def test_a_gap_without_a_matched_range_is_said_not_printed_as_nan():
+    from analysis.report import comparison_table
+    from tests.helpers import example_rows
+
+    table = comparison_table(example_rows())  # in (L_pre, L_ret) each front is one point, at different L_ret
+    assert "no matched L_ret (the fronts' L_ret ranges do not overlap)" in table and "nan" not in table
