@@ -152,16 +152,29 @@ def _interval(values: list[float], estimate: float, level: float) -> Interval:
     return Interval(estimate, float(lo), float(hi))
 
 
+def seed_groups(rows: list[dict], a: str, b: str) -> dict:
+    """The runs of methods A and B by seed, seeds in order (the unit a seed bootstrap resamples)."""
+    seeds = sorted({r["seed"] for r in rows if r["method"] in (a, b)})
+    return {s: [r for r in rows if r["seed"] == s and r["method"] in (a, b)] for s in seeds}
+
+
+def resampled_seeds(seeds: list, n_boot: int, seed: int = 0):
+    """`n_boot` draws of len(seeds) seeds with replacement, from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n_boot):
+        yield rng.choice(seeds, size=len(seeds), replace=True)
+
+
 def bootstrap(
     rows: list[dict], a: str, b: str, view: tuple[str, str], n_boot: int = 1000, level: float = 0.9, seed: int = 0
 ) -> BootstrapResult | None:
     """Percentile intervals from resampling whole seeds with replacement (the runs of one seed are
     not independent: they share θ_pre). The reference point is the full data's, fixed across
     resamples so hypervolumes stay comparable. None with fewer than two seeds."""
-    seeds = sorted({r["seed"] for r in rows if r["method"] in (a, b)})
+    by_seed = seed_groups(rows, a, b)
+    seeds = list(by_seed)
     if len(seeds) < 2:
         return None
-    by_seed = {s: [r for r in rows if r["seed"] == s and r["method"] in (a, b)] for s in seeds}
     x, y = view
     pooled = [r for s in seeds for r in by_seed[s]]
     ref = reference_point(np.array([[r[x], r[y]] for r in pooled], dtype=float))
@@ -171,7 +184,6 @@ def bootstrap(
         return c.hypervolume_a - c.hypervolume_b, c.share_of_b_dominated_by_a, c.x_gap_at_matched_y
 
     full = stats(pooled)
-    rng = np.random.default_rng(seed)
-    draws = [stats([r for s in rng.choice(seeds, size=len(seeds), replace=True) for r in by_seed[s]]) for _ in range(n_boot)]
+    draws = [stats([r for s in draw for r in by_seed[s]]) for draw in resampled_seeds(seeds, n_boot, seed)]
     cols = list(zip(*draws))
     return BootstrapResult(a, b, x, y, len(seeds), level, *(_interval(list(c), e, level) for c, e in zip(cols, full)))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.compare import _front_points
+from analysis.compare import _front_points, resampled_seeds, seed_groups
 
 
 @dataclass(frozen=True)
@@ -92,16 +92,16 @@ def agreement(kinds: list[str], kind: str) -> float:
 def seed_agreement(
     rows: list[dict], a: str, b: str, view: tuple[str, str], n_boot: int = 1000, seed: int = 0
 ) -> tuple[Verdict, float | None]:
-    """The verdict of A vs B in `view` on all runs, and the share of seed-bootstrap resamples (whole
-    seeds drawn with replacement, as analysis.compare.bootstrap does) whose verdict is of the same
-    kind; None with fewer than two seeds."""
+    """The verdict of A vs B in `view` on all runs, and the share of seed-bootstrap resamples (the
+    draws analysis.compare.bootstrap makes) whose verdict is of the same kind; None with fewer
+    than two seeds."""
     x, y = view
-    seeds = sorted({r["seed"] for r in rows if r["method"] in (a, b)})
 
-    def points(seed_: int, method: str) -> np.ndarray:
-        return np.array([[r[x], r[y]] for r in rows if r["seed"] == seed_ and r["method"] == method], dtype=float).reshape(-1, 2)
+    def points(runs: list[dict], method: str) -> np.ndarray:
+        return np.array([[r[x], r[y]] for r in runs if r["method"] == method], dtype=float).reshape(-1, 2)
 
-    by_seed = {s: (points(s, a), points(s, b)) for s in seeds}
+    by_seed = {s: (points(runs, a), points(runs, b)) for s, runs in seed_groups(rows, a, b).items()}
+    seeds = list(by_seed)
 
     def one(draw) -> Verdict:
         return verdict(np.vstack([by_seed[s][0] for s in draw]), np.vstack([by_seed[s][1] for s in draw]), a, b, x, y)
@@ -109,6 +109,4 @@ def seed_agreement(
     full = one(seeds) if seeds else Verdict(a, b, x, y, "none", (), ())
     if len(seeds) < 2:
         return full, None
-    rng = np.random.default_rng(seed)
-    kinds = [one(rng.choice(seeds, size=len(seeds), replace=True)).kind for _ in range(n_boot)]
-    return full, agreement(kinds, full.kind)
+    return full, agreement([one(draw).kind for draw in resampled_seeds(seeds, n_boot, seed)], full.kind)

@@ -131,18 +131,25 @@ def train_specs(config: dict) -> list[dict]:
 # ----------------------------------------------------------------------------- the slots (Tune trials)
 
 
+def worker_resources(resources: ResourcesConfig) -> dict:
+    """What one worker of a stage reserves in Ray: its CPUs, and its GPUs when it asks for any."""
+    own = {"CPU": resources.cpus_per_worker}
+    if resources.gpus_per_worker:
+        own["GPU"] = resources.gpus_per_worker
+    return own
+
+
 def fit_worker_group(entry, config: dict, resources: ResourcesConfig, ray_storage: str, run_name: str):
     """One TorchTrainer fit of `entry` with `config`; returns rank 0's return value."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    worker = {"CPU": resources.cpus_per_worker}
-    if resources.gpus_per_worker:
-        worker["GPU"] = resources.gpus_per_worker
     trainer = TorchTrainer(
         entry,
         train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=resources.workers, use_gpu=resources.gpus_per_worker > 0, resources_per_worker=worker),
+        scaling_config=ScalingConfig(
+            num_workers=resources.workers, use_gpu=resources.gpus_per_worker > 0, resources_per_worker=worker_resources(resources)
+        ),
         # each fit gets a fresh name: a reused one would make Ray Train resume the old run
         run_config=RunConfig(name=run_name, storage_path=ray_storage),
     )
@@ -161,12 +168,7 @@ def trains_in_trial(resources: ResourcesConfig) -> bool:
 
 def trial_resources(resources: ResourcesConfig) -> dict:
     """What a slot trial reserves: its one worker's CPUs/GPUs when it trains itself, else one byte."""
-    if not trains_in_trial(resources):
-        return TRIAL_RESOURCES
-    own = {"CPU": resources.cpus_per_worker}
-    if resources.gpus_per_worker:
-        own["GPU"] = resources.gpus_per_worker
-    return own
+    return worker_resources(resources) if trains_in_trial(resources) else TRIAL_RESOURCES
 
 
 def slot_resources(resources: dict[str, ResourcesConfig], kinds: tuple[str, ...]) -> ResourcesConfig:
