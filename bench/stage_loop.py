@@ -56,6 +56,7 @@ def ray_loop(preset: str, vocab: int, seq_len: int, stream, heldout: Path, batch
     from ray.train.torch import TorchTrainer
 
     from raysweep.data.plans import StreamSource
+    from raysweep.presets import PRESETS
     from raysweep.spec import RunSpec
     from raysweep.sweep.slots import train_specs
     from raysweep.train.context import LoopConfig
@@ -77,7 +78,7 @@ def ray_loop(preset: str, vocab: int, seq_len: int, stream, heldout: Path, batch
         seed=0,
     )
     config = {
-        "loop": LoopConfig(preset, vocab, seq_len, seq_len, {"pre": StreamSource(str(heldout))}, "bench"),
+        "loop": LoopConfig(PRESETS[preset], vocab, seq_len, seq_len, {"pre": StreamSource(str(heldout))}, "bench"),
         "specs": [asdict(spec)],
         "sources": {"train": StreamSource(str(stream.path))},
     }

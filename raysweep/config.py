@@ -53,6 +53,17 @@ class ModelConfig(_Strict):
         "tolerance, not bit for bit. Operational: not part of any node key",
     )
 
+    # The Llama shape over the preset (None: the preset's). raysweep.presets.SHAPE_FIELDS lists
+    # them; a test keeps the two in step. Set ones are part of every node key.
+    n_layers: int | None = Field(None, description="decoder layers (over the preset's)")
+    hidden: int | None = Field(None, description="hidden width; n_heads must divide it into an even head dimension")
+    n_heads: int | None = Field(None, description="attention heads")
+    n_kv_heads: int | None = Field(None, description="key/value heads (grouped-query attention); must divide n_heads")
+    mlp_hidden: int | None = Field(None, description="the SiLU-gated MLP's inner width")
+    tie_embeddings: bool | None = Field(None, description="share the input embedding and the output head")
+    rope_theta: float | None = Field(None, description="RoPE base")
+    norm_eps: float | None = Field(None, description="RMSNorm epsilon")
+
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, name: str) -> str:
@@ -61,6 +72,37 @@ class ModelConfig(_Strict):
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
         return name
+
+    @model_validator(mode="after")
+    def _buildable(self) -> ModelConfig:
+        from raysweep.presets import shape_problems
+
+        given = self.shape_overrides()
+        if self.kind == "linear" and given:
+            raise ValueError(f"{sorted(given)[0]}: model.kind linear has no Llama shape (its width is theory.width)")
+        problems = shape_problems(self.shape)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def shape_overrides(self) -> dict:
+        """The shape fields this study sets over its preset."""
+        from raysweep.presets import SHAPE_FIELDS
+
+        return {k: getattr(self, k) for k in SHAPE_FIELDS if getattr(self, k) is not None}
+
+    @property
+    def shape(self):
+        """The decoder's shape: the preset's, with this study's overrides (raysweep.presets.ModelShape)."""
+        from raysweep.presets import resolve
+
+        return resolve(self.preset, self.shape_overrides())
+
+    def shape_label(self) -> str:
+        """The preset's name, with what the study changes of it, e.g. 'tiny (mlp_hidden 512)'."""
+        given = self.shape_overrides()
+        shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {str(v).lower()}" for k, v in given.items())
+        return self.preset + (f" ({shown})" if given else "")
 
 
 # The built-in offline corpora (raysweep/data/corpora/synthetic.py generates each; a test keeps the two in step).
@@ -500,6 +542,8 @@ class Study(_Strict):
         if self.model.kind == "lm":  # fields that do not apply stay out, so older studies keep their hash
             doc.pop("theory")
             doc["model"].pop("kind")
+        for k in [k for k, v in doc["model"].items() if v is None]:  # shape fields left to the preset
+            doc["model"].pop(k)
         if self.posttrain.search == "grid":
             for key in ("search", "trials", "optuna_batch"):
                 doc["posttrain"].pop(key)
@@ -557,6 +601,9 @@ def _apply_override(doc: dict, item: str, problems: list[str]) -> None:
 def _describe(err: dict, overridden: set[str]) -> str:
     key = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = err["msg"].removeprefix("Value error, ")
+    field = re.match(r"([a-z_]+): ", msg)
+    if err["type"] == "value_error" and err["loc"] and field:  # a section's check that names one of its keys
+        key, msg = f"{key}.{field[1]}", msg[field.end() :]
     if err["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; see search_spaces/default.yaml for every key)"
     origin = " [from --set]" if any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in overridden) else ""

@@ -7,7 +7,7 @@ parameter counts.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,25 @@ class ModelShape:
     rope_theta: float = 10_000.0
     vocab_size: int | None = None  # None: take the study tokenizer's size
     tie_embeddings: bool = True
+    norm_eps: float = 1e-5  # RMSNorm's epsilon
     note: str = ""
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.n_heads
+
+    def summary(self) -> str:
+        """The shape in a few words, e.g. '4 layers, hidden 128, 4 heads / 2 KV, MLP 384, tied'."""
+        heads = f"{self.n_heads} heads" + (f" / {self.n_kv_heads} KV" if self.n_kv_heads != self.n_heads else "")
+        extra = "" if self.rope_theta == 10_000.0 else f", RoPE base {self.rope_theta:g}"
+        extra += "" if self.norm_eps == 1e-5 else f", norm eps {self.norm_eps:g}"
+        tie = "tied" if self.tie_embeddings else "untied"
+        return f"{self.n_layers} layers, hidden {self.hidden}, {heads}, MLP {self.mlp_hidden}, {tie}{extra}"
+
+
+# The fields a study may set over its preset (`model: {preset: tiny, mlp_hidden: 512}`); the
+# vocabulary is the tokenizer's and the note is a label, so neither is a shape override.
+SHAPE_FIELDS = tuple(f.name for f in fields(ModelShape) if f.name not in ("vocab_size", "note"))
 
 
 PRESETS: dict[str, ModelShape] = {
@@ -48,10 +66,39 @@ PRESETS: dict[str, ModelShape] = {
 }
 
 
-def estimate_parameters(preset: str, vocab_size: int) -> int:
-    s = PRESETS[preset]
+def shape_problems(s: ModelShape) -> list[str]:
+    """What makes a shape unbuildable, one line per problem naming the field (empty: it builds)."""
+    problems = []
+    for name in ("n_layers", "hidden", "n_heads", "n_kv_heads", "mlp_hidden"):
+        if getattr(s, name) < 1:
+            problems.append(f"{name}: must be at least 1 (got {getattr(s, name)})")
+    if problems:
+        return problems
+    if s.hidden % s.n_heads:
+        problems.append(f"n_heads: {s.n_heads} heads do not divide hidden {s.hidden} (each head gets hidden / n_heads dimensions)")
+    elif s.head_dim % 2:
+        problems.append(f"n_heads: head dimension hidden / n_heads = {s.head_dim} is odd; RoPE rotates dimension pairs, so it must be even")
+    if s.n_heads % s.n_kv_heads:
+        problems.append(
+            f"n_kv_heads: {s.n_kv_heads} KV heads do not divide n_heads {s.n_heads} (grouped-query attention shares each KV head by a group)"
+        )
+    if not s.rope_theta > 0:
+        problems.append(f"rope_theta: must be positive (got {s.rope_theta})")
+    if not 0 < s.norm_eps < 1:
+        problems.append(f"norm_eps: must be in (0, 1) (got {s.norm_eps})")
+    return problems
+
+
+def resolve(preset: str, overrides: dict | None = None) -> ModelShape:
+    """The preset's shape with a study's overrides (SHAPE_FIELDS) applied."""
+    return replace(PRESETS[preset], **(overrides or {}))
+
+
+def estimate_parameters(shape: ModelShape | str, vocab_size: int) -> int:
+    """Parameters of the decoder (a preset name or a shape) with a vocabulary of `vocab_size`."""
+    s = PRESETS[shape] if isinstance(shape, str) else shape
     v = s.vocab_size or vocab_size
-    head_dim = s.hidden // s.n_heads
+    head_dim = s.head_dim
     attn = s.hidden * head_dim * (2 * s.n_heads + 2 * s.n_kv_heads)
     mlp = 3 * s.hidden * s.mlp_hidden
     per_layer = attn + mlp + 2 * s.hidden

@@ -49,6 +49,12 @@ def test_every_problem_is_reported_at_once_with_its_key():
         ("finetune.resources.workers=2", r"finetune\.resources must equal posttrain\.resources"),
         ("finetune.min_lr=1.0", r"finetune\.min_lr \(1\.0\) is above its smallest lr"),
         ("name=a b", r"name: String should match pattern"),
+        ("model.n_heads=3", r"model\.n_heads: 3 heads do not divide hidden 128"),
+        ("model.hidden=36", r"model\.n_heads: head dimension hidden / n_heads = 9 is odd"),
+        ("model.hidden=-64", r"model\.hidden: must be at least 1"),
+        ("model.n_kv_heads=3", r"model\.n_kv_heads: 3 KV heads do not divide n_heads 4"),
+        ("model.norm_eps=0", r"model\.norm_eps: must be in \(0, 1\)"),
+        ("model.mlp_hidden=1.5", r"model\.mlp_hidden: Input should be a valid integer"),
         ("nonsense", r"expected key=value"),
     ],
 )
@@ -147,3 +153,28 @@ def test_dry_run_sizes_the_data_of_a_paper_study(capsys):
     assert "8,700,000,000 tokens to tokenize" in pre and "GB of token shards" in pre and "CPU-hours" in pre
     gb = float(pre.split("≈ ")[1].split(" GB")[0].replace(",", ""))
     assert 17.4 <= gb <= 18.5  # 8.7B uint16 ids (17.4 GB) plus the per-document index
+
+
+def test_model_shape_fields_are_the_presets_shape_fields():
+    from raysweep.config import ModelConfig
+    from raysweep.presets import SHAPE_FIELDS
+
+    assert set(SHAPE_FIELDS) <= set(ModelConfig.model_fields)
+    shape = load_study(None, ["model.preset=debug", "model.mlp_hidden=256", "model.norm_eps=1e-6"]).model.shape
+    assert (shape.n_layers, shape.hidden, shape.mlp_hidden, shape.norm_eps) == (2, 64, 256, 1e-6)  # the rest is the preset's
+
+
+def test_a_custom_shape_is_shown_by_the_dry_run_with_its_parameter_count():
+    from raysweep.presets import estimate_parameters
+
+    study = load_study(None, ["model.hidden=96", "model.n_heads=6", "model.n_kv_heads=3", "model.mlp_hidden=512"])
+    text = describe_tree(study)
+    n = estimate_parameters(study.model.shape, study.tokenizer.vocab_size)
+    assert f"model tiny (hidden 96, n_heads 6, n_kv_heads 3, mlp_hidden 512) ≈{n / 1e6:.2f}M params" in text
+    assert "  model    4 layers, hidden 96, 6 heads / 3 KV, MLP 512, tied, vocabulary 2,048" in text
+    assert study.content_hash() != Study().content_hash()
+
+
+def test_a_model_kind_linear_study_refuses_a_llama_shape():
+    with pytest.raises(StudyConfigError, match=r"model\.hidden: model\.kind linear has no Llama shape"):
+        load_study(ROOT / "search_spaces" / "theory.yaml", ["model.hidden=64"])

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 import os
 from pathlib import Path
 
@@ -30,7 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "keys.json"
 STUDIES = {"smoke": ROOT / "search_spaces" / "smoke.yaml", "default": ROOT / "search_spaces" / "default.yaml"}
 WRITE = os.environ.get("RAYSWEEP_WRITE_GOLDEN") == "1"
-LOSS_TOLERANCE = 1e-6  # relative; runs are bit-identical on one machine, this leaves room for another CPU's float rounding
+# Relative, per stage. Runs are bit-identical on one machine; another CPU rounds differently (its
+# vector width picks other kernels), and each stage starts from the last one's weights, so the
+# difference grows down the tree. Measured on an AVX-512 AMD EPYC against the file's machine
+# (2026-12-02): at most 2.1e-6 in stage 1, 2.3e-5 in stage 2, 3.0e-4 in stage 3.
+LOSS_TOLERANCE = {"pretrain": 1e-5, "posttrain": 1e-4, "finetune": 1e-3}
 
 
 def _find(name: str, *modules: str):
@@ -102,8 +105,14 @@ def test_smoke_study_trains_the_pinned_nodes_to_the_pinned_losses(smoke_study):
     assert {k: (v["stage"], v["label"], v["steps"]) for k, v in found.items()} == {
         k: (v["stage"], v["label"], v["steps"]) for k, v in want.items()
     }
-    for key, node in want.items():
-        for held_out, loss in node["losses"].items():
-            assert math.isclose(found[key]["losses"][held_out], loss, rel_tol=LOSS_TOLERANCE), (node["label"], held_out)
+    off = [
+        (abs(found[key]["losses"][r] / loss - 1), node["stage"], node["label"], r)
+        for key, node in want.items()
+        for r, loss in node["losses"].items()
+    ]
+    for stage, tolerance in LOSS_TOLERANCE.items():
+        worst = max(o for o in off if o[1] == stage)
+        print(f"{stage}: largest relative loss difference from the golden file {worst[0]:.1e} ({worst[2]}, {worst[3]})")
+        assert worst[0] <= tolerance, sorted(o for o in off if o[1] == stage and o[0] > tolerance)
     # the nodes trained are the nodes planned
     assert set(found) == {n["key"] for n in _golden()["smoke.plan"]["nodes"].values()}

@@ -191,9 +191,7 @@ def _streams(study: Study, corpora: dict[str, TokenCorpus], eos: int, tok_id: st
 
 
 def _check_vocab(study: Study, vocab: int) -> None:
-    from raysweep.presets import PRESETS
-
-    fixed = PRESETS[study.model.preset].vocab_size
+    fixed = study.model.shape.vocab_size
     if fixed is not None and vocab > fixed:
         raise StudyConfigError(
             "tokenizer",

@@ -67,7 +67,7 @@ def describe_tree(study: Study) -> str:
     p1, p2, p3 = study.pretrain, study.posttrain, study.finetune
     sizes = tree_sizes(study)
     vocab = PRETRAINED_VOCAB if study.tokenizer.pretrained else study.tokenizer.vocab_size
-    n_params = estimate_parameters(study.model.preset, vocab)
+    n_params = estimate_parameters(study.model.shape, vocab)
     t1, t2, t3 = stage_tokens(study)
     flops = 6 * n_params * (t1 + t2 + t3)
     if p2.search == "optuna":
@@ -83,7 +83,8 @@ def describe_tree(study: Study) -> str:
         else f"≤ {p2.tokens:,} tokens each (early stopping)"
     )
     lines = [
-        f"study {study.name!r} (hash {study.content_hash()}), model {study.model.preset} ≈{n_params / 1e6:.2f}M params, seq {study.model.seq_len}",
+        f"study {study.name!r} (hash {study.content_hash()}), model {study.model.shape_label()} ≈{n_params / 1e6:.2f}M params, seq {study.model.seq_len}",
+        f"  model    {study.model.shape.summary()}, vocabulary {study.model.shape.vocab_size or vocab:,}",
         f"  corpora  pre {corpus_label(study.corpora.pre)} · post {corpus_label(study.corpora.post)} · ft {corpus_label(study.corpora.ft)}",
         *describe_data(study),
         f"  level 1  pretrain   {sizes['pretrain']:>4} runs  λ ∈ {p1.mix_fraction} ({p1.mode}); {p1.tokens:,} D_pre tokens + λ·{p1.post_tokens:,} D_post each",

@@ -12,7 +12,7 @@ again. Planning reads only the study and the prepared data's statistics: no Ray,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from raysweep import storage
 from raysweep.config import Study
@@ -38,7 +38,7 @@ def method_of(mix_fraction: float, replay: float = 0.0, dropout: float = 0.0, tu
 def lora_targets(study: Study) -> list[str]:
     """The modules that get adapters. With tied input/output embeddings an adapter on lm_head would,
     once merged, also change the input embeddings; it is left out there (README, "LoRA")."""
-    tied = PRESETS[study.model.preset].tie_embeddings
+    tied = study.model.shape.tie_embeddings
     return [t for t in study.posttrain.lora_targets if not (tied and t == "lm_head")]
 
 
@@ -81,8 +81,14 @@ def stream_params(stream) -> dict:
 
 
 def model_id(study: Study, data) -> dict:
-    """What every node key holds of the model: its shape and the tokenizer."""
-    return {"preset": study.model.preset, "seq_len": study.model.seq_len, "tokenizer": data.tokenizer_id}
+    """What every node key holds of the model: its shape and the tokenizer. A shape that differs
+    from its preset's adds the whole shape (so the keys of preset-only studies are unchanged, and
+    overrides that restate the preset change nothing)."""
+    mid = {"preset": study.model.preset, "seq_len": study.model.seq_len, "tokenizer": data.tokenizer_id}
+    shape = study.model.shape
+    if shape != PRESETS[study.model.preset]:
+        mid["shape"] = {k: v for k, v in asdict(shape).items() if k != "note"}
+    return mid
 
 
 def plan_arm(study: Study, data, mix: float) -> Node:

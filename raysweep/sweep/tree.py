@@ -101,7 +101,7 @@ def trial_order(arms: list[Node], subtrees: list[Subtree], todo: list[int], todo
 def loop_config(study: Study, data) -> LoopConfig:
     """What every run of the tree shares in its worker group (threads are set per stage by the slots)."""
     return LoopConfig(
-        preset=study.model.preset,
+        shape=study.model.shape,
         vocab_size=data.vocab_size,
         seq_len=study.model.seq_len,
         eval_tokens=min(study.pretrain.eval_tokens, study.posttrain.eval_tokens, study.finetune.eval_tokens),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from raysweep.presets import ModelShape
 from raysweep.train.faults import Faults
 from raysweep.train.steplog import StepLog
 
@@ -14,7 +15,7 @@ from raysweep.train.steplog import StepLog
 class LoopConfig:
     """The model, held-out sets and switches every run of one tree run uses."""
 
-    preset: str
+    shape: ModelShape  # the decoder's shape (a preset with the study's overrides)
     vocab_size: int
     seq_len: int
     eval_tokens: int  # held-out tokens per set per evaluation

@@ -66,9 +66,9 @@ class Progress:
 
 
 def build(spec: RunSpec, init_state: dict | None, cfg: LoopConfig, worker: Worker) -> Model:
-    """A fresh model from the preset (seeded by the run), its parent's weights, dropout, LoRA adapters."""
+    """A fresh model of the study's shape (seeded by the run), its parent's weights, dropout, LoRA adapters."""
     residual_dropout = 0.0 if spec.lora else spec.dropout
-    model = build_model(cfg.preset, cfg.vocab_size, cfg.seq_len, dropout=residual_dropout, seed=spec.seed)
+    model = build_model(cfg.shape, cfg.vocab_size, cfg.seq_len, dropout=residual_dropout, seed=spec.seed)
     if init_state is not None:
         model.load_state_dict(init_state)
         set_dropout(model, residual_dropout)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from raysweep.presets import PRESETS
+from raysweep.presets import PRESETS, ModelShape
 
 
-def llama_config(preset: str, vocab_size: int, seq_len: int, attention_dropout: float = 0.0):
+def llama_config(shape: ModelShape | str, vocab_size: int, seq_len: int, attention_dropout: float = 0.0):
+    """transformers' LlamaConfig of a shape (or a preset's name)."""
     from transformers import LlamaConfig
 
-    s = PRESETS[preset]
+    s = PRESETS[shape] if isinstance(shape, str) else shape
     return LlamaConfig(
         vocab_size=s.vocab_size or vocab_size,
         hidden_size=s.hidden,
@@ -20,24 +21,25 @@ def llama_config(preset: str, vocab_size: int, seq_len: int, attention_dropout: 
         num_hidden_layers=s.n_layers,
         num_attention_heads=s.n_heads,
         num_key_value_heads=s.n_kv_heads,
-        head_dim=s.hidden // s.n_heads,
+        head_dim=s.head_dim,
         max_position_embeddings=max(seq_len, 2048),
         rope_parameters={"rope_type": "default", "rope_theta": s.rope_theta},
         tie_word_embeddings=s.tie_embeddings,
         attention_dropout=attention_dropout,
-        rms_norm_eps=1e-5,
+        rms_norm_eps=s.norm_eps,
         bos_token_id=None,
         eos_token_id=None,
         pad_token_id=None,
     )
 
 
-def build_model(preset: str, vocab_size: int, seq_len: int, dropout: float = 0.0, seed: int = 0) -> nn.Module:
-    """A freshly initialised causal LM. `dropout` is applied for real (see add_residual_dropout)."""
+def build_model(shape: ModelShape | str, vocab_size: int, seq_len: int, dropout: float = 0.0, seed: int = 0) -> nn.Module:
+    """A freshly initialised causal LM of a shape (or a preset's name). `dropout` is applied for
+    real (see add_residual_dropout)."""
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(llama_config(preset, vocab_size, seq_len, attention_dropout=dropout))
+    model = LlamaForCausalLM(llama_config(shape, vocab_size, seq_len, attention_dropout=dropout))
     model.config.use_cache = False
     set_dropout(model, dropout)
     return model

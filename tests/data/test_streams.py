@@ -10,6 +10,7 @@ from raysweep.data.blocks import rank_rows, reference_blocks
 from raysweep.data.mixing import mix_share, replay_tokens, seeded_order, take_budget
 from raysweep.data.plans import StreamReader, StreamRows, build_plan, read_blocks
 from raysweep.keys import derive_seed
+from raysweep.presets import PRESETS
 from tests.helpers import token_view
 
 EOS = 0
@@ -202,7 +203,7 @@ def test_a_worker_without_the_drivers_disk_fetches_a_published_plan_once(tmp_pat
     # held-out sets reach such a worker the same way (a run's evaluations read them through the mirror too)
     from raysweep.train.context import LoopConfig, load_eval_sets
 
-    evals = load_eval_sets(LoopConfig("debug", 512, 15, 10_000, {"post": elsewhere}, "tok"))
+    evals = load_eval_sets(LoopConfig(PRESETS["debug"], 512, 15, 10_000, {"post": elsewhere}, "tok"))
     assert (evals["post"].numpy() == read_blocks(stream)).all()
 
 

@@ -35,7 +35,7 @@ def _run(study, data, tmp_path, name: str):
         seed=1,
     )
     loop = LoopConfig(
-        study.model.preset,
+        study.model.shape,
         data.vocab_size,
         study.model.seq_len,
         1024,

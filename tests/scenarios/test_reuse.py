@@ -1,10 +1,14 @@
 """Content-addressed reuse across studies: a second study sharing the first one's stage-1 prefix
-(same data, model, stage-1 config and seed) and its checkpoint store trains no stage-1 node."""
+(same data, model, stage-1 config and seed) and its checkpoint store trains no stage-1 node; a
+study that restates its preset's shape trains nothing, and one with a custom shape trains all anew."""
+
+import math
 
 from mlflow.tracking import MlflowClient
 
 from raysweep.config import load_study
 from raysweep.nodes import node_done
+from raysweep.spec import all_nodes
 from raysweep.study import run_study
 from raysweep.sweep.plan import plan
 from tests.helpers import SMOKE, with_reference_data
@@ -41,7 +45,26 @@ def test_second_study_reuses_the_shared_stage1_node(ray_local, reference, tmp_pa
     # experiment still lists every run with its losses (the report rebuilt from it is complete).
     from analysis.runs import rows_from_mlflow
 
-    c = load_study(SMOKE, ["name=reuse-c", f"output_dir={tmp_path / 'c'}", f"checkpoint_dir={store}", "posttrain.lr=[1e-3]", *ONE_BRANCH])
+    # Its model fields restate the preset's shape (debug: MLP 128): the same model, so the same keys.
+    restated = ["model.mlp_hidden=128", "model.n_layers=2"]
+    c = load_study(
+        SMOKE, ["name=reuse-c", f"output_dir={tmp_path / 'c'}", f"checkpoint_dir={store}", "posttrain.lr=[1e-3]", *ONE_BRANCH, *restated]
+    )
     third = run_study(c)
     assert third["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0} and len(third["rows"]) == 1
     assert rows_from_mlflow(third["tracking_uri"], "reuse-c") == third["rows"] == first["rows"]
+
+    # A custom shape over the preset (issue 19: "hidden 128, 4 layers, MLP 512") is another model:
+    # every node key differs from the first study's, so all three train, into the same store.
+    with_reference_data(reference[0], tmp_path / "d")
+    shape = ["model.n_layers=3", "model.mlp_hidden=192", "model.n_kv_heads=2"]
+    d = load_study(
+        SMOKE, ["name=reuse-d", f"output_dir={tmp_path / 'd'}", f"checkpoint_dir={store}", "posttrain.lr=[1e-3]", *ONE_BRANCH, *shape]
+    )
+    fourth = run_study(d)
+    assert fourth["failures"] == [] and fourth["trained"] == {"pretrain": 1, "posttrain": 1, "finetune": 1}
+    keys_a = {m.spec.node_key for m in all_nodes(*plan(a, prepare(a)))}
+    keys_d = {m.spec.node_key for m in all_nodes(*plan(d, prepare(d)))}
+    assert len(keys_d) == 3 and keys_a.isdisjoint(keys_d)
+    [row] = fourth["rows"]
+    assert all(math.isfinite(row[k]) for k in ("L_ret", "L_ft", "L_pre")) and row["L_ft"] != first["rows"][0]["L_ft"]

@@ -14,6 +14,7 @@ import torch
 
 from raysweep.data.mixing import Selection
 from raysweep.data.plans import StreamSource, build_plan
+from raysweep.presets import PRESETS
 from raysweep.spec import Diverged, RunSpec
 from raysweep.train.chain import train_chain
 from raysweep.train.context import LoopConfig, Worker, load_eval_sets
@@ -38,7 +39,7 @@ def setup(tmp_path):
     docs = counting(8, SEQ)  # a document and its separator fill one block exactly
     view = token_view(tmp_path / "heldout", list(docs), "held")
     plan = build_plan("heldout", {"held": (view, Selection.whole(np.arange(8), view.lengths))}, None, SEQ, 0, tmp_path / "streams")
-    cfg = LoopConfig("debug", VOCAB, SEQ, 10_000, {"post": StreamSource(str(plan.path))}, "tok")
+    cfg = LoopConfig(PRESETS["debug"], VOCAB, SEQ, 10_000, {"post": StreamSource(str(plan.path))}, "tok")
     return cfg, ArraySource(counting(64, SEQ + 1)), load_eval_sets(cfg), tmp_path
 
 

@@ -54,7 +54,7 @@ def test_lora_run_changes_only_its_targets_and_saves_a_merged_model(smoke_data, 
         init_from=parent.node_dir,
     )
     cfg = LoopConfig(
-        study.model.preset,
+        study.model.shape,
         data.vocab_size,
         study.model.seq_len,
         512,

@@ -11,6 +11,34 @@ def test_small_presets_build_and_match_the_estimate(preset):
     assert count_parameters(model) == estimate_parameters(preset, 512)
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"mlp_hidden": 96},
+        {"hidden": 48, "n_heads": 4, "n_kv_heads": 4, "n_layers": 3},
+        {"tie_embeddings": False, "rope_theta": 5e5, "norm_eps": 1e-6},
+    ],
+)
+def test_a_custom_shape_builds_as_given_and_matches_the_estimate(overrides):
+    from raysweep.presets import resolve
+
+    shape = resolve("debug", overrides)
+    model = build_model(shape, vocab_size=512, seq_len=64)
+    assert count_parameters(model) == estimate_parameters(shape, 512)
+    c = model.config
+    got = {
+        "hidden": c.hidden_size,
+        "n_heads": c.num_attention_heads,
+        "n_kv_heads": c.num_key_value_heads,
+        "n_layers": c.num_hidden_layers,
+        "mlp_hidden": c.intermediate_size,
+        "tie_embeddings": c.tie_word_embeddings,
+        "rope_theta": c.rope_parameters["rope_theta"],
+        "norm_eps": model.model.norm.variance_epsilon,
+    }
+    assert {k: got[k] for k in overrides} == overrides
+
+
 def test_paper_shapes():
     assert round(estimate_parameters("smollm2-135m", 49152) / 1e6, 1) == 134.5  # SmolLM2-135M
     assert 1.00e9 < estimate_parameters("smollm2-1b", 49152) < 1.06e9  # Table 2: ≈1.03B
