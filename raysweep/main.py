@@ -56,10 +56,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  not installed here: {line}")
         return 0
     print(describe_tree(study), flush=True)
-    from raysweep.console import quiet_libraries
+    from raysweep.console import quiet_libraries, stop_on_signals, stop_signal
     from raysweep.study import run_study
 
     log = None if args.verbose else quiet_libraries(study.out / "logs")
+    stop_on_signals()
     try:
         summary = run_study(study, train=not args.sync_mlflow)
     except StudyConfigError as e:  # data budgets are checked once the corpora are tokenized
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if log is not None and log.exists():
         print(f"libraries' own messages: {log} (--verbose shows them here)")
+    if summary.get("interrupted"):
+        return 128 + stop_signal()  # the shell's convention: 130 after Ctrl-C, 143 after SIGTERM
     return 1 if summary["failures"] else 0
 
 

@@ -21,11 +21,15 @@ from raysweep.config import Study, StudyConfigError
 _RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
 
+_OWN_RAY: list[bool] = []  # set when run_study connected to Ray itself (so may shut it down)
+
+
 def init_ray() -> None:
     import ray
 
     if ray.is_initialized():  # a caller (a test, a notebook) already connected
         return
+    _OWN_RAY.append(True)
     from raysweep.tracking import http_env
 
     env = {**_RAY_ENV, **http_env(), "PYTHONUNBUFFERED": "1"}
@@ -184,6 +188,50 @@ def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Pat
     print("=" * 78)
 
 
+def report_interrupted(study: Study, tracker, study_run: str | None, stop: KeyboardInterrupt, seconds: float) -> dict:
+    """After Ctrl-C or SIGTERM: stop the slots, keep what finished (synced to MLflow), mark the
+    runs that were training KILLED, and say how to resume. Nothing is counted as failed."""
+    from raysweep.nodes import node_diverged, node_done
+    from raysweep.spec import all_nodes
+    from raysweep.tracking import sync_tree
+
+    if _OWN_RAY:  # the slots stop now, so nothing trains or logs behind this summary
+        import ray
+
+        ray.shutdown()
+    arms, subtrees = getattr(stop, "arms", None), getattr(stop, "subtrees", None)
+    settled: set[str] = set()
+    if arms is not None:
+        nodes = all_nodes(arms, subtrees)
+        settled = {m.spec.node_key for m in nodes if node_done(m.spec.node_dir) or node_diverged(m.spec.node_dir)}
+        sync_tree(tracker, study_run, arms, subtrees)
+        kept = f"{len(settled)} of {len(nodes)} runs of the tree are finished and kept"
+    else:
+        kept = "before the tree started training (prepared data is kept)"
+    killed = tracker.guard("closing the interrupted runs", tracker.kill_running, settled) or 0
+    if study_run is not None:
+        tracker.guard("closing the study's MLflow run", tracker.finish, study_run, {}, status="KILLED")
+    name = stop.args[0] if stop.args else "SIGINT"  # a plain KeyboardInterrupt: Ctrl-C without the CLI's handler
+    print("\n" + "=" * 78)
+    print(f"raysweep study {study.name!r}: interrupted by {name} after {seconds:.0f}s; {kept}.")
+    print("  run the same command to resume: finished runs are not trained again, and a run stopped")
+    print("  mid-way continues from its last progress checkpoint")
+    print(
+        f"MLflow:      {tracker.tracking_uri}" + (f" ({killed} unfinished run{'s' if killed != 1 else ''} marked KILLED)" if killed else "")
+    )
+    print("=" * 78)
+    return {
+        "rows": [],
+        "failures": [],
+        "diverged": [],
+        "interrupted": name,
+        "finished": len(settled),
+        "tracking_uri": tracker.tracking_uri,
+        "tracking_online": tracker.online,
+        "seconds": seconds,
+    }
+
+
 def run_study(study: Study, train: bool = True) -> dict:
     """Prepare data, train the tree, write the report; returns the summary. `train=False`
     (--sync-mlflow) trains nothing and brings MLflow up to date from the node store."""
@@ -193,13 +241,16 @@ def run_study(study: Study, train: bool = True) -> dict:
     packages.check(study)
     check_writable(study)
     tracker, study_run = open_tracking(study)
-    if study.model.kind == "linear":
-        tree, records, theory_text = train_linear(study, tracker, study_run)
-        timings = {"ray": 0.0, "data": 0.0, "theory": theory_text}
-    else:
-        tree, records, timings = train_language_models(study, tracker, study_run, train)
-    rows = [make_row(**r) for r in records]
-    report, tables = write_outputs(study, rows, tree, tracker, study_run)
+    try:
+        if study.model.kind == "linear":
+            tree, records, theory_text = train_linear(study, tracker, study_run)
+            timings = {"ray": 0.0, "data": 0.0, "theory": theory_text}
+        else:
+            tree, records, timings = train_language_models(study, tracker, study_run, train)
+        rows = [make_row(**r) for r in records]
+        report, tables = write_outputs(study, rows, tree, tracker, study_run)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (raysweep.console.stop_on_signals)
+        return report_interrupted(study, tracker, study_run, stop, time.perf_counter() - t0)
     tracker.guard(
         "closing the study's MLflow run",
         tracker.finish,
@@ -210,6 +261,7 @@ def run_study(study: Study, train: bool = True) -> dict:
     timings["total"] = time.perf_counter() - t0
     print_summary(study, rows, tree, tables, report, tracker, timings)
     return {
+        "interrupted": None,
         "rows": rows,
         "failures": tree.failures,
         "diverged": tree.diverged,

@@ -36,7 +36,7 @@ METHOD = "raysweep.method"  # unmixed, mixed, +dropout, +replay, +lora (raysweep
 MIX_FRACTION = "raysweep.mix_fraction"  # λ of the run's arm
 PARENT_NODE = "raysweep.parent_node"  # the parent node's key
 SYNCED = "raysweep.synced_points"  # how many stored points a sync delivered (a repeated sync skips the run)
-OUTCOME = "raysweep.outcome"  # on runs that did not finish normally: diverged | blocked | failed
+OUTCOME = "raysweep.outcome"  # on runs that did not finish normally: diverged | blocked | failed | interrupted
 
 
 # MLflow's HTTP client retries a call 7 times with exponential back-off (minutes) by default. raysweep
@@ -177,7 +177,9 @@ class Tracker:
         self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten(params).items()])
         return run.info.run_id
 
-    def finish(self, run_id: str, metrics: dict[str, float], failed: bool = False, tags: dict | None = None) -> None:
+    def finish(
+        self, run_id: str, metrics: dict[str, float], failed: bool = False, tags: dict | None = None, status: str | None = None
+    ) -> None:
         from mlflow.entities import Metric, RunTag
 
         ok = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
@@ -186,7 +188,22 @@ class Tracker:
             self.client.log_batch(
                 run_id, metrics=[Metric(k, v, 0, 0) for k, v in ok.items()], tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()]
             )
-        self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+        self.client.set_terminated(run_id, status=status or ("FAILED" if failed else "FINISHED"))
+
+    def kill_running(self, keep: set[str]) -> int:
+        """Mark KILLED every run of the experiment still RUNNING whose node key is not in `keep`
+        (an interrupted study: the runs its workers had open). Returns how many."""
+        from mlflow.entities import RunTag
+
+        runs = self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=50_000)
+        killed = 0
+        for r in runs:
+            key = r.data.tags.get(NODE_KEY)
+            if key is not None and key not in keep:
+                self.client.log_batch(r.info.run_id, tags=[RunTag(OUTCOME, "interrupted")])
+                self.client.set_terminated(r.info.run_id, status="KILLED")
+                killed += 1
+        return killed
 
     def guard(self, what: str, fn, *args, **kwargs):
         """fn(*args, **kwargs) while MLflow is online; on any failure warn and return None: the node
@@ -328,13 +345,14 @@ def sync_node(tracker: Tracker, node: Node, parent_run: str | None) -> str | Non
     and holds every metric point the node logged (exactly once), its final metrics and its status
     (FINISHED; FAILED with outcome "diverged"). Idempotent and cheap once synced (a tag records it).
     Returns the run id, or None when MLflow is unreachable (warned; nothing is lost)."""
+    done = node_done(node.spec.node_dir)
+    diverged = None if done else node_diverged(node.spec.node_dir)
+    if not (done or diverged):  # not settled: its run if it has one (trained before), never a new one
+        found = tracker.guard(f"finding the MLflow run of {node.name}", tracker._find, NODE_KEY, node.spec.node_key) if parent_run else None
+        return found.info.run_id if found is not None else None
     run_id = open_run(tracker, node, parent_run)
     if run_id is None:
         return None
-    done = node_done(node.spec.node_dir)
-    diverged = None if done else node_diverged(node.spec.node_dir)
-    if not (done or diverged):
-        return run_id
     try:
         run = tracker.client.get_run(run_id)
         points = node_points(node.spec.node_dir)

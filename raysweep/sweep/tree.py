@@ -28,6 +28,15 @@ from raysweep.train.context import LoopConfig
 from raysweep.train.faults import Faults
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM while a tree trained (raysweep.console): the tree it was training, so the
+    study can count what is finished and close what is not (raysweep.study.report_interrupted)."""
+
+    def __init__(self, arms: list[Node], subtrees: list[Subtree], *args):
+        super().__init__(*args)  # the signal's name, when raysweep.console's handler raised it
+        self.arms, self.subtrees = arms, subtrees
+
+
 @dataclass
 class TreeResult:
     """What one tree run (or a whole search) did."""
@@ -139,7 +148,10 @@ def train_nodes(
     items = trial_order(arms, subtrees, todo, todo2) if train else []
     result = TreeResult(arms, subtrees)
     if items:
-        result.failures = train_items(study, data, Work(arms, subtrees, tracker, study_run), items, tracker)
+        try:
+            result.failures = train_items(study, data, Work(arms, subtrees, tracker, study_run), items, tracker)
+        except KeyboardInterrupt as stop:
+            raise Interrupted(arms, subtrees, *stop.args) from None
     for m in all_nodes(arms, subtrees):
         if node_done(m.spec.node_dir) and m.spec.node_key not in before:
             result.trained[m.spec.stage] += 1

@@ -108,3 +108,57 @@ def test_sigkilled_driver_resumes_exactly(ray_local, reference, tmp_path):
     # one MLflow run per node, no point twice: the stretch between the last checkpoint and the kill
     # was logged before the kill and is not logged again
     assert mlflow_snapshot(f"sqlite:///{out / 'mlflow.db'}", study.name) == ref_mlflow
+
+
+def test_ctrl_c_reports_interrupted_and_the_rerun_trains_only_what_is_missing(ray_local, reference, tmp_path):
+    """Ctrl-C (SIGINT to the driver's whole process group, as a terminal sends it) mid stage 2:
+    exit 130, the summary says interrupted and how to resume, nothing is called FAILED, MLflow
+    marks the unfinished runs KILLED; the same study again trains exactly the missing nodes."""
+    from mlflow.tracking import MlflowClient
+
+    from raysweep.study import run_study
+
+    ref_out, _, ref_mlflow = reference
+    out = with_reference_data(ref_out, tmp_path / "stopped")
+    cmd = [
+        sys.executable,
+        "-m",
+        "raysweep.main",
+        "--config",
+        str(SMOKE),
+        "--set",
+        f"output_dir={out}",
+        *[a for r in REDUCED for a in ("--set", r)],
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with (tmp_path / "first.log").open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 400
+        while not list((out / "checkpoints").glob("posttrain/*.resume/state.pt")):
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.time() < deadline, "no stage-2 progress checkpoint appeared"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)
+        rc = proc.wait(timeout=120)
+    printed = (tmp_path / "first.log").read_text()
+    assert rc == 130, printed[-3000:]
+    assert "interrupted by SIGINT" in printed and "run the same command to resume" in printed
+    assert "FAILED" not in printed and "Traceback" not in printed
+    assert not list((out / "checkpoints").glob("*/*/.lock"))
+    finished = {p.parent.name for p in (out / "checkpoints").glob("*/*/node.json")}
+    assert 1 <= len(finished) < 5  # the arm, at least, and not the whole tree
+
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    study = load_study(SMOKE, [f"output_dir={out}", *REDUCED])
+    runs = client.search_runs([client.get_experiment_by_name(study.name).experiment_id])
+    status = {r.data.tags.get("raysweep.node_key", "study"): r.info.status for r in runs}
+    assert "RUNNING" not in status.values() and status["study"] == "KILLED"
+    assert {k for k, s in status.items() if s == "FINISHED"} == finished
+    assert "KILLED" in {s for k, s in status.items() if k != "study"}  # the stage-2 run it stopped
+
+    again = run_study(study)
+    assert again["failures"] == [] and sum(again["trained"].values()) == 5 - len(finished)
+    got, want = node_results(out), node_results(ref_out)
+    assert set(got) == set(want) and all(got[k]["losses"] == want[k]["losses"] for k in want)
+    assert mlflow_snapshot(uri, study.name) == ref_mlflow  # every run FINISHED now, every point once

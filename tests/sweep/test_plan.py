@@ -72,3 +72,12 @@ def test_items_start_arms_first_then_subtrees_in_their_arms_order(tmp_path):
     arms, subtrees = _fake_tree(tmp_path)
     assert trial_order(arms, subtrees, [0, 1], [0, 1, 2]) == [("arm", 0), ("arm", 1), ("subtree", 1), ("subtree", 0), ("subtree", 2)]
     assert trial_order(arms, subtrees, [1], [0, 2]) == [("arm", 1), ("subtree", 0), ("subtree", 2)]
+
+
+def test_model_compile_reaches_the_training_loop_and_no_node_key(smoke_data, smoke_out):
+    from raysweep.sweep.tree import loop_config
+
+    study, data = smoke_data
+    compiled = load_study(SMOKE, [f"output_dir={smoke_out}", "model.compile=true"])
+    assert loop_config(compiled, data).compile and not loop_config(study, data).compile
+    assert [a.spec.node_key for a in plan(compiled, data)[0]] == [a.spec.node_key for a in plan(study, data)[0]]  # operational

@@ -104,3 +104,18 @@ def test_the_loop_imports_neither_ray_nor_mlflow():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+def test_the_compiled_training_step_matches_the_eager_one(setup):
+    """`model.compile: true`: the step runs through torch.compile (inductor on CPU here), its graphs
+    are really built, and the result matches eager to float tolerance (compiled kernels round
+    differently, so not bit for bit). tests/sweep/test_plan.py checks the study key reaches the loop."""
+    cfg, rows, evals, tmp = setup
+    worker = Worker(torch.device("cpu"))
+    eager, _, _ = train_run(_spec(tmp, node_dir=str(tmp / "eager"), max_steps=8), None, rows, cfg, evals, worker)
+    compiled, _, _ = train_run(
+        _spec(tmp, node_dir=str(tmp / "compiled"), max_steps=8), None, rows, replace(cfg, compile=True), evals, worker
+    )
+    assert compiled["compiled_graphs"] > 0 and "compiled_graphs" not in eager
+    assert compiled["steps"] == eager["steps"] == 8
+    assert compiled["losses"] == pytest.approx(eager["losses"], rel=1e-4)
