@@ -84,13 +84,13 @@ def prepare(study: Study) -> StudyData:
     kind = (
         f"pretrained {study.tokenizer.pretrained}"
         if study.tokenizer.pretrained
-        else f"BPE trained here on ≤ {study.tokenizer.train_docs:,} documents per corpus"
+        else f"BPE trained here on the first {study.tokenizer.train_docs:,} training documents of each corpus (all of a smaller one)"
     )
     print(f"[data] tokenizer {tok_id}: {kind}, {vocab:,} tokens, ready in {time.perf_counter() - t0:.1f}s", flush=True)
     _check_vocab(study, vocab)
     _check_disk(study, need, vocab, cache)
     corpora = _tokenize_all(study, need, tok_path, tok_id, vocab, cache / "tokens")
-    print("[data] corpora: " + "; ".join(_describe(r, corpora[r].stats) for r in ROLES), flush=True)
+    print("[data] corpora: " + "; ".join(corpus_line(r, corpora[r].stats) for r in ROLES), flush=True)
     _check_budgets(study, corpora, need)
     eos = eos_id(tok_path)
     pretrain, posttrain, finetune, heldout = _streams(study, corpora, eos, tok_id, cache / "streams")
@@ -101,8 +101,14 @@ def prepare(study: Study) -> StudyData:
     return StudyData(tok_path, tok_id, vocab, pretrain, posttrain, finetune, heldout, {r: corpora[r].stats for r in ROLES})
 
 
-def _describe(role: str, st: dict) -> str:
-    read = f"{st['documents_read']:,} documents read from {st['shards_read']}/{st['shards_available']} shards"
+def corpus_line(role: str, st: dict) -> str:
+    """A corpus in the data summary: documents trained on and held out, and what was read of what
+    is there (shards are read whole, so the documents available are known once all are read)."""
+    docs, shards, available = st["documents_read"], st["shards_read"], st["shards_available"]
+    if shards >= available:
+        read = f"all {docs:,} documents of its {available} shard{'s' if available != 1 else ''} read"
+    else:
+        read = f"{docs:,} documents read from {shards} of {available} shards (the budgets need no more; the rest is unread)"
     return f"{role} {st['label']}: {st['train_docs']:,} trained on + {st['heldout_docs']:,} held out ({st['heldout']}), {read}"
 
 

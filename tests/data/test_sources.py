@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from raysweep.config import CorpusConfig, StudyConfigError, load_study
 from raysweep.data.corpora.sources import CorpusError
+from raysweep.data.prepare import corpus_line
 from tests.data import hub_layouts
 
 
@@ -71,8 +72,12 @@ def test_reading_stops_once_the_budget_is_read_and_reads_only_the_shards_it_need
     longest = int(corpus.train.lengths.max()) + 1
     assert 2000 <= corpus.train.n_tokens < 2000 + longest and not corpus.stats["exhausted"]  # stops within one document of the need
     assert corpus.stats["shards_read"] == 1 < corpus.stats["shards_available"] == 2
+    assert f"{corpus.stats['documents_read']:,} documents read from 1 of 2 shards (the budgets need no more" in corpus_line(
+        "pre", corpus.stats
+    )
     more = _read(cfg, "corpora.pre", tmp_path / "cache", tokenizer, need=10**7)  # a bigger budget adds the other shard, reuses the first
     assert more.stats["shards_read"] == 2 and more.stats["exhausted"]
+    assert f"all {more.stats['documents_read']:,} documents of its 2 shards read" in corpus_line("pre", more.stats)
     assert (more.train.lengths[: len(corpus.train.lengths)] == corpus.train.lengths).all()
     # read again: everything comes from the cache, the dataset is not even asked how many files it has
     from raysweep.data.corpora import sources
