@@ -461,6 +461,14 @@ class Study(_Strict):
         le=100_000,
         description="warm worker slots (Tune trials, each one Ray Train worker group that trains node after node) per tree run; none: as many as the cluster's CPUs/GPUs can feed now. Set it on an autoscaling cluster (e.g. the GPU workers' max), where the cluster starts small and grows for the slots that wait",
     )
+    max_runs: int = Field(
+        5_000,
+        ge=1,
+        le=10_000_000,
+        description="a guard: a study whose tree has more runs than this stops before any compute (a typo in a list "
+        "of learning rates can ask for tens of thousands); raise it for a study that really is that large. "
+        "Operational: not part of any node key",
+    )
     model: ModelConfig = ModelConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     corpora: CorporaConfig = CorporaConfig()
@@ -469,8 +477,43 @@ class Study(_Strict):
     finetune: FinetuneConfig = FinetuneConfig()
     theory: TheoryConfig = TheoryConfig()
 
+    @field_validator("output_dir", "checkpoint_dir")
+    @classmethod
+    def _only_name_filled_in(cls, value: str | None) -> str | None:
+        import string
+
+        if value is None:
+            return value
+        try:
+            fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(value) if f is not None]
+        except ValueError as e:
+            raise ValueError(f"not a valid folder template ({e}); write a literal brace as {{{{ or }}}}") from None
+        for f, spec, conv in fields:
+            if f != "name" or spec or conv:
+                raise ValueError(
+                    f"only {{name}} is filled in (found {{{f}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}); write a literal brace as {{{{ or }}}}"
+                )
+        return value
+
+    def run_counts(self) -> dict[str, int]:
+        """Runs per level, from the config alone (what --dry-run counts before any data exists)."""
+        p1, p2 = self.pretrain, self.posttrain
+        arms = len(p1.mix_fraction)
+        per_arm = (
+            p2.trials if p2.search == "optuna" else len(p2.lr) * len(p2.dropout) * len(p2.replay) * len(p2.tuning) * len(p2.batch_sizes)
+        )
+        if self.model.kind == "linear":
+            per_arm = len(p2.lr)
+        return {"pretrain": arms, "posttrain": arms * per_arm, "finetune": arms * per_arm * len(self.finetune.lr)}
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Study:
+        runs = sum(self.run_counts().values())
+        if runs > self.max_runs:
+            raise ValueError(
+                f"max_runs: the tree has {runs:,} runs, more than max_runs ({self.max_runs:,}); check the sweep lists "
+                f"(--dry-run shows them), or raise the guard with --set max_runs={runs}"
+            )
         if self.model.kind == "linear":
             # the linear network has no tokens, dropout, replay stream or adapters
             for key, value, allowed in (
@@ -537,7 +580,8 @@ class Study(_Strict):
     def content_hash(self) -> str:
         # operational knobs that do not change any result stay out of the study's identity
         doc = self.model_dump(
-            mode="json", exclude={"max_concurrent_trials": True, "checkpoint_dir": True, "retries": True, "model": {"compile"}}
+            mode="json",
+            exclude={"max_concurrent_trials": True, "max_runs": True, "checkpoint_dir": True, "retries": True, "model": {"compile"}},
         )
         if self.model.kind == "lm":  # fields that do not apply stay out, so older studies keep their hash
             doc.pop("theory")
@@ -571,8 +615,33 @@ _Loader.add_implicit_resolver(
 )
 
 
+MAX_STUDY_BYTES = 1 << 20  # a study file is a few KB; a bigger one is not a study
+MAX_VALUES = 100_000  # values in a study after YAML aliases are expanded (the default study has ~200)
+MAX_LIST = 10_000  # items in one list (a sweep axis); the paper's largest has 10
+
+
 def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
+
+
+def _too_big(doc: Any, where: str = "") -> str | None:
+    """The first key whose value is too big (a list over MAX_LIST items, or more than MAX_VALUES
+    values in all once aliases are expanded: `&a [*b, *b, ...]` nested a few deep is billions),
+    walked with a budget so the walk itself stays small."""
+    budget = [MAX_VALUES]
+    todo = [(where, doc)]
+    while todo:
+        key, node = todo.pop()
+        budget[0] -= 1
+        if budget[0] < 0:
+            return f"{key or '(top level)'}: more than {MAX_VALUES:,} values in the study (YAML aliases expand each time they are used)"
+        if isinstance(node, dict):
+            todo += [(f"{key}.{k}" if key else str(k), v) for k, v in node.items()]
+        elif isinstance(node, list):
+            if len(node) > MAX_LIST:
+                return f"{key}: {len(node):,} items, more than the {MAX_LIST:,} a study list may hold"
+            todo += [(key, v) for v in node]
+    return None
 
 
 def _apply_override(doc: dict, item: str, problems: list[str]) -> None:
@@ -620,6 +689,9 @@ def load_study(path: str | Path | None = None, overrides: list[str] | tuple[str,
     path = Path(path) if path is not None else DEFAULT_STUDY
     source = str(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_STUDY_BYTES:
+            raise StudyConfigError(source, [f"{size:,} bytes; a study file is at most {MAX_STUDY_BYTES:,} (is this the right file?)"])
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise StudyConfigError(source, ["file not found; pass --config with a path to a study YAML"]) from None
@@ -639,6 +711,9 @@ def load_study(path: str | Path | None = None, overrides: list[str] | tuple[str,
     for item in overrides:
         _apply_override(doc, item, problems)
         overridden.add(item.partition("=")[0].strip())
+    big = _too_big(doc)
+    if big:  # before validation, which would expand it
+        raise StudyConfigError(source, [big])
     try:
         study = Study.model_validate(doc)
     except ValidationError as e:

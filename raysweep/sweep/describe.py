@@ -90,6 +90,7 @@ def describe_tree(study: Study) -> str:
         f"  level 1  pretrain   {sizes['pretrain']:>4} runs  λ ∈ {p1.mix_fraction} ({p1.mode}); {p1.tokens:,} D_pre tokens + λ·{p1.post_tokens:,} D_post each",
         f"  level 2  posttrain  {sizes['posttrain']:>4} runs  " + level2,
         f"  level 3  finetune   {sizes['finetune']:>4} runs  lr ∈ {p3.lr} per stage-2 run; {p3.tokens:,} tokens each",
+        f"  runs     {sum(sizes.values()):,} in all (the guard max_runs is {study.max_runs:,})",
         f"  tokens at most: {t1 + t2 + t3:,.0f} ({t1:,.0f} / {t2:,.0f} / {t3:,.0f}); compute ≈ 6·N·D = {flops:.3g} FLOPs"
         f" ≈ {flops / (989e12 * 0.4) / 3600:.3g} H100-hours at 40% MFU (bf16 dense peak 989 TFLOP/s)",
         f"  output: {study.out}",

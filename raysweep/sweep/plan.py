@@ -229,9 +229,4 @@ def plan(study: Study, data, stage2: list[Stage2Config] | None = None) -> tuple[
 
 def tree_sizes(study: Study) -> dict[str, int]:
     """Runs per level, from the config alone (what --dry-run counts before any data exists)."""
-    p1, p2 = study.pretrain, study.posttrain
-    arms = len(p1.mix_fraction)
-    per_arm = p2.trials if p2.search == "optuna" else len(p2.lr) * len(p2.dropout) * len(p2.replay) * len(p2.tuning) * len(p2.batch_sizes)
-    if study.model.kind == "linear":
-        per_arm = len(p2.lr)
-    return {"pretrain": arms, "posttrain": arms * per_arm, "finetune": arms * per_arm * len(study.finetune.lr)}
+    return study.run_counts()
