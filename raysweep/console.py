@@ -50,10 +50,6 @@ def quiet_libraries(folder: Path) -> Path:
     return path
 
 
-# Signals that stopped this run (the CLI's handler records them; raysweep.study reads the first).
-STOP_SIGNALS: list[int] = []
-
-
 def stop_on_signals() -> None:
     """Ctrl-C (SIGINT) and SIGTERM end the study cleanly: the first one raises KeyboardInterrupt in
     the main thread, so the study closes what it was training and reports it (raysweep.study);
@@ -64,17 +60,9 @@ def stop_on_signals() -> None:
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
     def stop(signum, frame):
-        STOP_SIGNALS.append(signum)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise KeyboardInterrupt(signal.Signals(signum).name)  # raysweep.study names it in the summary
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-
-
-def stop_signal() -> int:
-    """The signal that stopped the run (SIGINT when a KeyboardInterrupt came without the handler)."""
-    import signal
-
-    return STOP_SIGNALS[0] if STOP_SIGNALS else int(signal.SIGINT)

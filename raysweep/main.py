@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  not installed here: {line}")
         return 0
     print(describe_tree(study), flush=True)
-    from raysweep.console import quiet_libraries, stop_on_signals, stop_signal
+    from raysweep.console import quiet_libraries, stop_on_signals
     from raysweep.study import run_study
 
     log = None if args.verbose else quiet_libraries(study.out / "logs")
@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     if log is not None and log.exists():
         print(f"libraries' own messages: {log} (--verbose shows them here)")
     if summary.get("interrupted"):
-        return 128 + stop_signal()  # the shell's convention: 130 after Ctrl-C, 143 after SIGTERM
+        import signal
+
+        return 128 + signal.Signals[summary["interrupted"]]  # the shell's convention: 130 after Ctrl-C, 143 after SIGTERM
     return 1 if summary["failures"] else 0
 
 

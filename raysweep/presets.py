@@ -89,6 +89,11 @@ def shape_problems(s: ModelShape) -> list[str]:
     return problems
 
 
+def shape_of(shape: ModelShape | str) -> ModelShape:
+    """A shape, given as itself or by its preset's name."""
+    return PRESETS[shape] if isinstance(shape, str) else shape
+
+
 def resolve(preset: str, overrides: dict | None = None) -> ModelShape:
     """The preset's shape with a study's overrides (SHAPE_FIELDS) applied."""
     return replace(PRESETS[preset], **(overrides or {}))
@@ -96,7 +101,7 @@ def resolve(preset: str, overrides: dict | None = None) -> ModelShape:
 
 def estimate_parameters(shape: ModelShape | str, vocab_size: int) -> int:
     """Parameters of the decoder (a preset name or a shape) with a vocabulary of `vocab_size`."""
-    s = PRESETS[shape] if isinstance(shape, str) else shape
+    s = shape_of(shape)
     v = s.vocab_size or vocab_size
     head_dim = s.head_dim
     attn = s.hidden * head_dim * (2 * s.n_heads + 2 * s.n_kv_heads)

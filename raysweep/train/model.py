@@ -6,14 +6,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from raysweep.presets import PRESETS, ModelShape
+from raysweep.presets import ModelShape, shape_of
 
 
 def llama_config(shape: ModelShape | str, vocab_size: int, seq_len: int, attention_dropout: float = 0.0):
     """transformers' LlamaConfig of a shape (or a preset's name)."""
     from transformers import LlamaConfig
 
-    s = PRESETS[shape] if isinstance(shape, str) else shape
+    s = shape_of(shape)
     return LlamaConfig(
         vocab_size=s.vocab_size or vocab_size,
         hidden_size=s.hidden,

@@ -43,11 +43,8 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def test_sigkilled_driver_resumes_exactly(ray_local, reference, tmp_path):
-    ref_out, _, ref_mlflow = reference
-    want = node_results(ref_out)  # 1 arm, 2 stage-2 runs, 2 stage-3 runs
-
-    out = with_reference_data(ref_out, tmp_path / "killed")  # the data is made; the subprocesses train and resume
+def _study_cli(out) -> tuple[list[str], dict]:
+    """The reduced smoke study's CLI command into `out`, and its environment."""
     cmd = [
         sys.executable,
         "-m",
@@ -58,14 +55,31 @@ def test_sigkilled_driver_resumes_exactly(ray_local, reference, tmp_path):
         f"output_dir={out}",
         *[a for r in REDUCED for a in ("--set", r)],
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return cmd, {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _start_until_a_stage2_checkpoint(cmd: list[str], env: dict, out, log) -> subprocess.Popen:
+    """Start the CLI in its own session (as a terminal does), printing into `log`; return it once
+    stage 2 has written its first progress checkpoint."""
+    from pathlib import Path
+
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 400
+    while not list((out / "checkpoints").glob("posttrain/*.resume/state.pt")):
+        assert proc.poll() is None, Path(log.name).read_text()[-3000:]
+        assert time.time() < deadline, "no stage-2 progress checkpoint appeared"
+        time.sleep(0.1)
+    return proc
+
+
+def test_sigkilled_driver_resumes_exactly(ray_local, reference, tmp_path):
+    ref_out, _, ref_mlflow = reference
+    want = node_results(ref_out)  # 1 arm, 2 stage-2 runs, 2 stage-3 runs
+
+    out = with_reference_data(ref_out, tmp_path / "killed")  # the data is made; the subprocesses train and resume
+    cmd, env = _study_cli(out)
     with (tmp_path / "first.log").open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 400
-        while not list((out / "checkpoints").glob("posttrain/*.resume/state.pt")):
-            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-            assert time.time() < deadline, "no stage-2 progress checkpoint appeared"
-            time.sleep(0.1)
+        proc = _start_until_a_stage2_checkpoint(cmd, env, out, log)
         # the driver's machine dies mid stage 2: the driver and its local Ray instance (every process
         # below it: raylet, GCS, the Train workers), all at once. Killing the driver's session alone
         # leaves the workers ~1 s to notice, enough for this tiny stage-2 run to finish first.
@@ -120,24 +134,9 @@ def test_ctrl_c_reports_interrupted_and_the_rerun_trains_only_what_is_missing(ra
 
     ref_out, _, ref_mlflow = reference
     out = with_reference_data(ref_out, tmp_path / "stopped")
-    cmd = [
-        sys.executable,
-        "-m",
-        "raysweep.main",
-        "--config",
-        str(SMOKE),
-        "--set",
-        f"output_dir={out}",
-        *[a for r in REDUCED for a in ("--set", r)],
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd, env = _study_cli(out)
     with (tmp_path / "first.log").open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 400
-        while not list((out / "checkpoints").glob("posttrain/*.resume/state.pt")):
-            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-            assert time.time() < deadline, "no stage-2 progress checkpoint appeared"
-            time.sleep(0.1)
+        proc = _start_until_a_stage2_checkpoint(cmd, env, out, log)
         os.killpg(proc.pid, signal.SIGINT)
         rc = proc.wait(timeout=120)
     printed = (tmp_path / "first.log").read_text()
