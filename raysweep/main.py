@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(describe_tree(study), flush=True)
     from raysweep.console import quiet_libraries, stop_on_signals
-    from raysweep.study import run_study
+    from raysweep.study import RayStartError, run_study
 
     log = None if args.verbose else quiet_libraries(study.out / "logs")
     stop_on_signals()
@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except StudyConfigError as e:  # data budgets are checked once the corpora are tokenized
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RayStartError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if log is not None and log.exists():
         print(f"libraries' own messages: {log} (--verbose shows them here)")
     if summary.get("interrupted"):

@@ -153,9 +153,11 @@ def save_diverged(node_dir: str | Path, lr: float, step: int, error: str, points
     shutil.rmtree(progress_dir(node_dir), ignore_errors=True)
 
 
-def record_failure(spec: RunSpec, error: BaseException) -> None:
-    """Append one line per failed attempt next to the node, for the report and for audits."""
-    line = json.dumps({"time": time.time(), "error": f"{type(error).__name__}: {error}"[:2000]}) + "\n"
+def record_failure(spec: RunSpec, error: BaseException | str) -> None:
+    """Append one line per failed attempt next to the node, for the report and for audits (an
+    error raised in the worker, or the driver's account of an attempt whose worker died)."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    line = json.dumps({"time": time.time(), "error": text[:2000]}) + "\n"
     try:
         if storage.is_remote(spec.node_dir):  # object stores cannot append: rewrite (one attempt at a time)
             path = storage.with_suffix(spec.node_dir, ".failures.jsonl")
@@ -167,6 +169,12 @@ def record_failure(spec: RunSpec, error: BaseException) -> None:
             f.write(line)
     except OSError as e:  # a full disk must not hide the error being recorded (it is raised either way)
         print(f"[{spec.label}] could not record the failure in the node store ({e})", file=sys.__stderr__, flush=True)
+
+
+def failures_since(node_dir, since: float) -> int:
+    """How many failed attempts of the node were recorded at or after `since` (seconds since the epoch)."""
+    text = storage.read_text(storage.with_suffix(node_dir, ".failures.jsonl"))
+    return sum(1 for line in (text or "").splitlines() if line.strip() and json.loads(line)["time"] >= since)
 
 
 def write_error(spec: RunSpec, what: str, where: Path, error: Exception, consequence: str) -> OSError:

@@ -7,7 +7,7 @@ because several processes initialising a fresh SQLite store at once race on its 
 MLflow is a view, never the record. Every node keeps its own results *and every metric point it
 logged* (with the point's original timestamp) in its checkpoint folder, so an MLflow outage loses
 nothing: training goes on, and `python -m raysweep.main --sync-mlflow` (also run at the end of
-every study) writes what MLflow is missing. Points are delivered exactly once: a point whose
+every study: raysweep.sweep.sync) writes what MLflow is missing. Points are delivered exactly once: a point whose
 (key, step) the run already holds is never sent again (a resumed or retried run re-makes the same
 points, bit for bit), and a batch is re-sent only with the same timestamps, which MLflow's SQL
 stores de-duplicate.
@@ -21,8 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from raysweep.nodes import node_diverged, node_done, node_points
-from raysweep.spec import Node, RunSpec, Subtree
+from raysweep.spec import RunSpec
 from raysweep.train.steplog import StepLog
 
 # Every tag raysweep writes (the analysis reads them back: analysis/runs.py).
@@ -36,6 +35,9 @@ METHOD = "raysweep.method"  # unmixed, mixed, +dropout, +replay, +lora (raysweep
 MIX_FRACTION = "raysweep.mix_fraction"  # λ of the run's arm
 PARENT_NODE = "raysweep.parent_node"  # the parent node's key
 SYNCED = "raysweep.synced_points"  # how many stored points a sync delivered (a repeated sync skips the run)
+SYNCED_RESULT = "raysweep.synced_result"  # the key of the stored result a node run's final metrics show
+FINAL_STEP = "raysweep.final_step"  # the step of those final metrics: +1 each time the result is a new one
+FINISHES = "raysweep.finishes"  # on the study run: how many times the study ran to its end
 OUTCOME = "raysweep.outcome"  # on runs that did not finish normally: diverged | blocked | failed | interrupted
 
 
@@ -178,17 +180,31 @@ class Tracker:
         return run.info.run_id
 
     def finish(
-        self, run_id: str, metrics: dict[str, float], failed: bool = False, tags: dict | None = None, status: str | None = None
+        self,
+        run_id: str,
+        metrics: dict[str, float],
+        failed: bool = False,
+        tags: dict | None = None,
+        status: str | None = None,
+        step: int = 0,
     ) -> None:
+        """Log a run's final metrics at `step` and close it. Timestamp 0: a repeated finish re-sends
+        identical points, which the store de-duplicates; a *different* value must come at another
+        step (never two values at one (key, step)): see finish_study and sync_node."""
         from mlflow.entities import Metric, RunTag
 
         ok = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-        # timestamp and step 0: a repeated finish re-sends identical points, which the store de-duplicates
         if ok or tags:
             self.client.log_batch(
-                run_id, metrics=[Metric(k, v, 0, 0) for k, v in ok.items()], tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()]
+                run_id, metrics=[Metric(k, v, 0, step) for k, v in ok.items()], tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()]
             )
         self.client.set_terminated(run_id, status=status or ("FAILED" if failed else "FINISHED"))
+
+    def finish_study(self, run_id: str, metrics: dict[str, float], failed: bool) -> None:
+        """The study run's summary (runs, failures) at step n for its n-th completed run (from 0):
+        a rerun that fixed a failure adds its own point instead of a second value at step 0."""
+        n = int(self.client.get_run(run_id).data.tags.get(FINISHES, 0))
+        self.finish(run_id, metrics, failed=failed, tags={FINISHES: n + 1}, step=n)
 
     def kill_running(self, keep: set[str]) -> int:
         """Mark KILLED every run of the experiment still RUNNING whose node key is not in `keep`
@@ -297,87 +313,3 @@ def step_logs(tracking_uri: str | None):
         return StepLog(spec, total_steps, tokens_per_step, active)
 
     return new_log
-
-
-# ----------------------------------------------------------------------------- node runs, synced from the node store
-
-
-def final_metrics(stage: str, losses: dict[str, float]) -> dict[str, float]:
-    """The study's named losses (PAPER.md) from a node's held-out losses."""
-    m = {f"final_{k}": v for k, v in losses.items()}
-    if stage == "posttrain":
-        m["L_im"] = losses["post"]
-    if stage == "finetune":
-        m.update(L_ft=losses["ft"], L_ret=losses["post"], L_pre=losses["pre"])
-    return m
-
-
-def summary_metrics(stage: str, result: dict) -> dict[str, float]:
-    """What a finished node's MLflow run shows as its final metrics."""
-    metrics = final_metrics(stage, result["losses"])
-    metrics.update(steps=result["steps"], tokens=result["tokens"], tokens_per_s=result["tokens_per_s"], best_step=result["best_step"])
-    if "data_wait_share" in result:
-        metrics["data_wait_share"] = result["data_wait_share"]
-    return metrics
-
-
-def run_args(node: Node, parent_run: str) -> tuple:
-    """Tracker.node_run's arguments for a node."""
-    return (node.spec.node_key, node.name, parent_run, node.spec.stage, node.params, node.tags)
-
-
-def open_run(tracker: Tracker, node: Node, parent_run: str | None) -> str | None:
-    """The node's MLflow run, found by node key or created; None when MLflow is offline or fails now
-    (the node trains anyway and is synced later)."""
-    if parent_run is None:
-        return None
-    return tracker.guard(f"opening the MLflow run of {node.name}", tracker.node_run, *run_args(node, parent_run))
-
-
-def close_run(tracker: Tracker, run_id: str | None, outcome: str) -> None:
-    """Mark a run that did not finish normally (its node is not settled)."""
-    if run_id is not None:
-        tracker.guard(f"closing MLflow run {run_id}", tracker.finish, run_id, {}, failed=True, tags={OUTCOME: outcome})
-
-
-def sync_node(tracker: Tracker, node: Node, parent_run: str | None) -> str | None:
-    """Bring a settled node's MLflow run up to date from its checkpoint folder alone: the run exists
-    and holds every metric point the node logged (exactly once), its final metrics and its status
-    (FINISHED; FAILED with outcome "diverged"). Idempotent and cheap once synced (a tag records it).
-    Returns the run id, or None when MLflow is unreachable (warned; nothing is lost)."""
-    done = node_done(node.spec.node_dir)
-    diverged = None if done else node_diverged(node.spec.node_dir)
-    if not (done or diverged):  # not settled: its run if it has one (trained before), never a new one
-        found = tracker.guard(f"finding the MLflow run of {node.name}", tracker._find, NODE_KEY, node.spec.node_key) if parent_run else None
-        return found.info.run_id if found is not None else None
-    run_id = open_run(tracker, node, parent_run)
-    if run_id is None:
-        return None
-    try:
-        run = tracker.client.get_run(run_id)
-        points = node_points(node.spec.node_dir)
-        status = "FINISHED" if done else "FAILED"
-        if run.info.status == status and run.data.tags.get(SYNCED) == str(len(points)):
-            return run_id
-        if not MetricSender(tracker.tracking_uri, run_id).send(points):
-            return run_id
-        if done:
-            if OUTCOME in run.data.tags:  # an earlier attempt failed; this one finished the node
-                tracker.client.delete_tag(run_id, OUTCOME)
-            tracker.finish(run_id, summary_metrics(node.spec.stage, done["result"]), tags={SYNCED: len(points)})
-        else:
-            tracker.finish(run_id, {"diverged_at_step": diverged["step"]}, failed=True, tags={SYNCED: len(points), OUTCOME: "diverged"})
-    except Exception as e:  # noqa: BLE001
-        warn_outage(f"syncing the MLflow run of {node.name}", e)
-    return run_id
-
-
-def sync_tree(tracker: Tracker, study_run: str | None, arms: list[Node], subtrees: list[Subtree]) -> None:
-    """sync_node over a whole tree (driver), parents before children."""
-    if not tracker.online or study_run is None:
-        return
-    arm_runs = {a.spec.node_key: sync_node(tracker, a, study_run) for a in arms}
-    for n2, children in subtrees:
-        post_run = sync_node(tracker, n2, arm_runs.get(n2.parent))
-        for c in children:
-            sync_node(tracker, c, post_run)

@@ -35,6 +35,9 @@ def pytest_collection_modifyitems(config, items):
 def ray_local(tmp_path_factory):
     import ray
 
+    from raysweep.study import LOOPBACK_ENV, loopback_only
+
+    loopback_only()  # as raysweep's own local instance (tests/test_safety.py)
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     # a stopped MLflow server fails a call at once (raysweep's default allows 2 retries; tests need none)
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
@@ -45,7 +48,12 @@ def ray_local(tmp_path_factory):
         include_dashboard=False,
         logging_level="WARNING",
         runtime_env={
-            "env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAYSWEEP_CACHE": cache, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+            "env_vars": {
+                "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+                "RAYSWEEP_CACHE": cache,
+                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                **LOOPBACK_ENV,
+            }
         },
     )
     yield ray

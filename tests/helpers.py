@@ -184,6 +184,26 @@ def mlflow_snapshot(uri: str, experiment: str) -> dict[str, tuple]:
     return snap
 
 
+def duplicate_points(uri: str, experiment: str) -> list[tuple]:
+    """(run name, key, step, values) wherever a run of the experiment holds more than one value at
+    one (key, step), wall-clock metrics and the study run included: MLflow keeps every value, so a
+    metric point sent twice with a new value shows up here."""
+    from collections import defaultdict
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    found = []
+    for r in client.search_runs([exp.experiment_id]):
+        for key in r.data.metrics:
+            at = defaultdict(list)
+            for m in client.get_metric_history(r.info.run_id, key):
+                at[m.step].append(m.value)
+            found += [(r.info.run_name, key, step, values) for step, values in at.items() if len(values) > 1]
+    return found
+
+
 def example_rows() -> list[dict]:
     """Six runs-table rows, two methods: a front of two per method, one dominated, one non-finite."""
     rows = []

@@ -25,8 +25,9 @@ from raysweep.keys import derive_seed, node_key
 from raysweep.nodes import NODE_FILE, node_diverged, node_done, save_diverged
 from raysweep.spec import Diverged, all_nodes
 from raysweep.sweep.plan import method_of
+from raysweep.sweep.sync import close_run, final_metrics
 from raysweep.sweep.tree import TreeResult, leaf_record
-from raysweep.tracking import METHOD, MIX_FRACTION, OUTCOME, PARENT_NODE, MetricSender, Tracker, close_run, final_metrics
+from raysweep.tracking import METHOD, MIX_FRACTION, OUTCOME, PARENT_NODE, MetricSender, Tracker
 from raysweep.train import theory
 
 

@@ -35,6 +35,7 @@ class WorkQueue:
         self.needs = {i: needs.get(i) for i in items}
         self.retries = retries
         self.leases: dict[int, Item] = {}
+        self.taken_at: dict[int, float] = {}  # slot -> when it took its item (its attempt's start)
         self.attempts: dict[Item, int] = {}
         self.settled: dict[Item, str] = {}  # item -> "done" | "diverged" | "blocked"
         self.failed: dict[Item, str] = {}  # item -> its last error, failed for good
@@ -53,6 +54,7 @@ class WorkQueue:
             if need is None or self.settled.get(need) == "done":
                 self.pending.remove(item)
                 self.leases[slot] = item
+                self.taken_at[slot] = time.time()
                 self.attempts[item] = self.attempts.get(item, 0) + 1
                 return item
         return WAIT if mine else None
@@ -75,6 +77,11 @@ class WorkQueue:
 
     def held(self, slot: int) -> Item | None:
         return self.leases.get(slot)
+
+    def lease(self, slot: int) -> tuple[Item, float] | None:
+        """(the item `slot` holds, when its attempt started), or None."""
+        item = self.leases.get(slot)
+        return None if item is None else (item, self.taken_at[slot])
 
     def has_work(self, kinds: tuple[str, ...] = ("arm", "subtree")) -> bool:
         """Is an item of `kinds` waiting to be taken? (A slot that sees none stops.)"""

@@ -216,13 +216,14 @@ def slot_trial(config: dict, ctx: SlotContext) -> None:
 
 def give_back(queue, work: Work, slot: int, error: str) -> bool:
     """If `slot` holds an item, return it to the queue as a failed attempt (its finished nodes
-    synced, its unfinished ones closed as failed in MLflow). False when it held none."""
+    synced, its unfinished ones closed as failed in MLflow, the attempt recorded in the node store
+    if its worker could not: a SIGKILL writes nothing). False when it held none."""
     import ray
 
-    held = ray.get(queue.held.remote(slot))
-    if held is None:
+    lease = ray.get(queue.lease.remote(slot))
+    if lease is None:
         return False
-    work.abandon(held)
+    work.abandon(*lease, error)
     ray.get(queue.fail.remote(slot, error))
     return True
 

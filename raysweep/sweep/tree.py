@@ -22,8 +22,9 @@ from raysweep.spec import Node, Subtree, all_nodes
 from raysweep.sweep.plan import plan
 from raysweep.sweep.queue import Item
 from raysweep.sweep.slots import SlotContext, run_slots
+from raysweep.sweep.sync import sync_tree
 from raysweep.sweep.work import Work
-from raysweep.tracking import METHOD, sync_tree
+from raysweep.tracking import METHOD
 from raysweep.train.context import LoopConfig
 from raysweep.train.faults import Faults
 

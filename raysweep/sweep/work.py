@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from raysweep.nodes import node_diverged, node_done
+from raysweep.nodes import failures_since, node_diverged, node_done, record_failure
 from raysweep.spec import Node, Subtree, all_nodes
-from raysweep.tracking import close_run, open_run, sync_node
+from raysweep.sweep.sync import close_run, open_run, sync_node
 
 Item = tuple  # ("arm", i) or ("subtree", j)
 
@@ -85,9 +85,11 @@ class Work:
             return "done", f"final_pre {losses['pre']:.3f}, final_post {losses['post']:.3f}"
         return "done", f"L_im {losses['post']:.3f}"
 
-    def abandon(self, item: Item) -> None:
-        """After a failed attempt (slot trial, outside the workers): the item's finished nodes are
-        synced to MLflow, its unfinished ones marked failed (a retry reopens them)."""
+    def abandon(self, item: Item, since: float, error: str) -> None:
+        """After a failed attempt that started at `since` (slot trial, outside the workers): the
+        item's finished nodes are synced to MLflow, its unfinished ones marked failed (a retry
+        reopens them), and the attempt is recorded in the failures file of the node it was training
+        unless its worker recorded it (a worker killed by a signal or the OOM killer writes nothing)."""
         memo: dict = {}
         unfinished = self.todo(item)
         for n in self.group(item):
@@ -95,3 +97,5 @@ class Work:
                 sync_node(self.tracker, n, self.parent_run(n, memo))
             elif n in unfinished:
                 close_run(self.tracker, self.run_of(n, memo), "failed")
+        if unfinished and not any(failures_since(n.spec.node_dir, since) for n in unfinished):
+            record_failure(unfinished[0].spec, error)

@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from raysweep.config import load_study
 from raysweep.study import run_study
-from tests.helpers import REDUCED, SMOKE, with_reference_data
+from tests.helpers import REDUCED, SMOKE, duplicate_points, with_reference_data
 
 
 def test_one_failing_subtree_leaves_the_rest_complete(ray_local, reference, tmp_path, monkeypatch):
@@ -39,3 +39,6 @@ def test_one_failing_subtree_leaves_the_rest_complete(ray_local, reference, tmp_
     assert len(again["rows"]) == 2 * n_lr
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1 + 1 + 2 + 2 * n_lr and all(r.info.status == "FINISHED" for r in runs)
+    assert duplicate_points(summary["tracking_uri"], study.name) == []  # the rerun's summary is its own point, not a second value
+    [study_run] = [r for r in runs if r.info.run_name == "failing"]
+    assert [(m.step, m.value) for m in client.get_metric_history(study_run.info.run_id, "failures")] == [(0, 1.0), (1, 0.0)]

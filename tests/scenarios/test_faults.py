@@ -24,6 +24,7 @@ from raysweep.study import run_study
 from tests.helpers import (
     REDUCED,
     SMOKE,
+    duplicate_points,
     free_port,
     mlflow_snapshot,
     node_results,
@@ -60,7 +61,11 @@ def test_worker_killed_mid_stage_resumes_from_its_checkpoint(ray_local, referenc
     _same_results(got, want)
     killed = [k for k, r in got.items() if r["resumed_from_step"]]
     assert len(killed) == 1 and got[killed[0]]["resumed_from_step"] == 4  # continued from its checkpoint, not from 0
-    assert list((out / "checkpoints" / "posttrain").glob("*.failures.jsonl")) == []  # a SIGKILLed worker writes nothing
+    # a SIGKILLed worker writes nothing; the queue knew the lease was lost, so the attempt is recorded once, by the slot
+    [log] = list((out / "checkpoints").glob("*/*.failures.jsonl"))
+    assert log.name == Path(str(out / "checkpoints" / "posttrain" / killed[0]) + ".failures.jsonl").name
+    [attempt] = [json.loads(line) for line in log.read_text().splitlines()]
+    assert "died" in attempt["error"], attempt
     assert mlflow_snapshot(summary["tracking_uri"], study.name) == ref_mlflow  # steps 5-6 were logged once, not twice
 
 
@@ -134,6 +139,7 @@ def test_corrupt_checkpoint_is_detected_and_retrained_never_loaded(ray_local, re
     cut.write_bytes(cut.read_bytes()[:1000])
 
     study = _study(out)
+    _copy_mlflow(ref_out, out, study.content_hash())  # MLflow still shows the results of the nodes now found corrupt
     summary = run_study(study)
     assert summary["failures"] == []
     assert summary["trained"] == {"pretrain": 0, "posttrain": 1, "finetune": 2}  # the corrupt ones and the missing child, no more
@@ -144,7 +150,36 @@ def test_corrupt_checkpoint_is_detected_and_retrained_never_loaded(ray_local, re
         for d in (ref_out / "checkpoints" / stage).iterdir():
             assert _sha(out / "checkpoints" / stage / d.name / "model.safetensors") == _sha(d / "model.safetensors")
     assert len(list((out / "checkpoints").glob("*/*.corrupt-*"))) == 2  # moved aside for a post-mortem, not deleted
-    assert mlflow_snapshot(summary["tracking_uri"], study.name) == ref_mlflow
+    # the 3 nodes trained again and the study run show their new final values one step further: the
+    # curves are unchanged (bit-identical), no run was made twice, no (key, step) holds two values
+    assert duplicate_points(summary["tracking_uri"], study.name) == []
+    got = mlflow_snapshot(summary["tracking_uri"], study.name)
+    changed = sorted(name for name in got if got[name] != ref_mlflow[name])
+    assert len(changed) == 4 and "smoke" in changed and set(got) == set(ref_mlflow)
+    assert got == _finished_again(ref_mlflow, changed)
+
+
+def _copy_mlflow(ref_out: Path, out: Path, study_hash: str) -> None:
+    """The reference study's SQLite MLflow store, as if this study (its output folder is part of
+    its hash) had run there before; its artifacts point at this folder, so the reference's are left alone."""
+    import sqlite3
+
+    for f in ref_out.glob("mlflow.db*"):
+        shutil.copy2(f, out / f.name)
+    with sqlite3.connect(out / "mlflow.db") as con:
+        con.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)", (str(ref_out), str(out)))
+        con.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)", (str(ref_out), str(out)))
+        con.execute("UPDATE tags SET value = ? WHERE key = 'raysweep.study_hash'", (study_hash,))
+
+
+def _finished_again(snapshot: dict, names: list[str]) -> dict:
+    """`snapshot` after the runs `names` were finished a second time with the same values: each
+    final metric (logged at step 0) once more at step 1."""
+    out = dict(snapshot)
+    for name in names:
+        status, outcome, history = snapshot[name]
+        out[name] = (status, outcome, {k: sorted(h + [(1, v) for step, v in h if step == 0]) for k, h in history.items()})
+    return out
 
 
 def test_a_corrupt_parent_is_never_loaded(tmp_path):

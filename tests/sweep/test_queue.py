@@ -114,9 +114,9 @@ def test_a_slot_that_failed_for_good_gives_its_item_back(ray_local):
     assert ray_local.get(queue.take.remote(0)) == A0
     assert ray_local.get(queue.take.remote(1)) == WAIT  # slot 1 waits for arm 0
     abandoned = []
-    callback = release_on_error(queue, SimpleNamespace(abandon=abandoned.append))
+    callback = release_on_error(queue, SimpleNamespace(abandon=lambda item, since, error: abandoned.append((item, error))))
     callback.on_trial_error(0, [], SimpleNamespace(config={"slot": (0, ("arm", "subtree"))}, get_error=lambda: "process died"))
-    assert abandoned == [A0] and ray_local.get(queue.held.remote(0)) is None
+    assert abandoned == [(A0, "its worker slot failed: process died")] and ray_local.get(queue.held.remote(0)) is None
     assert ray_local.get(queue.take.remote(1)) == A0  # the waiting slot trains the arm (second attempt)
     assert ray_local.get(queue.events_since.remote(0))[0][1:] == ("retry", A0, "its worker slot failed: process died")
     ray_local.kill(queue)
