@@ -146,6 +146,49 @@ def open_tracking(study: Study):
     return tracker, study_run
 
 
+def settle_tracking(study: Study, tracker, study_run: str | None, resync, since: int) -> tuple[str | None, list[str]]:
+    """After the tree: a store that lost this study during the run (its SQLite file deleted, its
+    tables dropped) is rebuilt and `resync(study_run)` writes every run again from the node store;
+    any other outage (raysweep.tracking.OUTAGES past `since`) is said with the command that repairs
+    it. Returns the study's run (a new one after a rebuild) and the summary's lines about MLflow."""
+    from raysweep.tracking import OUTAGES
+
+    repair = "the same command with --sync-mlflow (trains nothing, idempotent)"
+    lost = tracker.lost(study_run)
+    if lost and resync is not None:
+        print(f"[mlflow] the store lost this study during the run ({lost}); rebuilding it from the node store", flush=True)
+        mark = len(OUTAGES)
+        tracker.guard("rebuilding the MLflow store", tracker.rebuild)
+        study_run = tracker.guard(
+            "creating the study's MLflow run",
+            tracker.study_run,
+            study.content_hash(),
+            study.name,
+            study.model_dump(mode="json"),
+            tree_description(study),
+        )
+        if study_run is not None:
+            resync(study_run)
+        still = tracker.lost(study_run) if study_run is not None else "its study run could not be made"
+        if not still and len(OUTAGES) == mark:
+            return study_run, [
+                f"  REBUILT: the store lost this study during the run ({lost}); every run was written again from the node store"
+            ]
+        lost = f"{lost}; not rebuilt: {still or OUTAGES[mark]}"
+    if lost:
+        return study_run, [f"  LOST during this run ({lost}); every result is in the node store: {repair}"]
+    failed = len(OUTAGES) - since
+    if not failed:
+        return study_run, []
+    mark = len(OUTAGES)
+    if resync is not None and study_run is not None:
+        resync(study_run)  # cheap where MLflow is up to date: one read per run
+    said = f"  MLflow failed during this run ({failed} call{'s' if failed != 1 else ''} of the driver; first: {OUTAGES[since]})"
+    if len(OUTAGES) == mark and resync is not None:
+        return study_run, [f"{said}; the end-of-study sync wrote everything they missed"]
+    return study_run, [f"{said}; what they missed is in the node store: {repair} once the store is reachable"]
+
+
 def train_language_models(study: Study, tracker, study_run, train: bool):
     """Ray, the data and the tree of `model.kind: lm`; returns (tree, leaf records, timings)."""
     from raysweep.data.prepare import prepare
@@ -215,6 +258,8 @@ def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Pat
             print(f"  - {d}")
     print(f"report:      {report}")
     print(f"MLflow:      {tracker.tracking_uri}")
+    for line in timings.get("mlflow", []):
+        print(line)
     if tracker.online and tracker.tracking_uri.startswith(("http://", "https://")):
         print(f"  browse:    {tracker.tracking_uri} (the tracking server's own UI)")
     elif tracker.online:
@@ -274,8 +319,10 @@ def run_study(study: Study, train: bool = True) -> dict:
     """Prepare data, train the tree, write the report; returns the summary. `train=False`
     (--sync-mlflow) trains nothing and brings MLflow up to date from the node store."""
     from analysis.runs import make_row
+    from raysweep.tracking import OUTAGES
 
     t0 = time.perf_counter()
+    since = len(OUTAGES)
     packages.check(study)
     check_writable(study)
     tracker, study_run = open_tracking(study)
@@ -283,8 +330,13 @@ def run_study(study: Study, train: bool = True) -> dict:
         if study.model.kind == "linear":
             tree, records, theory_text = train_linear(study, tracker, study_run)
             timings = {"ray": 0.0, "data": 0.0, "theory": theory_text}
+            resync = None
         else:
+            from raysweep.sweep.sync import sync_tree
+
             tree, records, timings = train_language_models(study, tracker, study_run, train)
+            resync = lambda run: sync_tree(tracker, run, tree.arms, tree.subtrees)  # noqa: E731
+        study_run, timings["mlflow"] = settle_tracking(study, tracker, study_run, resync, since)
         rows = [make_row(**r) for r in records]
         report, tables = write_outputs(study, rows, tree, tracker, study_run)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (raysweep.console.stop_on_signals)

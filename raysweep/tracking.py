@@ -37,7 +37,7 @@ PARENT_NODE = "raysweep.parent_node"  # the parent node's key
 SYNCED = "raysweep.synced_points"  # how many stored points a sync delivered (a repeated sync skips the run)
 SYNCED_RESULT = "raysweep.synced_result"  # the key of the stored result a node run's final metrics show
 FINAL_STEP = "raysweep.final_step"  # the step of those final metrics: +1 each time the result is a new one
-FINISHES = "raysweep.finishes"  # on the study run: how many times the study ran to its end
+FINISHES = "raysweep.finishes"  # on the study run: how many summary points it has (see finish_study)
 OUTCOME = "raysweep.outcome"  # on runs that did not finish normally: diverged | blocked | failed | interrupted
 
 
@@ -55,7 +55,11 @@ def default_tracking_uri(out: Path) -> str:
     return f"sqlite:///{out / 'mlflow.db'}"
 
 
+OUTAGES: list[str] = []  # every MLflow call that failed in this process (a study's summary says how many)
+
+
 def warn_outage(what: str, error: BaseException) -> None:
+    OUTAGES.append(f"{what} ({type(error).__name__})")
     print(
         f"[mlflow] {what} failed ({type(error).__name__}: {str(error)[:300]}); training goes on, "
         "the results are kept with the checkpoints and MLflow is synced from them later",
@@ -201,9 +205,14 @@ class Tracker:
         self.client.set_terminated(run_id, status=status or ("FAILED" if failed else "FINISHED"))
 
     def finish_study(self, run_id: str, metrics: dict[str, float], failed: bool) -> None:
-        """The study run's summary (runs, failures) at step n for its n-th completed run (from 0):
-        a rerun that fixed a failure adds its own point instead of a second value at step 0."""
-        n = int(self.client.get_run(run_id).data.tags.get(FINISHES, 0))
+        """The study run's summary (runs, failures) at step n for the n-th completion (from 0) that
+        changed it: a rerun that fixed a failure adds its own point instead of a second value at
+        step 0; a rerun (or --sync-mlflow) that changed nothing adds none."""
+        run = self.client.get_run(run_id)
+        n = int(run.data.tags.get(FINISHES, 0))
+        if n and all(run.data.metrics.get(k) == float(v) for k, v in metrics.items()):
+            self.finish(run_id, {}, failed=failed)
+            return
         self.finish(run_id, metrics, failed=failed, tags={FINISHES: n + 1}, step=n)
 
     def kill_running(self, keep: set[str]) -> int:
@@ -242,8 +251,58 @@ class Tracker:
             self.online = False
             return False
 
+    def lost(self, study_run: str | None) -> str | None:
+        """Why the store no longer holds this study (its SQLite file deleted or emptied, the study's
+        run gone), or None: also when it cannot be reached now, which is an outage, not a loss."""
+        if not self.online or study_run is None:
+            return None
+        if self.tracking_uri.startswith("sqlite:///"):
+            import sqlite3
+            from contextlib import closing
+
+            db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            if not db.exists():
+                return f"{db} was deleted"
+            # a fresh connection: MLflow's pooled ones may still hold a deleted file open
+            with closing(sqlite3.connect(db)) as con:
+                tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "runs" not in tables:
+                return f"{db} lost its tables"
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(study_run)
+        except MlflowException as e:
+            return "the study's run is gone from it" if e.error_code == "RESOURCE_DOES_NOT_EXIST" else None
+        except Exception:  # noqa: BLE001 - unreachable: an outage (the caller counts those)
+            return None
+        return None
+
+    def rebuild(self) -> str:
+        """Open the store afresh (a new SQLite file gets MLflow's tables) with the experiment; its id."""
+        if self.tracking_uri.startswith("sqlite:///"):
+            _forget_engine(self.tracking_uri)
+        return self.init_store()
+
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
+
+
+def _forget_engine(uri: str) -> None:
+    """MLflow keeps one store and one SQLAlchemy engine per URI for the life of a process; once the
+    SQLite file was deleted, their pooled connections still write into the deleted file. Dropped,
+    the next client opens (and initialises) the file that is there now. MLflow internals: if they
+    move, nothing is dropped, and the check after a rebuild (raysweep.study) says it failed."""
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        engine = SqlAlchemyStore._engine_map.pop(uri, None)
+        if engine is not None:
+            engine.dispose()
+        _tracking_store_registry._get_store_with_resolved_uri.cache_clear()
+    except (ImportError, AttributeError):
+        pass
 
 
 def _wal(db: str) -> None:

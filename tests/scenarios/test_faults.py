@@ -69,7 +69,7 @@ def test_worker_killed_mid_stage_resumes_from_its_checkpoint(ray_local, referenc
     assert mlflow_snapshot(summary["tracking_uri"], study.name) == ref_mlflow  # steps 5-6 were logged once, not twice
 
 
-def test_tracking_server_down_for_part_of_the_run(ray_local, reference, tmp_path):
+def test_tracking_server_down_for_part_of_the_run(ray_local, reference, tmp_path, capsys):
     """A real MLflow server is SIGKILLed at stage 2's first progress checkpoint, so most of stage 2
     and all of stage 3 train with no tracking; it comes back after the study, and --sync-mlflow
     restores everything."""
@@ -90,6 +90,8 @@ def test_tracking_server_down_for_part_of_the_run(ray_local, reference, tmp_path
     killer.join(timeout=60)
     assert server.poll() is not None  # the server really was down for most of stage 2 and 3
     assert summary["failures"] == []  # an outage of the tracking server is not a training failure
+    mlflow_lines = capsys.readouterr().out.split("MLflow:", 1)[1]
+    assert "MLflow failed during this run" in mlflow_lines and "--sync-mlflow (trains nothing" in mlflow_lines  # said, with the repair
     got, want = node_results(out), node_results(ref_out)
     assert set(got) == set(want)
     _same_results(got, want)
@@ -118,6 +120,32 @@ def test_tracking_server_down_for_part_of_the_run(ray_local, reference, tmp_path
     finally:
         stop_mlflow_server(server)
     assert node_results(out) == got  # syncing trained nothing
+
+
+def test_mlflow_store_deleted_mid_run_is_rebuilt_at_the_end(ray_local, reference, tmp_path, capsys):
+    """The SQLite store (with its WAL files) is deleted at stage 2's first progress checkpoint: the
+    trials' next calls fail ("no such table"), the driver's pooled connections write into the
+    deleted file; the end of the study notices, rebuilds the store and writes every run again."""
+    ref_out, _, ref_mlflow = reference
+    out = with_reference_data(ref_out, tmp_path / "study", arm_to=tmp_path / "study" / "checkpoints")
+    study = _study(out)
+
+    def delete_at_the_first_stage2_checkpoint():
+        while not list((out / "checkpoints" / "posttrain").glob("*.resume/state.pt")):
+            time.sleep(0.05)
+        for f in out.glob("mlflow.db*"):
+            f.unlink()
+
+    deleter = threading.Thread(target=delete_at_the_first_stage2_checkpoint, daemon=True)
+    deleter.start()
+    summary = run_study(study)
+    deleter.join(timeout=60)
+    assert summary["failures"] == []
+    _same_results(node_results(out), node_results(ref_out))
+    said = capsys.readouterr().out
+    assert "REBUILT: the store lost this study during the run" in said and "was deleted" in said
+    assert mlflow_snapshot(summary["tracking_uri"], study.name) == ref_mlflow  # every run and point, once
+    assert duplicate_points(summary["tracking_uri"], study.name) == []
 
 
 def test_corrupt_checkpoint_is_detected_and_retrained_never_loaded(ray_local, reference, tmp_path):
