@@ -441,7 +441,11 @@ class TheoryConfig(_Strict):
 class Study(_Strict):
     """A whole three-stage study: corpora, model, the three stages and where results go."""
 
-    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="study name: MLflow experiment and output folder")
+    # 100: a folder name (255 bytes at most on ext4/APFS) that still leaves room for the suffixes
+    # raysweep adds to it, and an MLflow experiment name every store accepts.
+    name: str = Field(
+        "default", max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="study name: MLflow experiment and output folder"
+    )
     seed: int = Field(0, ge=0, description="root seed; every node's seed derives from it and the node's path")
     output_dir: str = Field("runs/{name}", description="folder for corpora, checkpoints, MLflow store, report ({name} is filled in)")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: a SQLite store inside output_dir")

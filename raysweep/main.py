@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(describe_tree(study), flush=True)
     from raysweep.console import quiet_libraries, stop_on_signals
-    from raysweep.study import RayStartError, run_study
+    from raysweep.ray_instance import RayStartError
+    from raysweep.study import run_study
 
     log = None if args.verbose else quiet_libraries(study.out / "logs")
     stop_on_signals()

@@ -16,69 +16,7 @@ from pathlib import Path
 
 from raysweep import packages
 from raysweep.config import Study, StudyConfigError
-
-# Train V2 polls worker health every 2 s by default, which adds ~5 s to the end of every fit.
-_RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
-
-
-_OWN_RAY: list[bool] = []  # set when run_study connected to Ray itself (so may shut it down)
-
-# Ray binds its servers (GCS, raylet, object manager, workers, agents, metrics) to the node's address,
-# and takes the machine's outward address as the node's on Linux, even when told 127.0.0.1
-# (services.resolve_ip_for_localhost). Its macOS behaviour, switched on by this variable, uses the
-# loopback address instead, so a private local instance listens on 127.0.0.1 only
-# (tests/test_safety.py lists the sockets).
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-
-
-class RayStartError(RuntimeError):
-    """The local Ray instance did not start, twice: said in one line, with what to check."""
-
-
-def loopback_only() -> None:
-    """Make the next local Ray instance of this process (and its workers) bind 127.0.0.1 only."""
-    os.environ.update(LOOPBACK_ENV)
-    import ray._private.ray_constants as ray_constants
-
-    ray_constants.ENABLE_RAY_CLUSTER = False  # read once at Ray's import, which may have happened already
-
-
-def init_ray(retry_after_s: float = 2.0) -> None:
-    import ray
-
-    if ray.is_initialized():  # a caller (a test, a notebook) already connected
-        return
-    from raysweep.tracking import http_env
-
-    env = {**_RAY_ENV, **http_env(), "PYTHONUNBUFFERED": "1"}
-    os.environ.update(env)
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, runtime_env={"env_vars": env})
-        _OWN_RAY.append(True)
-        return
-    # Always a private local instance (never silently joining a `ray start` cluster that happens to
-    # run here; set RAY_ADDRESS for that), dashboard off, loopback only. Under heavy load its raylet
-    # has failed to start (a `Check failed` abort): one more try, then one line saying what to check.
-    loopback_only()
-    env.update(LOOPBACK_ENV)
-    for attempt in (1, 2):
-        try:
-            ray.init(
-                address="local", include_dashboard=False, runtime_env={"env_vars": env}, configure_logging=True, logging_level="WARNING"
-            )
-            _OWN_RAY.append(True)
-            return
-        except Exception as e:  # noqa: BLE001 - whatever Ray raises, the user needs the same advice
-            ray.shutdown()  # whatever half started goes, so the retry starts clean
-            if attempt == 2:
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-                raise RayStartError(
-                    f"the local Ray instance failed to start twice ({type(e).__name__}: {first}); check free memory and "
-                    "space in /tmp (Ray's object store and logs), leftover Ray processes of an earlier run (`ray stop`), "
-                    "and the raylet's log under /tmp/ray/session_latest/logs/"
-                ) from None
-            time.sleep(retry_after_s)
+from raysweep.ray_instance import init_ray, stop_own_ray
 
 
 def write_data_summary(data, path: Path) -> Path:
@@ -278,10 +216,7 @@ def report_interrupted(study: Study, tracker, study_run: str | None, stop: Keybo
     from raysweep.spec import all_nodes
     from raysweep.sweep.sync import sync_tree
 
-    if _OWN_RAY:  # the slots stop now, so nothing trains or logs behind this summary
-        import ray
-
-        ray.shutdown()
+    stop_own_ray()  # the slots stop now, so nothing trains or logs behind this summary
     arms, subtrees = getattr(stop, "arms", None), getattr(stop, "subtrees", None)
     settled: set[str] = set()
     if arms is not None:

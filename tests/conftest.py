@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config, items):
 def ray_local(tmp_path_factory):
     import ray
 
-    from raysweep.study import LOOPBACK_ENV, loopback_only
+    from raysweep.ray_instance import LOOPBACK_ENV, loopback_only
 
     loopback_only()  # as raysweep's own local instance (tests/test_safety.py)
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")

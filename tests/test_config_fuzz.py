@@ -119,6 +119,7 @@ HOSTILE = {
     "80,000 runs": ("posttrain:\n  lr: [" + ", ".join(f"{i}.0e-8" for i in range(1, 10_001)) + "]\n", "max_runs: the tree has 80,002 runs"),
     "a positional field in output_dir": ("output_dir: runs/{0}\n", "output_dir: only {name} is filled in (found {0})"),
     "an attribute in output_dir": ("output_dir: runs/{name.__class__}\n", "output_dir: only {name} is filled in"),
+    "a 300-character name": ("name: " + "a" * 300 + "\n", "name: String should have at most 100 characters"),
     "an open brace in checkpoint_dir": ("checkpoint_dir: store/{\n", "checkpoint_dir: not a valid folder template"),
 }
 

@@ -1,12 +1,15 @@
-"""Safety properties checked on the source itself: checkpoints never unpickle code, and nothing
-raysweep starts listens beyond 127.0.0.1 (cluster files: tests/test_clusters.py)."""
+"""Safety properties checked on the source itself and on a real local Ray instance: checkpoints
+never unpickle code, nothing raysweep starts listens beyond 127.0.0.1 (cluster files:
+tests/test_clusters.py), and nothing it starts outlives a killed driver."""
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -52,7 +55,7 @@ def test_the_printed_mlflow_ui_command_binds_to_localhost():
 # actor), then every listening socket of the driver's process tree is listed.
 _LISTENERS = """
 import json, psutil, ray
-from raysweep.study import init_ray
+from raysweep.ray_instance import init_ray
 init_ray()
 @ray.remote
 def task():
@@ -71,26 +74,67 @@ for p in [me, *me.children(recursive=True)]:
     except psutil.Error:
         pass
 print("LISTENING " + json.dumps(found))
-ray.shutdown()
+time.sleep(2)  # the reaper lists the tree every second
+print("TREE " + json.dumps([[p.pid, p.create_time(), " ".join(p.cmdline())[:300]] for p in me.children(recursive=True)]), flush=True)
+time.sleep(600)  # until SIGKILLed, as the OOM killer would
 """
 
 
-def test_the_local_ray_instance_listens_on_loopback_only(tmp_path):
-    env = {k: v for k, v in __import__("os").environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
-    done = subprocess.run([sys.executable, "-c", _LISTENERS], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
-    line = next((x for x in done.stdout.splitlines() if x.startswith("LISTENING ")), None)
-    assert line is not None, done.stderr[-2000:]
-    found = json.loads(line.removeprefix("LISTENING "))
-    names = {name for name, _, _ in found}
-    assert {"gcs_server", "raylet"} <= names and len(found) >= 6  # Ray's servers were seen, so the listing works
-    outside = [f for f in found if f[1] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
-    assert outside == []
-    assert all(port != 8265 for _, _, port in found)  # no dashboard UI
+def test_the_local_ray_instance_listens_on_loopback_only_and_dies_with_its_driver(tmp_path):
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    driver = subprocess.Popen(
+        [sys.executable, "-c", "import time\n" + _LISTENERS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        lines = {}
+        for line in driver.stdout:
+            head, _, rest = line.partition(" ")
+            lines[head] = json.loads(rest)
+            if head == "TREE":
+                break
+        assert "TREE" in lines, driver.stderr.read()[-2000:]
+        found = lines["LISTENING"]
+        names = {name for name, _, _ in found}
+        assert {"gcs_server", "raylet"} <= names and len(found) >= 6  # Ray's servers were seen, so the listing works
+        outside = [f for f in found if f[1] not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")]
+        assert outside == []
+        assert all(port != 8265 for _, _, port in found)  # no dashboard UI
+    finally:
+        driver.kill()  # SIGKILL: nothing of the driver runs after this
+        driver.wait(timeout=30)
+
+    def alive():
+        out = []
+        for pid, started, name in lines.get("TREE", []):
+            try:
+                p = psutil.Process(pid)
+                if p.create_time() == started and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(name)
+            except psutil.Error:
+                pass
+        return out
+
+    agents = [
+        cmd for _, _, cmd in lines["TREE"] if "agent" in cmd.lower()
+    ]  # ray::DashboardAgent (or dashboard/agent.py), ray::RuntimeEnvAgent
+    assert agents  # the processes that outlived their driver by ~60 s before (issue 18) were in the tree
+    deadline = time.time() + 10
+    while alive() and time.time() < deadline:
+        time.sleep(0.2)
+    assert alive() == []  # Ray's whole tree, agents and workers included, within 10 s of the driver
 
 
 def test_a_local_ray_start_that_fails_is_retried_once_then_said_in_one_line(monkeypatch, tmp_path, capsys):
     import ray
 
+    from raysweep import ray_instance
     from raysweep import study as study_module
     from raysweep.main import main
 
@@ -107,19 +151,20 @@ def test_a_local_ray_start_that_fails_is_retried_once_then_said_in_one_line(monk
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "shutdown", lambda: None)
-    monkeypatch.setattr(study_module, "_OWN_RAY", [])
+    monkeypatch.setattr(ray_instance, "_OWN_RAY", [])
+    monkeypatch.setattr(ray_instance, "start_reaper", lambda: None)
     monkeypatch.setattr(ray, "init", init(1))
-    study_module.init_ray(retry_after_s=0)  # the second try starts
-    assert calls == ["local", "local"] and study_module._OWN_RAY == [True]
+    ray_instance.init_ray(retry_after_s=0)  # the second try starts
+    assert calls == ["local", "local"] and ray_instance._OWN_RAY == [True]
 
     calls.clear()
     monkeypatch.setattr(ray, "init", init(2))
-    with pytest.raises(study_module.RayStartError, match=r"failed to start twice \(RuntimeError: Failed to start the raylet.\); check"):
-        study_module.init_ray(retry_after_s=0)
+    with pytest.raises(ray_instance.RayStartError, match=r"failed to start twice \(RuntimeError: Failed to start the raylet.\); check"):
+        ray_instance.init_ray(retry_after_s=0)
     assert calls == ["local", "local"]
 
     def no_ray(*args, **kwargs):
-        raise study_module.RayStartError("the local Ray instance failed to start twice (RuntimeError: x); check ...")
+        raise ray_instance.RayStartError("the local Ray instance failed to start twice (RuntimeError: x); check ...")
 
     monkeypatch.setattr(study_module, "run_study", no_ray)
     assert main(["--config", str(ROOT / "search_spaces" / "smoke.yaml"), "--set", f"output_dir={tmp_path}", "--verbose"]) == 1

@@ -1,0 +1,137 @@
+"""The Ray instance a study runs on: the cluster named by RAY_ADDRESS, or a private local one that
+listens on 127.0.0.1 only, is retried once if it fails to start, and dies with its driver.
+
+    init_ray: connect (RAY_ADDRESS) or start the local instance -> the reaper watches it
+    stop_own_ray: shut down the local instance this process started (after Ctrl-C), nothing else
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+# Train V2 polls worker health every 2 s by default, which adds ~5 s to the end of every fit.
+_RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
+
+_OWN_RAY: list[bool] = []  # set when this process started or joined Ray itself (so may shut it down)
+
+# Ray binds its servers (GCS, raylet, object manager, workers, agents, metrics) to the node's address,
+# and takes the machine's outward address as the node's on Linux, even when told 127.0.0.1
+# (services.resolve_ip_for_localhost). Its macOS behaviour, switched on by this variable, uses the
+# loopback address instead, so a private local instance listens on 127.0.0.1 only
+# (tests/test_safety.py lists the sockets).
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+# Ray ties its head processes (GCS, raylet, dashboard) to the driver with the kernel's parent-death
+# signal, but the processes *they* start (the dashboard and runtime-env agents, idle workers) only
+# notice their parent's death by polling, and were seen alive 20 s after a driver SIGKILL (an OOM
+# kill). This watcher, in its own session so a terminal's Ctrl-C does not reach it, lists the
+# driver's process tree every second; when its stdin (a pipe from the driver) closes, however the
+# driver ended, it stops every process of the last listing still running (the same pid *and* start
+# time, so a reused pid is never touched): SIGTERM, then SIGKILL after 3 s.
+_REAPER = """
+import os, select, signal, sys
+import psutil
+
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+driver, me, seen = psutil.Process(int(sys.argv[1])), os.getpid(), {}
+while not (select.select([sys.stdin], [], [], 1.0)[0] and not os.read(sys.stdin.fileno(), 1)):
+    try:
+        seen.update({p.pid: p.create_time() for p in driver.children(recursive=True) if p.pid != me})
+    except psutil.NoSuchProcess:
+        break
+    except psutil.Error:
+        pass
+left = []
+for pid, started in seen.items():
+    try:
+        p = psutil.Process(pid)
+        if p.create_time() == started:
+            p.terminate()
+            left.append(p)
+    except psutil.Error:
+        pass
+for p in psutil.wait_procs(left, timeout=3)[1]:
+    try:
+        p.kill()
+    except psutil.Error:
+        pass
+"""
+
+_REAPERS: list[subprocess.Popen] = []
+
+
+class RayStartError(RuntimeError):
+    """The local Ray instance did not start, twice: said in one line, with what to check."""
+
+
+def loopback_only() -> None:
+    """Make the next local Ray instance of this process (and its workers) bind 127.0.0.1 only."""
+    os.environ.update(LOOPBACK_ENV)
+    import ray._private.ray_constants as ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read once at Ray's import, which may have happened already
+
+
+def start_reaper() -> subprocess.Popen:
+    """Start the watcher that stops this process's tree when this process ends (see _REAPER)."""
+    reaper = subprocess.Popen(
+        [sys.executable, "-c", _REAPER, str(os.getpid())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    _REAPERS.append(reaper)  # its pipe stays open as long as this process lives
+    return reaper
+
+
+def init_ray(retry_after_s: float = 2.0) -> None:
+    import ray
+
+    if ray.is_initialized():  # a caller (a test, a notebook) already connected
+        return
+    from raysweep.tracking import http_env
+
+    env = {**_RAY_ENV, **http_env(), "PYTHONUNBUFFERED": "1"}
+    os.environ.update(env)
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env})
+        _OWN_RAY.append(True)
+        return
+    # Always a private local instance (never silently joining a `ray start` cluster that happens to
+    # run here; set RAY_ADDRESS for that), dashboard off, loopback only. Under heavy load its raylet
+    # has failed to start (a `Check failed` abort): one more try, then one line saying what to check.
+    loopback_only()
+    env.update(LOOPBACK_ENV)
+    for attempt in (1, 2):
+        try:
+            ray.init(
+                address="local", include_dashboard=False, runtime_env={"env_vars": env}, configure_logging=True, logging_level="WARNING"
+            )
+            _OWN_RAY.append(True)
+            if sys.platform != "win32":  # select() on a pipe is POSIX
+                start_reaper()
+            return
+        except Exception as e:  # noqa: BLE001 - whatever Ray raises, the user needs the same advice
+            ray.shutdown()  # whatever half started goes, so the retry starts clean
+            if attempt == 2:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                raise RayStartError(
+                    f"the local Ray instance failed to start twice ({type(e).__name__}: {first}); check free memory and "
+                    "space in /tmp (Ray's object store and logs), leftover Ray processes of an earlier run (`ray stop`), "
+                    "and the raylet's log under /tmp/ray/session_latest/logs/"
+                ) from None
+            time.sleep(retry_after_s)
+
+
+def stop_own_ray() -> None:
+    """Shut down the Ray this process started or joined, so nothing trains or logs behind a summary;
+    a caller's own Ray (a test, a notebook) is left alone."""
+    if _OWN_RAY:
+        import ray
+
+        ray.shutdown()
