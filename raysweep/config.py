@@ -391,6 +391,10 @@ class FinetuneConfig(_StageConfig):
     tokens: int = Field(40_000, gt=0, description="fixed D_ft token budget of every stage-3 run")
     warmup_steps: int = Field(5, ge=0, description="optimizer steps of linear warmup")
     eval_every: int = Field(20, gt=0, description="optimizer steps between held-out evaluations")
+    keep_weights: bool = Field(
+        True,
+        description="false: stage-3 nodes keep their losses and metric points but not their weights (all a frontier needs; --dry-run shows the disk it saves). Not part of any key: a node stored without weights stays so",
+    )
 
     @field_validator("lr")
     @classmethod
@@ -585,7 +589,14 @@ class Study(_Strict):
         # operational knobs that do not change any result stay out of the study's identity
         doc = self.model_dump(
             mode="json",
-            exclude={"max_concurrent_trials": True, "max_runs": True, "checkpoint_dir": True, "retries": True, "model": {"compile"}},
+            exclude={
+                "max_concurrent_trials": True,
+                "max_runs": True,
+                "checkpoint_dir": True,
+                "retries": True,
+                "model": {"compile"},
+                "finetune": {"keep_weights"},
+            },
         )
         if self.model.kind == "lm":  # fields that do not apply stay out, so older studies keep their hash
             doc.pop("theory")

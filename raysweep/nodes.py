@@ -122,7 +122,9 @@ def load_weights(node_dir: str, tokenizer_id: str) -> dict:
 # ------------------------------------------------------------------------------ writing
 
 
-def save_node(spec: RunSpec, state: dict, result: dict, tokenizer_id: str, uploader=None, points: list | None = None) -> None:
+def save_node(
+    spec: RunSpec, state: dict, result: dict, tokenizer_id: str, uploader=None, points: list | None = None, trained_by: str = ""
+) -> None:
     """Write the finished node; in an object store, via the local cache and a background upload
     (node.json last), so the next run of the fit starts without waiting for the network. Any
     error (a full disk, an unwritable folder) leaves no node.json behind: nothing half-written is
@@ -133,11 +135,11 @@ def save_node(spec: RunSpec, state: dict, result: dict, tokenizer_id: str, uploa
     final = storage.cache_dir(spec.node_dir) if remote else Path(spec.node_dir)
     try:
         with storage.atomic_dir(final) as tmp:
-            # tied embeddings share storage; safetensors refuses shared tensors, so save clones
-            save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(tmp / "model.safetensors"))
+            if spec.keep_weights:  # tied embeddings share storage; safetensors refuses shared tensors, so save clones
+                save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(tmp / "model.safetensors"))
             (tmp / METRICS_FILE).write_text(json.dumps(points or []))
             files = {p.name: {"bytes": p.stat().st_size, "sha256": file_digest(p)} for p in sorted(tmp.iterdir())}
-            node = {"spec": asdict(spec), "result": result, "tokenizer_id": tokenizer_id, "files": files}
+            node = {"spec": asdict(spec), "result": result, "tokenizer_id": tokenizer_id, "files": files, "trained_by": trained_by}
             (tmp / NODE_FILE).write_text(json.dumps(node, indent=1))
     except OSError as e:
         raise write_error(spec, "checkpoint", final, e, "nothing was marked finished") from e

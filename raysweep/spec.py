@@ -38,6 +38,7 @@ class RunSpec:
     patience: int | None = None
     run_id: str | None = None  # MLflow run receiving step metrics
     checkpoint_every: int = 0  # steps between resumable progress checkpoints (0: none); not part of the node key
+    keep_weights: bool = True  # False: the node keeps its results and metric points, not its weights (a leaf only); not in the key
     meta: dict = field(default_factory=dict)  # config and lineage to keep with the checkpoint
 
 

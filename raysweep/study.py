@@ -182,7 +182,9 @@ def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Pat
         f"raysweep study {study.name!r}: {len(rows)} fine-tuned checkpoints in {timings['total']:.0f}s "
         f"(Ray start {timings['ray']:.0f}s, data {timings['data']:.0f}s, tree {tree.seconds:.0f}s)"
     )
-    print(f"trained now: {tree.trained}; the rest were already finished")
+    elsewhere = getattr(tree, "finished_elsewhere", 0)
+    also = f"; {elsewhere} finished meanwhile by another study sharing the node store" if elsewhere else ""
+    print(f"trained now: {tree.trained}; the rest were already finished{also}")
     print(tables)
     if timings.get("theory"):
         print(timings["theory"])

@@ -31,6 +31,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
 
 
+# The S3 tests talk to a local S3 server (tests/helpers.start_s3_server), which takes any key; the
+# AWS SDK needs one, and without one it would ask the EC2 metadata address: never, in a test.
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "raysweep-test",
+    "AWS_SECRET_ACCESS_KEY": "raysweep-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
 @pytest.fixture(scope="session")
 def ray_local(tmp_path_factory):
     import ray
@@ -42,6 +52,8 @@ def ray_local(tmp_path_factory):
     # a stopped MLflow server fails a call at once (raysweep's default allows 2 retries; tests need none)
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
     cache = str(tmp_path_factory.mktemp("raysweep-cache"))  # object-store node copies stay in the test's temp
+    os.environ["RAYSWEEP_CACHE"] = cache
+    os.environ.update(FAKE_AWS)
     ray.init(
         address="local",
         num_cpus=2,
@@ -53,11 +65,24 @@ def ray_local(tmp_path_factory):
                 "RAYSWEEP_CACHE": cache,
                 "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
                 **LOOPBACK_ENV,
+                **FAKE_AWS,
             }
         },
     )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One S3 server for the session's S3 tests; yields (port, its request log)."""
+    from tests.helpers import start_s3_server
+
+    os.environ.update(FAKE_AWS)
+    proc, port, log = start_s3_server(tmp_path_factory.mktemp("s3"))
+    yield port, log
+    proc.kill()
+    proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,11 @@
 """Object-store node stores (raysweep/storage.py), through pyarrow's filesystem API.
 
-The store here is a `file://` URI: the same code path as s3:// or gs:// (pyarrow FileSystem.from_uri,
-streams, selectors), with the "remote" side on local disk so the tests need no network. The
-checks: nodes are written through the local cache and uploaded with node.json last; parents and
-progress are fetched back when the cache is gone; a whole study runs on such a store and resumes."""
+Most stores here are `file://` URIs: the same code path as s3:// or gs:// (pyarrow FileSystem.from_uri,
+streams, selectors), with the "remote" side on local disk. The S3 tests talk to a real S3 API on
+127.0.0.1 (moto's server, started by the session: tests/conftest.py). The checks: nodes are
+written through the local cache and uploaded with node.json last; parents and progress are
+fetched back when the cache is gone; a node bigger than the multipart threshold goes up in parts;
+a whole study runs on S3 and resumes with every machine's cache wiped."""
 
 from __future__ import annotations
 
@@ -150,13 +152,45 @@ def test_a_failed_upload_is_raised_by_wait():
         up.wait()
 
 
-def test_a_study_runs_and_resumes_on_an_object_store_uri(ray_local, reference, tmp_path):
+def _objects(uri: str) -> list[str]:
+    """Every object under `uri`, relative to it."""
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(uri)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    return sorted(i.path.removeprefix(root + "/") for i in infos if i.type == pafs.FileType.File)
+
+
+def test_a_node_bigger_than_the_multipart_threshold_goes_to_s3_and_back(s3_server, tmp_path, monkeypatch):
+    """A real S3 API (moto's server on 127.0.0.1): 24 MB of weights go up in parts (pyarrow's
+    multipart upload: its log shows the upload started and its parts), and come back bit for bit
+    on a machine with nothing cached."""
+    from tests.helpers import s3_uri
+
+    port, log = s3_server
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache"))
+    node_dir = storage.join(s3_uri(port, "multipart"), "posttrain", "big")
+    state = {"w": torch.randn(6_000_000, generator=torch.Generator().manual_seed(0))}
+    up = storage.Uploader()
+    save_node(_spec(node_dir), state, {"losses": {"post": 1.0}}, "tok", up)
+    up.wait()
+    requests = log.read_text()
+    assert "POST /multipart/nodes/posttrain/big/model.safetensors?uploads" in requests
+    assert "PUT /multipart/nodes/posttrain/big/model.safetensors?partNumber=2&" in requests
+    assert _objects(s3_uri(port, "multipart")) == sorted(f"posttrain/big/{n}" for n in ("metrics.json", NODE_FILE, "model.safetensors"))
+    shutil.rmtree(tmp_path / "cache")  # a new machine
+    assert torch.equal(load_weights(node_dir, "tok")["w"], state["w"])
+
+
+def test_a_study_runs_and_resumes_on_s3_with_the_local_cache_wiped(ray_local, reference, s3_server, tmp_path):
+    import os
+
     from raysweep.config import load_study
     from raysweep.study import run_study
-    from tests.helpers import SMOKE, with_reference_data
+    from tests.helpers import SMOKE, s3_uri, with_reference_data
 
     with_reference_data(reference[0], tmp_path / "out")  # the data is made once per session; its publishing is tested here
-    uri = f"file://{tmp_path / 'bucket' / 'nodes'}"
+    uri = s3_uri(s3_server[0], "study")
     study = load_study(
         SMOKE,
         [
@@ -170,15 +204,15 @@ def test_a_study_runs_and_resumes_on_an_object_store_uri(ray_local, reference, t
     assert study.checkpoints == uri
     first = run_study(study)
     assert first["failures"] == [] and first["trained"] == {"pretrain": 1, "posttrain": 1, "finetune": 1}
-    stored = sorted(
-        p.relative_to(tmp_path / "bucket" / "nodes").as_posix() for p in (tmp_path / "bucket" / "nodes").rglob("*") if p.is_file()
-    )
+    stored = _objects(uri)
     nodes = [p for p in stored if not p.startswith("data/")]
     assert len(nodes) == 9 and sum(p.endswith("/node.json") for p in nodes) == 3 and not any(".resume" in p for p in nodes)
     # the data the workers read is published beside the nodes: every stream's plan and the token shards it reads
     plans = [p for p in stored if p.startswith("data/streams/") and p.endswith("/plan.json")]
     assert {p.split("/")[2].split("-")[0] for p in plans} >= {"pretrain", "posttrain", "finetune"}
     assert any(p.startswith("data/tokens/") and p.endswith(".tokens") for p in stored)
+    cache = os.environ["RAYSWEEP_CACHE"]  # the driver's and the workers' (tests/conftest.py)
+    shutil.rmtree(cache)  # as if every machine were new: nodes are found in S3 alone
     again = run_study(study)
     assert again["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0} and again["rows"] == first["rows"]
 

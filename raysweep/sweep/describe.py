@@ -6,10 +6,13 @@ checked on a laptop in seconds before a cluster is paid for.
 
 from __future__ import annotations
 
+import os
+
 from raysweep.config import Study
 from raysweep.data.mixing import ROLES, mixture_weight, needed_tokens
 from raysweep.data.shards import INDEX_BYTES_PER_DOC, cache_bytes
 from raysweep.presets import estimate_parameters
+from raysweep.sweep.disk import describe_disk, study_disk
 from raysweep.sweep.plan import tree_sizes
 
 PRETRAINED_VOCAB = 49_152  # SmolLM2's, assumed for a pretrained tokenizer (the dry run reads no tokenizer)
@@ -93,9 +96,27 @@ def describe_tree(study: Study) -> str:
         f"  runs     {sum(sizes.values()):,} in all (the guard max_runs is {study.max_runs:,})",
         f"  tokens at most: {t1 + t2 + t3:,.0f} ({t1:,.0f} / {t2:,.0f} / {t3:,.0f}); compute ≈ 6·N·D = {flops:.3g} FLOPs"
         f" ≈ {flops / (989e12 * 0.4) / 3600:.3g} H100-hours at 40% MFU (bf16 dense peak 989 TFLOP/s)",
+        *describe_disk(*disk_of(study, vocab)),
         f"  output: {study.out}",
     ]
     return "\n".join(lines)
+
+
+def disk_of(study: Study, vocab: int):
+    """The study's disk (raysweep.sweep.disk) with the slots it would have: `max_concurrent_trials`,
+    or as many as this machine's CPUs feed (what a local run gets)."""
+    need, shards = needed_tokens(study), cache_bytes(study, vocab)
+    data = sum(shards[r] + need[r] / TOKENS_PER_DOC_GUESS * INDEX_BYTES_PER_DOC for r in shards) if shards else None
+    if study.max_concurrent_trials:
+        slots, said = study.max_concurrent_trials, "max_concurrent_trials"
+    else:
+        r = study.pretrain.resources
+        cpus = os.cpu_count() or 1
+        slots, said = (
+            max(1, int(cpus // (r.workers * r.cpus_per_worker))),
+            f"this machine's {cpus} CPUs; set max_concurrent_trials for a cluster",
+        )
+    return study_disk(study, vocab, slots, data), said
 
 
 def describe_linear(study: Study) -> str:

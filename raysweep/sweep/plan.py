@@ -193,6 +193,7 @@ def plan_finetune(study: Study, data, post: Node, cfg: Stage2Config, lr: float) 
         seed=derive_seed(study.seed, "finetune", path),
         init_from=post.spec.node_dir,
         checkpoint_every=p3.checkpoint_every,
+        keep_weights=p3.keep_weights,
         meta={"mix_fraction": mix, "replay": cfg.replay, "parent": post.spec.node_key, "stream": data.finetune.stats, **mid},
         **hyper,
     )

@@ -45,6 +45,7 @@ class TreeResult:
     arms: list[Node]
     subtrees: list[Subtree]
     trained: dict[str, int] = field(default_factory=lambda: {"pretrain": 0, "posttrain": 0, "finetune": 0})
+    finished_elsewhere: int = 0  # nodes another study sharing the node store finished while this one ran
     failures: list[str] = field(default_factory=list)  # one line per node that failed for good (or was never trained)
     diverged: list[str] = field(default_factory=list)  # one line per diverged node (an outcome)
     seconds: float = 0.0
@@ -119,6 +120,7 @@ def loop_config(study: Study, data) -> LoopConfig:
         tokenizer_id=data.tokenizer_id,
         compile=study.model.compile,
         faults=Faults.from_env(),
+        trained_by=study.content_hash(),
     )
 
 
@@ -153,9 +155,13 @@ def train_nodes(
             result.failures = train_items(study, data, Work(arms, subtrees, tracker, study_run), items, tracker)
         except KeyboardInterrupt as stop:
             raise Interrupted(arms, subtrees, *stop.args) from None
+    me = study.content_hash()
     for m in all_nodes(arms, subtrees):
-        if node_done(m.spec.node_dir) and m.spec.node_key not in before:
+        done = node_done(m.spec.node_dir) if m.spec.node_key not in before else None
+        if done is not None and done.get("trained_by") in (None, "", me):  # older nodes name no trainer
             result.trained[m.spec.stage] += 1
+        elif done is not None:
+            result.finished_elsewhere += 1
     # MLflow is a view of the node store: whatever an outage or a killed worker kept from it is written now
     sync_tree(tracker, study_run, arms, subtrees)
     result.diverged = diverged_report(arms, subtrees)

@@ -7,8 +7,10 @@ last attempt stopped. Rank 0 opens and syncs the items' MLflow runs; every rank 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 
+from raysweep.leases import Lease, ttl_s
 from raysweep.nodes import failures_since, node_diverged, node_done, record_failure
 from raysweep.spec import Node, Subtree, all_nodes
 from raysweep.sweep.sync import close_run, open_run, sync_node
@@ -57,13 +59,19 @@ class Work:
     def train_item(self, item: Item, train, rank: int, world: int, broadcast) -> tuple[str, str] | None:
         """Train the item on this rank: `train(specs, sources)` trains a chain of runs, each rank on
         its own rows (raysweep.train.chain); `broadcast` shares rank 0's list with the others. Rank
-        0 returns (outcome, text) for the queue."""
-        keys = broadcast([n.spec.node_key for n in self.todo(item)] if rank == 0 else None, world)
-        nodes = [self.by_key[k] for k in keys]
-        memo: dict = {}
-        run_ids = {n.spec.node_key: self.run_of(n, memo) for n in nodes} if rank == 0 else {}
-        specs = [replace(n.spec, run_id=run_ids.get(n.spec.node_key)) for n in nodes]
-        results = train(specs, self.sources[item]) if specs else []
+        0 returns (outcome, text) for the queue. Rank 0 holds the item's lease while it trains
+        (raysweep.leases: another study sharing the node store waits, then skips what it finished)."""
+        lease = self.lease(item) if rank == 0 and self.todo(item) else None
+        try:
+            keys = broadcast([n.spec.node_key for n in self.todo(item)] if rank == 0 else None, world)
+            nodes = [self.by_key[k] for k in keys]
+            memo: dict = {}
+            run_ids = {n.spec.node_key: self.run_of(n, memo) for n in nodes} if rank == 0 else {}
+            specs = [replace(n.spec, run_id=run_ids.get(n.spec.node_key)) for n in nodes]
+            results = train(specs, self.sources[item]) if specs else []
+        finally:
+            if lease is not None:
+                lease.release()
         if rank != 0:
             return None
         for n, r in zip(nodes, results):
@@ -72,6 +80,25 @@ class Work:
             else:
                 sync_node(self.tracker, n, self.parent_run(n, memo))
         return self.outcome(item)
+
+    def lease(self, item: Item) -> Lease:
+        """The item's lease (on its arm or stage-2 node), taken: waits while another trainer holds it."""
+        head, waited_for = self.group(item)[0].spec, []
+
+        def waiting(held: dict) -> None:
+            waited_for.append(held)
+            print(
+                f"[{head.label}] waiting: another trainer holds it ({held.get('label', '?')} on {held.get('owner', '?')}); "
+                f"it goes on once that one finishes or misses its heartbeat for {ttl_s():.0f} s",
+                file=sys.__stdout__,
+                flush=True,
+            )
+
+        lease = Lease(head.node_dir, head.label)
+        waited = lease.acquire(waiting)
+        if waited_for:
+            print(f"[{head.label}] lease taken after {waited:.0f} s", file=sys.__stdout__, flush=True)
+        return lease
 
     def outcome(self, item: Item) -> tuple[str, str]:
         """What the queue is told of a trained item, and its progress line's text."""

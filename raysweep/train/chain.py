@@ -48,7 +48,7 @@ def train_chain(specs: list[RunSpec], sources: dict, cfg: LoopConfig, eval_sets:
             raise
         result["rank"] = worker.rank
         if worker.rank == 0:
-            save_node(spec, state, result, cfg.tokenizer_id, worker.uploader, points)
+            save_node(spec, state, result, cfg.tokenizer_id, worker.uploader, points, trained_by=cfg.trained_by)
             finish_progress(spec, worker.uploader)
         states[spec.node_dir] = state
         results.append({"node_key": spec.node_key, **result})

@@ -25,6 +25,7 @@ class LoopConfig:
     threads: int = 1  # torch threads per worker (its CPU reservation)
     faults: Faults = field(default_factory=Faults)
     audit: bool = False  # record row digests and weight digests per rank (tests of DDP)
+    trained_by: str = ""  # the study's hash, kept in each node it trains (another study sharing the store may finish a node first)
 
 
 def _plain(model):

@@ -2,7 +2,9 @@
 
 RAYSWEEP_INJECT_FAILURE=<text> raises in every run whose label holds <text>;
 RAYSWEEP_INJECT_KILL=<text>@<step> SIGKILLs that run's worker once at that step (like a preempted
-machine: no cleanup runs); RAYSWEEP_INJECT_NAN=<text>@<step> makes its loss NaN there.
+machine: no cleanup runs); RAYSWEEP_INJECT_NAN=<text>@<step> makes its loss NaN there;
+RAYSWEEP_INJECT_DELAY=<text>@<seconds> sleeps that long before the run starts (a slow machine:
+the results are unchanged, only later).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,14 +22,19 @@ class Faults:
     failure: str | None = None  # label text: raise at the start of the run
     kill: str | None = None  # "<label text>@<step>": SIGKILL the worker once there
     nan: str | None = None  # "<label text>@<step>": a NaN loss there
+    delay: str | None = None  # "<label text>@<seconds>": sleep before the run starts
 
     @classmethod
     def from_env(cls) -> Faults:
-        return cls(*(os.environ.get(f"RAYSWEEP_INJECT_{k}") for k in ("FAILURE", "KILL", "NAN")))
+        return cls(*(os.environ.get(f"RAYSWEEP_INJECT_{k}") for k in ("FAILURE", "KILL", "NAN", "DELAY")))
 
-    def check_failure(self, label: str) -> None:
+    def at_start(self, label: str) -> None:
         if self.failure and self.failure in label:
             raise RuntimeError(f"{label}: failure injected by RAYSWEEP_INJECT_FAILURE={self.failure!r}")
+        seconds = _injected_step(self.delay, label)
+        if seconds:
+            print(f"[{label}] starting in {seconds} s (RAYSWEEP_INJECT_DELAY)", file=sys.__stdout__, flush=True)
+            time.sleep(seconds)
 
     def kill_step(self, label: str) -> int | None:
         return _injected_step(self.kill, label)

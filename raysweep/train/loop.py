@@ -224,7 +224,7 @@ def finish(spec: RunSpec, m: Model, p: Progress, cfg: LoopConfig, eval_sets: dic
 def train_run(spec: RunSpec, init_state: dict | None, source, cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker):
     """Train one run on its stream (`source.rows_for(batch, world, rank)`: a StreamSource's plan, or
     an ArraySource); returns (result dict, final weights on CPU, metric points)."""
-    cfg.faults.check_failure(spec.label)
+    cfg.faults.at_start(spec.label)
     m = build(spec, init_state, cfg, worker)
     log = worker.new_log(spec, spec.max_steps, spec.batch_size * cfg.seq_len, worker.rank == 0)
     torch.manual_seed(spec.seed + worker.rank)  # dropout masks differ per rank, fixed per seed

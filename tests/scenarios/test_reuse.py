@@ -68,3 +68,47 @@ def test_second_study_reuses_the_shared_stage1_node(ray_local, reference, tmp_pa
     assert len(keys_d) == 3 and keys_a.isdisjoint(keys_d)
     [row] = fourth["rows"]
     assert all(math.isfinite(row[k]) for k in ("L_ret", "L_ft", "L_pre")) and row["L_ft"] != first["rows"][0]["L_ft"]
+
+
+def test_two_studies_sharing_a_node_store_at_once_train_each_node_once(ray_local, reference, tmp_path):
+    """Two drivers (each its own local Ray, as two users' jobs) start the same tree into one node
+    store at the same moment: each item is trained by whichever takes its lease first
+    (raysweep.leases), the other waits and then finds those nodes finished, so the two together
+    train every node exactly once, each says what the other finished, and the results equal the
+    undisturbed run's."""
+    import ast
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from tests.helpers import REDUCED, ROOT, node_results
+
+    ref_out = reference[0]
+    store = tmp_path / "shared" / "checkpoints"
+    # whoever takes the arm's lease keeps it 8 s longer, so the other (started at the same moment)
+    # surely finds it held, whatever their start-ups cost
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAYSWEEP_INJECT_DELAY": "pretrain@8"}
+    procs, logs = {}, {}
+    for name in ("first", "second"):
+        out = with_reference_data(ref_out, tmp_path / name)
+        cmd = [sys.executable, "-m", "raysweep.main", "--config", str(SMOKE), "--set", f"name=lease-{name}"]
+        cmd += ["--set", f"output_dir={out}", "--set", f"checkpoint_dir={store}", *[a for r in REDUCED for a in ("--set", r)]]
+        logs[name] = (tmp_path / f"{name}.log").open("w")
+        procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logs[name], stderr=subprocess.STDOUT, start_new_session=True)
+    texts, counts, elsewhere = {}, {}, {}
+    for name, proc in procs.items():
+        assert proc.wait(timeout=600) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+        logs[name].close()
+        texts[name] = text = (tmp_path / f"{name}.log").read_text()
+        line = next(x for x in text.splitlines() if x.startswith("trained now:"))
+        counts[name] = ast.literal_eval(line.removeprefix("trained now: ").split(";")[0])
+        found = re.search(r"(\d+) finished meanwhile by another study sharing the node store", line)
+        elsewhere[name] = int(found.group(1)) if found else 0
+    total = {stage: counts["first"][stage] + counts["second"][stage] for stage in counts["first"]}
+    assert total == {"pretrain": 1, "posttrain": 2, "finetune": 2}, counts  # every node once, by one of them
+    assert all(sum(counts[n].values()) + elsewhere[n] == 5 for n in procs), (counts, elsewhere)  # each accounts for all 5
+    assert any("waiting: another trainer holds it" in t for t in texts.values())
+    assert not list(store.glob("*/*.lease"))  # every lease released
+    got, want = node_results(store.parent), node_results(ref_out)
+    assert set(got) == set(want) and all(got[k]["losses"] == want[k]["losses"] for k in want)

@@ -1,0 +1,61 @@
+"""The dry run's disk arithmetic (raysweep.sweep.disk); bench/disk.py checks it against `du`."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raysweep.config import load_study
+from raysweep.presets import estimate_parameters
+from raysweep.sweep.describe import PRETRAINED_VOCAB, describe_tree
+from raysweep.sweep.disk import ADAM_BYTES, WEIGHT_BYTES, lora_parameters, study_disk
+from tests.helpers import ROOT, SMOKE
+
+PAPER = ROOT / "search_spaces" / "paper-135m-frontier.yaml"
+
+
+@settings(max_examples=30, deadline=None)
+@given(slots=st.integers(1, 10_000), lrs=st.integers(1, 4), data=st.none() | st.integers(0, 10**12))
+def test_the_peak_is_the_end_plus_one_largest_checkpoint_per_slot_the_tree_can_feed(slots, lrs, data):
+    study = load_study(SMOKE, [f"finetune.lr={[1e-3 * (i + 1) for i in range(lrs)]}"])
+    d = study_disk(study, study.tokenizer.vocab_size, slots, data)
+    counts = study.run_counts()
+    assert d.slots == min(slots, counts["pretrain"] + counts["posttrain"])  # a slot holds an arm or a subtree
+    assert d.nodes_peak - d.nodes_end == d.slots * max(s.progress_bytes for s in d.stages.values())
+    assert d.nodes_end == sum(s.runs * s.node_bytes for s in d.stages.values())
+    assert d.stages["finetune"].runs == counts["finetune"] and d.data == data
+    assert all(s.progress_bytes > s.node_bytes for s in d.stages.values())  # weights, optimizer and more
+
+
+def test_paper_scale_nodes_are_their_weights_and_checkpoints_add_the_optimizer():
+    study = load_study(PAPER)
+    n = estimate_parameters(study.model.shape, PRETRAINED_VOCAB)
+    d = study_disk(study, PRETRAINED_VOCAB, 16, None)
+    for stage, s in d.stages.items():
+        assert abs(s.node_bytes / (n * WEIGHT_BYTES) - 1) < 0.01, stage  # 135M fp32: metadata is noise
+    # stage 2 keeps its best weights for early stopping; stages 1 and 3 do not
+    assert abs(d.stages["pretrain"].progress_bytes / (n * (WEIGHT_BYTES + ADAM_BYTES)) - 1) < 0.01
+    assert abs(d.stages["posttrain"].progress_bytes / (n * (2 * WEIGHT_BYTES + ADAM_BYTES)) - 1) < 0.01
+    assert d.leaf_weights == 270 * n * WEIGHT_BYTES
+
+
+def test_lora_checkpoints_hold_the_adapters_moments_only():
+    full = load_study(PAPER)
+    lora = load_study(PAPER, ["posttrain.tuning=[lora]"])
+    vocab = PRETRAINED_VOCAB
+    adapters = lora_parameters(lora, vocab)
+    # SmolLM2-135M, rank 64, o/gate/up/down per layer (the tied head is not adapted)
+    assert adapters == 30 * 64 * ((576 + 576) + 2 * (576 + 1536) + (1536 + 576))
+    saved = (
+        study_disk(full, vocab, 1, None).stages["posttrain"].progress_bytes
+        - study_disk(lora, vocab, 1, None).stages["posttrain"].progress_bytes
+    )
+    assert saved == (estimate_parameters(full.model.shape, vocab) - adapters) * ADAM_BYTES
+
+
+def test_the_dry_run_prints_the_disk_of_every_paper_study():
+    for path in sorted((ROOT / "search_spaces").glob("paper-*.yaml")):
+        text = describe_tree(load_study(path))
+        lines = [line for line in text.splitlines() if line.startswith("  disk ")]
+        assert len(lines) == 3, path.name
+        assert "GB at the end" in lines[0] and "max_concurrent_trials" in lines[0] and "data cache" in lines[2], path.name
