@@ -2,10 +2,13 @@
 data cache and MLflow. Pure arithmetic (no torch, no Ray, no data), so `--dry-run` says it before a
 cluster or a bucket is paid for; bench/disk.py checks it against `du` of a real study.
 
-What a node holds (raysweep.nodes): `model.safetensors` (fp32 weights), `metrics.json` (every
-metric point) and `node.json`. While it trains, its `<key>.resume/` progress checkpoint holds the
-weights, AdamW's two moments for each trained parameter, the best weights so far (stage 2's early
-stopping) and the points so far; it is deleted once the node is finished. A warm slot trains one
+What a node holds (raysweep.nodes): `model.safetensors` (fp32 weights; with tied embeddings the
+embedding is stored twice, as the input embedding and the head, since safetensors refuses shared
+tensors), `metrics.json` (every metric point) and `node.json`. While it trains, its `<key>.resume/`
+progress checkpoint holds the weights (torch.save keeps a tied tensor once), AdamW's two moments
+for each trained parameter, the best weights so far (stage 2's early stopping; a copy per key, so
+the tied embedding twice) and the points so far; a run writes one only if it is longer than its
+stage's `checkpoint_every`, and it is deleted once the node is finished. A warm slot trains one
 node at a time, so at most one progress checkpoint per slot is alive at once.
 """
 
@@ -23,7 +26,7 @@ ADAM_BYTES = 8  # AdamW's exp_avg and exp_avg_sq, fp32, per trained parameter
 POINT_JSON_BYTES = 70
 POINT_MLFLOW_BYTES = 250
 NODE_FIXED_BYTES = 6_000  # node.json (the spec, results, file digests) and file-system slack, per node
-MLFLOW_FIXED_BYTES = 2_000_000  # an empty store's tables, the report (plotly loaded from a CDN) and tables
+MLFLOW_FIXED_BYTES = 6_000_000  # an empty store's tables, the report (plotly.js inside it: ≈ 4.7 MB) and tables
 EVAL_SETS = 3  # held-out D_pre, D_post, D_ft at each evaluation
 FINAL_POINTS = 20  # final metrics, tokens/s and the like, per run
 
@@ -50,8 +53,15 @@ class StudyDisk:
 
     @property
     def nodes_peak(self) -> int:
-        """Every node finished and `slots` of the largest progress checkpoints: an upper bound."""
-        return self.nodes_end + self.slots * max(s.progress_bytes for s in self.stages.values())
+        """The store at its fullest. Near the end each of the last `slots` items holds a progress
+        checkpoint in place of nodes not yet written: a stage-2 run's in place of itself and its
+        leaves, a leaf's in place of itself. Earlier, while the arms train, it holds the arms."""
+        arm, post, leaf = (self.stages[s] for s in ("pretrain", "posttrain", "finetune"))
+        leaves = leaf.runs // max(post.runs, 1)
+        in_stage2 = post.progress_bytes - post.node_bytes - leaves * leaf.node_bytes if post.progress_bytes else 0
+        in_leaf = leaf.progress_bytes - leaf.node_bytes if leaf.progress_bytes else 0
+        end = self.nodes_end + self.slots * max(0, in_stage2, in_leaf)
+        return max(end, arm.runs * max(arm.node_bytes, arm.progress_bytes))
 
 
 def lora_parameters(study: Study, vocab: int) -> int:
@@ -82,6 +92,8 @@ def points(steps: int, eval_every: int) -> int:
 def study_disk(study: Study, vocab: int, slots: int, data: int | None) -> StudyDisk:
     """The disk `study` takes with `slots` warm slots; `data`: its token shards' bytes, if known."""
     n = estimate_parameters(study.model.shape, vocab)
+    shape = shape_of(study.model.shape)
+    stored = n + (shape.hidden * (shape.vocab_size or vocab) if shape.tie_embeddings else 0)  # tensors by key
     counts = study.run_counts()
     seq = study.model.seq_len
     stages, total_points = {}, 0
@@ -95,18 +107,19 @@ def study_disk(study: Study, vocab: int, slots: int, data: int | None) -> StudyD
         trained = n
         if stage == "posttrain" and cfg.tuning == ["lora"]:
             trained = lora_parameters(study, vocab)
-        best = n * WEIGHT_BYTES if stage == "posttrain" else 0  # early stopping keeps the best weights
-        weights = 0 if stage == "finetune" and not cfg.keep_weights else n * WEIGHT_BYTES
+        best = stored * WEIGHT_BYTES if stage == "posttrain" else 0  # early stopping keeps the best weights
+        weights = 0 if stage == "finetune" and not cfg.keep_weights else stored * WEIGHT_BYTES
+        checkpoints = cfg.checkpoint_every and steps > cfg.checkpoint_every
         stages[stage] = StageDisk(
             runs=counts[stage],
             node_bytes=weights + run_points * POINT_JSON_BYTES + NODE_FIXED_BYTES,
-            progress_bytes=n * WEIGHT_BYTES + trained * ADAM_BYTES + best + run_points * POINT_JSON_BYTES + NODE_FIXED_BYTES,
+            progress_bytes=(n * WEIGHT_BYTES + trained * ADAM_BYTES + best + run_points * POINT_JSON_BYTES) if checkpoints else 0,
         )
     items = counts["pretrain"] + counts["posttrain"]  # what the slots take: arms, then a stage-2 run with its children
     return StudyDisk(
         stages=stages,
         slots=max(1, min(slots, items)),
-        leaf_weights=counts["finetune"] * n * WEIGHT_BYTES,
+        leaf_weights=counts["finetune"] * stored * WEIGHT_BYTES,
         keep_leaf_weights=study.finetune.keep_weights,
         data=data,
         mlflow=MLFLOW_FIXED_BYTES + total_points * POINT_MLFLOW_BYTES,
@@ -122,7 +135,10 @@ def gb(n: float) -> str:
 
 def describe_disk(d: StudyDisk, slots_from: str) -> list[str]:
     """The dry run's disk lines."""
-    each = " · ".join(f"{stage} {gb(s.node_bytes)} (+{gb(s.progress_bytes)} while training)" for stage, s in d.stages.items())
+    each = " · ".join(
+        f"{stage} {gb(s.node_bytes)}" + (f" (+{gb(s.progress_bytes)} while training)" if s.progress_bytes else "")
+        for stage, s in d.stages.items()
+    )
     lines = [
         f"  disk     node store {gb(d.nodes_end)} at the end, at most {gb(d.nodes_peak)} at its peak "
         f"({d.slots} progress checkpoint{'s' if d.slots != 1 else ''} at once: {slots_from}); per node: {each}",
