@@ -260,6 +260,10 @@ def run_study(study: Study, train: bool = True) -> dict:
 
     t0 = time.perf_counter()
     since = len(OUTAGES)
+    if study.model.kind == "lm":
+        # torch before pyarrow's S3 client: loaded after it (an s3:// checkpoint_dir, data already
+        # prepared), torch's oneMKL failed to load ("Cannot load libtorch_cpu.so") and the driver exited
+        import torch  # noqa: F401
     packages.check(study)
     check_writable(study)
     tracker, study_run = open_tracking(study)
