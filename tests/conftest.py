@@ -9,6 +9,7 @@ import os
 import pytest
 
 from tests.helpers import (
+    FAKE_AWS,
     REDUCED,
     SMOKE,
     free_port,
@@ -29,16 +30,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
-
-
-# The S3 tests talk to a local S3 server (tests/helpers.start_s3_server), which takes any key; the
-# AWS SDK needs one, and without one it would ask the EC2 metadata address: never, in a test.
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "raysweep-test",
-    "AWS_SECRET_ACCESS_KEY": "raysweep-test",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 
 
 @pytest.fixture(scope="session")

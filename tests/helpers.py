@@ -293,3 +293,13 @@ def token_view(folder, docs: list[np.ndarray], label: str, max_bytes: int = 1 <<
         lengths,
         np.arange(len(docs), dtype=np.uint64),
     )
+
+
+# The S3 tests talk to a local S3 server (tests/helpers.start_s3_server), which takes any key; the
+# AWS SDK needs one, and without one it would ask the EC2 metadata address: never, in a test.
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "raysweep-test",
+    "AWS_SECRET_ACCESS_KEY": "raysweep-test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}

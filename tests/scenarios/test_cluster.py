@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAKE_AWS
-from tests.helpers import REDUCED_TREE, ROOT, SMOKE, free_port, mlflow_snapshot, node_results, s3_uri, with_reference_data
+from tests.helpers import FAKE_AWS, REDUCED_TREE, ROOT, SMOKE, free_port, mlflow_snapshot, node_results, s3_uri, with_reference_data
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
