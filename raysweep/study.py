@@ -63,6 +63,18 @@ def tree_description(study: Study) -> str:
     )
 
 
+def make_study_run(study: Study, tracker) -> str | None:
+    """The study's parent MLflow run, found by the study's hash or created (None where MLflow fails)."""
+    return tracker.guard(
+        "creating the study's MLflow run",
+        tracker.study_run,
+        study.content_hash(),
+        study.name,
+        study.model_dump(mode="json"),
+        tree_description(study),
+    )
+
+
 def open_tracking(study: Study):
     """The study's tracker and its parent run (None, and the tracker offline, when MLflow fails now)."""
     from raysweep.tracking import Tracker, default_tracking_uri, http_env
@@ -71,14 +83,7 @@ def open_tracking(study: Study):
     uri = study.tracking_uri or default_tracking_uri(study.out)
     tracker = Tracker(uri, study.name, artifact_root=study.out / "mlartifacts")
     tracker.start()
-    study_run = tracker.guard(
-        "creating the study's MLflow run",
-        tracker.study_run,
-        study.content_hash(),
-        study.name,
-        study.model_dump(mode="json"),
-        tree_description(study),
-    )
+    study_run = make_study_run(study, tracker)
     if study_run is None:
         tracker.online = False  # trials skip MLflow; everything is synced from the node store later
     return tracker, study_run
@@ -97,14 +102,7 @@ def settle_tracking(study: Study, tracker, study_run: str | None, resync, since:
         print(f"[mlflow] the store lost this study during the run ({lost}); rebuilding it from the node store", flush=True)
         mark = len(OUTAGES)
         tracker.guard("rebuilding the MLflow store", tracker.rebuild)
-        study_run = tracker.guard(
-            "creating the study's MLflow run",
-            tracker.study_run,
-            study.content_hash(),
-            study.name,
-            study.model_dump(mode="json"),
-            tree_description(study),
-        )
+        study_run = make_study_run(study, tracker)
         if study_run is not None:
             resync(study_run)
         still = tracker.lost(study_run) if study_run is not None else "its study run could not be made"
