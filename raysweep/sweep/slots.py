@@ -312,6 +312,16 @@ def phases(resources: dict[str, ResourcesConfig]) -> list[tuple[tuple[str, ...],
     return [(("arm",), concurrency(resources["pretrain"])), (("subtree",), concurrency(resources["posttrain"]))]
 
 
+def on_this_node():
+    """Where the queue actor lives: the driver's node. Placed by Ray it lands on any node, and when
+    that worker node is lost (a spot GPU node preempted) the queue dies with it and the whole tree
+    with the queue (seen in the two-node test: the study failed on the queue's ActorDiedError)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+
+
 def run_slots(
     ctx: SlotContext, items: list[Item], needs: dict[Item, Item], max_slots: int | None, progress
 ) -> tuple[dict, dict, list, list[str]]:
@@ -319,7 +329,7 @@ def run_slots(
     for the whole run. Returns the queue's (settled, failed, never trained) and the slots' errors."""
     import ray
 
-    queue = ray.remote(num_cpus=0)(WorkQueue).remote(items, needs, ctx.retries)
+    queue = ray.remote(num_cpus=0, scheduling_strategy=on_this_node())(WorkQueue).remote(items, needs, ctx.retries)
     ctx = replace(ctx, queue=queue)
     slot_errors: list[str] = []
     with progress(queue):
