@@ -1,6 +1,6 @@
 """A study on a two-node Ray cluster (a head and a worker `ray start`, on loopback addresses), submitted
-with `ray job submit` as on a real cluster, its nodes stored in a real S3 API (moto's server) and
-each Ray node with its own raysweep cache, so nodes travel between machines only through S3. Then
+with `ray job submit --working-dir . -- python -m raysweep.main` as on a real cluster (README), its
+nodes stored in a real S3 API (moto's server) and each Ray node with its own raysweep cache, so nodes travel between machines only through S3. Then
 the same study with the worker node SIGKILLed mid stage 2: it finishes on the head. Both equal the
 undisturbed run's nodes, losses and MLflow runs and points."""
 
@@ -158,6 +158,9 @@ def test_a_study_spreads_over_two_ray_nodes_through_s3(cluster, reference, s3_se
     proc = _submit(url, out, store)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout + proc.stderr and "Pareto frontier in (L_ret, L_ft)" in proc.stdout
+    # the driver's outputs stay on the head: the report, the SQLite store, the `mlflow ui` that works on 2 cores
+    assert (out / "report.html").exists() and (out / "mlflow.db").exists()
+    assert f"mlflow ui --host 127.0.0.1 --workers 1 --backend-store-uri sqlite:///{out / 'mlflow.db'}" in proc.stdout
     # both Ray nodes trained: each wrote nodes through its own cache, and read what it loaded from S3
     for cache in ("cache-head", "cache-worker"):
         assert list((logs / cache / "nodes").glob("*/node.json")), cache
