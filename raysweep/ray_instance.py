@@ -88,14 +88,16 @@ def start_reaper() -> subprocess.Popen:
     return reaper
 
 
-def init_ray(retry_after_s: float = 2.0) -> None:
+def init_ray(retry_after_s: float = 2.0, extra_env: dict[str, str] | None = None) -> None:
+    """Connect to RAY_ADDRESS's cluster or start the private local instance; `extra_env` goes to every
+    Ray worker too (a benchmark's switches)."""
     import ray
 
     if ray.is_initialized():  # a caller (a test, a notebook) already connected
         return
     from raysweep.tracking import http_env
 
-    env = {**_RAY_ENV, **http_env(), "PYTHONUNBUFFERED": "1"}
+    env = {**_RAY_ENV, **http_env(), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     os.environ.update(env)
     address = os.environ.get("RAY_ADDRESS")
     if address:

@@ -21,6 +21,12 @@ PRETRAINED_VOCAB = 49_152  # SmolLM2's, assumed for a pretrained tokenizer (the 
 # 282k per CPU with both busy); a cluster's CPUs tokenize side by side, one shard per CPU.
 TOKENIZE_TOKENS_PER_CPU_S = 280_000
 TOKENS_PER_DOC_GUESS = 500  # for the index's size only (C4 averages ≈ 480 tokens a document)
+H100_BF16_FLOPS, ASSUMED_MFU = 989e12, 0.4  # dense bf16 peak; the MFU a tuned Llama of this size reaches
+
+
+def gpu_tokens_per_s(n_params: int) -> float:
+    """Training tokens/s of one H100 on a model of `n_params` (6·N FLOPs a token at ASSUMED_MFU)."""
+    return H100_BF16_FLOPS * ASSUMED_MFU / (6 * n_params)
 
 
 def corpus_label(c) -> str:
@@ -95,7 +101,7 @@ def describe_tree(study: Study) -> str:
         f"  level 3  finetune   {sizes['finetune']:>4} runs  lr ∈ {p3.lr} per stage-2 run; {p3.tokens:,} tokens each",
         f"  runs     {sum(sizes.values()):,} in all (the guard max_runs is {study.max_runs:,})",
         f"  tokens at most: {t1 + t2 + t3:,.0f} ({t1:,.0f} / {t2:,.0f} / {t3:,.0f}); compute ≈ 6·N·D = {flops:.3g} FLOPs"
-        f" ≈ {flops / (989e12 * 0.4) / 3600:.3g} H100-hours at 40% MFU (bf16 dense peak 989 TFLOP/s)",
+        f" ≈ {(t1 + t2 + t3) / gpu_tokens_per_s(n_params) / 3600:.3g} H100-hours at {ASSUMED_MFU:.0%} MFU (bf16 dense peak {H100_BF16_FLOPS / 1e12:.0f} TFLOP/s)",
         *describe_disk(*disk_of(study, vocab)),
         f"  output: {study.out}",
     ]

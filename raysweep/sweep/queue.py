@@ -24,7 +24,7 @@ import time
 
 WAIT = "wait"  # take(): nothing is ready now, but something will be (an arm is still training)
 
-Item = tuple  # ("arm", i) or ("subtree", j)
+Item = tuple  # ("arm", i), ("subtree", j) or ("leaf", j, c)
 
 
 class WorkQueue:
@@ -43,7 +43,7 @@ class WorkQueue:
         self.t0 = time.time()
 
     # --------------------------------------------------------------- what slots ask
-    def take(self, slot: int, kinds: tuple[str, ...] = ("arm", "subtree")) -> Item | str | None:
+    def take(self, slot: int, kinds: tuple[str, ...] = ("arm", "subtree", "leaf")) -> Item | str | None:
         """The next item for `slot`, WAIT, or None when nothing of `kinds` is left to do."""
         held = self.leases.pop(slot, None)
         if held is not None:  # a slot asks again without settling: its item's attempt failed
@@ -83,7 +83,7 @@ class WorkQueue:
         item = self.leases.get(slot)
         return None if item is None else (item, self.taken_at[slot])
 
-    def has_work(self, kinds: tuple[str, ...] = ("arm", "subtree")) -> bool:
+    def has_work(self, kinds: tuple[str, ...] = ("arm", "subtree", "leaf")) -> bool:
         """Is an item of `kinds` waiting to be taken? (A slot that sees none stops.)"""
         return any(i[0] in kinds for i in self.pending)
 
@@ -105,7 +105,7 @@ class WorkQueue:
         self._event("failed", item, error)
         for other in self._dependents(item):
             self.pending.remove(other)
-            self.failed[other] = "blocked (its pretraining arm failed)"
+            self.failed[other] = f"blocked (its {'pretraining arm' if item[0] == 'arm' else 'stage-2 run'} failed)"
             self._event("failed", other, self.failed[other])
         return False
 
@@ -115,7 +115,15 @@ class WorkQueue:
         return sum(1 for i in self.pending if order.index(i) < order.index(item))
 
     def _dependents(self, item: Item) -> list[Item]:
-        return [i for i in self.pending if self.needs[i] == item]
+        """The pending items that wait for `item`, directly or through another (a leaf waits for its
+        subtree, which waits for its arm)."""
+        out, frontier = [], [item]
+        while frontier:
+            above = frontier.pop()
+            below = [i for i in self.pending if self.needs[i] == above and i not in out]
+            out += below
+            frontier += below
+        return out
 
     def _event(self, what: str, item: Item, text: str) -> None:
         self.events.append((time.time() - self.t0, what, item, text))

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from raysweep.config import ResourcesConfig
 from raysweep.sweep.queue import WAIT, Item, WorkQueue
 from raysweep.sweep.work import Work
+from raysweep.train import standin
 from raysweep.train.context import LoopConfig
 
 TRIAL_RESOURCES = {"memory": 1}  # see the module docstring
@@ -101,9 +102,13 @@ def serve_queue(config: dict) -> None:
     ctx, slot, kinds = config["ctx"], config["slot"], config["kinds"]
     worker, eval_sets = _worker_setup(ctx.loop, ctx.tracking_uri, config.get("in_trial"))
     rank, world = worker.rank, worker.world
+    stand_in = standin.StandIn.from_env()  # bench/cluster_sim.py only (never a study's choice)
+    chain = train_chain if stand_in is None else standin.train_chain
+    if stand_in is not None and rank == 0:
+        standin.record(stand_in, "fit", slot=slot, kinds=list(kinds), node=ray.get_runtime_context().get_node_id())
 
     def train(specs, rows):
-        return train_chain(specs, rows, ctx.loop, eval_sets, worker)
+        return chain(specs, rows, ctx.loop, eval_sets, worker)
 
     while True:
         item = ray.get(ctx.queue.take.remote(slot, kinds)) if rank == 0 else None
@@ -142,11 +147,13 @@ def worker_resources(resources: ResourcesConfig) -> dict:
 def fit_worker_group(entry, config: dict, resources: ResourcesConfig, ray_storage: str, run_name: str):
     """One TorchTrainer fit of `entry` with `config`; returns rank 0's return value."""
     from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     trainer = TorchTrainer(
         entry,
         train_loop_config=config,
+        # the cluster simulation's GPUs are declared, not real: its worker groups talk over gloo
+        torch_config=TorchConfig(backend="gloo") if standin.active() else None,
         scaling_config=ScalingConfig(
             num_workers=resources.workers, use_gpu=resources.gpus_per_worker > 0, resources_per_worker=worker_resources(resources)
         ),
@@ -308,8 +315,20 @@ def phases(resources: dict[str, ResourcesConfig]) -> list[tuple[tuple[str, ...],
     shape, then subtrees on theirs: two shapes at once could deadlock, a subtree slot holding
     CPUs/GPUs while it waits for an arm whose worker group cannot be placed."""
     if resources["pretrain"] == resources["posttrain"]:
-        return [(("arm", "subtree"), concurrency(resources["pretrain"]))]
-    return [(("arm",), concurrency(resources["pretrain"])), (("subtree",), concurrency(resources["posttrain"]))]
+        return [(("arm", "subtree", "leaf"), concurrency(resources["pretrain"]))]
+    return [(("arm",), concurrency(resources["pretrain"])), (("subtree", "leaf"), concurrency(resources["posttrain"]))]
+
+
+def phase_slots(kinds: tuple[str, ...], fits: int, max_slots: int | None, items: list[Item]) -> int:
+    """Slots of one phase: what the cluster feeds (or max_concurrent_trials), never more than its
+    arms and subtrees (leaf items come at the tail, when slots of their subtrees are free)."""
+    return min(max_slots or fits, sum(1 for it in items if it[0] in kinds and it[0] != "leaf"))
+
+
+def subtree_slots(resources: dict[str, ResourcesConfig], max_slots: int | None, subtrees: int) -> int:
+    """How many slots will train subtrees (raysweep.sweep.work.split_tail spreads the tail over them)."""
+    fits = next(f for kinds, f in phases(resources) if "subtree" in kinds)
+    return min(max_slots or fits, subtrees)
 
 
 def on_this_node():
@@ -332,14 +351,20 @@ def run_slots(
     queue = ray.remote(num_cpus=0, scheduling_strategy=on_this_node())(WorkQueue).remote(items, needs, ctx.retries)
     ctx = replace(ctx, queue=queue)
     slot_errors: list[str] = []
+    stand_in = standin.StandIn.from_env()  # bench/cluster_sim.py only
     with progress(queue):
+        if stand_in is not None:
+            print(f"[tree] {standin.LINE}", flush=True)
+            standin.record(stand_in, "tree", items=len(items))
         first = 0
         shapes = phases(ctx.resources)
         for kinds, fits in shapes:
-            n = min(max_slots or fits, sum(1 for it in items if it[0] in kinds))
+            n = phase_slots(kinds, fits, max_slots, items)
             if n == 0:
                 continue
             print(f"[tree] {n} warm worker slot{'s' if n > 1 else ''} for {' and '.join(k + 's' for k in kinds)}", flush=True)
+            if stand_in is not None:
+                standin.record(stand_in, "phase", kinds=list(kinds), slots=n)
             grid = launch_slots(ctx, [(first + k, kinds) for k in range(n)], "tree" if len(shapes) == 1 else f"tree-{kinds[0]}s")
             slot_errors += [str(r.error) for r in grid if r.error]
             first += n

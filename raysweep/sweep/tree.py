@@ -21,9 +21,9 @@ from raysweep.nodes import node_diverged, node_done, quarantine, verify_node
 from raysweep.spec import Node, Subtree, all_nodes
 from raysweep.sweep.plan import plan
 from raysweep.sweep.queue import Item
-from raysweep.sweep.slots import SlotContext, run_slots
+from raysweep.sweep.slots import SlotContext, run_slots, subtree_slots
 from raysweep.sweep.sync import sync_tree
-from raysweep.sweep.work import Work
+from raysweep.sweep.work import Work, split_tail
 from raysweep.tracking import METHOD
 from raysweep.train.context import LoopConfig
 from raysweep.train.faults import Faults
@@ -183,6 +183,9 @@ def train_items(study: Study, data, work: Work, items: list[Item], tracker) -> l
     arm_item = {a.spec.node_key: ("arm", i) for i, a in enumerate(work.arms)}
     arm_of = {it: arm_item[work.group(it)[0].parent] for it in items if it[0] == "subtree"}
     needs = {it: arm for it, arm in arm_of.items() if arm in items}  # an arm not in this run is done already
+    todo = {j: [c for c, n in enumerate(work.subtrees[j][1]) if n in work.todo(("subtree", j))] for _, j in arm_of}
+    items, work.split = split_tail(items, todo, subtree_slots(ctx.resources, study.max_concurrent_trials, len(arm_of)))
+    needs.update({it: ("subtree", it[1]) for it in items if it[0] == "leaf"})
 
     def describe(item) -> str:
         head, *children = work.group(item)
@@ -194,9 +197,11 @@ def train_items(study: Study, data, work: Work, items: list[Item], tracker) -> l
     )
     failures = []
     for item, error in failed.items():
+        if item[0] == "leaf" and error.startswith("blocked"):
+            continue  # its stage-2 run's own line says it
         name = work.group(item)[0].name
-        what = "pretrain arm " if item[0] == "arm" else "" if error.startswith("blocked") else "subtree "
-        failures.append(f"{what}{name}: {error}")
+        what = {"arm": "pretrain arm ", "subtree": "subtree ", "leaf": "finetune run "}[item[0]]
+        failures.append(f"{'' if error.startswith('blocked') else what}{name}: {error}")
     why = f"every worker slot failed: {slot_errors[0]}" if slot_errors else "no worker slot took it"
     return failures + [f"{work.group(item)[0].name}: not trained ({why})" for item in never]
 

@@ -1,8 +1,11 @@
 """What an item of the warm slots' queue trains, inside a worker group.
 
 ("arm", i): pretraining arm i; ("subtree", j): stage-2 node j, then its stage-3 children from its
-weights in memory. Finished and diverged nodes are skipped, so a retried item continues where its
-last attempt stopped. Rank 0 opens and syncs the items' MLflow runs; every rank trains.
+weights in memory; ("leaf", j, c): child c of stage-2 node j alone, from its stored weights. A
+subtree's children are split off as leaves only at the tree's tail (`split_tail`), so the last
+subtrees' stage-3 runs spread over the slots that would otherwise stand idle. Finished and diverged
+nodes are skipped, so a retried item continues where its last attempt stopped. Rank 0 opens and
+syncs the items' MLflow runs; every rank trains.
 """
 
 from __future__ import annotations
@@ -15,7 +18,18 @@ from raysweep.nodes import failures_since, node_diverged, node_done, record_fail
 from raysweep.spec import Node, Subtree, all_nodes
 from raysweep.sweep.sync import close_run, open_run, sync_node
 
-Item = tuple  # ("arm", i) or ("subtree", j)
+Item = tuple  # ("arm", i), ("subtree", j) or ("leaf", j, c)
+
+
+def split_tail(items: list[Item], todo: dict[int, list[int]], slots: int) -> tuple[list[Item], dict[int, set[int]]]:
+    """The last `slots` subtrees to be taken keep their first child still to train; their others
+    become leaf items at the end of the order, each waiting for its stage-2 run (`todo[j]`: subtree
+    j's children still to train). Unsplit, the tree's tail is one slot per subtree training its
+    stage-3 runs back to back while the other slots stand idle (bench/cluster_sim.py measured it).
+    Returns the new order and, per split subtree, the children it no longer trains itself."""
+    tail = [it for it in items if it[0] == "subtree" and len(todo.get(it[1], ())) > 1][-slots:] if slots > 0 else []
+    split = {j: set(todo[j][1:]) for _, j in tail}
+    return [*items, *(("leaf", j, c) for _, j in tail for c in sorted(split[j]))], split
 
 
 class Work:
@@ -23,15 +37,21 @@ class Work:
         self.arms, self.subtrees, self.tracker, self.study_run = arms, subtrees, tracker, study_run
         self.by_key = {m.spec.node_key: m for m in all_nodes(arms, subtrees)}
         self.sources: dict[Item, dict] = {}  # item -> {dataset: StreamSource}: each rank reads its own rows
+        self.split: dict[int, set[int]] = {}  # subtree -> its children trained as leaf items (split_tail)
 
     def group(self, item: Item) -> list[Node]:
-        kind, i = item
-        return [self.arms[i]] if kind == "arm" else [self.subtrees[i][0], *self.subtrees[i][1]]
+        kind, i = item[:2]
+        if kind == "arm":
+            return [self.arms[i]]
+        n2, children = self.subtrees[i]
+        if kind == "leaf":
+            return [children[item[2]]]
+        return [n2, *(c for k, c in enumerate(children) if k not in self.split.get(i, ()))]
 
     def todo(self, item: Item) -> list[Node]:
         """The item's nodes still to train, in training order (none below a diverged stage-2 node)."""
         group = self.group(item)
-        if item[0] == "subtree" and node_diverged(group[0].spec.node_dir):
+        if item[0] != "arm" and node_diverged(self.subtrees[item[1]][0].spec.node_dir):
             return []
         return [n for n in group if not (node_done(n.spec.node_dir) or node_diverged(n.spec.node_dir))]
 
@@ -42,6 +62,9 @@ class Work:
 
         for item in items:
             head, *children = self.group(item)
+            if item[0] == "leaf":  # a stage-3 run alone: it trains on D_ft
+                self.sources[item] = {"ft": source_of(head.stream, cache_root, mirror)}
+                continue
             self.sources[item] = {"train": source_of(head.stream, cache_root, mirror)}
             if children:
                 self.sources[item]["ft"] = source_of(children[0].stream, cache_root, mirror)
@@ -102,14 +125,18 @@ class Work:
 
     def outcome(self, item: Item) -> tuple[str, str]:
         """What the queue is told of a trained item, and its progress line's text."""
-        head = self.group(item)[0]  # the arm, or the stage-2 node
+        head = self.group(item)[0]  # the arm, the stage-2 node or the leaf
         done = node_done(head.spec.node_dir)
+        if done is None and item[0] == "leaf" and not node_diverged(head.spec.node_dir):
+            return "done", "not trained: its stage-2 run diverged"
         if done is None:  # it diverged: an arm blocks its subtrees, a stage-2 node its children
             step = (node_diverged(head.spec.node_dir) or {}).get("step")
             return ("diverged" if item[0] == "arm" else "done"), f"{head.spec.stage} diverged at step {step}"
         losses = done["result"]["losses"]
         if item[0] == "arm":
             return "done", f"final_pre {losses['pre']:.3f}, final_post {losses['post']:.3f}"
+        if item[0] == "leaf":
+            return "done", f"L_ft {losses['ft']:.3f}, L_ret {losses['post']:.3f}"
         return "done", f"L_im {losses['post']:.3f}"
 
     def abandon(self, item: Item, since: float, error: str) -> None:

@@ -120,3 +120,50 @@ def test_a_slot_that_failed_for_good_gives_its_item_back(ray_local):
     assert ray_local.get(queue.take.remote(1)) == A0  # the waiting slot trains the arm (second attempt)
     assert ray_local.get(queue.events_since.remote(0))[0][1:] == ("retry", A0, "its worker slot failed: process died")
     ray_local.kill(queue)
+
+
+L01, L02 = ("leaf", 0, 1), ("leaf", 0, 2)
+
+
+def test_split_leaves_wait_for_their_stage2_run_and_fall_with_its_arm():
+    from raysweep.sweep.work import split_tail
+
+    items, split = split_tail([A0, A1, S1, S0, S2], {0: [0, 1, 2], 1: [0, 1, 2], 2: [2]}, slots=1)
+    assert items == [A0, A1, S1, S0, S2, L01, L02] and split == {0: {1, 2}}  # S2 has one child left: nothing to split
+    q = WorkQueue(items, {S0: A1, S1: A0, S2: A1, L01: S0, L02: S0}, retries=0)
+    assert q.take(0) == A0 and q.take(1) == A1
+    q.settle(1)
+    assert q.take(1) == S0 and q.take(2) == S2 and q.take(3) == WAIT  # the leaves wait for S0
+    q.settle(1)
+    assert q.take(1) == L01 and q.take(3) == L02  # S0's other children, side by side
+    assert q.fail(0, "arm 0 lost") is False  # A0 failed for good: S1 is blocked, nothing waits forever
+    q.settle(1), q.settle(2), q.settle(3)
+    settled, failed, never = q.outcome()
+    assert failed == {A0: "arm 0 lost", S1: "blocked (its pretraining arm failed)"} and never == []
+    assert q.has_work() is False
+
+
+def test_a_failed_stage2_run_blocks_its_leaves_and_a_diverged_arm_everything_below():
+    q = WorkQueue([A1, S0, L01, L02], {S0: A1, L01: S0, L02: S0}, retries=0)
+    assert q.take(0) == A1
+    q.settle(0)
+    assert q.take(0) == S0 and q.fail(0, "oom") is False
+    assert q.outcome()[1] == {S0: "oom", L01: "blocked (its stage-2 run failed)", L02: "blocked (its stage-2 run failed)"}
+    q = WorkQueue([A1, S0, L01], {S0: A1, L01: S0}, retries=0)
+    q.take(0)
+    q.settle(0, "diverged", "step 3")
+    assert q.outcome()[0] == {A1: "diverged", S0: "blocked", L01: "blocked"} and q.has_work() is False
+
+
+@given(st.integers(0, 5), st.lists(st.integers(0, 3), min_size=1, max_size=6))
+def test_split_tail_keeps_every_child_exactly_once(slots, sizes):
+    from raysweep.sweep.work import split_tail
+
+    items = [("subtree", j) for j in range(len(sizes))]
+    todo = {j: list(range(n)) for j, n in enumerate(sizes)}
+    out, split = split_tail(items, todo, slots)
+    assert out[: len(items)] == items  # the order of the subtrees is kept; leaves come last
+    kept = {j: [c for c in todo[j] if c not in split.get(j, ())] for j in todo}
+    leaves = [(it[1], it[2]) for it in out if it[0] == "leaf"]
+    assert sorted(leaves + [(j, c) for j in kept for c in kept[j]]) == sorted((j, c) for j in todo for c in todo[j])
+    assert all(kept[j] == todo[j][:1] for j in split) and len(split) <= slots
