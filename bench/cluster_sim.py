@@ -368,11 +368,12 @@ def simulate(case: Case, remove: bool, keep: bool = False) -> dict:
             import ray
 
             ray.shutdown()
-    fig = figures(Timeline.read(log, watcher.gpus), stage_gpus, peak, sum(sizes.values()))
+    timeline = Timeline.read(log, watcher.gpus)
+    fig = figures(timeline, stage_gpus, peak, sum(sizes.values()))
     fig.update(
         case=case.name,
         removal=removed[0][1][-5:] if removed else None,
-        removed_at=(removed[0][0] - Timeline.read(log, []).t0) if removed else None,
+        removed_at=(removed[0][0] - timeline.t0) if removed else None,
         failures=len(summary["failures"]),
         wall=wall,
         out=str(out),

@@ -183,7 +183,10 @@ def train_items(study: Study, data, work: Work, items: list[Item], tracker) -> l
     arm_item = {a.spec.node_key: ("arm", i) for i, a in enumerate(work.arms)}
     arm_of = {it: arm_item[work.group(it)[0].parent] for it in items if it[0] == "subtree"}
     needs = {it: arm for it, arm in arm_of.items() if arm in items}  # an arm not in this run is done already
-    todo = {j: [c for c, n in enumerate(work.subtrees[j][1]) if n in work.todo(("subtree", j))] for _, j in arm_of}
+    todo = {}  # subtree -> its children still to train (one look at the node store per subtree)
+    for _, j in arm_of:
+        left = {n.spec.node_key for n in work.todo(("subtree", j))}
+        todo[j] = [c for c, n in enumerate(work.subtrees[j][1]) if n.spec.node_key in left]
     items, work.split = split_tail(items, todo, subtree_slots(ctx.resources, study.max_concurrent_trials, len(arm_of)))
     needs.update({it: ("subtree", it[1]) for it in items if it[0] == "leaf"})
 
