@@ -175,6 +175,8 @@ def write_outputs(study: Study, rows: list[dict], tree, tracker, study_run) -> t
 
 
 def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Path, tracker, timings: dict) -> None:
+    from raysweep.tracking import UI_ENV
+
     print("\n" + "=" * 78)
     print(
         f"raysweep study {study.name!r}: {len(rows)} fine-tuned checkpoints in {timings['total']:.0f}s "
@@ -202,7 +204,8 @@ def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Pat
         print(f"  browse:    {tracker.tracking_uri} (the tracking server's own UI)")
     elif tracker.online:
         # one worker: with several, workers kept dying under load on a 2-core laptop (2026-12-01)
-        print(f"  browse:    mlflow ui --host 127.0.0.1 --workers 1 --backend-store-uri {tracker.tracking_uri}")
+        env = " ".join(f"{k}={v}" for k, v in UI_ENV.items())
+        print(f"  browse:    {env} mlflow ui --host 127.0.0.1 --workers 1 --backend-store-uri {tracker.tracking_uri}")
     else:
         print("  UNREACHABLE during this run; every result is in the node store. Once it is back:")
         print("             the same command with --sync-mlflow (trains nothing, idempotent)")

@@ -37,6 +37,9 @@ PARENT_NODE = "raysweep.parent_node"  # the parent node's key
 SYNCED = "raysweep.synced_points"  # how many stored points a sync delivered (a repeated sync skips the run)
 SYNCED_RESULT = "raysweep.synced_result"  # the key of the stored result a node run's final metrics show
 FINAL_STEP = "raysweep.final_step"  # the step of those final metrics: +1 each time the result is a new one
+# For the `mlflow ui` / `mlflow server` a study's summary suggests: MLflow's job runner (8 processes
+# for GenAI scoring jobs raysweep never submits) kept a third of a core busy while idle (bench/RESULTS.md).
+UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 FINISHES = "raysweep.finishes"  # on the study run: how many summary points it has (see finish_study)
 OUTCOME = "raysweep.outcome"  # on runs that did not finish normally: diverged | blocked | failed | interrupted
 

@@ -131,6 +131,8 @@ def start_mlflow_server(folder: Path, port: int):
     import time
     import urllib.request
 
+    from raysweep.tracking import UI_ENV
+
     folder.mkdir(parents=True, exist_ok=True)
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     proc = subprocess.Popen(
@@ -151,6 +153,7 @@ def start_mlflow_server(folder: Path, port: int):
         stdout=subprocess.DEVNULL,
         stderr=open(folder / "server.log", "a"),
         start_new_session=True,
+        env={**os.environ, **UI_ENV},  # as the summary suggests it: no idle job runner taking CPU from the suite
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90

@@ -1,7 +1,8 @@
 """Everything a study's runs read, made before any training: tokenizer, token shards and stream plans.
 
     tokenizer (a BPE trained on each corpus's first training documents, or a pretrained one)
-      -> token shards per corpus (raysweep.data.corpus: read and tokenized in parallel, Ray Data)
+      -> token shards per corpus (raysweep.data.corpus: read and tokenized in parallel, Ray Data;
+         a small built-in corpus in this process)
       -> selections (raysweep.data.mixing: exact token shares, seeded)
       -> stream plans (raysweep.data.plans, in the driver from the length index): stage 1 per λ,
          stage 2 per (λ, replay), stage 3, held-out
@@ -24,7 +25,7 @@ import numpy as np
 
 from raysweep.config import Study, StudyConfigError
 from raysweep.data.blocks import Stream
-from raysweep.data.corpora.sources import CorpusError, training_texts
+from raysweep.data.corpora.sources import SYNTHETIC_TRAIN_DOCS, CorpusError, training_texts
 from raysweep.data.corpus import TokenCorpus, tokenize_corpus
 from raysweep.data.mixing import (
     ROLES,
@@ -112,6 +113,11 @@ def corpus_line(role: str, st: dict) -> str:
     return f"{role} {st['label']}: {st['train_docs']:,} trained on + {st['heldout_docs']:,} held out ({st['heldout']}), {read}"
 
 
+# A built-in corpus this small tokenizes in well under a second in this process; Ray Data's
+# start-up (its actors and a worker per task) costs several seconds (bench/RESULTS.md).
+IN_PROCESS_DOCS = 50_000
+
+
 def _parallelism() -> tuple[int, bool]:
     """(shards read side by side, whether in Ray tasks): the cluster's CPUs when Ray is up."""
     import ray
@@ -121,9 +127,17 @@ def _parallelism() -> tuple[int, bool]:
     return max(1, int(ray.cluster_resources().get("CPU", 1))), True
 
 
+def in_ray_tasks(cfg, ray_up: bool) -> bool:
+    """Whether a corpus is tokenized in Ray Data tasks: always when Ray is up, except a small
+    built-in one (its size is known before reading; a hub or local corpus's is not)."""
+    if cfg.source == "synthetic":
+        return ray_up and (cfg.train_docs or SYNTHETIC_TRAIN_DOCS) + cfg.heldout_docs > IN_PROCESS_DOCS
+    return ray_up
+
+
 def _tokenize_all(study: Study, need: dict, tok_path: Path, tok_id: str, vocab: int, root: Path) -> dict[str, TokenCorpus]:
     """The three corpora, side by side (their shard tasks share the cluster's CPUs)."""
-    wave, parallel = _parallelism()
+    wave, ray_up = _parallelism()
     with ThreadPoolExecutor(max_workers=len(ROLES)) as pool:
         jobs = {
             r: pool.submit(
@@ -137,7 +151,7 @@ def _tokenize_all(study: Study, need: dict, tok_path: Path, tok_id: str, vocab: 
                 vocab,
                 need[r],
                 wave,
-                parallel,
+                in_ray_tasks(getattr(study.corpora, r), ray_up),
             )
             for r in ROLES
         }

@@ -49,3 +49,18 @@ def test_the_config_knows_exactly_the_generators_and_templates_there_are():
 
     assert set(SYNTHETIC_CORPORA) == set(GENERATORS)
     assert render({"inputs": "q", "targets": "a"}, "k", "text", "flan") == TEMPLATES["flan"].format(inputs="q", targets="a")
+
+
+def test_a_small_builtin_corpus_is_tokenized_in_this_process_and_the_rest_in_ray_tasks(tmp_path):
+    """Ray Data's start-up outweighs a small generated corpus; a hub or local corpus's size is not
+    known before reading, so it always goes to Ray tasks when Ray is up."""
+    from raysweep.config import CorpusConfig
+    from raysweep.data.prepare import IN_PROCESS_DOCS, in_ray_tasks
+
+    small = CorpusConfig(source="synthetic", name="chem", train_docs=1000, heldout_docs=100)
+    big = CorpusConfig(source="synthetic", name="chem", train_docs=IN_PROCESS_DOCS, heldout_docs=100)
+    (tmp_path / "docs.jsonl").write_text('{"text": "a"}\n')
+    local = CorpusConfig(source="local", path=str(tmp_path / "docs.jsonl"))
+    assert not in_ray_tasks(small, ray_up=True) and in_ray_tasks(big, ray_up=True)
+    assert in_ray_tasks(local, ray_up=True)
+    assert not any(in_ray_tasks(c, ray_up=False) for c in (small, big, local))
