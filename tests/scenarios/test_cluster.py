@@ -19,6 +19,9 @@ import pytest
 
 from tests.helpers import FAKE_AWS, REDUCED_TREE, ROOT, SMOKE, free_port, mlflow_snapshot, node_results, s3_uri, with_reference_data
 
+# one xdist worker runs both Ray-cluster files, one after the other: each starts a head on 127.0.0.2
+pytestmark = pytest.mark.xdist_group("ray-cluster")
+
 RAY = str(Path(sys.executable).with_name("ray"))
 
 

@@ -9,7 +9,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import ROOT
+
+# one xdist worker runs both Ray-cluster files, one after the other: each starts a head on 127.0.0.2
+pytestmark = pytest.mark.xdist_group("ray-cluster")
 
 
 def test_the_smallest_simulation_with_a_node_removed_trains_every_node_once(tmp_path):
