@@ -119,7 +119,7 @@ IN_PROCESS_DOCS = 50_000
 
 
 def _parallelism() -> tuple[int, bool]:
-    """(shards read side by side, whether in Ray tasks): the cluster's CPUs when Ray is up."""
+    """(shards read side by side, whether Ray is up): the cluster's CPUs when it is."""
     import ray
 
     if not ray.is_initialized():

@@ -101,7 +101,7 @@ def describe_tree(study: Study) -> str:
         f"  level 3  finetune   {sizes['finetune']:>4} runs  lr ∈ {p3.lr} per stage-2 run; {p3.tokens:,} tokens each",
         f"  runs     {sum(sizes.values()):,} in all (the guard max_runs is {study.max_runs:,})",
         f"  tokens at most: {t1 + t2 + t3:,.0f} ({t1:,.0f} / {t2:,.0f} / {t3:,.0f}); compute ≈ 6·N·D = {flops:.3g} FLOPs"
-        f" ≈ {(t1 + t2 + t3) / gpu_tokens_per_s(n_params) / 3600:.3g} H100-hours at {ASSUMED_MFU:.0%} MFU (bf16 dense peak {H100_BF16_FLOPS / 1e12:.0f} TFLOP/s)",
+        f" ≈ {flops / (H100_BF16_FLOPS * ASSUMED_MFU) / 3600:.3g} H100-hours at {ASSUMED_MFU:.0%} MFU (bf16 dense peak {H100_BF16_FLOPS / 1e12:.0f} TFLOP/s)",
         *describe_disk(*disk_of(study, vocab)),
         f"  output: {study.out}",
     ]

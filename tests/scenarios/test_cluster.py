@@ -1,8 +1,9 @@
 """A study on a two-node Ray cluster (a head and a worker `ray start`, on loopback addresses), submitted
 with `ray job submit --working-dir . -- python -m raysweep.main` as on a real cluster (README), its
-nodes stored in a real S3 API (moto's server) and each Ray node with its own raysweep cache, so nodes travel between machines only through S3. Then
-the same study with the worker node SIGKILLed mid stage 2: it finishes on the head. Both equal the
-undisturbed run's nodes, losses and MLflow runs and points."""
+nodes stored in a real S3 API (moto's server) and each Ray node with its own raysweep cache, so
+nodes travel between machines only through S3. Then the same study with the worker node SIGKILLed
+mid stage 2: it finishes on the head. Both equal the undisturbed run's nodes, losses and MLflow
+runs and points."""
 
 from __future__ import annotations
 
