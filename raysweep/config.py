@@ -256,6 +256,14 @@ class ResourcesConfig(_Strict):
     workers: int = Field(1, ge=1, description="Ray Train workers (DDP ranks) per run of this stage")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each worker reserves (and its torch threads)")
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs each worker reserves; 0 trains on CPU")
+    memory_gb: float | None = Field(
+        None,
+        gt=0,
+        le=100_000,
+        description="memory one worker has, in GB: its GPU's with gpus_per_worker > 0, else RAM; none: the worker's own GPU "
+        "(80 GB, an H100, where the dry run sees none) or this machine's RAM. The memory model (raysweep/memory.py) picks "
+        "micro-batches against it. Operational: not part of any node key",
+    )
 
 
 class _StageConfig(_Strict):
@@ -271,7 +279,25 @@ class _StageConfig(_Strict):
         ge=0,
         description="optimizer steps between resumable progress checkpoints (0: none); an interrupted or retried run continues from the last one",
     )
+    micro_batch_size: int | Literal["auto"] = Field(
+        "auto",
+        description="sequences per forward per worker; each worker's share of batch_size is split into micro-batches whose "
+        "gradients accumulate (the same optimizer step up to float rounding). auto: the largest that divides the share and "
+        "fits the worker's memory (raysweep/memory.py; --dry-run shows it). Operational: not part of any node key",
+    )
+    activation_checkpointing: bool = Field(
+        False,
+        description="recompute each decoder layer's activations in backward instead of keeping them (≈ a third more compute, "
+        "a fraction of the activation memory): for a micro-batch that would not fit otherwise. Operational: not part of any node key",
+    )
     resources: ResourcesConfig = Field(ResourcesConfig(), description="compute per run of this stage")
+
+    @field_validator("micro_batch_size")
+    @classmethod
+    def _micro(cls, v: int | str) -> int | str:
+        if v != "auto" and v < 1:
+            raise ValueError(f"must be auto or a positive number of sequences (got {v})")
+        return v
 
 
 def _grid(values: list[float], lo: float, hi: float, name: str, hi_open: bool = False) -> list[float]:
@@ -553,6 +579,16 @@ class Study(_Strict):
                         f"tokens for stage 2, less than one stage-2 batch ({need:,}); the two parts cannot both be "
                         f"non-empty and disjoint. Use λ < 1 that leaves a batch, or raise pretrain.post_tokens"
                     )
+        self._check_batches()
+        from raysweep.memory import memory_problem
+
+        problem = memory_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    def _check_batches(self) -> None:
+        """Each stage's lr floor, and its batches against its tokens, workers and micro-batch."""
         for stage in ("pretrain", "posttrain", "finetune"):
             cfg = getattr(self, stage)
             lrs = cfg.lr if isinstance(cfg.lr, list) else [cfg.lr]
@@ -569,7 +605,12 @@ class Study(_Strict):
                     raise ValueError(
                         f"{stage}.batch_size ({batch}) must divide evenly over {stage}.resources.workers ({cfg.resources.workers})"
                     )
-        return self
+                share = batch // cfg.resources.workers
+                if cfg.micro_batch_size != "auto" and share % cfg.micro_batch_size:
+                    raise ValueError(
+                        f"{stage}.micro_batch_size ({cfg.micro_batch_size}) must divide each worker's share of the batch "
+                        f"({stage}.batch_size {batch} / {cfg.resources.workers} workers = {share}); or use auto"
+                    )
 
     # ---- derived values (never stored, so they cannot disagree with the fields) ----
     @property
@@ -595,7 +636,8 @@ class Study(_Strict):
                 "checkpoint_dir": True,
                 "retries": True,
                 "model": {"compile"},
-                "finetune": {"keep_weights"},
+                # how a step is split over forwards, and the memory it is fitted to, change no result
+                **{stage: {**_OPERATIONAL_STAGE_KEYS, **({"keep_weights": True} if stage == "finetune" else {})} for stage in _STAGES},
             },
         )
         if self.model.kind == "lm":  # fields that do not apply stay out, so older studies keep their hash
@@ -607,6 +649,10 @@ class Study(_Strict):
             for key in ("search", "trials", "optuna_batch"):
                 doc["posttrain"].pop(key)
         return json_key(doc)
+
+
+_STAGES = ("pretrain", "posttrain", "finetune")
+_OPERATIONAL_STAGE_KEYS = {"micro_batch_size": True, "activation_checkpointing": True, "resources": {"memory_gb"}}
 
 
 # --------------------------------------------------------------------------- loading

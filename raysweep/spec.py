@@ -39,6 +39,10 @@ class RunSpec:
     run_id: str | None = None  # MLflow run receiving step metrics
     checkpoint_every: int = 0  # steps between resumable progress checkpoints (0: none); not part of the node key
     keep_weights: bool = True  # False: the node keeps its results and metric points, not its weights (a leaf only); not in the key
+    # how the worker splits a step over forwards, and the memory it fits them to (raysweep.memory): not in the key
+    micro_batch_size: int | str = "auto"
+    activation_checkpointing: bool = False
+    memory_gb: float | None = None
     meta: dict = field(default_factory=dict)  # config and lineage to keep with the checkpoint
 
 

@@ -11,11 +11,11 @@ import os
 from raysweep.config import Study
 from raysweep.data.mixing import ROLES, mixture_weight, needed_tokens
 from raysweep.data.shards import INDEX_BYTES_PER_DOC, cache_bytes
+from raysweep.memory import PRETRAINED_VOCAB, stage_fits
 from raysweep.presets import estimate_parameters
 from raysweep.sweep.disk import describe_disk, study_disk
 from raysweep.sweep.plan import tree_sizes
 
-PRETRAINED_VOCAB = 49_152  # SmolLM2's, assumed for a pretrained tokenizer (the dry run reads no tokenizer)
 # Tokenization rate per CPU, measured by bench/data_scale.py (bench/RESULTS.md, 2026-12-01: this
 # project's 2-core CPU machine, byte-level BPE of 4,096 ids, local jsonl: 318k tokens/s on 1 CPU,
 # 282k per CPU with both busy); a cluster's CPUs tokenize side by side, one shard per CPU.
@@ -102,10 +102,23 @@ def describe_tree(study: Study) -> str:
         f"  runs     {sum(sizes.values()):,} in all (the guard max_runs is {study.max_runs:,})",
         f"  tokens at most: {t1 + t2 + t3:,.0f} ({t1:,.0f} / {t2:,.0f} / {t3:,.0f}); compute ≈ 6·N·D = {flops:.3g} FLOPs"
         f" ≈ {flops / (H100_BF16_FLOPS * ASSUMED_MFU) / 3600:.3g} H100-hours at {ASSUMED_MFU:.0%} MFU (bf16 dense peak {H100_BF16_FLOPS / 1e12:.0f} TFLOP/s)",
+        *describe_memory(study),
         *describe_disk(*disk_of(study, vocab)),
         f"  output: {study.out}",
     ]
     return "\n".join(lines)
+
+
+def describe_memory(study: Study) -> list[str]:
+    """Per stage (and stage-2 batch size): micro-batch, accumulation steps, estimated peak per worker
+    against its memory (raysweep.memory)."""
+    lines = []
+    for stage, what, fit in stage_fits(study):
+        ckpt = ", activation checkpointing" if getattr(study, stage).activation_checkpointing else ""
+        lines.append(f"  memory   {stage:<9} {what + ': ' if what else ''}{fit.line()}{ckpt}")
+    if any("assumed" in fit.memory_said for _, _, fit in stage_fits(study)):
+        lines.append("  memory   for another GPU set <stage>.resources.memory_gb to its memory (e.g. 48 for an L40S; README, 'Memory')")
+    return lines
 
 
 def disk_of(study: Study, vocab: int):

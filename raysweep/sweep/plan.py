@@ -91,6 +91,16 @@ def model_id(study: Study, data) -> dict:
     return mid
 
 
+def operational(cfg) -> dict:
+    """A stage's settings that change how a run is computed, not what it computes (in no key)."""
+    return {
+        "checkpoint_every": cfg.checkpoint_every,
+        "micro_batch_size": cfg.micro_batch_size,
+        "activation_checkpointing": cfg.activation_checkpointing,
+        "memory_gb": cfg.resources.memory_gb,
+    }
+
+
 def plan_arm(study: Study, data, mix: float) -> Node:
     """The stage-1 node of one mixing fraction: one pass over its stream at most."""
     p1, mid = study.pretrain, model_id(study, data)
@@ -114,7 +124,7 @@ def plan_arm(study: Study, data, mix: float) -> Node:
         eval_every=p1.eval_every,
         monitor=["pre", "post"],
         seed=derive_seed(study.seed, "pretrain", mix),
-        checkpoint_every=p1.checkpoint_every,
+        **operational(p1),
         meta={"mix_fraction": mix, "mode": p1.mode, "stream": stream.stats, **mid},
         **hyper,
     )
@@ -157,7 +167,7 @@ def plan_posttrain(study: Study, data, arm: Node, cfg: Stage2Config) -> Node:
         init_from=arm.spec.node_dir,
         early_stop_on="post",
         patience=p2.patience,
-        checkpoint_every=p2.checkpoint_every,
+        **operational(p2),
         meta={"mix_fraction": mix, "replay": cfg.replay, "parent": arm.spec.node_key, "stream": stream.stats, **mid},
         **hyper,
     )
@@ -192,7 +202,7 @@ def plan_finetune(study: Study, data, post: Node, cfg: Stage2Config, lr: float) 
         monitor=["ft"],
         seed=derive_seed(study.seed, "finetune", path),
         init_from=post.spec.node_dir,
-        checkpoint_every=p3.checkpoint_every,
+        **operational(p3),
         keep_weights=p3.keep_weights,
         meta={"mix_fraction": mix, "replay": cfg.replay, "parent": post.spec.node_key, "stream": data.finetune.stats, **mid},
         **hyper,

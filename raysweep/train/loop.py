@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from raysweep.memory import fit_stage
 from raysweep.nodes import load_progress, progress_dir, save_progress
 from raysweep.spec import Diverged, RunSpec
 from raysweep.train import audit as audit_
@@ -43,6 +44,8 @@ class Model:
     opt: torch.optim.Optimizer
     step_model: torch.nn.Module
     trainable: int
+    micro: int = 0  # sequences per forward (raysweep.memory); 0: the rank's whole share
+    eval_batch: int = 32  # blocks per evaluation forward
 
 
 @dataclass
@@ -72,6 +75,9 @@ def build(spec: RunSpec, init_state: dict | None, cfg: LoopConfig, worker: Worke
     if init_state is not None:
         model.load_state_dict(init_state)
         set_dropout(model, residual_dropout)
+    if spec.activation_checkpointing:
+        # non-reentrant: works under DDP and LoRA's frozen inputs, and restores the RNG so dropout masks match
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if spec.lora:
         model = add_lora(model, spec.lora, spec.dropout)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -80,7 +86,30 @@ def build(spec: RunSpec, init_state: dict | None, cfg: LoopConfig, worker: Worke
     opt = build_optimizer(model, spec.lr, spec.weight_decay, worker.device)
     # the training step may run a compiled graph; evaluation and checkpoints use the plain module
     step_model = torch.compile(model) if cfg.compile else model
-    return Model(model, raw, opt, step_model, trainable)
+    fit = fit_run(spec, cfg, worker, trainable if spec.lora else None)
+    return Model(model, raw, opt, step_model, trainable, fit.micro, fit.eval_batch)
+
+
+def fit_run(spec: RunSpec, cfg: LoopConfig, worker: Worker, trainable: int | None):
+    """The run's micro-batch and evaluation batch (raysweep.memory.fit_stage): the spec's
+    micro_batch_size, or the largest that fits this worker's memory (its GPU's own on CUDA)."""
+    cuda = worker.device.type == "cuda"
+    device_bytes = torch.cuda.get_device_properties(worker.device).total_memory if cuda else None
+    return fit_stage(
+        cfg.shape,
+        cfg.vocab_size,
+        cfg.seq_len,
+        spec.batch_size,
+        worker.world,
+        micro_batch_size=spec.micro_batch_size,
+        gpus_per_worker=1.0 if cuda else 0.0,
+        memory_gb=spec.memory_gb,
+        device_bytes=device_bytes,
+        checkpointing=spec.activation_checkpointing,
+        trainable=trainable,
+        keeps_best=spec.early_stop_on is not None,
+        dropout=spec.dropout > 0,
+    )
 
 
 def resume(spec: RunSpec, m: Model, log, worker: Worker) -> Progress:
@@ -151,7 +180,9 @@ def train_steps(spec: RunSpec, m: Model, p: Progress, it, cfg: LoopConfig, monit
             p.seen_rows += [hashlib.sha1(r.cpu().numpy().tobytes()).hexdigest() for r in x]
         for g in m.opt.param_groups:
             g["lr"] = lr_at(p.step, spec.lr, spec.min_lr, spec.warmup_steps, spec.max_steps)
-        loss, norm = forward_backward(m.step_model, m.model, m.opt, x, worker.device, poison=nan_at is not None and p.step == nan_at)
+        loss, norm = forward_backward(
+            m.step_model, m.model, m.opt, x, worker.device, poison=nan_at is not None and p.step == nan_at, micro_batch=m.micro
+        )
         # The norm of the all-reduced gradient is the same on every rank, so all ranks stop together
         # (a per-rank loss test could stop one rank inside a collective the others wait in).
         if not torch.isfinite(norm):
@@ -170,7 +201,7 @@ def train_steps(spec: RunSpec, m: Model, p: Progress, it, cfg: LoopConfig, monit
         if p.step % 10 == 0:
             log.metrics(p.step, {"train_loss": p.train_loss, "lr": m.opt.param_groups[0]["lr"]})
         if p.step % spec.eval_every == 0 or p.step == spec.max_steps:
-            evals = evaluate(m.model, monitor, worker.device, worker.rank, worker.world)
+            evals = evaluate(m.model, monitor, worker.device, worker.rank, worker.world, m.eval_batch)
             log.metrics(p.step, {f"heldout_{k}": v for k, v in evals.items()})
             log.progress(p.step, p.train_loss, evals, force=True)
             if spec.early_stop_on and early_stop(spec, p, evals, m.raw):
@@ -193,7 +224,7 @@ def finish(spec: RunSpec, m: Model, p: Progress, cfg: LoopConfig, eval_sets: dic
     steady = (p.step - p.first_step) * tokens_per_step / (t_end - p.t_first) if p.t_first is not None and p.step > p.first_step else None
     if p.best_state is not None:
         m.raw.load_state_dict(p.best_state)  # θ_post is the best checkpoint, not the last
-    final = evaluate(m.model, eval_sets, worker.device, worker.rank, worker.world)
+    final = evaluate(m.model, eval_sets, worker.device, worker.rank, worker.world, m.eval_batch)
     raw = m.raw.merge_and_unload() if spec.lora else m.raw  # θ_post = base + the adapters' product: a plain model for stage 3
     log.metrics(p.step, {f"final_{k}": v for k, v in final.items()})
     log.close()
@@ -207,6 +238,8 @@ def finish(spec: RunSpec, m: Model, p: Progress, cfg: LoopConfig, eval_sets: dic
         "tokens_per_s": p.step * tokens_per_step / max(train_seconds, 1e-9),
         "steady_tokens_per_s": steady,
         "trainable_parameters": m.trainable,
+        "micro_batch_size": m.micro,
+        "accumulation_steps": spec.batch_size // worker.world // m.micro,
         "resumed_from_step": p.resumed_from,
         "data_wait_seconds": p.data_wait,
         "data_wait_share": p.data_wait / max(train_seconds, 1e-9),

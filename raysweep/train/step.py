@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from raysweep.train.loss import cross_entropy
 
 
 def autocast(device):
@@ -16,23 +18,45 @@ def autocast(device):
     return torch.autocast("cpu", enabled=False)
 
 
-def forward_backward(step_model, model, opt, x: torch.Tensor, device, poison: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """One training step up to the optimizer update: next-token cross-entropy on the block `x`
-    (bf16 autocast on GPU), gradients, clipping to norm 1.0. Returns (loss, gradient norm); the
-    caller decides whether to step (bench/gpu_mfu.py times this same function). `poison`: make
-    the loss NaN (fault injection, RAYSWEEP_INJECT_NAN)."""
-    with autocast(device):
-        logits = step_model(input_ids=x[:, :-1]).logits  # (batch, seq, vocab)
-    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
-    if poison:
-        loss = loss * float("nan")
+def forward_backward(
+    step_model, model, opt, x: torch.Tensor, device, poison: bool = False, micro_batch: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step up to the optimizer update: next-token cross-entropy on this rank's block
+    `x` (bf16 autocast on GPU), gradients, clipping to norm 1.0. Returns (loss, gradient norm); the
+    caller decides whether to step (bench/gpu_mfu.py times this same function).
+
+    `micro_batch`: rows per forward (None: all of `x` in one). The rows are split into k equal
+    micro-batches whose gradients accumulate, each loss scaled by 1/k: every micro-batch holds the
+    same number of tokens, so the sum is the mean over all of `x`'s tokens, the same loss and
+    gradient as one forward over `x` up to float rounding. Under DDP the gradients are all-reduced
+    once, after the last micro-batch (`no_sync` before it). `poison`: make the loss NaN (fault
+    injection, RAYSWEEP_INJECT_NAN)."""
+    rows = x.size(0)
+    micro = rows if not micro_batch or micro_batch >= rows else micro_batch
+    if rows % micro:
+        raise ValueError(f"micro-batch {micro} does not divide this rank's {rows} rows")
+    k = rows // micro
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    return loss, torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    total = torch.zeros((), device=x.device)
+    for i in range(k):
+        part = x[i * micro : (i + 1) * micro]
+        last = i == k - 1
+        sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast(device):
+                logits = step_model(input_ids=part[:, :-1]).logits  # (micro, seq, vocab)
+            loss = cross_entropy(logits, part[:, 1:])
+            if poison:
+                loss = loss * float("nan")
+            (loss / k if k > 1 else loss).backward()
+        total += loss.detach() / k if k > 1 else loss.detach()
+        del logits, loss
+    return total, torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
 
 
 def evaluate(model, sets: dict[str, torch.Tensor], device, rank: int, world: int, batch: int = 32) -> dict[str, float]:
-    """Mean next-token cross-entropy per held-out set; blocks are sharded over ranks and summed."""
+    """Mean next-token cross-entropy per held-out set; blocks are sharded over ranks and summed.
+    `batch`: blocks per forward (the memory model's evaluation batch, raysweep.memory)."""
     was_training = model.training
     model.eval()
     out = {}
@@ -44,7 +68,7 @@ def evaluate(model, sets: dict[str, torch.Tensor], device, rank: int, world: int
                 x = mine[i : i + batch].to(device)
                 with autocast(device):
                     logits = model(input_ids=x[:, :-1]).logits
-                loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1), reduction="sum")
+                loss = cross_entropy(logits, x[:, 1:], reduction="sum")
                 total += torch.stack([loss.double(), torch.tensor(x[:, 1:].numel(), dtype=torch.float64, device=device)])
             if world > 1:
                 torch.distributed.all_reduce(total)

@@ -81,3 +81,22 @@ def test_model_compile_reaches_the_training_loop_and_no_node_key(smoke_data, smo
     compiled = load_study(SMOKE, [f"output_dir={smoke_out}", "model.compile=true"])
     assert loop_config(compiled, data).compile and not loop_config(study, data).compile
     assert [a.spec.node_key for a in plan(compiled, data)[0]] == [a.spec.node_key for a in plan(study, data)[0]]  # operational
+
+
+def test_micro_batches_and_activation_checkpointing_reach_the_runs_and_no_node_key(smoke_data, smoke_out):
+    study, data = smoke_data
+    changed = load_study(
+        SMOKE,
+        [
+            f"output_dir={smoke_out}",
+            "posttrain.micro_batch_size=1",
+            "posttrain.activation_checkpointing=true",
+            "pretrain.micro_batch_size=2",
+        ],
+    )
+    (arms, subtrees), (arms2, subtrees2) = plan(study, data), plan(changed, data)
+    key = lambda a, s: [a_.spec.node_key for a_ in a] + [m.spec.node_key for n2, c in s for m in (n2, *c)]
+    assert key(arms2, subtrees2) == key(arms, subtrees)  # operational
+    assert arms2[0].spec.micro_batch_size == 2 and arms[0].spec.micro_batch_size == "auto"
+    n2 = subtrees2[0][0].spec
+    assert n2.micro_batch_size == 1 and n2.activation_checkpointing and not subtrees2[0][1][0].spec.activation_checkpointing

@@ -119,3 +119,44 @@ def test_the_compiled_training_step_matches_the_eager_one(setup):
     assert compiled["compiled_graphs"] > 0 and "compiled_graphs" not in eager
     assert compiled["steps"] == eager["steps"] == 8
     assert compiled["losses"] == pytest.approx(eager["losses"], rel=1e-4)
+
+
+def test_a_run_in_micro_batches_of_one_equals_the_run_in_one_forward_and_resumes_the_same(setup):
+    cfg, rows, evals, tmp = setup
+    whole, state, _ = train_run(_spec(tmp, node_dir=str(tmp / "whole")), None, rows, cfg, evals, Worker(torch.device("cpu")))
+    micro, mstate, _ = train_run(
+        _spec(tmp, node_dir=str(tmp / "micro"), micro_batch_size=1), None, rows, cfg, evals, Worker(torch.device("cpu"))
+    )
+    assert whole["micro_batch_size"] == 4 and whole["accumulation_steps"] == 1
+    assert micro["micro_batch_size"] == 1 and micro["accumulation_steps"] == 4
+    assert micro["losses"] == pytest.approx(whole["losses"], rel=1e-5)
+    assert all(torch.allclose(mstate[k], state[k], rtol=1e-4, atol=1e-6) for k in state)
+    # interrupted at step 12 after its progress checkpoint at 10, then resumed: bit for bit the same run
+    spec = _spec(tmp, node_dir=str(tmp / "resumed"), micro_batch_size=1, checkpoint_every=10)
+    with pytest.raises(Diverged):
+        train_run(spec, None, rows, replace(cfg, faults=Faults(nan="plain@12")), evals, Worker(torch.device("cpu")))
+    again, astate, _ = train_run(spec, None, rows, cfg, evals, Worker(torch.device("cpu")))
+    assert again["resumed_from_step"] == 10 and again["losses"] == micro["losses"]
+    assert all(torch.equal(astate[k], mstate[k]) for k in mstate)
+
+
+def test_activation_checkpointing_changes_memory_not_results(setup):
+    cfg, rows, evals, tmp = setup
+    for dropout in (0.0, 0.1):  # with dropout the recomputed layers must draw the same masks
+        plain, _, _ = train_run(
+            _spec(tmp, node_dir=str(tmp / f"p{dropout}"), dropout=dropout, max_steps=10),
+            None,
+            rows,
+            cfg,
+            evals,
+            Worker(torch.device("cpu")),
+        )
+        ckpt, _, _ = train_run(
+            _spec(tmp, node_dir=str(tmp / f"c{dropout}"), dropout=dropout, max_steps=10, activation_checkpointing=True),
+            None,
+            rows,
+            cfg,
+            evals,
+            Worker(torch.device("cpu")),
+        )
+        assert ckpt["losses"] == pytest.approx(plain["losses"], rel=1e-5), dropout
