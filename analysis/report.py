@@ -13,6 +13,7 @@ from analysis.figures import plot_frontiers, plot_lambda, plot_pareto_3d
 from analysis.pareto import OBJECTIVES_3D, VIEWS, frontiers, pareto_set, set_shares
 from analysis.runs import COLUMNS
 from analysis.verdict import seed_agreement
+from raysweep.storage import atomic_file, disk_full, is_disk_full
 
 _NAMES = {"L_ret": "L_ret (D_post after fine-tuning)", "L_ft": "L_ft (D_ft)", "L_pre": "L_pre (D_pre after fine-tuning)"}
 
@@ -225,6 +226,13 @@ table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;pa
 <h2>All three losses at once</h2><pre>{html.escape(pareto_3d_table(rows))}</pre>
 {_failures_html(failures)}<h2>All runs</h2>{runs_table_html(rows)}
 </body></html>"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+    # a temporary file renamed into place: a full disk leaves no half-written report behind
+    data = page.encode("utf-8")
+    try:
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full(path, len(data), "writing the report") from None
+        raise
     return path

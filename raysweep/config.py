@@ -762,8 +762,14 @@ def load_study(path: str | Path | None = None, overrides: list[str] | tuple[str,
         doc = parse_yaml(text)
     except yaml.YAMLError as e:
         raise StudyConfigError(source, [f"not valid YAML: {e}"]) from None
-    if doc is None:
-        doc = {}
+    if doc is None:  # an empty file is a mistake (a wrong path, a file not saved), not a request for every default
+        raise StudyConfigError(
+            source,
+            [
+                "the file is empty (or only comments); a study file sets at least one key (search_spaces/default.yaml shows them all), "
+                "or leave out --config to run the default study"
+            ],
+        )
     if not isinstance(doc, dict):
         raise StudyConfigError(source, [f"the top level must be a mapping of keys, got {type(doc).__name__}"])
 

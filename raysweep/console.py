@@ -48,21 +48,3 @@ def quiet_libraries(folder: Path) -> Path:
     # Tuner.fit whatever the verbosity; the classic reporter at verbose=0 prints nothing
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     return path
-
-
-def stop_on_signals() -> None:
-    """Ctrl-C (SIGINT) and SIGTERM end the study cleanly: the first one raises KeyboardInterrupt in
-    the main thread, so the study closes what it was training and reports it (raysweep.study);
-    a second one ends the process at once. Tune's own SIGINT handler is turned off: it would stop
-    the trials in its own way and return as if the tree had ended."""
-    import signal
-
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-
-    def stop(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        raise KeyboardInterrupt(signal.Signals(signum).name)  # raysweep.study names it in the summary
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)

@@ -94,9 +94,11 @@ def _write(node_dir: str | Path, lease: dict, exclusive: bool) -> bool:
 
 
 class Lease:
-    def __init__(self, node_dir: str | Path, label: str):
+    def __init__(self, node_dir: str | Path, label: str, tag: str = ""):
+        """`tag`: the study run that takes it (its workers' leases are cleared by `clear_tagged` once
+        the run ends, however its workers ended)."""
         self.node_dir, self.label = node_dir, label
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}" + (f":{tag}" if tag else "")
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self.lost = False  # another trainer took it over (this one was taken for dead)
@@ -150,6 +152,20 @@ class Lease:
         with contextlib.suppress(OSError):
             if self._mine():
                 storage.delete(lease_path(self.node_dir))
+
+
+def clear_tagged(node_dirs, tag: str) -> int:
+    """Delete the leases on `node_dirs` that workers of the study run `tag` took: called once that
+    run's workers are gone (the tree ended, failed or was stopped), so none is left behind for the
+    next run to wait on or take over. Returns how many were deleted."""
+    cleared = 0
+    for node_dir in node_dirs:
+        held = read(node_dir)
+        if held is not None and str(held.get("owner", "")).endswith(f":{tag}"):
+            with contextlib.suppress(OSError):
+                storage.delete(lease_path(node_dir))
+                cleared += 1
+    return cleared
 
 
 @contextlib.contextmanager

@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  not installed here: {line}")
         return 0
     print(describe_tree(study), flush=True)
-    from raysweep.console import quiet_libraries, stop_on_signals
+    from raysweep.console import quiet_libraries
     from raysweep.ray_instance import RayStartError
+    from raysweep.signals import stop_on_signals
     from raysweep.study import run_study
 
     log = None if args.verbose else quiet_libraries(study.out / "logs")

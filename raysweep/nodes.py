@@ -141,8 +141,11 @@ def save_node(
             files = {p.name: {"bytes": p.stat().st_size, "sha256": file_digest(p)} for p in sorted(tmp.iterdir())}
             node = {"spec": asdict(spec), "result": result, "tokenizer_id": tokenizer_id, "files": files, "trained_by": trained_by}
             (tmp / NODE_FILE).write_text(json.dumps(node, indent=1))
-    except OSError as e:
-        raise write_error(spec, "checkpoint", final, e, "nothing was marked finished") from e
+    except Exception as e:  # safetensors reports a full disk as its own error, in words
+        if not (isinstance(e, OSError) or storage.is_disk_full(e)):
+            raise
+        needed = tensor_bytes(state) if spec.keep_weights else None
+        raise write_error(spec, "checkpoint", final, e, "nothing was marked finished", needed) from e
     if remote:
         uploader.submit(storage.upload_dir, final, spec.node_dir, NODE_FILE)
 
@@ -179,17 +182,31 @@ def failures_since(node_dir, since: float) -> int:
     return sum(1 for line in (text or "").splitlines() if line.strip() and json.loads(line)["time"] >= since)
 
 
-def write_error(spec: RunSpec, what: str, where: Path, error: Exception, consequence: str) -> OSError:
-    """A failed checkpoint write, said so that the user knows what to change (keeps the errno)."""
-    existing = next((p for p in (where, *where.parents) if p.exists()), None)
-    free = shutil.disk_usage(existing).free if existing else 0
-    full = " (the disk is full)" if free < 2**27 else ""
+def write_error(spec: RunSpec, what: str, where: Path, error: Exception, consequence: str, needed: int | None = None) -> OSError:
+    """A failed checkpoint write, said so that the user knows what to change: a full disk as
+    storage.DiskFull (the path, the bytes free there and the bytes the write needed), anything else
+    with the errno kept."""
+    # torch's writer says only "file write failed" or "unexpected pos": a write that needed more than is free was a full disk
+    if storage.is_disk_full(error) or (needed and storage.free_bytes(where) < needed):
+        return storage.disk_full(where, needed, f"{spec.label}: could not write its {what}", consequence, key="checkpoint_dir")
+    free = storage.free_bytes(where)
     detail = (getattr(error, "strerror", None) or str(error))[:300]
     message = (
-        f"{spec.label}: could not write its {what} to {where}{full} ({detail}; {free / 2**30:.3f} GiB free there). "
+        f"{spec.label}: could not write its {what} to {where} ({detail}; {free / 2**30:.3f} GiB free there). "
         f"Free space or point checkpoint_dir elsewhere; {consequence}"
     )
     return OSError(error.errno, message) if getattr(error, "errno", None) else OSError(message)
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of the tensors in a (nested) state: what writing it needs, about."""
+    if hasattr(obj, "nbytes") and hasattr(obj, "dtype"):
+        return int(obj.nbytes)
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 # ------------------------------------------------------------------------------ progress (resume)
@@ -219,7 +236,7 @@ def save_progress(
             with storage.atomic_file(folder / name) as tmp:
                 torch.save(blob, tmp)
         except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError from its writer
-            raise write_error(spec, "progress checkpoint", folder, e, "the last complete checkpoint is kept") from e
+            raise write_error(spec, "progress checkpoint", folder, e, "the last complete checkpoint is kept", tensor_bytes(blob)) from e
     if storage.is_remote(spec.node_dir) and uploader is not None:  # in the background: training goes on
         uploader.submit(
             storage.upload_files, folder, storage.with_suffix(spec.node_dir, ".resume"), sorted(files, key=lambda n: n == "state.pt")

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+from raysweep.signals import keeping_handlers
+
 # Train V2 polls worker health every 2 s by default, which adds ~5 s to the end of every fit.
 _RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
@@ -90,11 +92,15 @@ def start_reaper() -> subprocess.Popen:
 
 def init_ray(retry_after_s: float = 2.0, extra_env: dict[str, str] | None = None) -> None:
     """Connect to RAY_ADDRESS's cluster or start the private local instance; `extra_env` goes to every
-    Ray worker too (a benchmark's switches)."""
+    Ray worker too (a benchmark's switches). The caller's signal handlers survive it."""
     import ray
 
     if ray.is_initialized():  # a caller (a test, a notebook) already connected
         return
+    keeping_handlers(lambda: _init_ray(ray, retry_after_s, extra_env))
+
+
+def _init_ray(ray, retry_after_s: float, extra_env: dict[str, str] | None) -> None:
     from raysweep.tracking import http_env
 
     env = {**_RAY_ENV, **http_env(), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
@@ -107,6 +113,9 @@ def init_ray(retry_after_s: float = 2.0, extra_env: dict[str, str] | None = None
     # Always a private local instance (never silently joining a `ray start` cluster that happens to
     # run here; set RAY_ADDRESS for that), dashboard off, loopback only. Under heavy load its raylet
     # has failed to start (a `Check failed` abort): one more try, then one line saying what to check.
+    limited = address_space_problem()
+    if limited:
+        raise RayStartError(limited)
     loopback_only()
     env.update(LOOPBACK_ENV)
     for attempt in (1, 2):
@@ -123,11 +132,29 @@ def init_ray(retry_after_s: float = 2.0, extra_env: dict[str, str] | None = None
             if attempt == 2:
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
                 raise RayStartError(
-                    f"the local Ray instance failed to start twice ({type(e).__name__}: {first}); check free memory and "
-                    "space in /tmp (Ray's object store and logs), leftover Ray processes of an earlier run (`ray stop`), "
+                    f"the local Ray instance failed to start twice ({type(e).__name__}: {first}); check free memory, "
+                    "a memory or process limit (ulimit -a), the size of /dev/shm and space in /tmp (Ray's object store and logs), "
+                    "ports in use or blocked on 127.0.0.1, leftover Ray processes of an earlier run (`ray stop`), "
                     "and the raylet's log under /tmp/ray/session_latest/logs/"
                 ) from None
             time.sleep(retry_after_s)
+
+
+def address_space_problem(minimum_gib: float = 64.0) -> str | None:
+    """Why a local Ray instance cannot start under this process's address-space limit (`ulimit -v`),
+    or None. Ray's processes map far more virtual memory than they use (the object store is mapped
+    whole; a worker that imports torch maps ≈ 10 GiB), and under a limit of 8 GB `ray.init` hung
+    in a C++ abort for minutes instead of failing."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY or soft >= minimum_gib * 2**30:
+        return None
+    return (
+        f"the address-space limit (ulimit -v) is {soft / 2**30:.1f} GiB, too small for a local Ray instance: its processes "
+        f"map far more virtual memory than they use (the object store whole, ≈ 10 GiB a worker with torch); run the study "
+        f"with `ulimit -v unlimited` (or at least {minimum_gib:.0f} GiB), and limit real memory with a cgroup instead"
+    )
 
 
 def stop_own_ray() -> None:

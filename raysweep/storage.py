@@ -18,6 +18,7 @@ full disk leaves at most the temporary behind, never half a file taken for a who
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import shutil
@@ -27,6 +28,41 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from raysweep.keys import text_key
+
+
+class DiskFull(OSError):
+    """A write that found no space: says where, how much was free there and how much was needed."""
+
+    def __init__(self, path: str | Path, free: int, needed: int | None, what: str = "", consequence: str = "", key: str = "output_dir"):
+        self.path, self.free, self.needed = str(path), free, needed
+        need = f", {needed / 2**20:,.1f} MiB needed" if needed else ""
+        what = f"{what}: " if what else ""
+        message = f"{what}the disk is full at {path} ({free / 2**20:,.1f} MiB free{need}); free space there or point {key} elsewhere"
+        super().__init__(errno.ENOSPC, message + (f"; {consequence}" if consequence else ""))
+
+    def __str__(self) -> str:  # the message alone, not OSError's "[Errno 28] ..."
+        return self.strerror
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC, raised as such or reported in words by a library (safetensors: "No space left on
+    device (os error 28)"; torch's writer: "file write failed")."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text
+
+
+def free_bytes(path: str | Path) -> int:
+    """Free bytes on the filesystem of `path` (its nearest existing parent); 0 if none is found."""
+    p = Path(path)
+    existing = next((q for q in (p, *p.parents) if q.exists()), None)
+    return shutil.disk_usage(existing).free if existing else 0
+
+
+def disk_full(path: str | Path, needed: int | None = None, what: str = "", consequence: str = "", key: str = "output_dir") -> DiskFull:
+    """The DiskFull of a write to `path` that needed `needed` bytes; `key`: the study key that moves it."""
+    return DiskFull(path, free_bytes(path), needed, what, consequence, key)
 
 
 def _private_suffix() -> str:

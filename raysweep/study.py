@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from raysweep import packages
+from raysweep import packages, signals, storage
 from raysweep.config import Study, StudyConfigError
 from raysweep.ray_instance import init_ray, stop_own_ray
 
@@ -167,7 +167,7 @@ def write_outputs(study: Study, rows: list[dict], tree, tracker, study_run) -> t
     report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}", failures=tree.failures + tree.diverged)
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, report)
     tables = frontier_tables(rows) + lambda_table(rows) + comparison_table(rows) + hypervolume_table(rows)
-    (out / "frontiers.txt").write_text(tables)
+    storage.write_text(out / "frontiers.txt", tables)  # whole or not at all
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, out / "frontiers.txt")
     for path in write_csvs(rows, out / "tables"):
         tracker.guard("logging an artifact", tracker.log_artifact, study_run, path, "tables")
@@ -221,6 +221,8 @@ def report_interrupted(study: Study, tracker, study_run: str | None, stop: Keybo
 
     stop_own_ray()  # the slots stop now, so nothing trains or logs behind this summary
     arms, subtrees = getattr(stop, "arms", None), getattr(stop, "subtrees", None)
+    if getattr(stop, "clear_leases", None) is not None:
+        stop.clear_leases()  # the stopped workers never released theirs
     settled: set[str] = set()
     if arms is not None:
         nodes = all_nodes(arms, subtrees)
@@ -232,7 +234,7 @@ def report_interrupted(study: Study, tracker, study_run: str | None, stop: Keybo
     killed = tracker.guard("closing the interrupted runs", tracker.kill_running, settled) or 0
     if study_run is not None:
         tracker.guard("closing the study's MLflow run", tracker.finish, study_run, {}, status="KILLED")
-    name = stop.args[0] if stop.args else "SIGINT"  # a plain KeyboardInterrupt: Ctrl-C without the CLI's handler
+    name = signals.received(stop)
     print("\n" + "=" * 78)
     print(f"raysweep study {study.name!r}: interrupted by {name} after {seconds:.0f}s; {kept}.")
     print("  run the same command to resume: finished runs are not trained again, and a run stopped")
@@ -253,6 +255,36 @@ def report_interrupted(study: Study, tracker, study_run: str | None, stop: Keybo
     }
 
 
+def report_disk_full(study: Study, tracker, study_run: str | None, error: OSError, seconds: float) -> dict:
+    """A disk filled up under the driver (the data cache, the report, the tables): one line that
+    names the path, the bytes free and the bytes needed; finished nodes are kept (they were written
+    whole or not at all), the study's MLflow run is FAILED, and the summary says how to go on."""
+    stop_own_ray()
+    if not isinstance(error, storage.DiskFull):
+        error = storage.disk_full(getattr(error, "filename", None) or study.out, None, "writing the study's outputs")
+    killed = tracker.guard("closing the unfinished runs", tracker.kill_running, set()) or 0
+    if study_run is not None:
+        tracker.guard("closing the study's MLflow run", tracker.finish, study_run, {}, status="FAILED")
+    print("\n" + "=" * 78)
+    print(f"raysweep study {study.name!r}: stopped after {seconds:.0f}s: {error}")
+    print("  finished runs are kept (a node is written whole or not at all); once there is space, the same")
+    print("  command goes on from there and writes the report")
+    print(
+        f"MLflow:      {tracker.tracking_uri} (the study's run marked FAILED" + (f", {killed} unfinished runs KILLED)" if killed else ")")
+    )
+    print("=" * 78)
+    return {
+        "rows": [],
+        "failures": [str(error)],
+        "diverged": [],
+        "interrupted": None,
+        "disk_full": str(error),
+        "tracking_uri": tracker.tracking_uri,
+        "tracking_online": tracker.online,
+        "seconds": seconds,
+    }
+
+
 def run_study(study: Study, train: bool = True) -> dict:
     """Prepare data, train the tree, write the report; returns the summary. `train=False`
     (--sync-mlflow) trains nothing and brings MLflow up to date from the node store."""
@@ -267,6 +299,10 @@ def run_study(study: Study, train: bool = True) -> dict:
         import torch  # noqa: F401
     packages.check(study)
     check_writable(study)
+    if study.model.kind == "lm":
+        from raysweep.data.prepare import check_corpora
+
+        check_corpora(study)  # local files read far enough to know they are text, before Ray starts
     tracker, study_run = open_tracking(study)
     try:
         if study.model.kind == "linear":
@@ -281,8 +317,12 @@ def run_study(study: Study, train: bool = True) -> dict:
         study_run, timings["mlflow"] = settle_tracking(study, tracker, study_run, resync, since)
         rows = [make_row(**r) for r in records]
         report, tables = write_outputs(study, rows, tree, tracker, study_run)
-    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (raysweep.console.stop_on_signals)
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP (raysweep.signals)
         return report_interrupted(study, tracker, study_run, stop, time.perf_counter() - t0)
+    except OSError as e:
+        if not storage.is_disk_full(e):
+            raise
+        return report_disk_full(study, tracker, study_run, e, time.perf_counter() - t0)
     tracker.guard(
         "closing the study's MLflow run",
         tracker.finish_study,

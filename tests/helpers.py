@@ -306,3 +306,33 @@ FAKE_AWS = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
 }
+
+
+def mount_tmpfs(where: Path, size: str):
+    """A real small filesystem (tmpfs of `size`, e.g. "2M") at `where`, for full-disk tests; None
+    where mounting is not allowed (it needs root with CAP_SYS_ADMIN). Unmount with `unmount`."""
+    import subprocess
+
+    where.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True).returncode != 0:
+        return None
+    return where
+
+
+def unmount(where: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill(where: Path) -> None:
+    """Fill a filesystem until no byte is free."""
+    for name, chunk in (("filler", 65536), ("filler-tail", 1)):
+        fd = os.open(where / name, os.O_CREAT | os.O_WRONLY)
+        try:
+            while True:
+                os.write(fd, b"\0" * chunk)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)

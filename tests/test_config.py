@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 import time
@@ -86,10 +87,13 @@ def test_bad_files(tmp_path, text, match):
         load_study(p)
 
 
-def test_empty_file_is_the_default_study(tmp_path):
+@pytest.mark.parametrize("text", ["", "# only a comment\n\n", "---\n"])
+def test_an_empty_or_comment_only_file_is_refused_naming_it(tmp_path, text):
+    """It used to run the whole default study silently (a wrong path, an unsaved file)."""
     p = tmp_path / "empty.yaml"
-    p.write_text("")
-    assert load_study(p) == Study()
+    p.write_text(text)
+    with pytest.raises(StudyConfigError, match=rf"(?s){re.escape(str(p))}: 1 problem.*the file is empty \(or only comments\)"):
+        load_study(p)
 
 
 def test_missing_file():
@@ -178,3 +182,23 @@ def test_a_custom_shape_is_shown_by_the_dry_run_with_its_parameter_count():
 def test_a_model_kind_linear_study_refuses_a_llama_shape():
     with pytest.raises(StudyConfigError, match=r"model\.hidden: model\.kind linear has no Llama shape"):
         load_study(ROOT / "search_spaces" / "theory.yaml", ["model.hidden=64"])
+
+
+def test_an_address_space_limit_too_small_for_ray_is_said_in_one_line(tmp_path):
+    """Under `ulimit -v 8000000` ray.init hung for minutes in a C++ abort; now one line says what to change."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (8_000_000 * 1024, 8_000_000 * 1024))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "raysweep.main", "--config", str(ROOT / "search_spaces" / "smoke.yaml"), "--set", f"output_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: the address-space limit (ulimit -v) is 7.6 GiB"), proc.stderr[-3000:]
+    assert "ulimit -v unlimited" in errors[0]

@@ -76,6 +76,23 @@ def make_tokenizer(study: Study, cache: Path) -> Path:
         raise StudyConfigError("tokenizer", [str(e)]) from None
 
 
+def check_corpora(study: Study) -> None:
+    """Each local corpus's first record read and rendered (raysweep.data.corpora.sources.probe_local),
+    before Ray starts; every problem at once, each with its key."""
+    from raysweep.data.corpora.sources import CorpusError, probe_local
+
+    problems = []
+    for role in ROLES:
+        cfg = getattr(study.corpora, role)
+        if cfg.source == "local":
+            try:
+                probe_local(cfg, f"corpora.{role}")
+            except CorpusError as e:
+                problems.append(str(e))
+    if problems:
+        raise StudyConfigError("corpora", problems)
+
+
 def prepare(study: Study) -> StudyData:
     t0 = time.perf_counter()
     cache = study.out / "cache"

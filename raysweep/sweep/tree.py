@@ -33,9 +33,10 @@ class Interrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM while a tree trained (raysweep.console): the tree it was training, so the
     study can count what is finished and close what is not (raysweep.study.report_interrupted)."""
 
-    def __init__(self, arms: list[Node], subtrees: list[Subtree], *args):
+    def __init__(self, arms: list[Node], subtrees: list[Subtree], *args, clear_leases=None):
         super().__init__(*args)  # the signal's name, when raysweep.console's handler raised it
         self.arms, self.subtrees = arms, subtrees
+        self.clear_leases = clear_leases  # to call once Ray has stopped the workers
 
 
 @dataclass
@@ -151,10 +152,13 @@ def train_nodes(
     items = trial_order(arms, subtrees, todo, todo2) if train else []
     result = TreeResult(arms, subtrees)
     if items:
+        work = Work(arms, subtrees, tracker, study_run)
         try:
-            result.failures = train_items(study, data, Work(arms, subtrees, tracker, study_run), items, tracker)
+            result.failures = train_items(study, data, work, items, tracker)
         except KeyboardInterrupt as stop:
-            raise Interrupted(arms, subtrees, *stop.args) from None
+            # Ray is still up here: the study clears the leases once it has stopped the workers
+            raise Interrupted(arms, subtrees, *stop.args, clear_leases=work.clear_leases) from None
+        work.clear_leases()  # every trial has ended: what a killed or failed worker held is stale
     me = study.content_hash()
     for m in all_nodes(arms, subtrees):
         done = node_done(m.spec.node_dir) if m.spec.node_key not in before else None

@@ -11,9 +11,10 @@ syncs the items' MLflow runs; every rank trains.
 from __future__ import annotations
 
 import sys
+import uuid
 from dataclasses import replace
 
-from raysweep.leases import Lease, ttl_s
+from raysweep.leases import Lease, clear_tagged, ttl_s
 from raysweep.nodes import failures_since, node_diverged, node_done, record_failure
 from raysweep.spec import Node, Subtree, all_nodes
 from raysweep.sweep.sync import close_run, open_run, sync_node
@@ -38,6 +39,11 @@ class Work:
         self.by_key = {m.spec.node_key: m for m in all_nodes(arms, subtrees)}
         self.sources: dict[Item, dict] = {}  # item -> {dataset: StreamSource}: each rank reads its own rows
         self.split: dict[int, set[int]] = {}  # subtree -> its children trained as leaf items (split_tail)
+        self.lease_tag = uuid.uuid4().hex[:12]  # this tree run's leases (raysweep.leases.clear_tagged)
+
+    def clear_leases(self) -> int:
+        """Delete the leases this run's workers left (a worker killed, or stopped with Ray, never releases its own)."""
+        return clear_tagged([m.spec.node_dir for m in self.by_key.values()], self.lease_tag)
 
     def group(self, item: Item) -> list[Node]:
         kind, i = item[:2]
@@ -117,7 +123,7 @@ class Work:
                 flush=True,
             )
 
-        lease = Lease(head.node_dir, head.label)
+        lease = Lease(head.node_dir, head.label, self.lease_tag)
         waited = lease.acquire(waiting)
         if waited_for:
             print(f"[{head.label}] lease taken after {waited:.0f} s", file=sys.__stdout__, flush=True)

@@ -370,3 +370,53 @@ def test_carving_never_lets_a_heldout_text_into_training(tmp_path_factory, token
     assert len(set(held)) == len(held) <= heldout_docs
     skipped = corpus.stats["skipped"]
     assert len(train) + len(held) + skipped["heldout_copies"] + skipped["carved_beyond_heldout_docs"] + skipped["empty"] == len(texts)
+
+
+@pytest.mark.parametrize(
+    "name, content, over, match",
+    [
+        ("tunes.jsonl", bytes(range(256)) * 64, {}, r"corpora\.post\.path: cannot read .*tunes\.jsonl \(UnicodeDecodeError"),
+        ("tunes.txt", "Grüße".encode("latin-1") * 100, {}, r"corpora\.post\.path: cannot read .*tunes\.txt \(UnicodeDecodeError"),
+        ("tunes.jsonl", b'{"abc": "X:1"}\n', {}, r"corpora\.post\.text_field: records have no field 'text' \(fields: abc\)"),
+        ("tunes.jsonl", b"not json\n", {}, r"corpora\.post\.path: cannot read .*JSONDecodeError"),
+        ("tunes.parquet", b"PAR1 broken", {}, r"corpora\.post\.path: cannot read .*tunes\.parquet"),
+        ("tunes.jsonl", b"", {}, r"corpora\.post\.path: .*tunes\.jsonl holds no records"),
+        ("tunes.jsonl", b'{"q": "a"}\n', {"template": "{question}"}, r"corpora\.post\.template: records have no field 'question'"),
+    ],
+)
+def test_a_local_corpus_is_read_far_enough_to_refuse_it_before_ray_starts(tmp_path, name, content, over, match):
+    """Binary, another encoding, no text field: said with the key from the first record, before any compute."""
+    from raysweep.data.prepare import check_corpora
+
+    (tmp_path / name).write_bytes(content)
+    study = load_study(None, [f"output_dir={tmp_path / 'out'}", f"corpora.post={{source: local, path: {tmp_path / name}}}"])
+    if over:
+        study = study.model_copy(update={"corpora": study.corpora.model_copy(update={"post": study.corpora.post.model_copy(update=over)})})
+    with pytest.raises(StudyConfigError, match=match):
+        check_corpora(study)
+
+
+def test_the_cli_refuses_an_unreadable_local_corpus_before_ray(tmp_path):
+    """RAY_ADDRESS names no cluster: had the CLI started or joined Ray first, it would fail another way."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "tunes.jsonl").write_bytes(bytes(range(256)) * 4096)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "raysweep.main",
+            "--set",
+            f"output_dir={tmp_path / 'out'}",
+            "--set",
+            f"corpora.post={{source: local, path: {tmp_path / 'tunes.jsonl'}}}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RAY_ADDRESS": "127.0.0.1:9"},
+    )
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "corpora.post.path: cannot read" in proc.stderr and "[data]" not in proc.stdout

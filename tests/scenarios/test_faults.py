@@ -25,11 +25,14 @@ from tests.helpers import (
     REDUCED,
     SMOKE,
     duplicate_points,
+    fill,
     free_port,
     mlflow_snapshot,
+    mount_tmpfs,
     node_results,
     start_mlflow_server,
     stop_mlflow_server,
+    unmount,
     with_reference_data,
 )
 
@@ -245,7 +248,9 @@ def test_full_disk_at_checkpoint_write_leaves_nothing_marked_done(tmp_path, monk
 
     monkeypatch.setattr(safetensors.torch, "save_file", full)
     spec = RunSpec("pretrain", "pretrain λ=0", "k", str(tmp_path / "ckpt" / "node"), "train", 1e-3, 1e-4, 1, 0.0, 2, 1, 1, [], 0)
-    with pytest.raises(OSError, match=r"could not write its checkpoint to .*node .*No space left.*GiB free.*checkpoint_dir") as e:
+    with pytest.raises(
+        OSError, match=r"could not write its checkpoint: the disk is full at .*node \([\d,.]+ MiB free, 0.0 MiB needed\).*checkpoint_dir"
+    ) as e:
         save_node(spec, {"w": torch.zeros(3)}, {"losses": {}}, "tok")
     assert e.value.errno == errno.ENOSPC
     assert node_done(spec.node_dir) is None
@@ -255,14 +260,64 @@ def test_full_disk_at_checkpoint_write_leaves_nothing_marked_done(tmp_path, monk
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A real 2 MiB filesystem (tmpfs) for the node store; skipped where mounting is not allowed."""
-    import subprocess
-
-    where = tmp_path / "disk"
-    where.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(where)], capture_output=True).returncode != 0:
+    where = mount_tmpfs(tmp_path / "disk", "2M")
+    if where is None:
         pytest.skip("mounting a small tmpfs needs root with CAP_SYS_ADMIN (the unit test above covers ENOSPC)")
     yield where
-    subprocess.run(["umount", "-l", str(where)], capture_output=True)
+    unmount(where)
+
+
+def test_a_node_bigger_than_the_free_space_says_where_how_much_is_free_and_needed(tiny_disk):
+    """safetensors reports a full disk in its own words ("os error 28"): the error names the path,
+    the free and the needed bytes, and nothing is left that could pass for a node."""
+    import torch
+
+    from raysweep.nodes import node_done, save_node
+    from raysweep.spec import RunSpec
+    from raysweep.storage import DiskFull
+
+    spec = RunSpec("pretrain", "pretrain λ=0", "k", str(tiny_disk / "node"), "train", 1e-3, 1e-4, 1, 0.0, 2, 1, 1, [], 0)
+    with pytest.raises(
+        DiskFull,
+        match=r"pretrain λ=0: could not write its checkpoint: the disk is full at .*/disk/node \([\d.]+ MiB free, 4.0 MiB needed\)",
+    ) as e:
+        save_node(spec, {"w": torch.zeros(1 << 20)}, {"losses": {}}, "tok")
+    assert e.value.needed == 4 << 20 and e.value.free <= 2 << 20
+    assert node_done(spec.node_dir) is None and list(tiny_disk.iterdir()) == []
+
+
+def test_a_report_that_does_not_fit_leaves_no_half_written_file(tiny_disk):
+    from analysis.report import write_report
+    from raysweep.storage import DiskFull
+    from tests.helpers import example_rows
+
+    fill(tiny_disk)
+    with pytest.raises(DiskFull, match=r"writing the report: the disk is full at .*report.html \(0.0 MiB free, [\d.]+ MiB needed\)"):
+        write_report(example_rows(), tiny_disk / "report.html")
+    assert not [p for p in tiny_disk.iterdir() if p.name.startswith("report")]
+
+
+def test_a_full_output_dir_ends_the_study_in_one_line_with_its_run_failed(ray_local, reference, tmp_path):
+    """The driver's own writes (here the tables, after the report) hit a full disk: the summary says
+    where, how much is free and needed, the study's MLflow run is FAILED, and the nodes are kept."""
+    from mlflow.tracking import MlflowClient
+
+    ref_out, _, _ = reference
+    out = with_reference_data(ref_out, tmp_path / "study")
+    tables = mount_tmpfs(out / "tables", "64k")
+    if tables is None:
+        pytest.skip("mounting a small tmpfs needs root with CAP_SYS_ADMIN")
+    try:
+        fill(tables)
+        study = _study(out, f"checkpoint_dir={ref_out / 'checkpoints'}")  # every node finished: nothing trains
+        summary = run_study(study)
+    finally:
+        unmount(tables)
+    assert summary["disk_full"] and f"the disk is full at {tables}" in summary["disk_full"] and "0.0 MiB free" in summary["disk_full"]
+    client = MlflowClient(summary["tracking_uri"])
+    [run] = client.search_runs([client.get_experiment_by_name(study.name).experiment_id], "tags.`raysweep.stage` = 'study'") or [None]
+    assert run is not None and run.info.status == "FAILED"
+    assert len(node_results(ref_out)) == 5
 
 
 def test_disk_full_mid_study_then_freed_loses_nothing(ray_local, reference, tmp_path, tiny_disk):

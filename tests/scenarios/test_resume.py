@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from raysweep.config import load_study
 from tests.helpers import (
     REDUCED,
@@ -124,10 +126,12 @@ def test_sigkilled_driver_resumes_exactly(ray_local, reference, tmp_path):
     assert mlflow_snapshot(f"sqlite:///{out / 'mlflow.db'}", study.name) == ref_mlflow
 
 
-def test_ctrl_c_reports_interrupted_and_the_rerun_trains_only_what_is_missing(ray_local, reference, tmp_path):
-    """Ctrl-C (SIGINT to the driver's whole process group, as a terminal sends it) mid stage 2:
-    exit 130, the summary says interrupted and how to resume, nothing is called FAILED, MLflow
-    marks the unfinished runs KILLED; the same study again trains exactly the missing nodes."""
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_stop_signal_reports_interrupted_and_the_rerun_trains_only_what_is_missing(ray_local, reference, tmp_path, name):
+    """Ctrl-C (SIGINT to the driver's whole process group, as a terminal sends it) or SIGTERM (to the
+    driver alone, as `timeout`, `ray job stop`, Kubernetes and Slurm send it) mid stage 2: exit 130 or
+    143, the summary says interrupted and how to resume, nothing is called FAILED, MLflow marks the
+    unfinished runs KILLED, no lease is left; the same study again trains exactly the missing nodes."""
     from mlflow.tracking import MlflowClient
 
     from raysweep.study import run_study
@@ -137,13 +141,17 @@ def test_ctrl_c_reports_interrupted_and_the_rerun_trains_only_what_is_missing(ra
     cmd, env = _study_cli(out)
     with (tmp_path / "first.log").open("w") as log:
         proc = _start_until_a_stage2_checkpoint(cmd, env, out, log)
-        os.killpg(proc.pid, signal.SIGINT)
+        if name == "SIGINT":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
         rc = proc.wait(timeout=120)
     printed = (tmp_path / "first.log").read_text()
-    assert rc == 130, printed[-3000:]
-    assert "interrupted by SIGINT" in printed and "run the same command to resume" in printed
-    assert "FAILED" not in printed and "Traceback" not in printed
+    assert rc == 128 + signal.Signals[name], printed[-3000:]
+    assert f"interrupted by {name}" in printed and "run the same command to resume" in printed
+    assert "FAILED" not in printed and "Traceback" not in printed and "SIGTERM received" not in printed
     assert not list((out / "checkpoints").glob("*/*/.lock"))
+    assert not list((out / "checkpoints").glob("*/*.lease"))
     finished = {p.parent.name for p in (out / "checkpoints").glob("*/*/node.json")}
     assert 1 <= len(finished) < 5  # the arm, at least, and not the whole tree
 

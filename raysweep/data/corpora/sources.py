@@ -16,6 +16,7 @@ given held-out split (`heldout_split`, `heldout_path`), training copies of its t
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import itertools
@@ -128,6 +129,35 @@ def _local_records(path_str: str, split: str, key: str) -> Iterator[dict]:
             yield from _file_records(f, path)
         except (json.JSONDecodeError, UnicodeDecodeError, pa.ArrowInvalid) as e:
             raise CorpusError(f"{key}: cannot read {f} ({type(e).__name__}: {e})") from None
+
+
+def probe_local(cfg, key: str) -> None:
+    """Open a local corpus's first file (and its held-out file) and parse its first record into a
+    text, reading kilobytes, not the corpus: a binary file, another encoding or a missing text
+    field is said with its key in a second, before Ray starts (it was found after ≈ 30 s and
+    0.5 GB of start-up). Raises CorpusError."""
+    for which, value in (("path", cfg.path), ("heldout_path", cfg.heldout_path)):
+        if not value:
+            continue
+        path, where = Path(value).expanduser(), f"{key}.{which}"
+        if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+            continue  # a datasets save_to_disk folder: datasets checks its own format when it loads it
+        first = _local_files(path, where)[0]
+        try:
+            if first.name.endswith(".txt"):
+                with first.open("rb") as f:  # a prefix is enough: a .txt file is one document
+                    record = {"text": codecs.getincrementaldecoder("utf-8")().decode(f.read(1 << 16))}
+            else:
+                record = next(_file_records(first, path), None)
+        except (json.JSONDecodeError, UnicodeDecodeError, pa.ArrowInvalid, OSError, EOFError) as e:
+            raise CorpusError(
+                f"{where}: cannot read {first} ({type(e).__name__}: {str(e)[:200]}); is it a {', '.join(LOCAL_SUFFIXES)} file?"
+            ) from None
+        if not isinstance(record, dict):
+            raise CorpusError(
+                f"{where}: {first} holds no records" if record is None else f"{where}: {first}'s first record is not an object"
+            )
+        render(record, key, cfg.text_field, cfg.template)
 
 
 # ------------------------------------------------------------------------------- shards
