@@ -311,19 +311,39 @@ def _lines(path: Path) -> list[str]:
         return []
 
 
+def in_flight(events: list[dict], now: float) -> list[tuple[float, dict]]:
+    """Runs started and not stored yet, with the seconds each has left (its stand-in's duration)."""
+    done = {e["node_key"] for e in events if e["event"] == "done"}
+    return [(e["t"] + e["seconds"] - now, e) for e in events if e["event"] == "start" and e["node_key"] not in done]
+
+
+def node_of(pid: int) -> str | None:
+    """The fake node a process belongs to (every process of a fake node carries its id)."""
+    import psutil
+
+    from bench.fake_cluster import NODE_ID_ENV
+
+    try:
+        return psutil.Process(pid).environ().get(NODE_ID_ENV)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
 def remove_a_node(cluster: FakeCluster, log: Path, watcher: Watcher, after_subtrees: int, removed: list) -> None:
-    """Once `after_subtrees` stage-2 runs have started, SIGKILL a worker node that runs one now."""
+    """Once `after_subtrees` stage-2 runs have started, SIGKILL a worker node the moment a stage-2
+    run is in flight on it with at least half its duration left: the kill always lands mid-run
+    (an event, not a guess after a sleep; a node picked by an earlier fit event could be idle by
+    then on a loaded machine, and the simulation then had nothing to attempt again)."""
     while not removed:
         events = [json.loads(x) for x in _lines(log)]
-        starts = [e for e in events if e["event"] == "start" and e["stage"] == "posttrain"]
-        if len(starts) >= after_subtrees:
-            fits = [e["node"] for e in events if e["event"] == "fit" and "subtree" in e["kinds"] and e["node"] in watcher.nodes]
-            if fits:
-                victim = fits[-1]
-                time.sleep(0.5 * min(e["seconds"] for e in starts))  # mid-run of what it trains
-                removed.append((time.time(), victim, cluster.kill_node(victim)))
-                return
-        time.sleep(0.2)
+        if sum(1 for e in events if e["event"] == "start" and e["stage"] == "posttrain") >= after_subtrees:
+            now = time.time()
+            for left, e in sorted(in_flight(events, now), key=lambda x: -x[0]):
+                node = node_of(e["pid"])
+                if e["stage"] == "posttrain" and left >= 0.5 * e["seconds"] and node in watcher.nodes:
+                    removed.append((time.time(), node, cluster.kill_node(node), e["node_key"]))
+                    return
+        time.sleep(0.05)
 
 
 def simulate(case: Case, remove: bool, keep: bool = False) -> dict:
@@ -374,6 +394,8 @@ def simulate(case: Case, remove: bool, keep: bool = False) -> dict:
         case=case.name,
         removal=removed[0][1][-5:] if removed else None,
         removed_at=(removed[0][0] - timeline.t0) if removed else None,
+        # starts of the run that was in flight on the removed node: 2 or more, it was attempted again
+        removed_run_starts=len(timeline.runs.get(removed[0][3], {}).get("starts", [])) if removed else None,
         failures=len(summary["failures"]),
         wall=wall,
         out=str(out),

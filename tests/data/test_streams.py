@@ -229,3 +229,52 @@ def test_a_disk_too_small_for_the_shards_fails_before_reading(tmp_path, monkeypa
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 10**12 - 10**9, 10**9))  # 1 GB free
     with pytest.raises(StudyConfigError, match=r"output_dir: the token shards need ≈ 3\.7\d GiB .* 0\.93 GiB are free"):
         prepare_mod._check_disk(study, {}, 4096, tmp_path / "out" / "cache")
+
+
+def test_published_data_is_checked_by_sha256_on_fetch_and_a_flipped_bit_is_never_trained_on(s3_server, tmp_path, monkeypatch):
+    """On the S3 API: a bit flipped on the way is fetched again; a bit flipped in the mirror itself
+    (twice the same wrong bytes) stops the fetch, and the local copy is never completed."""
+    from raysweep import storage
+    from raysweep.data.plans import CorruptData, StreamSource, publish, source_of
+    from tests.helpers import s3_uri
+
+    stream = _random_stream(tmp_path)
+    mirror = storage.join(s3_uri(s3_server[0], "published"), "data")
+    publish([stream], tmp_path, mirror)
+    here = source_of(stream, tmp_path, mirror)
+    want = read_blocks(stream)
+    shard = next(
+        n for n in json.loads(storage.read_text(storage.join(mirror, *here.rel.split("/")[:-1], "manifest.json"))) if n.endswith(".tokens")
+    )
+
+    real = storage.download_file
+    flips = []
+
+    def once_wrong(uri, dest):  # the first download of the shard arrives with one bit flipped
+        ok = real(uri, dest)
+        if ok and uri.split("?")[0].endswith(shard) and not flips:
+            raw = bytearray(dest.read_bytes())
+            raw[7] ^= 0x04
+            dest.write_bytes(bytes(raw))
+            flips.append(uri)
+        return ok
+
+    monkeypatch.setattr(storage, "download_file", once_wrong)
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache-a"))
+    elsewhere = StreamSource(str(tmp_path / "elsewhere" / "plan.json"), here.mirror, here.rel)
+    assert (read_blocks(elsewhere.local_plan()) == want).all() and flips  # fetched again, right this time
+
+    # now the mirror's own copy is damaged: every fetch gets the same wrong bytes
+    monkeypatch.setattr(storage, "download_file", real)
+    local = tmp_path / "flipped.tokens"
+    real(storage.join(mirror, *shard.split("/")), local)
+    raw = bytearray(local.read_bytes())
+    raw[11] ^= 0x80
+    fs_uri = storage.join(mirror, *shard.split("/")[:-1])
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / shard.split("/")[-1]).write_bytes(bytes(raw))
+    storage.upload_files(tmp_path / "up", fs_uri, [shard.split("/")[-1]])
+    monkeypatch.setenv("RAYSWEEP_CACHE", str(tmp_path / "cache-b"))
+    with pytest.raises(CorruptData, match=r"differ from the manifest's .* after fetching it twice; delete it"):
+        elsewhere.local_plan()
+    assert not list((tmp_path / "cache-b").rglob("stats.json"))  # nothing a worker would take as complete
