@@ -100,11 +100,7 @@ def test_a_tree_runs_leases_are_cleared_once_its_workers_are_gone(node_dir):
     mine = leases.Lease(node_dir, "mine", tag="run-a")
     mine.acquire()
     mine._stop.set()  # its worker is gone: no release, no more heartbeats
-    other_dir = (
-        storage.join(node_dir.rsplit("/", 1)[0] if "?" not in node_dir else node_dir, "other")
-        if "?" not in node_dir
-        else node_dir.replace("/k1?", "/k2?")
-    )
+    other_dir = node_dir.replace("/k1", "/k2")  # a local path or an S3 URI with its query
     other = leases.Lease(other_dir, "another study's", tag="run-b")
     other.acquire()
     assert leases.clear_tagged([node_dir, other_dir], "run-a") == 1
