@@ -50,9 +50,9 @@ from pathlib import Path
 os.environ.setdefault("RAY_AUTH_MODE", "token")  # before Ray is imported: a multi-node Ray asks its clients for the head's token
 
 if __package__:  # python -m bench.cluster_sim, or a test importing it
-    from bench.fake_cluster import FakeCluster
+    from bench.fake_cluster import NODE_ID_ENV, FakeCluster
 else:  # python bench/cluster_sim.py: this folder is on the path
-    from fake_cluster import FakeCluster
+    from fake_cluster import NODE_ID_ENV, FakeCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "search_spaces" / "paper-135m-frontier.yaml"
@@ -320,8 +320,6 @@ def in_flight(events: list[dict], now: float) -> list[tuple[float, dict]]:
 def node_of(pid: int) -> str | None:
     """The fake node a process belongs to (every process of a fake node carries its id)."""
     import psutil
-
-    from bench.fake_cluster import NODE_ID_ENV
 
     try:
         return psutil.Process(pid).environ().get(NODE_ID_ENV)
