@@ -6,10 +6,11 @@ the owner's last progress checkpoint).
 
     with hold(node_dir, label, on_wait=print): ...   # train the item
 
-Taking a free lease is atomic on a local or shared filesystem (O_EXCL); an object store has no
-create-if-absent in pyarrow, so there (and when taking over an expired lease) the taker writes,
-waits `SETTLE_S` and reads back: the last writer wins and the others wait. Two takers that write
-within the same instant can both go on; they train the same bit-identical nodes, which the store
+Taking a free lease is atomic on a local or shared filesystem (O_EXCL) and on S3 (a conditional
+write, `If-None-Match: *`, through boto3: pyarrow has none). Elsewhere (GCS through pyarrow, an S3
+store without conditional writes), and when taking over an expired lease, the taker writes, waits
+`SETTLE_S` and reads back: the last writer wins and the others wait. Two takers that write within
+the same instant there can both go on; they train the same bit-identical nodes, which the store
 tolerates (the later rename wins), so the lease saves work and never guards correctness.
 """
 
@@ -93,6 +94,14 @@ def _write(node_dir: str | Path, lease: dict, exclusive: bool) -> bool:
     return True
 
 
+def _create(node_dir: str | Path, lease: dict) -> bool | None:
+    """Create the lease only if there is none: True (taken), False (another was there), None (an
+    object store that cannot create exclusively: write, settle, read back)."""
+    if storage.is_remote(node_dir):
+        return storage.create_exclusive(lease_path(node_dir), json.dumps(lease))
+    return _write(node_dir, lease, exclusive=True)
+
+
 class Lease:
     def __init__(self, node_dir: str | Path, label: str, tag: str = ""):
         """`tag`: the study run that takes it (its workers' leases are cleared by `clear_tagged` once
@@ -116,9 +125,11 @@ class Lease:
         t0, told = time.time(), False
         while True:
             held = read(self.node_dir)
-            if held is None and _write(self.node_dir, self._record(), exclusive=not storage.is_remote(self.node_dir)):
-                if not storage.is_remote(self.node_dir) or self._settled():
-                    break
+            created = _create(self.node_dir, self._record()) if held is None else False
+            if created is True:  # made exclusively: on a filesystem (O_EXCL) or by S3's conditional write
+                break
+            elif created is None and _write(self.node_dir, self._record(), exclusive=False) and self._settled():
+                break  # a store without create-if-absent: the last writer wins, the others wait
             elif held is not None and (expired(held) or held.get("owner") == self.owner):
                 _write(self.node_dir, self._record(), exclusive=False)  # a takeover: the last writer wins
                 if self._settled():

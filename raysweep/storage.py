@@ -130,6 +130,41 @@ def _resolve(uri: str):
     return pafs.FileSystem.from_uri(uri)
 
 
+@functools.lru_cache(maxsize=16)
+def _s3_client(endpoint: str | None, region: str | None):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name=region)
+
+
+def create_exclusive(path: str, text: str) -> bool | None:
+    """Write an object only if none is there (S3's conditional write, `If-None-Match: *`, which AWS
+    S3 and S3-compatible stores such as MinIO honour): True if this call created it, False if an
+    object was there already, None where the store cannot say (not S3, boto3 missing, a bucket not
+    made yet, a store without conditional writes): the caller then writes and reads back."""
+    from urllib.parse import parse_qs, urlparse
+
+    u = urlparse(str(path))
+    if u.scheme != "s3":
+        return None
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return None
+    q = {k: v[-1] for k, v in parse_qs(u.query).items()}
+    endpoint = f"{q.get('scheme', 'https')}://{q['endpoint_override']}" if q.get("endpoint_override") else None
+    try:
+        _s3_client(endpoint, q.get("region")).put_object(Bucket=u.netloc, Key=u.path.lstrip("/"), Body=text.encode(), IfNoneMatch="*")
+        return True
+    except ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            return False
+        return None  # NoSuchBucket, NotImplemented, AccessDenied ...: the write-settle-read path decides
+    except BotoCoreError:
+        return None
+
+
 def cache_dir(uri: str) -> Path:
     """The local copy of a remote folder (stable: the same URI always maps to the same folder)."""
     head = uri.partition("?")[0]

@@ -42,3 +42,20 @@ def test_flops_per_token_of_smollm2_135m():
     assert 134e6 < n < 135e6
     attention = 12 * 30 * 576 * 1024
     assert flops_per_token(model, 1024) == 6 * n + attention
+
+
+def test_the_gpu_check_runs_on_cpu_and_its_checks_pass(tmp_path):
+    """bench/gpu_check.py's CPU mode: the same checks and sweep as on a GPU, on the debug shape."""
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "bench/gpu_check.py", "--cpu", "--json", str(tmp_path / "g.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    doc = json.loads((tmp_path / "g.json").read_text())
+    assert [c["ok"] for c in doc["checks"]] == [True] * 5 and "5 passed, 0 failed" in out.stdout
+    assert doc["best"]["tokens_per_s"] > 0 and doc["loop_tokens_per_s"] > 0

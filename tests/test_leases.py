@@ -106,3 +106,20 @@ def test_a_tree_runs_leases_are_cleared_once_its_workers_are_gone(node_dir):
     assert leases.clear_tagged([node_dir, other_dir], "run-a") == 1
     assert leases.read(node_dir) is None and leases.read(other_dir)["owner"] == other.owner
     other.release()
+
+
+def test_on_s3_a_free_lease_is_taken_by_a_conditional_write(node_dir, monkeypatch):
+    """S3 creates an object only if none is there (If-None-Match: *): one of two takers wins, with
+    no write-settle-read, and the loser sees the winner's lease."""
+    if not node_dir.startswith("s3://"):
+        pytest.skip("a folder takes leases with O_EXCL")
+    path = leases.lease_path(node_dir)
+    assert storage.create_exclusive(path, "first") is True
+    assert storage.create_exclusive(path, "second") is False
+    assert storage.read_text(path) == "first"
+    storage.delete(path)
+    monkeypatch.setattr(leases.Lease, "_settled", lambda self: pytest.fail("a conditional write needs no settling"))
+    lease = leases.Lease(node_dir, "taker")
+    lease.acquire()
+    assert leases.read(node_dir)["owner"] == lease.owner
+    lease.release()

@@ -22,6 +22,10 @@ from raysweep.sweep.plan import tree_sizes
 TOKENIZE_TOKENS_PER_CPU_S = 280_000
 TOKENS_PER_DOC_GUESS = 500  # for the index's size only (C4 averages ≈ 480 tokens a document)
 H100_BF16_FLOPS, ASSUMED_MFU = 989e12, 0.4  # dense bf16 peak; the MFU a tuned Llama of this size reaches
+# Training tokens/s of one GPU measured by bench/gpu_check.py, per preset: (tokens/s, GPU, date).
+# None yet: no GPU was lent when the loop could fit the paper's shape (2026-12-03); the GPU-hours
+# then rest on ASSUMED_MFU, and the dry run says so.
+MEASURED_TOKENS_PER_S: dict[str, tuple[float, str, str]] = {}
 
 
 def gpu_tokens_per_s(n_params: int) -> float:
@@ -101,12 +105,25 @@ def describe_tree(study: Study) -> str:
         f"  level 3  finetune   {sizes['finetune']:>4} runs  lr ∈ {p3.lr} per stage-2 run; {p3.tokens:,} tokens each",
         f"  runs     {sum(sizes.values()):,} in all (the guard max_runs is {study.max_runs:,})",
         f"  tokens at most: {t1 + t2 + t3:,.0f} ({t1:,.0f} / {t2:,.0f} / {t3:,.0f}); compute ≈ 6·N·D = {flops:.3g} FLOPs"
-        f" ≈ {flops / (H100_BF16_FLOPS * ASSUMED_MFU) / 3600:.3g} H100-hours at {ASSUMED_MFU:.0%} MFU (bf16 dense peak {H100_BF16_FLOPS / 1e12:.0f} TFLOP/s)",
+        f" ≈ {gpu_hours(study, flops, t1 + t2 + t3)}",
         *describe_memory(study),
         *describe_disk(*disk_of(study, vocab)),
         f"  output: {study.out}",
     ]
     return "\n".join(lines)
+
+
+def gpu_hours(study: Study, flops: float, tokens: float) -> str:
+    """The tree's GPU-hours: from a measured rate where bench/gpu_check.py measured the preset (the
+    GPU and date named), else from ASSUMED_MFU, said as an assumption."""
+    measured = MEASURED_TOKENS_PER_S.get(study.model.preset) if not study.model.shape_overrides() else None
+    if measured:
+        rate, gpu, date = measured
+        return f"{tokens / rate / 3600:.3g} {gpu}-hours at the {rate:,.0f} tokens/s measured on one ({date}, bench/gpu_check.py)"
+    return (
+        f"{flops / (H100_BF16_FLOPS * ASSUMED_MFU) / 3600:.3g} H100-hours at {ASSUMED_MFU:.0%} MFU (bf16 dense peak "
+        f"{H100_BF16_FLOPS / 1e12:.0f} TFLOP/s; assumed, not measured for this shape: bench/gpu_check.py measures it)"
+    )
 
 
 def describe_memory(study: Study) -> list[str]:
