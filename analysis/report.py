@@ -146,25 +146,38 @@ def pareto_3d_table(rows: list[dict]) -> str:
 def write_csvs(rows: list[dict], folder: Path) -> list[Path]:
     """runs.csv (every fine-tuned checkpoint) and one frontier CSV per view, for spreadsheets and MLflow."""
     import csv
+    import io
 
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
+    texts = {}
     if rows:
-        path = folder / "runs.csv"
-        with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(sorted(rows, key=lambda r: r["name"]))
-        paths.append(path)
+        f = io.StringIO(newline="")
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(sorted(rows, key=lambda r: r["name"]))
+        texts["runs.csv"] = f.getvalue()
     for (x, y), infos in frontiers(rows).items():
-        path = folder / f"frontier_{x}_{y}.csv"
-        with path.open("w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["method", x, y, "run"])
-            for info in infos:
-                w.writerows([info.method, px, py, label] for px, py, label in info.front())
-        paths.append(path)
-    return paths
+        f = io.StringIO(newline="")
+        w = csv.writer(f)
+        w.writerow(["method", x, y, "run"])
+        for info in infos:
+            w.writerows([info.method, px, py, label] for px, py, label in info.front())
+        texts[f"frontier_{x}_{y}.csv"] = f.getvalue()
+    folder.mkdir(parents=True, exist_ok=True)
+    return [write_whole(folder / name, text, f"writing {name}") for name, text in texts.items()]
+
+
+def write_whole(path: Path, text: str, what: str) -> Path:
+    """Write a file whole or not at all (a temporary file renamed into place); a full disk is said
+    with the path, the bytes free there and the bytes the file needed (raysweep.storage.DiskFull)."""
+    data = text.encode("utf-8")
+    try:
+        with atomic_file(path) as tmp:
+            tmp.write_bytes(data)
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full(path, len(data), what) from None
+        raise
+    return path
 
 
 def runs_table_html(rows: list[dict]) -> str:
@@ -227,12 +240,4 @@ table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;pa
 {_failures_html(failures)}<h2>All runs</h2>{runs_table_html(rows)}
 </body></html>"""
     # a temporary file renamed into place: a full disk leaves no half-written report behind
-    data = page.encode("utf-8")
-    try:
-        with atomic_file(path) as tmp:
-            tmp.write_bytes(data)
-    except OSError as e:
-        if is_disk_full(e):
-            raise disk_full(path, len(data), "writing the report") from None
-        raise
-    return path
+    return write_whole(path, page, "writing the report")

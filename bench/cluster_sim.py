@@ -344,6 +344,7 @@ def remove_a_node(cluster: FakeCluster, log: Path, watcher: Watcher, after_subtr
         time.sleep(0.05)
 
 
+# long: one simulated study, cluster up to figures, in the order it happens
 def simulate(case: Case, remove: bool, keep: bool = False) -> dict:
     from raysweep.config import load_study
     from raysweep.ray_instance import init_ray

@@ -92,6 +92,7 @@ def _close(a: dict, b: dict, rel: float) -> tuple[bool, float]:
     return worst <= rel, worst
 
 
+# long: six checks, each a few lines, read best one after the other
 def checks(device, shape: str, vocab: int, seq: int) -> list[dict]:
     """The correctness checks on `device` (see the module doc); one dict each: name, ok, detail."""
     import torch
@@ -181,6 +182,7 @@ def matmul_flops(device) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0)
 
 
+# long: one measured setting, set up, warmed, timed and compared with the memory model in one piece
 def step_rate(device, shape: str, vocab: int, seq: int, micro: int, compile_: bool, plain_loss: bool, ckpt: bool, steps: int) -> dict:
     """Tokens/s and peak memory of the bare training step at one setting (accumulation 1)."""
     import torch
@@ -263,6 +265,7 @@ def loop_rate(device, shape: str, vocab: int, seq: int, micro: int, compile_: bo
     return result["steady_tokens_per_s"]
 
 
+# long: the run in the order it prints: checks, sweep, the loop at the best setting, the 1B's peak
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpu", action="store_true", help="run on CPU on the debug shape (what the suite runs)")

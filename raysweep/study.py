@@ -161,13 +161,13 @@ def train_linear(study: Study, tracker, study_run) -> tuple:
 
 def write_outputs(study: Study, rows: list[dict], tree, tracker, study_run) -> tuple[Path, str]:
     """The report, the frontier tables and the CSVs, each also an artifact of the study's run."""
-    from analysis.report import comparison_table, frontier_tables, hypervolume_table, lambda_table, write_csvs, write_report
+    from analysis.report import comparison_table, frontier_tables, hypervolume_table, lambda_table, write_csvs, write_report, write_whole
 
     out = study.out
     report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}", failures=tree.failures + tree.diverged)
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, report)
     tables = frontier_tables(rows) + lambda_table(rows) + comparison_table(rows) + hypervolume_table(rows)
-    storage.write_text(out / "frontiers.txt", tables)  # whole or not at all
+    write_whole(out / "frontiers.txt", tables, "writing the frontier tables")
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, out / "frontiers.txt")
     for path in write_csvs(rows, out / "tables"):
         tracker.guard("logging an artifact", tracker.log_artifact, study_run, path, "tables")

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+# the arrays a stream plan keeps beside plan.json, one .npy each (raysweep.data.plans)
+ARRAYS = ("file", "pos", "count", "eos", "ends")
+
 
 @dataclass(frozen=True)
 class Stream:

@@ -27,6 +27,7 @@ from raysweep.config import Study, StudyConfigError
 from raysweep.data.blocks import Stream
 from raysweep.data.corpora.sources import SYNTHETIC_TRAIN_DOCS, CorpusError, training_texts
 from raysweep.data.corpus import TokenCorpus, tokenize_corpus
+from raysweep.data.mirror import data_mirror, publish
 from raysweep.data.mixing import (
     ROLES,
     Selection,
@@ -38,7 +39,7 @@ from raysweep.data.mixing import (
     take_budget,
     take_tokens,
 )
-from raysweep.data.plans import build_plan, data_mirror, publish
+from raysweep.data.plans import build_plan
 from raysweep.data.shards import cache_bytes
 from raysweep.data.tokenizer import eos_id, load_pretrained, load_tokenizer, tokenizer_id, train_tokenizer
 from raysweep.keys import derive_seed, stream_seed

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from raysweep import storage
 from raysweep.config import Study
-from raysweep.data.plans import data_mirror, source_of
+from raysweep.data.mirror import data_mirror
+from raysweep.data.plans import source_of
 from raysweep.nodes import node_diverged, node_done, quarantine, verify_node
 from raysweep.spec import Node, Subtree, all_nodes
 from raysweep.sweep.plan import plan

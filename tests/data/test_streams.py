@@ -187,7 +187,8 @@ def test_a_damaged_cached_plan_is_planned_again_never_read(tmp_path, capsys, dam
 def test_a_worker_without_the_drivers_disk_fetches_a_published_plan_once(tmp_path, monkeypatch):
     """With an object-store node store, the data cache is published beside the nodes; a machine that
     cannot see the driver's files fetches the plan and the shards it reads into its own cache."""
-    from raysweep.data.plans import StreamSource, publish, source_of
+    from raysweep.data.mirror import publish
+    from raysweep.data.plans import StreamSource, source_of
 
     stream = _random_stream(tmp_path)
     mirror = (tmp_path / "bucket" / "data").as_uri()
@@ -235,7 +236,8 @@ def test_published_data_is_checked_by_sha256_on_fetch_and_a_flipped_bit_is_never
     """On the S3 API: a bit flipped on the way is fetched again; a bit flipped in the mirror itself
     (twice the same wrong bytes) stops the fetch, and the local copy is never completed."""
     from raysweep import storage
-    from raysweep.data.plans import CorruptData, StreamSource, publish, source_of
+    from raysweep.data.mirror import CorruptData, publish
+    from raysweep.data.plans import StreamSource, source_of
     from tests.helpers import s3_uri
 
     stream = _random_stream(tmp_path)
