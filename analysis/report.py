@@ -72,6 +72,28 @@ def hypervolume_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def side_by_side(a_rows: list[dict], b_rows: list[dict], a: str, b: str) -> str:
+    """Two experiments' frontiers side by side (e.g. the same study before and after a change, or
+    at two seeds): per view and method, the hypervolume of each on one reference point made from
+    both experiments' runs, its ratio, and the size of each front."""
+    fa, fb = frontiers(a_rows), frontiers(b_rows)
+    out = []
+    for view in sorted(set(fa) | set(fb)):
+        ia, ib = {i.method: i for i in fa.get(view, [])}, {i.method: i for i in fb.get(view, [])}
+        every = np.vstack([np.column_stack([i.x, i.y]).reshape(-1, 2) for i in [*ia.values(), *ib.values()]])
+        ref = reference_point(every)
+        out.append(f"Frontiers in {view}, {a} vs {b} (one reference point ({ref[0]:.3f}, {ref[1]:.3f}); hypervolume, larger is better):")
+        w = max(len(m) for m in (*ia, *ib))
+        out.append(f"  {'method':<{w}} {a[:14]:>14} {b[:14]:>14}  ratio  front sizes")
+        for m in sorted(set(ia) | set(ib)):
+            ha, hb = (hypervolume_2d(np.column_stack([i.x, i.y]), ref) if i is not None else float("nan") for i in (ia.get(m), ib.get(m)))
+            sizes = "/".join(str(sum(i.on_front)) if i is not None else "-" for i in (ia.get(m), ib.get(m)))
+            ratio = f"{hb / ha:5.2f}" if ha and ha == ha and hb == hb else "    -"
+            out.append(f"  {m:<{w}} {ha:14.3f} {hb:14.3f}  {ratio}  {sizes}")
+        out.append("")
+    return "\n".join(out)
+
+
 def comparisons(rows: list[dict], baseline: str = "unmixed") -> list:
     """Every other method against the baseline, in each view."""
     out = []

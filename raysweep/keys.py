@@ -31,8 +31,18 @@ NAMESPACES = {
     "order": "each corpus's seeded document order (shares are prefixes of it)",
     "optuna": "the stage-2 search's sampler per mixing fraction",
     "linear-init": "the linear network's initial weights",
-    "pass": "a repeated stream's order of blocks in each pass after the first (raysweep.data.plans.StreamRows)",
+    "pass": "a stream's order of blocks in each pass, the first included (raysweep.data.plans.StreamRows)",
+    "init": "the initial weights every pretraining arm of a study starts from (paired arms)",
+    "heldout": "the held-out blocks every evaluation of a study scores (a seeded sample)",
 }
+
+# What a node's numbers mean beyond its config, part of every arm's key (and so, through the
+# parents, of every node's). 2 (2026-12-03): every pass of a stream, the first included, takes its
+# blocks in a seeded order (the first pass used to take consecutive blocks, a few documents per
+# batch); each held-out set is a seeded sample of its blocks (it used to be the first tokens in
+# file order); every arm of a seed starts from the same weights (each arm used to draw its own).
+# Studies planned before keep their nodes on disk under their old keys; they are trained anew.
+TRAINING_PROTOCOL = 2
 
 KEY_LENGTH = 16  # hex digits of a node, stream, cache or study key: 64 bits, no collision at any study's size
 

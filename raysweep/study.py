@@ -139,6 +139,13 @@ def train_language_models(study: Study, tracker, study_run, train: bool):
     tree = train_tree(study, data, tracker, study_run, train=train)
     if tree.search is not None:
         tracker.guard("logging an artifact", tracker.log_artifact, study_run, study.out / "search.json")
+        if study_run is not None:  # the proposals depend on the sampler's code too: say which made them
+            import optuna
+
+            from raysweep.sweep.search import tpe_options
+
+            said = f"optuna {optuna.__version__}, TPESampler {json.dumps(tpe_options(study.posttrain), sort_keys=True)}"
+            tracker.guard("tagging the study run", lambda: tracker.client.set_tag(study_run, "raysweep.sampler", said))
     return tree, collect(study, data, tree.subtrees), {"ray": t_ray - t0, "data": t_data - t_ray}
 
 

@@ -232,6 +232,18 @@ def open_stream(plan_file: str) -> StreamReader:
     return StreamReader(plan_file)
 
 
+def sample_blocks(stream: Stream | str | Path, max_tokens: int) -> np.ndarray:
+    """A held-out set as evaluations score it: all its blocks, or a seeded sample of them up to
+    `max_tokens` tokens, drawn from the whole set (the first tokens in file order came from one
+    file, the first chapters). The same sample for every run that evaluates on the stream."""
+    reader = StreamReader(stream.path if isinstance(stream, Stream) else stream)
+    n = min(reader.n_blocks, max(1, max_tokens // reader.block_len))
+    if n == reader.n_blocks:
+        return reader.blocks(np.arange(n))
+    rng = np.random.default_rng(derive_seed(reader.stats.get("seed") or 0, "heldout", reader.folder.name))
+    return reader.blocks(np.sort(rng.choice(reader.n_blocks, size=n, replace=False)))
+
+
 def read_blocks(stream: Stream | str | Path, max_tokens: int | None = None) -> np.ndarray:
     """A stream's first blocks as an int64 array (n_blocks, block_len): all of them, or at most
     `max_tokens` tokens' worth (held-out evaluation sets)."""
@@ -270,9 +282,12 @@ def source_of(stream: Stream, cache_root: Path, mirror: str | None) -> StreamSou
 class StreamRows:
     """One rank's rows of a stream, step by step: global step s of pass p takes the stream's rows
     [k·B, (k+1)·B) in the pass's order (k = s mod steps per pass), and rank r takes its slice
-    [r·B/W, (r+1)·B/W) of them, so the ranks' batches concatenated are the one-worker batch. Pass 0
-    is the stream's own order; pass p > 0 a permutation seeded by the stream's seed and p. The tail
-    shorter than one global batch is left out of every pass."""
+    [r·B/W, (r+1)·B/W) of them, so the ranks' batches concatenated are the one-worker batch. Every
+    pass, the first included, is a permutation seeded by the stream's seed and p: a batch mixes
+    blocks from across the stream (in the stream's own order a first-pass batch held a few
+    consecutive documents; in stage 3 often one). The tail shorter than one global batch is left
+    out of every pass, so the blocks a pass trains on, and the shares of a mixed stream, are those
+    of the plan."""
 
     def __init__(self, reader: StreamReader, batch_size: int, world: int, rank: int):
         if batch_size % world:
@@ -285,7 +300,7 @@ class StreamRows:
         self._orders: dict[int, np.ndarray] = {}
 
     def order(self, p: int) -> np.ndarray:
-        """The rows of pass p > 0, in its order (made once per pass: steps_per_pass·B int32)."""
+        """The rows of pass p, in its order (made once per pass: steps_per_pass·B int32)."""
         if p not in self._orders:
             self._orders = {
                 p: np.random.default_rng(derive_seed(self.seed, "pass", p))
@@ -297,7 +312,7 @@ class StreamRows:
     def rows(self, step: int) -> np.ndarray:
         p, k = divmod(step, self.steps_per_pass)
         first = k * self.batch_size + self.rank * self.per
-        return np.arange(first, first + self.per) if p == 0 else self.order(p)[first : first + self.per]
+        return self.order(p)[first : first + self.per]
 
     def batch(self, step: int) -> np.ndarray:
         """(B/W, L) int64: this rank's rows of global step `step`."""

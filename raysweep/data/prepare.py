@@ -113,11 +113,25 @@ def prepare(study: Study) -> StudyData:
     _check_budgets(study, corpora, need)
     eos = eos_id(tok_path)
     pretrain, posttrain, finetune, heldout = _streams(study, corpora, eos, tok_id, cache / "streams")
+    print("[data] held-out sets: " + heldout_line(study, corpora, heldout), flush=True)
     mirror = data_mirror(study.checkpoints)
     if mirror:  # workers on other machines fetch what they read from beside the nodes
         publish([*pretrain.values(), *posttrain.values(), finetune, *heldout.values()], cache, mirror)
     print(f"[data] all streams ready in {time.perf_counter() - t0:.1f}s", flush=True)
     return StudyData(tok_path, tok_id, vocab, pretrain, posttrain, finetune, heldout, {r: corpora[r].stats for r in ROLES})
+
+
+def heldout_line(study: Study, corpora: dict, heldout: dict) -> str:
+    """How many documents and blocks each held-out set holds, and how many blocks an evaluation
+    scores (raysweep.data.plans.sample_blocks: all, or a seeded sample across the whole set)."""
+    eval_tokens = min(study.pretrain.eval_tokens, study.posttrain.eval_tokens, study.finetune.eval_tokens)
+    parts = []
+    for r in ROLES:
+        blocks = heldout[r].n_blocks
+        scored = min(blocks, max(1, eval_tokens // (study.model.seq_len + 1)))
+        how = "all of them" if scored == blocks else f"a seeded sample of {scored:,} from across the set"
+        parts.append(f"{r} {corpora[r].stats['heldout_docs']:,} documents in {blocks:,} blocks, an evaluation scores {how}")
+    return "; ".join(parts)
 
 
 def corpus_line(role: str, st: dict) -> str:

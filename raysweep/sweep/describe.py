@@ -73,6 +73,14 @@ def describe_data(study: Study) -> list[str]:
     return lines
 
 
+def heldout_summary(study: Study) -> str:
+    c, eval_tokens = study.corpora, min(study.pretrain.eval_tokens, study.posttrain.eval_tokens, study.finetune.eval_tokens)
+    return (
+        f"  held-out {c.pre.heldout_docs:,} / {c.post.heldout_docs:,} / {c.ft.heldout_docs:,} documents (pre / post / ft) kept out of "
+        f"training; an evaluation scores all of a set, or a seeded sample of {eval_tokens:,} tokens from across it"
+    )
+
+
 def describe_tree(study: Study) -> str:
     """The tree's size and cost, from the config alone (no data, no Ray)."""
     if study.model.kind == "linear":
@@ -100,6 +108,7 @@ def describe_tree(study: Study) -> str:
         f"  model    {study.model.shape.summary()}, vocabulary {study.model.shape.vocab_size or vocab:,}",
         f"  corpora  pre {corpus_label(study.corpora.pre)} · post {corpus_label(study.corpora.post)} · ft {corpus_label(study.corpora.ft)}",
         *describe_data(study),
+        heldout_summary(study),
         f"  level 1  pretrain   {sizes['pretrain']:>4} runs  λ ∈ {p1.mix_fraction} ({p1.mode}); {p1.tokens:,} D_pre tokens + λ·{p1.post_tokens:,} D_post each",
         f"  level 2  posttrain  {sizes['posttrain']:>4} runs  " + level2,
         f"  level 3  finetune   {sizes['finetune']:>4} runs  lr ∈ {p3.lr} per stage-2 run; {p3.tokens:,} tokens each",

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 from raysweep import storage
 from raysweep.config import Study
-from raysweep.keys import derive_seed, node_key
+from raysweep.keys import TRAINING_PROTOCOL, derive_seed, node_key
 from raysweep.presets import PRESETS
 from raysweep.spec import Node, RunSpec, Subtree
 from raysweep.tracking import METHOD, MIX_FRACTION, PARENT_NODE
@@ -113,7 +113,7 @@ def plan_arm(study: Study, data, mix: float) -> Node:
         "weight_decay": p1.weight_decay,
         "batch_size": p1.batch_size,
     }
-    key = node_key("pretrain", mid, hyper, stream.stats, study.seed)
+    key = node_key("pretrain", mid, hyper, stream.stats, study.seed, {"protocol": TRAINING_PROTOCOL})
     spec = RunSpec(
         stage="pretrain",
         label=f"pretrain λ={mix:g}",
@@ -123,7 +123,8 @@ def plan_arm(study: Study, data, mix: float) -> Node:
         max_steps=steps,
         eval_every=p1.eval_every,
         monitor=["pre", "post"],
-        seed=derive_seed(study.seed, "pretrain", mix),
+        # paired arms: every λ starts from the same weights, so the λ comparison is not also an init comparison
+        seed=derive_seed(study.seed, "init"),
         **operational(p1),
         meta={"mix_fraction": mix, "mode": p1.mode, "stream": stream.stats, **mid},
         **hyper,

@@ -33,6 +33,20 @@ from raysweep.nodes import node_done
 from raysweep.sweep.plan import Stage2Config, plan
 
 
+def tpe_options(p2) -> dict:
+    """Every TPE option that decides a proposal, spelled out: Optuna 5.0 turned the multivariate and
+    constant-liar modes on by default, so a study left to the defaults proposes other configurations
+    under another Optuna version. These are Optuna 4's defaults, the ones the searches so far ran with
+    (the options Optuna deprecates are left at their only value)."""
+    return {
+        "n_startup_trials": min(p2.optuna_batch, p2.trials),
+        "multivariate": False,
+        "group": False,
+        "constant_liar": False,
+        "n_ei_candidates": 24,
+    }
+
+
 def balanced_child(points: list[tuple[float, float]]) -> tuple[float, float] | None:
     """The (L_ret, L_ft) told for one stage-2 run: its child with the lowest L_ret + L_ft (ties: the
     lower L_ret); None when no child has finite losses."""
@@ -69,7 +83,7 @@ def searchers(study: Study) -> dict:
     p2 = study.posttrain
     out = {}
     for mix in study.pretrain.mix_fraction:
-        sampler = optuna.samplers.TPESampler(seed=derive_seed(study.seed, "optuna", mix), n_startup_trials=min(p2.optuna_batch, p2.trials))
+        sampler = optuna.samplers.TPESampler(seed=derive_seed(study.seed, "optuna", mix), **tpe_options(p2))
         out[mix] = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler, study_name=f"{study.name} λ={mix:g}")
     return out
 

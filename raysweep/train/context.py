@@ -49,11 +49,11 @@ class Worker:
 
 
 def load_eval_sets(cfg: LoopConfig) -> dict:
-    """The held-out sets every run evaluates on (role -> (blocks, block_len) int64 tensor), at most
-    `eval_tokens` tokens each."""
+    """The held-out sets every run evaluates on (role -> (blocks, block_len) int64 tensor): all of a
+    set's blocks, or a seeded sample of them up to `eval_tokens` tokens (raysweep.data.plans.sample_blocks)."""
     import torch
 
-    from raysweep.data.plans import read_blocks
+    from raysweep.data.plans import sample_blocks
 
     # local_plan: a worker that does not share the driver's disk fetches the published plan, as for training rows
-    return {name: torch.from_numpy(read_blocks(src.local_plan(), cfg.eval_tokens)) for name, src in cfg.eval_sources.items()}
+    return {name: torch.from_numpy(sample_blocks(src.local_plan(), cfg.eval_tokens)) for name, src in cfg.eval_sources.items()}

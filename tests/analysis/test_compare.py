@@ -150,3 +150,18 @@ def test_a_gap_without_a_matched_range_is_said_not_printed_as_nan():
 
     table = comparison_table(example_rows())  # in (L_pre, L_ret) each front is one point, at different L_ret
     assert "no matched L_ret (the fronts' L_ret ranges do not overlap)" in table and "nan" not in table
+
+
+def test_two_experiments_frontiers_side_by_side():
+    """`python -m analysis --against`: per view and method, each experiment's hypervolume on one
+    reference point, their ratio and front sizes; an experiment whose fronts are all better has the larger ones."""
+    from analysis.report import side_by_side
+    from tests.helpers import example_rows
+
+    a = example_rows()
+    b = [{**r, "L_ret": r["L_ret"] - 0.2, "L_ft": r["L_ft"] - 0.2, "L_pre": r["L_pre"] - 0.2} for r in a]  # better everywhere
+    text = side_by_side(a, b, "before", "after")
+    assert "before" in text and "after" in text and "(L_ret, L_ft)" in text.replace("('L_ret', 'L_ft')", "(L_ret, L_ft)")
+    for line in (x for x in text.splitlines() if x.startswith("  ") and not x.strip().startswith("method")):
+        ha, hb, ratio = (float(v) for v in line.split()[1:4])
+        assert hb > ha and ratio > 1, line

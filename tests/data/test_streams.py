@@ -142,18 +142,19 @@ def test_each_rank_reads_its_slice_of_every_global_batch_at_any_worker_count(tmp
     for step in range(3 * one.steps_per_pass + 2):  # first pass and three reshuffled ones
         assert (np.concatenate([t.batch(step) for t in two]) == one.batch(step)).all()
     first = np.concatenate([one.batch(s) for s in range(one.steps_per_pass)])
-    assert (first == whole[rank_rows(len(whole), 8, 1, 0)]).all()  # pass 0 is the stream's own order (the spec)
+    assert (first == whole[one.order(0)]).all()  # pass 0 is its seeded order of the stream's rows (the spec)
+    assert sorted(one.order(0).tolist()) == rank_rows(len(whole), 8, 1, 0).tolist()  # the same rows as the plan's, tail left out
 
 
-def test_every_later_pass_is_a_fresh_seeded_order_of_the_same_rows(tmp_path):
+def test_every_pass_the_first_included_is_a_fresh_seeded_order_of_the_same_rows(tmp_path):
     stream = _random_stream(tmp_path)
     rows = StreamRows(StreamReader(stream.path), 4, 1, 0)
     n = rows.steps_per_pass
     passes = [np.concatenate([rows.rows(p * n + k) for k in range(n)]) for p in range(3)]
-    assert (passes[0] == np.arange(n * 4)).all()
-    for p in (1, 2):
-        assert sorted(passes[p].tolist()) == list(range(n * 4)) and not (passes[p] == passes[0]).all()  # every row once, in a new order
-    assert not (passes[1] == passes[2]).all()
+    assert not (passes[0] == np.arange(n * 4)).all()  # not the stream's own order: batches mix the stream
+    for p in (0, 1, 2):
+        assert sorted(passes[p].tolist()) == list(range(n * 4))  # every row once per pass
+    assert not (passes[1] == passes[0]).all() and not (passes[1] == passes[2]).all()
     again = StreamRows(StreamReader(stream.path), 4, 1, 0)  # seeded: any process, any time, the same order
     assert (np.concatenate([again.rows(n + k) for k in range(n)]) == passes[1]).all()
     # a resumed run asks for its step directly: the batch equals the uninterrupted one's
@@ -280,3 +281,33 @@ def test_published_data_is_checked_by_sha256_on_fetch_and_a_flipped_bit_is_never
     with pytest.raises(CorruptData, match=r"differ from the manifest's .* after fetching it twice; delete it"):
         elsewhere.local_plan()
     assert not list((tmp_path / "cache-b").rglob("stats.json"))  # nothing a worker would take as complete
+
+
+def test_a_first_pass_batch_mixes_documents_from_across_the_stream(tmp_path):
+    """Documents of 40-80 tokens packed into blocks of 15: taken in the stream's own order a batch
+    of 16 blocks held about 4 documents; in the seeded order it holds about as many as it has blocks."""
+    n_docs = 200
+    rng = np.random.default_rng(1)
+    docs = [np.full(int(rng.integers(40, 80)), i + 1) for i in range(n_docs)]  # a document is its id, repeated
+    view = token_view(tmp_path / "d", docs, "src")
+    sel = take_budget(view.lengths, seeded_order(n_docs, 1), int(view.lengths.sum()))
+    stream = build_plan("docs", {"src": (view, sel)}, 7, 15, EOS, tmp_path / "streams")
+    whole = read_blocks(stream)
+    rows = StreamRows(StreamReader(stream.path), 16, 1, 0)
+    docs_in = lambda blocks: len(set(blocks.ravel().tolist()) - {EOS})
+    shuffled = np.mean([docs_in(rows.batch(s)) for s in range(rows.steps_per_pass)])
+    consecutive = np.mean([docs_in(whole[s * 16 : (s + 1) * 16]) for s in range(rows.steps_per_pass)])
+    assert consecutive < 6 and shuffled > 12, (consecutive, shuffled)
+
+
+def test_a_held_out_set_is_a_seeded_sample_from_across_it_or_all_of_it(tmp_path):
+    from raysweep.data.plans import sample_blocks
+
+    stream = _random_stream(tmp_path)
+    whole = read_blocks(stream)
+    assert (sample_blocks(stream, 10**9) == whole).all()  # enough tokens: every block
+    tokens = whole.shape[1] * (len(whole) // 4)
+    part = sample_blocks(stream, tokens)
+    assert len(part) == len(whole) // 4 and (part == sample_blocks(stream, tokens)).all()  # the same sample each time
+    rows = [next(i for i, b in enumerate(whole) if (b == p).all()) for p in part]
+    assert rows == sorted(rows) and rows[-1] > len(whole) // 2  # from across the set, not its first blocks

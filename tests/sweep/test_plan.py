@@ -100,3 +100,18 @@ def test_micro_batches_and_activation_checkpointing_reach_the_runs_and_no_node_k
     assert arms2[0].spec.micro_batch_size == 2 and arms[0].spec.micro_batch_size == "auto"
     n2 = subtrees2[0][0].spec
     assert n2.micro_batch_size == 1 and n2.activation_checkpointing and not subtrees2[0][1][0].spec.activation_checkpointing
+
+
+def test_every_arm_of_a_seed_starts_from_the_same_weights(smoke_data, smoke_out):
+    """Paired arms: the λ comparison is not also a comparison of initial weights."""
+    import torch
+
+    from raysweep.train.model import build_model
+
+    study, data = smoke_data
+    arms, _ = plan(study, data)
+    assert len(arms) > 1 and len({a.spec.seed for a in arms}) == 1
+    first, second = (build_model(study.model.shape, data.vocab_size, study.model.seq_len, seed=a.spec.seed).state_dict() for a in arms[:2])
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = plan(load_study(SMOKE, [f"output_dir={smoke_out}", "seed=1"]), data)[0]
+    assert other[0].spec.seed != arms[0].spec.seed  # another seed, another (shared) start

@@ -109,3 +109,18 @@ def test_optuna_search_on_the_real_tree_then_resumed(ray_local, reference, tmp_p
     again = run_study(study)  # replays the rounds from the stored results: same configurations, nothing trained
     assert again["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0}
     assert json.loads((tmp_path / "search.json").read_text()) == log
+
+
+def test_the_samplers_options_are_spelled_out_not_left_to_optunas_defaults():
+    """Optuna 5.0 turned TPE's multivariate and constant-liar modes on by default: a study's proposals
+    must depend on the study alone, so every option that decides them is passed (and none deprecated)."""
+    import warnings
+
+    from raysweep.config import load_study
+    from raysweep.sweep.search import searchers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        made = searchers(load_study(None, ["posttrain.search=optuna", "posttrain.trials=4", "posttrain.optuna_batch=2"]))
+    for s in made.values():
+        assert s.sampler._multivariate is False and s.sampler._constant_liar is False and s.sampler._n_startup_trials == 2
