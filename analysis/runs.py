@@ -23,7 +23,7 @@ def make_row(name: str, method: str, config: dict, immediate_loss: float, losses
 
 
 def rows_from_mlflow(tracking_uri: str, experiment: str) -> list[dict]:
-    """One row per finished stage-3 run, in the same shape as raysweep.tree.collect returns.
+    """One row per finished stage-3 run, in the same shape as raysweep.sweep.tree.collect returns.
 
     Every study run logged into the experiment counts, so running a study again with another
     `seed` into the same experiment gives the report several seeds (and confidence intervals)."""

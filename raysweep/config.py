@@ -341,7 +341,7 @@ class PosttrainConfig(_StageConfig):
     tuning: list[Literal["full", "lora"]] = Field(
         ["full"], description="full fine-tuning and/or LoRA adapters (sweep axis); for LoRA runs the dropout axis is the LoRA dropout"
     )
-    lora_rank: int = Field(64, ge=1, le=4096, description="LoRA rank (PAPER.md Table 9: 64)")
+    lora_rank: int = Field(64, ge=1, le=4096, description="LoRA rank (the paper's Table 9: 64)")
     lora_alpha: float = Field(128.0, gt=0, description="LoRA alpha (Table 9: 128)")
     lora_targets: list[str] = Field(
         ["o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"],
@@ -358,7 +358,7 @@ class PosttrainConfig(_StageConfig):
     eval_every: int = Field(10, gt=0, description="optimizer steps between held-out evaluations")
     search: Literal["grid", "optuna"] = Field(
         "grid",
-        description="grid: every combination of the axes (the paper); optuna: `trials` configurations per λ chosen by Optuna from the stage-3 children's (L_ret, L_ft), lr log-uniform between the smallest and largest of `lr`, the other axes picked from their lists (raysweep/search.py)",
+        description="grid: every combination of the axes (the paper); optuna: `trials` configurations per λ chosen by Optuna from the stage-3 children's (L_ret, L_ft), lr log-uniform between the smallest and largest of `lr`, the other axes picked from their lists (raysweep/sweep/search.py)",
     )
     trials: int = Field(8, ge=1, le=100_000, description="search: optuna: stage-2 configurations per λ")
     optuna_batch: int = Field(

@@ -50,7 +50,7 @@ PRESETS: dict[str, ModelShape] = {
     "small": ModelShape(n_layers=8, hidden=256, n_heads=4, n_kv_heads=2, mlp_hidden=768, note="CPU benchmarks"),
     # Even smaller, for tests that only need the code path to run.
     "debug": ModelShape(n_layers=2, hidden=64, n_heads=2, n_kv_heads=1, mlp_hidden=128, note="unit tests"),
-    # SmolLM2-135M's shape (PAPER.md); vocab 49,152 when used with SmolLM2's tokenizer.
+    # SmolLM2-135M's shape (its published config); vocab 49,152 when used with SmolLM2's tokenizer.
     "smollm2-135m": ModelShape(n_layers=30, hidden=576, n_heads=9, n_kv_heads=3, mlp_hidden=1536, rope_theta=100_000.0, note="paper, 135M"),
     # The paper's 1B (Table 2): 24 layers, hidden 1728, 27 heads MHA (head dim 64), MLP 4608, RoPE base 1e5.
     "smollm2-1b": ModelShape(

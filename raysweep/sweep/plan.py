@@ -23,7 +23,7 @@ from raysweep.tracking import METHOD, MIX_FRACTION, PARENT_NODE
 
 
 def method_of(mix_fraction: float, replay: float = 0.0, dropout: float = 0.0, tuning: str = "full") -> str:
-    """The method a run belongs to, as the analysis groups them (PAPER.md: unmixed, mixed, +dropout,
+    """The method a run belongs to, as the analysis groups them (the paper's names: unmixed, mixed, +dropout,
     +replay, LoRA vs full fine-tuning). For LoRA runs the dropout is LoRA's, part of the LoRA method."""
     name = "mixed" if mix_fraction > 0 else "unmixed"
     if tuning == "lora":

@@ -1,6 +1,6 @@
 """Warm worker slots: the Ray Tune / Ray Train glue that trains a tree run's items.
 
-A fit costs 8–16 s of start-up and teardown on a small machine (STACK_NOTES.md), and a study is
+A fit costs 8–16 s of start-up and teardown on a small machine (bench/RESULTS.md), and a study is
 dozens of short runs. So instead of one `TorchTrainer.fit` per arm and per stage-2 configuration,
 a few Tune trials, the *slots*, each train item after item from one queue (raysweep.sweep.queue)
 until it is empty: the tree pays one start-up per slot, whatever the number of runs.

@@ -15,7 +15,7 @@ from raysweep.tracking import FINAL_STEP, NODE_KEY, OUTCOME, SYNCED, SYNCED_RESU
 
 
 def final_metrics(stage: str, losses: dict[str, float]) -> dict[str, float]:
-    """The study's named losses (PAPER.md) from a node's held-out losses."""
+    """The study's named losses (the paper's L_im, L_ret, L_ft, L_pre) from a node's held-out losses."""
     m = {f"final_{k}": v for k, v in losses.items()}
     if stage == "posttrain":
         m["L_im"] = losses["post"]

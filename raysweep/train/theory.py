@@ -7,7 +7,7 @@ input direction v_k to output direction u_k with its own gain (singular value) s
     task t:  y = A_t x,  A_t = U diag(s^t) V^T,   x ~ N(0, Σ_t),   L_t(W) = ½ E‖A_t x − W x‖²
                                                                       = ½ tr((A_t − W) Σ_t (A_t − W)^T)
 
-The directions come in four groups (PAPER.md, item 6):
+The directions come in four groups (the paper's Section 5):
 - invariant:    the same gain in all three tasks;
 - inconsistent: one gain in D_pre and D_ft (the general distribution) and another in D_post;
 - specialised:  only D_post's inputs vary along them (D_pre and D_ft have zero input variance
@@ -27,7 +27,7 @@ acquired decides what fine-tuning later does to it:
   D_post at once, which only the specialised directions allow, so it learns them (their
   input-output correlation in the mixture is α·β); stage 2 has little left to do, stage 3 does not
   touch the specialised directions, and Δ ≈ 0.
-The exact construction of the paper's Appendix C is not in PAPER.md: this is raysweep's own
+The exact construction of the paper's Appendix C is not spelled out in the paper's text we work from: this is raysweep's own
 instance of its description, and docs/results.md reports what it does, including where the effect
 disappears (ρ < 1 with post-training run to convergence: D_post's optimum is then unique and
 history is forgotten).

@@ -1,4 +1,4 @@
-"""Stage-2 search with Optuna (raysweep/search.py): the ask/tell loop on a known objective, then a
+"""Stage-2 search with Optuna (raysweep/sweep/search.py): the ask/tell loop on a known objective, then a
 real search on the smoke study (Ray Tune / Train / MLflow), resumed."""
 
 from __future__ import annotations
