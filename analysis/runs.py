@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-STAGE = "raysweep.stage"
+from raysweep.spec import finetune_losses, losses_by_role
+from raysweep.tags import METHOD, STAGE
 
 # The runs table's columns: one row per fine-tuned checkpoint θ_ft.
 CONFIG = ("mode", "post_tokens", "mix_fraction", "posttrain_lr", "dropout", "replay", "finetune_lr", "seed")
@@ -18,7 +19,7 @@ def make_row(name: str, method: str, config: dict, immediate_loss: float, losses
     for key in CONFIG:
         value = config.get(key, _DEFAULTS.get(key))
         row[key] = _TYPES.get(key, float)(value) if value is not None else None
-    row.update(L_im=immediate_loss, L_ft=losses["ft"], L_ret=losses["post"], L_pre=losses["pre"])
+    row.update(L_im=immediate_loss, **finetune_losses(losses))
     return row
 
 
@@ -46,10 +47,10 @@ def rows_from_mlflow(tracking_uri: str, experiment: str) -> list[dict]:
         rows.append(
             make_row(
                 r.info.run_name,
-                t["raysweep.method"],
+                t[METHOD],
                 {k: v for k, v in config.items() if v is not None},
                 parent.data.metrics.get("L_im", float("nan")) if parent else float("nan"),
-                {"ft": m["L_ft"], "post": m["L_ret"], "pre": m["L_pre"]},
+                losses_by_role(m),
             )
         )
     return sorted(rows, key=lambda r: (r["name"], r["seed"]))

@@ -349,7 +349,6 @@ def simulate(case: Case, remove: bool, keep: bool = False) -> dict:
     from raysweep.config import load_study
     from raysweep.ray_instance import init_ray
     from raysweep.study import run_study
-    from raysweep.sweep.plan import tree_sizes
 
     out = Path(tempfile.mkdtemp(prefix="raysweep-sim-"))
     log = out / "standin.jsonl"
@@ -363,7 +362,7 @@ def simulate(case: Case, remove: bool, keep: bool = False) -> dict:
         overrides.append(f"max_concurrent_trials={case.max_concurrent}")
     study = load_study(PAPER, overrides)
     stand_in, stage_gpus, tps = stand_in_for(paper, case.scale, str(log), case.seed, 8)
-    sizes = tree_sizes(study)
+    sizes = study.run_counts()
     slots = study.max_concurrent_trials or case.nodes * NODE["GPU"]
     peak = min(case.nodes * NODE["GPU"], max(sizes["pretrain"] * stage_gpus["pretrain"], slots * stage_gpus["posttrain"]))
     with output_to(out / "study.log") as terminal, FakeCluster(NODE, case.nodes, head_cpus=8, idle_timeout_s=6.0) as cluster:

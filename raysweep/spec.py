@@ -68,6 +68,26 @@ class Node:
 
 Subtree = tuple[Node, list[Node]]  # a stage-2 node and its stage-3 children
 
+# The paper's named losses, each a node's held-out loss on one corpus role (pre: D_pre, post: D_post,
+# ft: D_ft): L_im is a stage-2 node's loss on D_post; L_ft, L_ret and L_pre a stage-3 node's on each.
+IMMEDIATE_ROLE = "post"
+FINETUNE_ROLES = {"L_ft": "ft", "L_ret": "post", "L_pre": "pre"}
+
+
+def immediate_loss(losses: dict[str, float]) -> float:
+    """L_im from a stage-2 node's held-out losses (by role)."""
+    return losses[IMMEDIATE_ROLE]
+
+
+def finetune_losses(losses: dict[str, float]) -> dict[str, float]:
+    """L_ft, L_ret and L_pre from a stage-3 node's held-out losses (by role)."""
+    return {name: losses[role] for name, role in FINETUNE_ROLES.items()}
+
+
+def losses_by_role(named: dict[str, float]) -> dict[str, float]:
+    """The held-out losses by role from a stage-3 run's L_ft, L_ret and L_pre."""
+    return {role: named[name] for name, role in FINETUNE_ROLES.items()}
+
 
 def all_nodes(arms: list[Node], subtrees: list[Subtree]) -> list[Node]:
     """Every node of a tree, parents before children: the arms, then each stage-2 node and its children."""

@@ -52,9 +52,8 @@ def check_writable(study: Study) -> None:
 
 def tree_description(study: Study) -> str:
     """The study run's description in MLflow: its tree, level by level, with the run counts."""
-    from raysweep.sweep.plan import tree_sizes
 
-    n = tree_sizes(study)
+    n = study.run_counts()
     per_arm, per_post = n["posttrain"] // max(1, n["pretrain"]), n["finetune"] // max(1, n["posttrain"])
     return (
         f"raysweep study '{study.name}': {n['pretrain']} pretraining arms (λ ∈ {study.pretrain.mix_fraction}) → "
@@ -125,15 +124,34 @@ def settle_tracking(study: Study, tracker, study_run: str | None, resync, since:
     return study_run, [f"{said}; what they missed is in the node store: {repair} once the store is reachable"]
 
 
+def cached_data(study: Study):
+    """The study's data for --sync-mlflow: node keys hash the streams' stats, which the data cache
+    holds, so repairing MLflow needs neither Ray nor a tokenizer run (raysweep.data.prepare)."""
+    from raysweep.data.prepare import prepare
+    from raysweep.data.tokenizer import NotCached
+
+    try:
+        return prepare(study, cached_only=True)
+    except NotCached as e:
+        raise StudyConfigError(
+            "--sync-mlflow",
+            [
+                f"it reads the study's data cache under {study.out / 'cache'}, which lacks {e}: run the study without "
+                "--sync-mlflow (it trains nothing already finished), or give the output_dir the study ran with"
+            ],
+        ) from None
+
+
 def train_language_models(study: Study, tracker, study_run, train: bool):
     """Ray, the data and the tree of `model.kind: lm`; returns (tree, leaf records, timings)."""
     from raysweep.data.prepare import prepare
     from raysweep.sweep.tree import collect, train_tree
 
     t0 = time.perf_counter()
-    init_ray()
+    if train:
+        init_ray()
     t_ray = time.perf_counter()
-    data = prepare(study)
+    data = prepare(study) if train else cached_data(study)
     t_data = time.perf_counter()
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, write_data_summary(data, study.out / "data.json"))
     tree = train_tree(study, data, tracker, study_run, train=train)
@@ -143,9 +161,10 @@ def train_language_models(study: Study, tracker, study_run, train: bool):
             import optuna
 
             from raysweep.sweep.search import tpe_options
+            from raysweep.tags import SAMPLER
 
             said = f"optuna {optuna.__version__}, TPESampler {json.dumps(tpe_options(study.posttrain), sort_keys=True)}"
-            tracker.guard("tagging the study run", lambda: tracker.client.set_tag(study_run, "raysweep.sampler", said))
+            tracker.guard("tagging the study run", lambda: tracker.client.set_tag(study_run, SAMPLER, said))
     return tree, collect(study, data, tree.subtrees), {"ray": t_ray - t0, "data": t_data - t_ray}
 
 
@@ -182,7 +201,7 @@ def write_outputs(study: Study, rows: list[dict], tree, tracker, study_run) -> t
 
 
 def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Path, tracker, timings: dict) -> None:
-    from raysweep.tracking import UI_ENV
+    from raysweep.tracking import UI_ENV, UI_PORT, runs_url
 
     print("\n" + "=" * 78)
     print(
@@ -208,11 +227,12 @@ def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Pat
     for line in timings.get("mlflow", []):
         print(line)
     if tracker.online and tracker.tracking_uri.startswith(("http://", "https://")):
-        print(f"  browse:    {tracker.tracking_uri} (the tracking server's own UI)")
+        print(f"  browse:    {runs_url(tracker.tracking_uri, tracker.experiment_id)} (the study's runs in the server's UI)")
     elif tracker.online:
         # one worker: with several, workers kept dying under load on a 2-core laptop (2026-12-01)
         env = " ".join(f"{k}={v}" for k, v in UI_ENV.items())
-        print(f"  browse:    {env} mlflow ui --host 127.0.0.1 --workers 1 --backend-store-uri {tracker.tracking_uri}")
+        print(f"  browse:    {env} mlflow ui --host 127.0.0.1 --port {UI_PORT} --workers 1 --backend-store-uri {tracker.tracking_uri}")
+        print(f"  then open: {runs_url(f'http://127.0.0.1:{UI_PORT}', tracker.experiment_id)} (the study's runs)")
     else:
         print("  UNREACHABLE during this run; every result is in the node store. Once it is back:")
         print("             the same command with --sync-mlflow (trains nothing, idempotent)")
@@ -306,7 +326,7 @@ def run_study(study: Study, train: bool = True) -> dict:
         import torch  # noqa: F401
     packages.check(study)
     check_writable(study)
-    if study.model.kind == "lm":
+    if study.model.kind == "lm" and train:  # --sync-mlflow reads the data cache, not the corpora
         from raysweep.data.prepare import check_corpora
 
         check_corpora(study)  # local files read far enough to know they are text, before Ray starts

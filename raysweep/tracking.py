@@ -22,26 +22,36 @@ import time
 from pathlib import Path
 
 from raysweep.spec import RunSpec
+from raysweep.tags import (  # noqa: F401 (the tags are part of the tracker's vocabulary; imported from here too)
+    DESCRIPTION,
+    EXPERIMENT_TAGS,
+    FINAL_STEP,
+    FINISHES,
+    METHOD,
+    MIX_FRACTION,
+    NODE_KEY,
+    OUTCOME,
+    PARENT_NODE,
+    STAGE,
+    STUDY_HASH,
+    SYNCED,
+    SYNCED_RESULT,
+)
 from raysweep.train.steplog import StepLog
 
-# Every tag raysweep writes (the analysis reads them back: analysis/runs.py).
-NODE_KEY = "raysweep.node_key"  # a node run's key: how a resumed study finds its run again
-STAGE = "raysweep.stage"  # study | pretrain | posttrain | finetune
-STUDY_HASH = "raysweep.study_hash"  # the study run's content hash
-DESCRIPTION = "mlflow.note.content"  # a run's description in the MLflow UI
-# MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces); these are training runs
-EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
-METHOD = "raysweep.method"  # unmixed, mixed, +dropout, +replay, +lora (raysweep.sweep.plan.method_of)
-MIX_FRACTION = "raysweep.mix_fraction"  # λ of the run's arm
-PARENT_NODE = "raysweep.parent_node"  # the parent node's key
-SYNCED = "raysweep.synced_points"  # how many stored points a sync delivered (a repeated sync skips the run)
-SYNCED_RESULT = "raysweep.synced_result"  # the key of the stored result a node run's final metrics show
-FINAL_STEP = "raysweep.final_step"  # the step of those final metrics: +1 each time the result is a new one
+# MLflow 3.17's experiment page opens on the GenAI overview whatever the experiment's kind (its
+# sidebar's "Model training" switch is kept per browser), so the summary prints the route of the runs
+# table itself (runs_url).
+UI_PORT = 5000  # `mlflow ui`'s default port
 # For the `mlflow ui` / `mlflow server` a study's summary suggests: MLflow's job runner (8 processes
 # for GenAI scoring jobs raysweep never submits) kept a third of a core busy while idle (bench/RESULTS.md).
 UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-FINISHES = "raysweep.finishes"  # on the study run: how many summary points it has (see finish_study)
-OUTCOME = "raysweep.outcome"  # on runs that did not finish normally: diverged | blocked | failed | interrupted
+
+
+def runs_url(ui: str, experiment_id: str | None) -> str:
+    """The page of an experiment's runs table in the MLflow UI at `ui` (the UI's base URL)."""
+    base = ui.rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs" if experiment_id is not None else base
 
 
 # MLflow's HTTP client retries a call 7 times with exponential back-off (minutes) by default. raysweep

@@ -5,6 +5,8 @@ helpers live in tests/helpers.py."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -127,3 +129,30 @@ def reference(ray_local, tmp_path_factory):
     summary = run_study(study)
     assert summary["failures"] == [] and len(node_results(out)) == 5
     return out, summary, mlflow_snapshot(summary["tracking_uri"], study.name)
+
+
+def _find_chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium: used if present, else installed with apt-get (root only), else the test is skipped
+    with the reason. RAYSWEEP_NO_BROWSER_INSTALL=1 turns the install off."""
+    if _find_chromium():
+        return _find_chromium()
+    if os.environ.get("RAYSWEEP_NO_BROWSER_INSTALL") == "1":
+        pytest.skip("Chromium is not installed and RAYSWEEP_NO_BROWSER_INSTALL=1 (Debian: apt-get install chromium)")
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        pytest.skip("Chromium is not installed and this user cannot apt-get install it (Debian: sudo apt-get install chromium)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "chromium"]):
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+        except subprocess.TimeoutExpired:
+            pytest.skip(f"installing Chromium timed out at `{' '.join(cmd)}`")
+        if proc.returncode:
+            pytest.skip(f"installing Chromium failed at `{' '.join(cmd)}`: {proc.stderr.strip()[-300:]}")
+    if not _find_chromium():
+        pytest.skip("apt-get installed chromium but no chromium binary is on PATH")
+    return _find_chromium()

@@ -89,3 +89,11 @@ def test_study_names_cannot_leave_their_folder_or_break_run_names(tmp_path, name
     path.write_text(f"name: {name!r}\n")
     with pytest.raises(StudyConfigError, match="name"):
         load_study(path)
+
+
+def test_runs_url_opens_the_experiments_runs_table():
+    from raysweep.tracking import runs_url
+
+    assert runs_url("http://127.0.0.1:5000", "7") == "http://127.0.0.1:5000/#/experiments/7/runs"
+    assert runs_url("https://mlflow.example/", "12") == "https://mlflow.example/#/experiments/12/runs"
+    assert runs_url("http://127.0.0.1:5000", None) == "http://127.0.0.1:5000"  # no experiment yet: the UI's start page

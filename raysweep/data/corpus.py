@@ -17,23 +17,22 @@ driver holds O(documents) (the index), never the tokens.
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from raysweep.data.corpora.sources import CorpusError, ShardSource, carved, hash64, render, source_shards, text_hash
+from raysweep.data.corpora.sources import CorpusError, ShardSource, source_shards
 from raysweep.data.corpora.synthetic import GENERATOR_VERSION
-from raysweep.data.shards import ShardWriter, TokenView, token_dtype, verify_shard
+from raysweep.data.shard_tasks import report, run_tasks
+from raysweep.data.shards import TokenView, token_dtype, verify_shard
+from raysweep.data.tokenizer import NotCached
 from raysweep.keys import json_key
-from raysweep.storage import atomic_file, write_text
+from raysweep.storage import write_text
 
 TOKENS_VERSION = 1  # bump when reading, carving or the shard format changes, so caches are rebuilt
-ENCODE_BATCH = 1024  # documents tokenized at once in a task
 
 
 @dataclass(frozen=True)
@@ -41,54 +40,6 @@ class TokenCorpus:
     train: TokenView
     heldout: TokenView
     stats: dict  # what was read: shards, documents (read, trained on, held out, skipped), tokens, seconds
-
-
-# ----------------------------------------------------------------------------- the task (one shard)
-
-
-@functools.lru_cache(maxsize=4)
-def _tokenizer(path: str):
-    from raysweep.data.tokenizer import load_tokenizer
-
-    return load_tokenizer(Path(path))  # once per worker process, not once per shard
-
-
-def tokenize_shard(task: dict) -> dict:
-    """Read one source shard, tokenize its non-empty documents into token shards and record each
-    one's text hash and carving decision. Runs in a Ray Data task; returns what it wrote (or the
-    reading error, to be reported with its key before any training)."""
-    from raysweep.data.corpora.sources import shard_records
-
-    shard = ShardSource(**task["shard"])
-    folder, prefix = Path(task["folder"]), task["prefix"]
-    writer = ShardWriter(folder, prefix, np.dtype(task["dtype"]))
-    tok, cfg = _tokenizer(task["tokenizer"]), task["corpus"]
-    hashes, cut, texts, empty = [], [], [], 0
-    try:
-        for rec in shard_records(shard):
-            text = (
-                rec["text"] if shard.kind == "synthetic" else render(rec, cfg["key"], cfg["text_field"], cfg["template"])
-            )  # document_text, from a dump
-            if not text.strip():
-                empty += 1
-                continue
-            h = text_hash(text)
-            hashes.append(hash64(h))
-            cut.append(carved(h, cfg["heldout_fraction"]))
-            texts.append(text)
-            if len(texts) >= ENCODE_BATCH:
-                writer.add([e.ids for e in tok.encode_batch(texts, add_special_tokens=False)])
-                texts = []
-        if texts:
-            writer.add([e.ids for e in tok.encode_batch(texts, add_special_tokens=False)])
-        infos = writer.close()
-    except CorpusError as e:
-        writer.abort()
-        return {"error": str(e)}
-    with atomic_file(folder / f"{prefix}.meta.npz") as tmp, tmp.open("wb") as f:
-        np.savez(f, hashes=np.asarray(hashes, dtype=np.uint64), carved=np.asarray(cut, dtype=bool))
-    shards = [i.as_dict() for i in infos]
-    return {"prefix": prefix, "shards": shards, "docs": len(hashes), "empty": empty, "tokens": sum(i.tokens for i in infos)}
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -121,63 +72,21 @@ class _Manifest:
         write_text(self.path, json.dumps(self.doc, indent=1))
 
 
-def _configure_ray_data() -> None:
-    import logging
+@dataclass(frozen=True)
+class _Reader:
+    """What every shard read of one corpus shares."""
 
-    import ray.data
-
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # raysweep prints one progress line per few seconds instead
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-
-
-def _shard_task(row: dict) -> dict:
-    # a task holds one CPU: the tokenizer's thread pool would take every core in each task (N × N threads)
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    return {"result": json.dumps(tokenize_shard(json.loads(row["task"])))}
+    folder: Path
+    manifest: _Manifest
+    task_base: dict  # the task's fields but the shard's own
+    label: str
+    parallel: bool  # in Ray Data tasks (else one after another in this process)
+    cached_only: bool  # run no task: raise NotCached where one is needed
 
 
-def _run_tasks(tasks: list[dict], label: str, progress: dict, parallel: bool) -> list[dict]:
-    """The shard tasks, side by side on every CPU of the cluster (Ray Data), with live progress;
-    `parallel=False`: one after another in this process (no Ray needed)."""
-    if parallel:
-        import ray.data
-
-        _configure_ray_data()
-        items = [{"task": json.dumps(t)} for t in tasks]
-        ds = ray.data.from_items(items, override_num_blocks=len(items)).map(_shard_task)
-        results = (json.loads(row["result"]) for row in ds.iter_rows())
-    else:
-        results = (tokenize_shard(t) for t in tasks)
-    out = []
-    for result in results:
-        out.append(result)
-        progress["docs"] += result.get("docs", 0)
-        progress["tokens"] += result.get("tokens", 0)
-        progress["shards"] += 1
-        _report(label, progress)
-    return out
-
-
-def _report(label: str, p: dict, force: bool = False) -> None:
-    now = time.perf_counter()
-    if not force and now - p["last"] < 5.0:
-        return
-    p["last"] = now
-    dt = max(now - p["t0"], 1e-9)
-    left = f", ~{(p['total'] - p['shards']) * dt / p['shards']:.0f}s left" if p["total"] and p["shards"] else ""
-    print(
-        f"[data] tokenizing {label}: {p['shards']}/{p['total'] or '?'} shards, {p['docs']:,} docs, {p['tokens']:,} tokens "
-        f"({p['docs'] / dt:,.0f} docs/s, {p['tokens'] / dt / 1e3:,.0f}k tok/s{left})",
-        flush=True,
-    )
-
-
-def _ensure_shards(
-    shards: list[ShardSource], split: str, folder: Path, manifest: _Manifest, task_base: dict, label: str, progress: dict, parallel: bool
-) -> None:
+def _ensure_shards(r: _Reader, shards: list[ShardSource], split: str, progress: dict) -> None:
     """Run the tasks of the shards not yet done (or found corrupt); record them in the manifest."""
+    folder, manifest, label = r.folder, r.manifest, f"{r.label} {split}"
     todo = []
     for s in shards:
         prefix = f"{split}-{s.index:05d}"
@@ -188,11 +97,13 @@ def _ensure_shards(
                 continue
             print(f"[data] {label}: shard {prefix}: {bad or 'meta.npz missing'}; reading it again, nothing was trained on it", flush=True)
             del manifest.done[prefix]
-        todo.append({**task_base, "shard": s.__dict__, "prefix": prefix})
+        todo.append({**r.task_base, "shard": s.__dict__, "prefix": prefix})
     if not todo:
         return
+    if r.cached_only:
+        raise NotCached(f"{label}: {len(todo)} token shard(s) under {folder}")
     problems = []
-    for result in _run_tasks(todo, label, progress, parallel):
+    for result in run_tasks(todo, label, progress, r.parallel):
         if "error" in result:
             problems.append(result["error"])
         else:
@@ -245,24 +156,22 @@ def _view(label: str, folder: Path, dtype: str, index: dict, rows: np.ndarray) -
     )
 
 
-def _read_split(
-    shards: list[ShardSource], split: str, folder: Path, manifest: _Manifest, task_base: dict, label: str, enough, wave: int, parallel: bool
-) -> tuple[dict, bool, list[str]]:
+def _read_split(r: _Reader, shards: list[ShardSource], split: str, enough, wave: int) -> tuple[dict, bool, list[str]]:
     """Read `shards` in order, `wave` at a time, until `enough(index)`; returns the index of what
     was read, whether the source ran out first, and the shard tasks the index covers."""
     progress = {"t0": time.perf_counter(), "last": time.perf_counter(), "docs": 0, "tokens": 0, "shards": 0, "total": len(shards)}
     read = 0
     while True:
         batch = shards[read : read + wave]
-        _ensure_shards(batch, split, folder, manifest, task_base, f"{label} {split}", progress, parallel)
+        _ensure_shards(r, batch, split, progress)
         read += len(batch)
         prefixes = [f"{split}-{s.index:05d}" for s in shards[:read]]
-        index = _split_index(folder, manifest, prefixes)
+        index = _split_index(r.folder, r.manifest, prefixes)
         if enough(index):
             return index, False, prefixes
         if read >= len(shards):
             if progress["shards"]:
-                _report(f"{label} {split}", progress, force=True)
+                report(f"{r.label} {split}", progress, force=True)
             return index, True, prefixes
 
 
@@ -353,24 +262,25 @@ def tokenize_corpus(
     need_tokens: int | None,
     wave: int = 2,
     parallel: bool = True,
+    cached_only: bool = False,
 ) -> TokenCorpus:
     """Read (or reuse) a corpus as token shards and cut its train and held-out views; see the module
     docstring. `need_tokens`: the training tokens the study's budgets ask (hub and local sources
     are read until their training documents hold them); `wave`: shards read side by side;
-    `parallel`: in Ray Data tasks (else in this process, one after another)."""
+    `parallel`: in Ray Data tasks (else in this process, one after another); `cached_only`: read
+    nothing from the source, raise NotCached where the cache lacks a shard."""
     t0 = time.perf_counter()
     folder = corpus_folder(cfg, seed, root, tokenizer_id)
     dtype = token_dtype(vocab_size).name
     manifest = _Manifest(folder, tokenizer_id, dtype)
     corpus = {"key": key, "text_field": cfg.text_field, "template": cfg.template, "heldout_fraction": cfg.heldout_fraction}
     base = {"folder": str(folder), "dtype": dtype, "tokenizer": str(tokenizer_path), "corpus": corpus}
+    reader = _Reader(folder, manifest, base, cfg.label, parallel, cached_only)
     counts = manifest.doc.setdefault("hub_shards", {})  # a hub split's data files, counted once
     given = source_shards(cfg, key, "heldout", seed, counts.get("heldout"))
     held_index, held = None, None
     if given is not None:
-        held_index, _, _ = _read_split(
-            given, "heldout", folder, manifest, base, cfg.label, lambda ix: len(ix["lengths"]) >= cfg.heldout_docs, wave, parallel
-        )
+        held_index, _, _ = _read_split(reader, given, "heldout", lambda ix: len(ix["lengths"]) >= cfg.heldout_docs, wave)
         held = set(held_index["hashes"][: cfg.heldout_docs].tolist())
     synthetic = cfg.source == "synthetic"
     need, cap = (None, None) if synthetic else (need_tokens, cfg.train_docs)
@@ -381,9 +291,7 @@ def tokenize_corpus(
     def enough(ix) -> bool:
         return _train_rows(ix, held, given is None, cfg.heldout_docs, need, cap)[3] if (need or cap) else False
 
-    index, exhausted, prefixes = _read_split(
-        train_shards, "train", folder, manifest, base, cfg.label, enough, len(train_shards) if synthetic else wave, parallel
-    )
+    index, exhausted, prefixes = _read_split(reader, train_shards, "train", enough, len(train_shards) if synthetic else wave)
     train_rows, carved_rows, skipped, met = _train_rows(index, held, given is None, cfg.heldout_docs, need, cap)
     _check_rows(cfg, key, index, train_rows, skipped)
     if given is not None:

@@ -62,7 +62,7 @@ def _identity(study: Study, role: str) -> dict:
     return {"spec": cfg.model_dump(mode="json"), "seed": study.seed if cfg.source == "synthetic" else None}
 
 
-def make_tokenizer(study: Study, cache: Path) -> Path:
+def make_tokenizer(study: Study, cache: Path, cached_only: bool = False) -> Path:
     """The study's tokenizer file: a pretrained one, or a BPE trained on the first
     `tokenizer.train_docs` training documents of each corpus (read from the source, in order)."""
     tok = study.tokenizer
@@ -70,7 +70,7 @@ def make_tokenizer(study: Study, cache: Path) -> Path:
         if tok.pretrained:
             return load_pretrained(tok.pretrained, tok.revision, cache / "tokenizers")
         corpora = [(_identity(study, r), lambda r=r: training_texts(getattr(study.corpora, r), f"corpora.{r}", study.seed)) for r in ROLES]
-        return train_tokenizer(corpora, tok.vocab_size, cache / "tokenizers", tok.train_docs)
+        return train_tokenizer(corpora, tok.vocab_size, cache / "tokenizers", tok.train_docs, cached_only)
     except CorpusError as e:
         raise StudyConfigError("corpora", [str(e)]) from None
     except ValueError as e:
@@ -94,11 +94,13 @@ def check_corpora(study: Study) -> None:
         raise StudyConfigError("corpora", problems)
 
 
-def prepare(study: Study) -> StudyData:
+def prepare(study: Study, cached_only: bool = False) -> StudyData:
+    """`cached_only` (--sync-mlflow): the study's data as its cache holds it, without Ray, reading or
+    tokenizing nothing (NotCached names what is missing); nothing is published to a data mirror."""
     t0 = time.perf_counter()
     cache = study.out / "cache"
     need = needed_tokens(study)
-    tok_path = make_tokenizer(study, cache)
+    tok_path = make_tokenizer(study, cache, cached_only)
     tok_id, vocab = tokenizer_id(tok_path), load_tokenizer(tok_path).get_vocab_size()
     kind = (
         f"pretrained {study.tokenizer.pretrained}"
@@ -108,14 +110,14 @@ def prepare(study: Study) -> StudyData:
     print(f"[data] tokenizer {tok_id}: {kind}, {vocab:,} tokens, ready in {time.perf_counter() - t0:.1f}s", flush=True)
     _check_vocab(study, vocab)
     _check_disk(study, need, vocab, cache)
-    corpora = _tokenize_all(study, need, tok_path, tok_id, vocab, cache / "tokens")
+    corpora = _tokenize_all(study, need, tok_path, tok_id, vocab, cache / "tokens", cached_only)
     print("[data] corpora: " + "; ".join(corpus_line(r, corpora[r].stats) for r in ROLES), flush=True)
     _check_budgets(study, corpora, need)
     eos = eos_id(tok_path)
     pretrain, posttrain, finetune, heldout = _streams(study, corpora, eos, tok_id, cache / "streams")
     print("[data] held-out sets: " + heldout_line(study, corpora, heldout), flush=True)
     mirror = data_mirror(study.checkpoints)
-    if mirror:  # workers on other machines fetch what they read from beside the nodes
+    if mirror and not cached_only:  # workers on other machines fetch what they read from beside the nodes
         publish([*pretrain.values(), *posttrain.values(), finetune, *heldout.values()], cache, mirror)
     print(f"[data] all streams ready in {time.perf_counter() - t0:.1f}s", flush=True)
     return StudyData(tok_path, tok_id, vocab, pretrain, posttrain, finetune, heldout, {r: corpora[r].stats for r in ROLES})
@@ -167,7 +169,9 @@ def in_ray_tasks(cfg, ray_up: bool) -> bool:
     return ray_up
 
 
-def _tokenize_all(study: Study, need: dict, tok_path: Path, tok_id: str, vocab: int, root: Path) -> dict[str, TokenCorpus]:
+def _tokenize_all(
+    study: Study, need: dict, tok_path: Path, tok_id: str, vocab: int, root: Path, cached_only: bool = False
+) -> dict[str, TokenCorpus]:
     """The three corpora, side by side (their shard tasks share the cluster's CPUs)."""
     wave, ray_up = _parallelism()
     with ThreadPoolExecutor(max_workers=len(ROLES)) as pool:
@@ -184,6 +188,7 @@ def _tokenize_all(study: Study, need: dict, tok_path: Path, tok_id: str, vocab: 
                 need[r],
                 wave,
                 in_ray_tasks(getattr(study.corpora, r), ray_up),
+                cached_only,
             )
             for r in ROLES
         }

@@ -37,8 +37,16 @@ def _store(tok, eos: str, origin: str, cache_dir: Path, prefix: str) -> Path:
     return out
 
 
+class NotCached(RuntimeError):
+    """Data a caller asked to read from the cache only (--sync-mlflow) is not there."""
+
+
 def train_tokenizer(
-    corpora: list[tuple[object, Callable[[], Iterable[str]]]], vocab_size: int, cache_dir: Path, max_docs: int | None = None
+    corpora: list[tuple[object, Callable[[], Iterable[str]]]],
+    vocab_size: int,
+    cache_dir: Path,
+    max_docs: int | None = None,
+    cached_only: bool = False,
 ) -> Path:
     """Train (or reuse) a BPE tokenizer on the first `max_docs` training texts of each corpus.
 
@@ -50,6 +58,8 @@ def train_tokenizer(
     marker = cache_dir / f"trained-{key}.path"  # training input -> the stored tokenizer it gave
     if marker.exists() and Path(marker.read_text()).exists():
         return Path(marker.read_text())
+    if cached_only:
+        raise NotCached(f"the trained tokenizer (no {marker})")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

@@ -14,7 +14,6 @@ from raysweep.data.shards import INDEX_BYTES_PER_DOC, cache_bytes
 from raysweep.memory import PRETRAINED_VOCAB, stage_fits
 from raysweep.presets import estimate_parameters
 from raysweep.sweep.disk import describe_disk, study_disk
-from raysweep.sweep.plan import tree_sizes
 
 # Tokenization rate per CPU, measured by bench/data_scale.py (bench/RESULTS.md, 2026-12-01: this
 # project's 2-core CPU machine, byte-level BPE of 4,096 ids, local jsonl: 318k tokens/s on 1 CPU,
@@ -42,7 +41,7 @@ def corpus_label(c) -> str:
 def stage_tokens(study: Study) -> tuple[float, float, float]:
     """Tokens each level trains on at most: stage 1 (every arm), stage 2 (every run), stage 3."""
     p1, p2, p3 = study.pretrain, study.posttrain, study.finetune
-    sizes = tree_sizes(study)
+    sizes = study.run_counts()
     t1 = sum(p1.tokens + mix * p1.post_tokens for mix in p1.mix_fraction)
     per_arm = sizes["posttrain"] // sizes["pretrain"]
     if p1.mode == "compute_matched":  # stage 2 makes one pass over the (1−λ)·|D_post| stage 1 left
@@ -86,7 +85,7 @@ def describe_tree(study: Study) -> str:
     if study.model.kind == "linear":
         return describe_linear(study)
     p1, p2, p3 = study.pretrain, study.posttrain, study.finetune
-    sizes = tree_sizes(study)
+    sizes = study.run_counts()
     vocab = PRETRAINED_VOCAB if study.tokenizer.pretrained else study.tokenizer.vocab_size
     n_params = estimate_parameters(study.model.shape, vocab)
     t1, t2, t3 = stage_tokens(study)
@@ -168,7 +167,7 @@ def describe_linear(study: Study) -> str:
     th, p1, p2, p3 = study.theory, study.pretrain, study.posttrain, study.finetune
     f = th.features
     d = f.invariant + f.inconsistent + f.specialised + f.ft_only
-    sizes = tree_sizes(study)
+    sizes = study.run_counts()
     alphas = ", ".join(f"{mixture_weight(p1.tokens, p1.post_tokens, mix):.3f}" for mix in p1.mix_fraction)
     return "\n".join(
         [

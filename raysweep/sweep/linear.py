@@ -23,7 +23,7 @@ from raysweep.config import Study
 from raysweep.data.mixing import mixture_weight
 from raysweep.keys import derive_seed, node_key
 from raysweep.nodes import NODE_FILE, node_diverged, node_done, save_diverged
-from raysweep.spec import Diverged, all_nodes
+from raysweep.spec import Diverged, all_nodes, finetune_losses, immediate_loss
 from raysweep.sweep.plan import method_of
 from raysweep.sweep.sync import close_run, final_metrics
 from raysweep.sweep.tree import TreeResult, leaf_record
@@ -154,7 +154,7 @@ def train_node(node: LinearNode, study: Study, problem: theory.Problem) -> dict:
 def _metrics(node: LinearNode, result: dict, parent_result: dict | None) -> dict[str, float]:
     m = final_metrics(node.stage, result["losses"]) | {f"sv.{g}": v for g, v in result["gains"].items()} | {"steps": result["steps"]}
     if node.stage == "finetune":
-        m["delta"] = result["losses"]["post"] - parent_result["losses"]["post"]
+        m["delta"] = finetune_losses(result["losses"])["L_ret"] - immediate_loss(parent_result["losses"])
     return m
 
 
@@ -280,10 +280,10 @@ def summary(study: Study) -> dict:
                         "gains_pre": node_done(n2.parent.dir)["result"]["gains"],
                         "gains_post": post["result"]["gains"],
                         "gains_ft": done["result"]["gains"],
-                        "L_im": post["result"]["losses"]["post"],
-                        "L_ret": done["result"]["losses"]["post"],
-                        "L_ft": done["result"]["losses"]["ft"],
-                        "delta": done["result"]["losses"]["post"] - post["result"]["losses"]["post"],
+                        "L_im": immediate_loss(post["result"]["losses"]),
+                        "L_ret": finetune_losses(done["result"]["losses"])["L_ret"],
+                        "L_ft": finetune_losses(done["result"]["losses"])["L_ft"],
+                        "delta": finetune_losses(done["result"]["losses"])["L_ret"] - immediate_loss(post["result"]["losses"]),
                     }
                 )
     return out

@@ -237,8 +237,3 @@ def plan(study: Study, data, stage2: list[Stage2Config] | None = None) -> tuple[
             post = plan_posttrain(study, data, arm, cfg)
             subtrees.append((post, [plan_finetune(study, data, post, cfg, lr) for lr in study.finetune.lr]))
     return arms, subtrees
-
-
-def tree_sizes(study: Study) -> dict[str, int]:
-    """Runs per level, from the config alone (what --dry-run counts before any data exists)."""
-    return study.run_counts()

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from raysweep.config import Study
 from raysweep.keys import derive_seed
 from raysweep.nodes import node_done
+from raysweep.spec import finetune_losses
 from raysweep.sweep.plan import Stage2Config, plan
 
 
@@ -158,7 +159,8 @@ def run_search(study: Study, data, train_nodes: Callable):
         told = []
         for cfg in configs:
             done = [node_done(c.spec.node_dir) for c in by_trial[cfg.mix_fraction, cfg.trial]]
-            points = [(d["result"]["losses"]["post"], d["result"]["losses"]["ft"]) for d in done if d]
+            named = [finetune_losses(d["result"]["losses"]) for d in done if d]
+            points = [(n["L_ret"], n["L_ft"]) for n in named]
             told.append((cfg, balanced_child(points)))
         return told
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from raysweep.keys import json_key
 from raysweep.nodes import node_diverged, node_done, node_points
-from raysweep.spec import Node, Subtree
+from raysweep.spec import Node, Subtree, finetune_losses, immediate_loss
 from raysweep.tracking import FINAL_STEP, NODE_KEY, OUTCOME, SYNCED, SYNCED_RESULT, MetricSender, Tracker, warn_outage
 
 
@@ -18,9 +18,9 @@ def final_metrics(stage: str, losses: dict[str, float]) -> dict[str, float]:
     """The study's named losses (the paper's L_im, L_ret, L_ft, L_pre) from a node's held-out losses."""
     m = {f"final_{k}": v for k, v in losses.items()}
     if stage == "posttrain":
-        m["L_im"] = losses["post"]
+        m["L_im"] = immediate_loss(losses)
     if stage == "finetune":
-        m.update(L_ft=losses["ft"], L_ret=losses["post"], L_pre=losses["pre"])
+        m.update(finetune_losses(losses))
     return m
 
 

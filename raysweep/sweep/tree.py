@@ -19,7 +19,7 @@ from raysweep.config import Study
 from raysweep.data.mirror import data_mirror
 from raysweep.data.plans import source_of
 from raysweep.nodes import node_diverged, node_done, quarantine, verify_node
-from raysweep.spec import Node, Subtree, all_nodes
+from raysweep.spec import Node, Subtree, all_nodes, immediate_loss
 from raysweep.sweep.plan import plan
 from raysweep.sweep.queue import Item
 from raysweep.sweep.slots import SlotContext, run_slots, subtree_slots
@@ -201,7 +201,7 @@ def train_items(study: Study, data, work: Work, items: list[Item], tracker) -> l
 
     work.plan_sources(items, study.out / "cache", data_mirror(study.checkpoints))
     _, failed, never, slot_errors = run_slots(
-        ctx, items, needs, study.max_concurrent_trials, lambda queue: Progress(queue, len(items), describe)
+        ctx, items, needs, study.max_concurrent_trials, lambda queue: QueueEvents(queue, len(items), describe)
     )
     failures = []
     for item, error in failed.items():
@@ -251,12 +251,12 @@ def leaf_record(name: str, method: str, config: dict, post: dict, done: dict) ->
         "name": name,
         "method": method,
         "config": config,
-        "immediate_loss": post["result"]["losses"]["post"],
+        "immediate_loss": immediate_loss(post["result"]["losses"]),
         "losses": done["result"]["losses"],
     }
 
 
-class Progress:
+class QueueEvents:
     """Prints the queue's events in the driver (a thread), one line each, with the run's progress."""
 
     def __init__(self, queue, total: int, describe):

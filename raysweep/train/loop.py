@@ -49,7 +49,7 @@ class Model:
 
 
 @dataclass
-class Progress:
+class RunProgress:
     """The loop's counters: what a progress checkpoint saves, and the run's timing."""
 
     step: int = 0
@@ -112,9 +112,9 @@ def fit_run(spec: RunSpec, cfg: LoopConfig, worker: Worker, trainable: int | Non
     )
 
 
-def resume(spec: RunSpec, m: Model, log, worker: Worker) -> Progress:
-    """Continue where an interrupted attempt left off, bit for bit (a fresh Progress if none)."""
-    p = Progress()
+def resume(spec: RunSpec, m: Model, log, worker: Worker) -> RunProgress:
+    """Continue where an interrupted attempt left off, bit for bit (a fresh RunProgress if none)."""
+    p = RunProgress()
     saved = load_progress(spec, worker.rank) if spec.checkpoint_every else None
     if saved is None:
         return p
@@ -134,7 +134,7 @@ def resume(spec: RunSpec, m: Model, log, worker: Worker) -> Progress:
     return p
 
 
-def early_stop(spec: RunSpec, p: Progress, evals: dict[str, float], raw) -> bool:
+def early_stop(spec: RunSpec, p: RunProgress, evals: dict[str, float], raw) -> bool:
     """Keep the best weights so far; True once `patience` evaluations in a row brought no improvement."""
     current = evals[spec.early_stop_on]
     if current < p.best - 1e-4:
@@ -145,7 +145,7 @@ def early_stop(spec: RunSpec, p: Progress, evals: dict[str, float], raw) -> bool
     return p.bad >= spec.patience
 
 
-def checkpoint(spec: RunSpec, p: Progress, m: Model, log, worker: Worker) -> None:
+def checkpoint(spec: RunSpec, p: RunProgress, m: Model, log, worker: Worker) -> None:
     """A resumable progress checkpoint (raysweep.nodes.save_progress): weights, optimizer, counters, RNG."""
     counters = {
         "step": p.step,
@@ -167,7 +167,7 @@ def checkpoint(spec: RunSpec, p: Progress, m: Model, log, worker: Worker) -> Non
     )
 
 
-def train_steps(spec: RunSpec, m: Model, p: Progress, it, cfg: LoopConfig, monitor: dict, log, worker: Worker) -> None:
+def train_steps(spec: RunSpec, m: Model, p: RunProgress, it, cfg: LoopConfig, monitor: dict, log, worker: Worker) -> None:
     """The step loop, from p.step to the step budget or an early stop."""
     kill_at, nan_at = cfg.faults.kill_step(spec.label), cfg.faults.nan_step(spec.label)
     p.t_train = time.perf_counter()
@@ -215,7 +215,7 @@ def train_steps(spec: RunSpec, m: Model, p: Progress, it, cfg: LoopConfig, monit
             kill_once(progress_dir(spec.node_dir), spec.label, p.step)
 
 
-def finish(spec: RunSpec, m: Model, p: Progress, cfg: LoopConfig, eval_sets: dict, log, worker: Worker) -> tuple[dict, dict]:
+def finish(spec: RunSpec, m: Model, p: RunProgress, cfg: LoopConfig, eval_sets: dict, log, worker: Worker) -> tuple[dict, dict]:
     """The best weights back, the final evaluation on every held-out set, LoRA merged; (result, weights on CPU)."""
     t_end = time.perf_counter()
     train_seconds = p.seconds_before + t_end - p.t_train

@@ -164,7 +164,8 @@ def test_a_study_spreads_over_two_ray_nodes_through_s3(cluster, reference, s3_se
     assert "succeeded" in proc.stdout + proc.stderr and "Pareto frontier in (L_ret, L_ft)" in proc.stdout
     # the driver's outputs stay on the head: the report, the SQLite store, the `mlflow ui` that works on 2 cores
     assert (out / "report.html").exists() and (out / "mlflow.db").exists()
-    assert f"mlflow ui --host 127.0.0.1 --workers 1 --backend-store-uri sqlite:///{out / 'mlflow.db'}" in proc.stdout
+    assert f"mlflow ui --host 127.0.0.1 --port 5000 --workers 1 --backend-store-uri sqlite:///{out / 'mlflow.db'}" in proc.stdout
+    assert "then open: http://127.0.0.1:5000/#/experiments/" in proc.stdout
     # both Ray nodes trained: each wrote nodes through its own cache, and read what it loaded from S3
     for cache in ("cache-head", "cache-worker"):
         assert list((logs / cache / "nodes").glob("*/node.json")), cache

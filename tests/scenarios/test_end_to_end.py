@@ -5,6 +5,7 @@ local SQLite store), and checks what the server's REST API lists.
 """
 
 import json
+import re
 import subprocess
 import sys
 import urllib.request
@@ -14,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from analysis.runs import rows_from_mlflow
 from raysweep.study import run_study
+from tests.helpers import headless
 
 
 def _runs(uri, name):
@@ -39,7 +41,7 @@ def test_smoke_study_end_to_end_and_resume(smoke_study, smoke_out, mlflow_server
     assert {r["method"] for r in summary["rows"]} == {"unmixed", "mixed"}
     assert "Pareto frontier in (L_ret, L_ft)" in out and "Pareto frontier in (L_pre, L_ret)" in out
     assert out.count("    verdict: ") == 2  # mixed vs unmixed in words, in each view (tests/analysis/test_verdict.py)
-    assert str(summary["report"]) in out and f"browse:    {mlflow_server} (the tracking server's own UI)" in out
+    assert str(summary["report"]) in out and f"browse:    {mlflow_server}/#/experiments/" in out
 
     runs = _runs(summary["tracking_uri"], study.name)
     assert len(runs) == 1 + n_arms + n_post + n_ft
@@ -112,3 +114,17 @@ def test_smoke_study_end_to_end_and_resume(smoke_study, smoke_out, mlflow_server
     assert again["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0}
     assert len(_runs(summary["tracking_uri"], study.name)) == len(runs)
     assert sorted(again["rows"], key=lambda r: r["name"]) == sorted(summary["rows"], key=lambda r: r["name"])
+
+
+def test_the_printed_mlflow_url_opens_the_study_runs(smoke_study, mlflow_server, chromium, tmp_path):
+    """MLflow 3.17 opens an experiment on its GenAI overview; the summary's URL opens the runs table."""
+    study, summary, out = smoke_study
+    [url] = re.findall(r"browse: +(\S+) \(the study's runs", out)
+    experiment = MlflowClient(summary["tracking_uri"]).get_experiment_by_name(study.name)
+    assert url == f"{mlflow_server}/#/experiments/{experiment.experiment_id}/runs"
+    dom = subprocess.run(
+        [*headless(chromium, tmp_path / "profile", 15_000), "--dump-dom", url], capture_output=True, text=True, timeout=120
+    ).stdout
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"<(script|style)\b.*?</\1>", "", dom, flags=re.S)))
+    assert "Training runs" in text and study.name in text, text[:2000]
+    assert re.search(r"\b\d+ matching runs", text), text[:2000]

@@ -396,3 +396,70 @@ def test_non_finite_loss_is_recorded_as_diverged_not_retried(ray_local, referenc
     again = run_study(study)  # resumed: the diverged node is settled, nothing is trained
     assert again["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0}
     assert again["diverged"] == summary["diverged"]
+
+
+# Run as `python -c` so that nothing of the test process (its Ray instance) stands in: whatever would
+# start Ray, read a corpus or tokenize raises instead.
+_FORBIDDING = """
+import sys
+import ray
+import raysweep.data.corpus, raysweep.data.prepare, raysweep.study
+def refuse(what):
+    def call(*args, **kwargs):
+        raise AssertionError(f"--sync-mlflow {what}")
+    return call
+ray.init = refuse("started Ray")
+raysweep.study.init_ray = refuse("started Ray")
+raysweep.data.corpus.run_tasks = refuse("tokenized a shard")
+raysweep.data.prepare.training_texts = refuse("read a corpus to train a tokenizer")
+from raysweep.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _params(uri: str, experiment: str) -> dict[str, dict]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    return {r.info.run_name: r.data.params for r in runs}
+
+
+def test_sync_mlflow_starts_no_ray_and_tokenizes_nothing(reference, tmp_path):
+    """--sync-mlflow into an empty store rebuilds the reference's MLflow (runs, params, every metric
+    point) from the node store and the data cache alone."""
+    import subprocess
+    import sys
+
+    ref_out, ref_summary, ref_mlflow = reference
+    out = with_reference_data(ref_out, tmp_path / "study")
+    shutil.copytree(ref_out / "checkpoints", out / "checkpoints")
+    uri = f"sqlite:///{tmp_path / 'rebuilt.db'}"
+    argv = [
+        "--config",
+        str(SMOKE),
+        "--set",
+        f"output_dir={out}",
+        "--set",
+        f"tracking_uri={uri}",
+        *[a for r in REDUCED for a in ("--set", r)],
+    ]
+    proc = subprocess.run([sys.executable, "-c", _FORBIDDING, *argv, "--sync-mlflow"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    name = load_study(SMOKE, REDUCED).name
+    assert mlflow_snapshot(uri, name) == ref_mlflow
+    want = _params(ref_summary["tracking_uri"], name)
+    got = _params(uri, name)
+    assert got.keys() == want.keys() and all(got[r] == want[r] for r in want if r != name)  # the study run's params name its paths
+    assert node_results(out) == node_results(ref_out)  # nothing trained
+
+
+def test_sync_mlflow_without_the_data_cache_says_what_to_do(reference, tmp_path, capsys):
+    ref_out, _, _ = reference
+    out = tmp_path / "study"
+    shutil.copytree(ref_out / "checkpoints", out / "checkpoints")  # the nodes, but no data cache
+    argv = ["--config", str(SMOKE), "--set", f"output_dir={out}", *[a for r in REDUCED for a in ("--set", r)]]
+    assert main([*argv, "--sync-mlflow"]) == 2
+    err = capsys.readouterr()
+    said = err.out + err.err
+    assert "--sync-mlflow" in said and str(out / "cache") in said and "run the study without --sync-mlflow" in said
