@@ -35,7 +35,10 @@ def frontier_tables(rows: list[dict]) -> str:
 
 
 def lambda_table(rows: list[dict]) -> str:
-    """L_im and L_ret against λ (best run at each λ) per (mode, |D_post|), when λ varies; else ''."""
+    """L_im and L_ret against λ per (mode, |D_post|), when λ varies; else ''. One seed: the best run
+    at each λ. Several: each seed's best at each λ, as mean [lowest, highest] over the seeds, and
+    in how many seeds each λ beats the smallest λ (arms are paired, so seed by seed is the fair
+    comparison)."""
     curves = {(c.mode, c.post_tokens, c.metric): c for c in lambda_curves(rows)}
     out = []
     for mode, post in sorted({(m, p) for m, p, _ in curves}, key=lambda g: (g[0], g[1] if g[1] is not None else -1)):
@@ -43,6 +46,9 @@ def lambda_table(rows: list[dict]) -> str:
         if len(set(im.mix_fraction) | set(ret.mix_fraction)) < 2:
             continue
         size = f"{post:,}" if post is not None else "unknown"
+        if len(im.seeds) >= 2 and im.seeds == ret.seeds and im.mix_fraction == ret.mix_fraction:
+            out += _lambda_seed_lines(im, ret, mode, size)
+            continue
         out.append(f"L_im and L_ret against λ ({mode}, |D_post| = {size}; best run at each λ):")
         out.append(f"  {'λ':>6} {'L_im':>8} {'L_ret':>8}")
         ret_at = dict(zip(ret.mix_fraction, ret.best))
@@ -50,6 +56,23 @@ def lambda_table(rows: list[dict]) -> str:
             out.append(f"  {mix:>6g} {v:>8.4f} {ret_at.get(mix, float('nan')):>8.4f}")
         out.append("")
     return "\n".join(out)
+
+
+def _lambda_seed_lines(im, ret, mode: str, size: str) -> list[str]:
+    n = len(im.seeds)
+    out = [
+        f"L_im and L_ret against λ ({mode}, |D_post| = {size}; each seed's best run at each λ, "
+        f"mean [lowest, highest] over {n} seeds; 'below λ={im.mix_fraction[0]:g}': seeds where it is lower than there):"
+    ]
+    out.append(f"  {'λ':>6} {'L_im':>26} {'L_ret':>26}  below λ={im.mix_fraction[0]:g}: L_im, L_ret")
+
+    def cell(values) -> str:
+        return f"{np.mean(values):.4f} [{min(values):.4f}, {max(values):.4f}]"
+
+    for k, mix in enumerate(im.mix_fraction):
+        below = "" if k == 0 else "  ".join(f"{sum(v < v0 for v, v0 in zip(c.seed_best[k], c.seed_best[0]))}/{n}" for c in (im, ret))
+        out.append(f"  {mix:>6g} {cell(im.seed_best[k]):>26} {cell(ret.seed_best[k]):>26}  {below}")
+    return [*out, ""]
 
 
 def hypervolume_table(rows: list[dict]) -> str:

@@ -132,6 +132,33 @@ def test_lambda_curves_pick_the_best_run_per_lambda_and_figures_show_them():
     assert sum(len(t.x) for t in fig.data if t.mode == "markers") == len(rows) * 2  # every run, once per metric
 
 
+def test_lambda_curves_with_seeds_keep_each_seeds_best_and_the_table_counts_seeds_below_the_first_lambda():
+    from analysis.curves import lambda_curves
+    from analysis.report import lambda_table
+
+    rng = np.random.default_rng(3)
+    rows = [
+        {"name": f"s{seed}-l{lam}-{k}", "mode": "sweep", "post_tokens": 1000, "mix_fraction": lam, "seed": seed}
+        | {"L_im": float(rng.uniform(1, 2)), "L_ret": float(rng.uniform(1, 3))}
+        for seed in (0, 1, 2)
+        for lam in (0.0, 0.5, 1.0)
+        for k in range(2)
+    ]
+    curves = {c.metric: c for c in lambda_curves(rows)}
+    for metric, c in curves.items():
+        assert c.seeds == (0, 1, 2)
+        for lam, per_seed in zip(c.mix_fraction, c.seed_best):
+            assert per_seed == tuple(min(r[metric] for r in rows if r["mix_fraction"] == lam and r["seed"] == s) for s in (0, 1, 2))
+    table = lambda_table(rows)
+    assert "mean [lowest, highest] over 3 seeds" in table
+    for k, lam in enumerate((0.5, 1.0), start=1):
+        below = [sum(v < v0 for v, v0 in zip(curves[m].seed_best[k], curves[m].seed_best[0])) for m in ("L_im", "L_ret")]
+        line = next(line for line in table.splitlines() if line.split() and line.split()[0] == f"{lam:g}")
+        assert line.split()[-2:] == [f"{below[0]}/3", f"{below[1]}/3"]
+        mean_ret = np.mean(curves["L_ret"].seed_best[k])
+        assert f"{mean_ret:.4f} [" in line
+
+
 def test_3d_figure_holds_exactly_the_joint_set():
     from analysis.figures import plot_pareto_3d
     from analysis.pareto import pareto_set
