@@ -354,3 +354,12 @@ def headless(chromium: str, profile: Path, budget_ms: int = 5000) -> list[str]:
         f"--user-data-dir={profile}",
         f"--virtual-time-budget={budget_ms}",
     ]
+
+
+def run_spec(node_dir, **over):
+    """A RunSpec for tests that build one run by hand: a short stage-2 run unless `over` says otherwise."""
+    from raysweep.spec import RunSpec
+
+    base = {"stage": "posttrain", "label": "t", "node_key": "k", "dataset": "train", "lr": 1e-3, "min_lr": 0.0}
+    base |= {"warmup_steps": 0, "weight_decay": 0.0, "batch_size": 2, "max_steps": 4, "eval_every": 1, "monitor": [], "seed": 0}
+    return RunSpec(node_dir=str(node_dir), **(base | over))

@@ -10,11 +10,11 @@ import torch
 from raysweep.config import load_study
 from raysweep.nodes import node_done, save_node, verify_node
 from raysweep.spec import RunSpec
-from tests.helpers import SMOKE
+from tests.helpers import SMOKE, run_spec
 
 
 def _spec(tmp_path, keep_weights: bool) -> RunSpec:
-    spec = RunSpec("finetune", "f", "k", str(tmp_path / "node"), "ft", 1e-3, 1e-4, 1, 0.0, 2, 1, 1, ["ft"], 0)
+    spec = run_spec(tmp_path / "node", stage="finetune", label="f", dataset="ft", min_lr=1e-4, warmup_steps=1, max_steps=1, monitor=["ft"])
     return replace(spec, keep_weights=keep_weights)
 
 

@@ -26,6 +26,7 @@ from raysweep.nodes import (
     save_progress,
 )
 from raysweep.spec import RunSpec
+from tests.helpers import run_spec
 
 
 @pytest.fixture
@@ -54,23 +55,7 @@ def test_text_files_exist_and_delete_on_both_kinds(store, tmp_path):
 
 
 def _spec(node_dir: str, **kw) -> RunSpec:
-    return RunSpec(
-        stage="posttrain",
-        label="t",
-        node_key="k1",
-        node_dir=node_dir,
-        dataset="train",
-        lr=1e-3,
-        min_lr=0.0,
-        warmup_steps=0,
-        weight_decay=0.0,
-        batch_size=2,
-        max_steps=4,
-        eval_every=1,
-        monitor=["post"],
-        seed=0,
-        **kw,
-    )
+    return run_spec(node_dir, node_key="k1", monitor=["post"], **kw)
 
 
 def test_a_node_is_uploaded_node_json_last_and_fetched_back_when_the_cache_is_gone(store, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from raysweep.tracking import MetricSender, Tracker, default_tracking_uri
-from tests.helpers import free_port
+from tests.helpers import free_port, run_spec
 
 PROCESSES, STEPS, KEYS = 8, 120, ("train_loss", "lr", "heldout_post")
 
@@ -24,10 +24,9 @@ def _log_like_a_trial(args) -> None:
     """One trial's rank 0: the real step logger (background sender), a flush after every step (the
     worst case for contention), then a resumed attempt that makes the second half's steps again."""
     uri, run_id, index, barrier = args
-    from raysweep.spec import RunSpec
     from raysweep.tracking import step_logs
 
-    spec = RunSpec("posttrain", f"run {index}", "k", "/nonexistent", "train", 1e-3, 1e-4, 1, 0.0, 2, STEPS, 10, [], 0, run_id=run_id)
+    spec = run_spec("/nonexistent", label=f"run {index}", min_lr=1e-4, warmup_steps=1, max_steps=STEPS, eval_every=10, run_id=run_id)
     barrier.wait()  # every process starts writing at the same moment
     log = step_logs(uri)(spec, STEPS, 1, True)
     for step in range(1, STEPS + 1):

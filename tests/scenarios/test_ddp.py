@@ -1,39 +1,26 @@
 """One stage on 2 Ray Train workers (DDP over gloo) and on one worker (in-process, as a one-worker
 stage trains in its slot): the same data per step, identical replicas."""
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 
 from raysweep.config import load_study
 from raysweep.data.plans import StreamSource
 from raysweep.nodes import node_done
-from raysweep.spec import RunSpec
 from raysweep.study import run_study
 from raysweep.sweep.slots import train_specs
 from raysweep.train.chain import train_chain
 from raysweep.train.context import LoopConfig, Worker, load_eval_sets
-from tests.helpers import REDUCED, SMOKE, node_results, with_reference_data
+from tests.helpers import REDUCED, SMOKE, node_results, run_spec, with_reference_data
 
 
 def _run(study, data, tmp_path, name: str):
     """One 12-step fine-tuning run with audit on, its spec, loop settings and sources."""
-    spec = RunSpec(
-        stage="finetune",
-        label="ddp",
-        node_key=name,
-        node_dir=str(tmp_path / name),
-        dataset="train",
-        lr=1e-3,
-        min_lr=0.0,
-        warmup_steps=2,
-        weight_decay=0.1,
-        batch_size=8,
-        max_steps=12,
-        eval_every=6,
-        monitor=["ft"],
-        seed=1,
+    spec = run_spec(
+        tmp_path / name, stage="finetune", label="ddp", node_key=name, warmup_steps=2, weight_decay=0.1, batch_size=8, max_steps=12
     )
+    spec = replace(spec, eval_every=6, monitor=["ft"], seed=1)
     loop = LoopConfig(
         study.model.shape,
         data.vocab_size,

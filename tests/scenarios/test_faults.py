@@ -30,6 +30,7 @@ from tests.helpers import (
     mlflow_snapshot,
     mount_tmpfs,
     node_results,
+    run_spec,
     start_mlflow_server,
     stop_mlflow_server,
     unmount,
@@ -219,9 +220,8 @@ def test_a_corrupt_parent_is_never_loaded(tmp_path):
     import torch
 
     from raysweep.nodes import CorruptCheckpoint, load_weights, node_done, save_node
-    from raysweep.spec import RunSpec
 
-    spec = RunSpec("pretrain", "p", "k", str(tmp_path / "node"), "train", 1e-3, 1e-4, 1, 0.0, 2, 1, 1, [], 0)
+    spec = run_spec(tmp_path / "node", stage="pretrain", label="p", min_lr=1e-4, warmup_steps=1, max_steps=1)
     save_node(spec, {"w": torch.arange(1000.0)}, {"losses": {}}, "tok", points=[["loss", 1.0, 5, 1]])
     assert torch.equal(load_weights(spec.node_dir, "tok")["w"], torch.arange(1000.0))
     path = tmp_path / "node" / "model.safetensors"
@@ -240,14 +240,13 @@ def test_full_disk_at_checkpoint_write_leaves_nothing_marked_done(tmp_path, monk
     import torch
 
     from raysweep.nodes import node_done, save_node
-    from raysweep.spec import RunSpec
 
     def full(*args, **kwargs):
         Path(args[1]).write_bytes(b"half a file")
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(safetensors.torch, "save_file", full)
-    spec = RunSpec("pretrain", "pretrain λ=0", "k", str(tmp_path / "ckpt" / "node"), "train", 1e-3, 1e-4, 1, 0.0, 2, 1, 1, [], 0)
+    spec = run_spec(tmp_path / "ckpt" / "node", stage="pretrain", label="pretrain λ=0", min_lr=1e-4, warmup_steps=1, max_steps=1)
     with pytest.raises(
         OSError, match=r"could not write its checkpoint: the disk is full at .*node \([\d,.]+ MiB free, 0.0 MiB needed\).*checkpoint_dir"
     ) as e:
@@ -273,10 +272,9 @@ def test_a_node_bigger_than_the_free_space_says_where_how_much_is_free_and_neede
     import torch
 
     from raysweep.nodes import node_done, save_node
-    from raysweep.spec import RunSpec
     from raysweep.storage import DiskFull
 
-    spec = RunSpec("pretrain", "pretrain λ=0", "k", str(tiny_disk / "node"), "train", 1e-3, 1e-4, 1, 0.0, 2, 1, 1, [], 0)
+    spec = run_spec(tiny_disk / "node", stage="pretrain", label="pretrain λ=0", min_lr=1e-4, warmup_steps=1, max_steps=1)
     with pytest.raises(
         DiskFull,
         match=r"pretrain λ=0: could not write its checkpoint: the disk is full at .*/disk/node \([\d.]+ MiB free, 4.0 MiB needed\)",

@@ -21,7 +21,7 @@ from raysweep.train.context import LoopConfig, Worker, load_eval_sets
 from raysweep.train.faults import Faults
 from raysweep.train.loop import train_run
 from raysweep.train.step import ArraySource
-from tests.helpers import ROOT, token_view
+from tests.helpers import ROOT, run_spec, token_view
 
 VOCAB, SEQ = 64, 16
 
@@ -44,22 +44,8 @@ def setup(tmp_path):
 
 
 def _spec(tmp_path, **over) -> RunSpec:
-    base = RunSpec(
-        stage="posttrain",
-        label="plain",
-        node_key="k",
-        node_dir=str(tmp_path / "node"),
-        dataset="train",
-        lr=3e-3,
-        min_lr=3e-4,
-        warmup_steps=2,
-        weight_decay=0.1,
-        batch_size=4,
-        max_steps=30,
-        eval_every=5,
-        monitor=["post"],
-        seed=3,
-    )
+    base = run_spec(tmp_path / "node", label="plain", lr=3e-3, min_lr=3e-4, warmup_steps=2, weight_decay=0.1, batch_size=4)
+    base = replace(base, max_steps=30, eval_every=5, monitor=["post"], seed=3)
     return replace(base, **over)
 
 

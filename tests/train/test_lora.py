@@ -2,57 +2,28 @@
 differs from its parent exactly in the targeted modules, and LoRA runs are their own method.
 The run goes through the real per-run loop in this process, without Ray."""
 
+from dataclasses import replace
+
 import torch
 
 from raysweep.data.plans import StreamSource
 from raysweep.nodes import load_weights, node_done, save_node
-from raysweep.spec import RunSpec
 from raysweep.train.chain import train_chain
 from raysweep.train.context import LoopConfig, Worker, load_eval_sets
 from raysweep.train.model import build_model
-from tests.helpers import plan_smoke
+from tests.helpers import plan_smoke, run_spec
 
 
 def test_lora_run_changes_only_its_targets_and_saves_a_merged_model(smoke_data, tmp_path):
     study, data = smoke_data
-    parent = RunSpec(
-        stage="pretrain",
-        label="parent",
-        node_key="p",
-        node_dir=str(tmp_path / "parent"),
-        dataset="train",
-        lr=1e-3,
-        min_lr=0.0,
-        warmup_steps=0,
-        weight_decay=0.1,
-        batch_size=8,
-        max_steps=1,
-        eval_every=1,
-        monitor=[],
-        seed=5,
+    parent = run_spec(
+        tmp_path / "parent", stage="pretrain", label="parent", node_key="p", weight_decay=0.1, batch_size=8, max_steps=1, seed=5
     )
     base = build_model(study.model.preset, data.vocab_size, study.model.seq_len, seed=5).state_dict()
     save_node(parent, base, {}, data.tokenizer_id)
     targets = ["o_proj", "gate_proj", "up_proj", "down_proj"]
-    spec = RunSpec(
-        stage="posttrain",
-        label="lora",
-        node_key="l",
-        node_dir=str(tmp_path / "lora"),
-        dataset="train",
-        lr=1e-2,
-        min_lr=0.0,
-        warmup_steps=0,
-        weight_decay=0.0,
-        batch_size=8,
-        max_steps=8,
-        eval_every=4,
-        monitor=["post"],
-        seed=6,
-        dropout=0.05,
-        lora={"rank": 4, "alpha": 8.0, "targets": targets},
-        init_from=parent.node_dir,
-    )
+    spec = run_spec(tmp_path / "lora", label="lora", node_key="l", lr=1e-2, batch_size=8, max_steps=8, eval_every=4, seed=6)
+    spec = replace(spec, monitor=["post"], dropout=0.05, lora={"rank": 4, "alpha": 8.0, "targets": targets}, init_from=parent.node_dir)
     cfg = LoopConfig(
         study.model.shape,
         data.vocab_size,
