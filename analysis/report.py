@@ -78,21 +78,41 @@ def _lambda_seed_lines(im, ret, mode: str, size: str) -> list[str]:
 def hypervolume_table(rows: list[dict]) -> str:
     """Every method's frontier hypervolume on one scale per view (one reference point: the worst
     finite point of all runs plus 5% of the range), so any two methods can be read against each
-    other, e.g. mixed against mixed+replay. '' with fewer than two methods."""
+    other, e.g. mixed against mixed+replay; with several seeds, each seed's frontier too (on the
+    same reference point), so an ordering of methods can be checked seed by seed. '' with fewer
+    than two methods."""
     views = frontiers(rows)
     if len({i.method for infos in views.values() for i in infos}) < 2:
         return ""
+    seeds = sorted({r.get("seed", 0) for r in rows})
+    per_seed = {s: frontiers([r for r in rows if r.get("seed", 0) == s]) for s in seeds} if len(seeds) > 1 else {}
     out = []
     for (x, y), infos in views.items():
         every = np.vstack([np.column_stack([i.x, i.y]).reshape(-1, 2) for i in infos])
         ref = reference_point(every)
-        out.append(
-            f"Hypervolume of each method's frontier in ({x}, {y}), one reference point ({ref[0]:.3f}, {ref[1]:.3f}); larger is better:"
-        )
-        ranked = sorted(((hypervolume_2d(np.column_stack([i.x, i.y]), ref), i.method) for i in infos), reverse=True)
+
+        head = f"Hypervolume of each method's frontier in ({x}, {y}), one reference point ({ref[0]:.3f}, {ref[1]:.3f}); larger is better"
+        ranked = sorted(((_hv(i, ref), i.method) for i in infos), reverse=True)
         w = max(len(m) for _, m in ranked)
-        out += [f"  {m:<{w}} {hv:8.3f}" for hv, m in ranked] + [""]
+        if not per_seed:
+            out += [head + ":", *(f"  {m:<{w}} {h:8.3f}" for h, m in ranked), ""]
+            continue
+        by_seed = {s: {i.method: _hv(i, ref) for i in per_seed[s].get((x, y), [])} for s in seeds}
+        out.append(head + f"; seeds pooled, then each seed's own runs ({len(seeds)} seeds) and its rank among the methods:")
+        out.append(f"  {'':<{w}} {'pooled':>8} " + " ".join(f"{'seed ' + str(s):>13}" for s in seeds))
+        for h, m in ranked:
+            cells = []
+            for s in seeds:
+                mine = by_seed[s].get(m)
+                rank = 1 + sum(v > mine for v in by_seed[s].values()) if mine is not None else None
+                cells.append(f"{mine:8.3f} (#{rank})" if mine is not None else f"{'-':>13}")
+            out.append(f"  {m:<{w}} {h:8.3f} " + " ".join(f"{c:>13}" for c in cells))
+        out.append("")
     return "\n".join(out)
+
+
+def _hv(info, ref: tuple[float, float]) -> float:
+    return hypervolume_2d(np.column_stack([info.x, info.y]), ref)
 
 
 def side_by_side(a_rows: list[dict], b_rows: list[dict], a: str, b: str) -> str:

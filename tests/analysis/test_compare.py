@@ -144,6 +144,36 @@ def test_hypervolume_table_ranks_every_method_on_one_scale():
     assert hypervolume_table([r for r in rows if r["method"] == "mixed"]) == ""
 
 
+def test_hypervolume_table_with_seeds_gives_each_seeds_frontier_and_rank_on_the_pooled_reference():
+    from analysis.report import hypervolume_table
+
+    def row(m, seed, i, ft, ret):
+        return {"name": f"{m}{seed}-{i}", "method": m, "mode": "sweep", "post_tokens": 1, "mix_fraction": 0.0, "seed": seed} | {
+            "L_im": 1.0,
+            "L_ft": ft,
+            "L_ret": ret,
+            "L_pre": 1.0,
+        }
+
+    points = {  # seed 0: mixed ahead; seed 1: unmixed ahead
+        (0, "mixed"): [(1.0, 1.0)],
+        (0, "unmixed"): [(2.0, 2.0)],
+        (1, "mixed"): [(2.5, 2.5)],
+        (1, "unmixed"): [(1.5, 1.5), (3.0, 1.0)],
+    }
+    rows = [row(m, seed, i, ft, ret) for (seed, m), pts in points.items() for i, (ft, ret) in enumerate(pts)]
+    block = hypervolume_table(rows).split("\n\n")[0].splitlines()
+    every = np.array([(ret, ft) for pts in points.values() for ft, ret in pts])
+    ref = tuple(every.max(axis=0) + 0.05 * (every.max(axis=0) - every.min(axis=0)))
+    assert f"({ref[0]:.3f}, {ref[1]:.3f})" in block[0] and "2 seeds" in block[0]
+    cells = {line.split()[0]: line.split()[1:] for line in block[2:]}
+    for (seed, m), pts in points.items():
+        hv = hypervolume_2d(np.array([(ret, ft) for ft, ret in pts]), ref)
+        value, rank = cells[m][1 + 2 * seed], cells[m][2 + 2 * seed]
+        assert float(value) == pytest.approx(hv, abs=1e-3)
+        assert rank == ("(#1)" if (seed, m) in {(0, "mixed"), (1, "unmixed")} else "(#2)")
+
+
 def test_a_gap_without_a_matched_range_is_said_not_printed_as_nan():
     from analysis.report import comparison_table
     from tests.helpers import example_rows
