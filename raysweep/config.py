@@ -31,7 +31,18 @@ class StudyConfigError(ValueError):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         n = len(problems)
-        super().__init__(f"{source}: {n} problem{'s' if n != 1 else ''} in the study config:\n{lines}")
+        super().__init__(f"{source}: {n} problem{'s' if n != 1 else ''} {self.where}:\n{lines}")
+
+    where = "in the study config"
+
+
+class StudyInputError(StudyConfigError):
+    """The study is valid, but what it points at is not usable: a corpus that cannot be read, a
+    budget its corpus cannot hold, a disk too small, a package missing. Reported like a config error
+    (every problem at once, each with the key to change) and before any training, but not called a
+    mistake in the study file."""
+
+    where = "with what the study points at"
 
 
 class _Strict(BaseModel):

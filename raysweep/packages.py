@@ -13,7 +13,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from raysweep.config import Study, StudyConfigError
+from raysweep.config import Study, StudyInputError
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def missing(study: Study) -> list[str]:
 
 
 def check(study: Study) -> None:
-    """Raise StudyConfigError listing every missing package (before Ray starts)."""
+    """Raise StudyInputError listing every missing package (before Ray starts)."""
     problems = missing(study)
     if problems:
-        raise StudyConfigError("packages", problems)
+        raise StudyInputError("packages", problems)

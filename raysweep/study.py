@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from raysweep import packages, signals, storage
-from raysweep.config import Study, StudyConfigError
+from raysweep.config import Study, StudyInputError
 from raysweep.ray_instance import init_ray, stop_own_ray
 
 
@@ -47,7 +47,7 @@ def check_writable(study: Study) -> None:
         except OSError as e:
             problems.append(f"{key}: cannot write to {folder} ({e.strerror or e}); choose a writable folder with --set {key}=PATH")
     if problems:
-        raise StudyConfigError("storage", problems)
+        raise StudyInputError("storage", problems)
 
 
 def tree_description(study: Study) -> str:
@@ -133,7 +133,7 @@ def cached_data(study: Study):
     try:
         return prepare(study, cached_only=True)
     except NotCached as e:
-        raise StudyConfigError(
+        raise StudyInputError(
             "--sync-mlflow",
             [
                 f"it reads the study's data cache under {study.out / 'cache'}, which lacks {e}: run the study without "

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raysweep.config import Study, StudyConfigError
+from raysweep.config import Study, StudyInputError
 from raysweep.data.blocks import Stream
 from raysweep.data.corpora.sources import SYNTHETIC_TRAIN_DOCS, CorpusError, training_texts
 from raysweep.data.corpus import TokenCorpus, tokenize_corpus
@@ -72,9 +72,9 @@ def make_tokenizer(study: Study, cache: Path, cached_only: bool = False) -> Path
         corpora = [(_identity(study, r), lambda r=r: training_texts(getattr(study.corpora, r), f"corpora.{r}", study.seed)) for r in ROLES]
         return train_tokenizer(corpora, tok.vocab_size, cache / "tokenizers", tok.train_docs, cached_only)
     except CorpusError as e:
-        raise StudyConfigError("corpora", [str(e)]) from None
+        raise StudyInputError("corpora", [str(e)]) from None
     except ValueError as e:
-        raise StudyConfigError("tokenizer", [str(e)]) from None
+        raise StudyInputError("tokenizer", [str(e)]) from None
 
 
 def check_corpora(study: Study) -> None:
@@ -91,7 +91,7 @@ def check_corpora(study: Study) -> None:
             except CorpusError as e:
                 problems.append(str(e))
     if problems:
-        raise StudyConfigError("corpora", problems)
+        raise StudyInputError("corpora", problems)
 
 
 def prepare(study: Study, cached_only: bool = False) -> StudyData:
@@ -199,7 +199,7 @@ def _tokenize_all(
             except CorpusError as e:
                 problems.append(str(e))
     if problems:
-        raise StudyConfigError("corpora", problems)
+        raise StudyInputError("corpora", problems)
     return out
 
 
@@ -250,7 +250,7 @@ def _streams(study: Study, corpora: dict[str, TokenCorpus], eos: int, tok_id: st
 def _check_vocab(study: Study, vocab: int) -> None:
     fixed = study.model.shape.vocab_size
     if fixed is not None and vocab > fixed:
-        raise StudyConfigError(
+        raise StudyInputError(
             "tokenizer",
             [
                 f"model.preset: {study.model.preset!r} has a fixed vocabulary of {fixed:,} but the tokenizer has {vocab:,} tokens; "
@@ -267,7 +267,7 @@ def _check_disk(study: Study, need: dict, vocab: int, cache: Path) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(cache).free
     if free < want * 1.1:
-        raise StudyConfigError(
+        raise StudyInputError(
             "storage",
             [
                 f"output_dir: the token shards need ≈ {want / 2**30:,.2f} GiB under {cache}, {free / 2**30:,.2f} GiB are free; "
@@ -302,4 +302,4 @@ def _check_budgets(study: Study, corpora: dict[str, TokenCorpus], need: dict[str
         if have < wanted:
             problems.append(f"corpora.{role}.heldout_docs: the held-out split holds {have:,} tokens, fewer than eval_tokens ({wanted:,})")
     if problems:
-        raise StudyConfigError("data budgets", problems)
+        raise StudyInputError("data budgets", problems)

@@ -420,3 +420,4 @@ def test_the_cli_refuses_an_unreadable_local_corpus_before_ray(tmp_path):
     )
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "corpora.post.path: cannot read" in proc.stderr and "[data]" not in proc.stdout
+    assert "1 problem with what the study points at" in proc.stderr and "in the study config" not in proc.stderr  # the file is valid
