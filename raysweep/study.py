@@ -88,38 +88,37 @@ def open_tracking(study: Study):
     return tracker, study_run
 
 
-def settle_tracking(study: Study, tracker, study_run: str | None, resync, since: int) -> tuple[str | None, list[str]]:
+def settle_tracking(study: Study, tracker, study_run: str | None, resync) -> tuple[str | None, list[str]]:
     """After the tree: a store that lost this study during the run (its SQLite file deleted, its
     tables dropped) is rebuilt and `resync(study_run)` writes every run again from the node store;
-    any other outage (raysweep.tracking.OUTAGES past `since`) is said with the command that repairs
+    any other outage (`tracker.outages`: the driver's calls that failed) is said with the command that repairs
     it. Returns the study's run (a new one after a rebuild) and the summary's lines about MLflow."""
-    from raysweep.tracking import OUTAGES
-
+    outages = tracker.outages
     repair = "the same command with --sync-mlflow (trains nothing, idempotent)"
     lost = tracker.lost(study_run)
     if lost and resync is not None:
         print(f"[mlflow] the store lost this study during the run ({lost}); rebuilding it from the node store", flush=True)
-        mark = len(OUTAGES)
+        mark = len(outages)
         tracker.guard("rebuilding the MLflow store", tracker.rebuild)
         study_run = make_study_run(study, tracker)
         if study_run is not None:
             resync(study_run)
         still = tracker.lost(study_run) if study_run is not None else "its study run could not be made"
-        if not still and len(OUTAGES) == mark:
+        if not still and len(outages) == mark:
             return study_run, [
                 f"  REBUILT: the store lost this study during the run ({lost}); every run was written again from the node store"
             ]
-        lost = f"{lost}; not rebuilt: {still or OUTAGES[mark]}"
+        lost = f"{lost}; not rebuilt: {still or outages[mark]}"
     if lost:
         return study_run, [f"  LOST during this run ({lost}); every result is in the node store: {repair}"]
-    failed = len(OUTAGES) - since
+    failed = len(outages)
     if not failed:
         return study_run, []
-    mark = len(OUTAGES)
+    mark = len(outages)
     if resync is not None and study_run is not None:
         resync(study_run)  # cheap where MLflow is up to date: one read per run
-    said = f"  MLflow failed during this run ({failed} call{'s' if failed != 1 else ''} of the driver; first: {OUTAGES[since]})"
-    if len(OUTAGES) == mark and resync is not None:
+    said = f"  MLflow failed during this run ({failed} call{'s' if failed != 1 else ''} of the driver; first: {outages[0]})"
+    if len(outages) == mark and resync is not None:
         return study_run, [f"{said}; the end-of-study sync wrote everything they missed"]
     return study_run, [f"{said}; what they missed is in the node store: {repair} once the store is reachable"]
 
@@ -316,10 +315,8 @@ def run_study(study: Study, train: bool = True) -> dict:
     """Prepare data, train the tree, write the report; returns the summary. `train=False`
     (--sync-mlflow) trains nothing and brings MLflow up to date from the node store."""
     from analysis.runs import make_row
-    from raysweep.tracking import OUTAGES
 
     t0 = time.perf_counter()
-    since = len(OUTAGES)
     if study.model.kind == "lm":
         # torch before pyarrow's S3 client: loaded after it (an s3:// checkpoint_dir, data already
         # prepared), torch's oneMKL failed to load ("Cannot load libtorch_cpu.so") and the driver exited
@@ -341,7 +338,7 @@ def run_study(study: Study, train: bool = True) -> dict:
 
             tree, records, timings = train_language_models(study, tracker, study_run, train)
             resync = lambda run: sync_tree(tracker, run, tree.arms, tree.subtrees)  # noqa: E731
-        study_run, timings["mlflow"] = settle_tracking(study, tracker, study_run, resync, since)
+        study_run, timings["mlflow"] = settle_tracking(study, tracker, study_run, resync)
         rows = [make_row(**r) for r in records]
         report, tables = write_outputs(study, rows, tree, tracker, study_run)
     except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP (raysweep.signals)

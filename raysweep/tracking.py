@@ -68,11 +68,7 @@ def default_tracking_uri(out: Path) -> str:
     return f"sqlite:///{out / 'mlflow.db'}"
 
 
-OUTAGES: list[str] = []  # every MLflow call that failed in this process (a study's summary says how many)
-
-
 def warn_outage(what: str, error: BaseException) -> None:
-    OUTAGES.append(f"{what} ({type(error).__name__})")
     print(
         f"[mlflow] {what} failed ({type(error).__name__}: {str(error)[:300]}); training goes on, "
         "the results are kept with the checkpoints and MLflow is synced from them later",
@@ -133,7 +129,9 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
 
 
 class Tracker:
-    """A thin wrapper over MlflowClient, safe to pickle into Ray trials (it holds only strings)."""
+    """A thin wrapper over MlflowClient, safe to pickle into Ray trials (it pickles only strings and
+    flags: the client is made again in each process). `outages` lists every call that failed in this
+    process, through this tracker (the driver's summary says how many)."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_root: Path | None = None):
         self.tracking_uri = tracking_uri
@@ -141,12 +139,23 @@ class Tracker:
         self.artifact_root = artifact_root
         self.experiment_id: str | None = None
         self.online = True  # False once the store could not be opened: trials then skip MLflow entirely
+        self.outages: list[str] = []
+        self._client = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None, "outages": []}  # a trial's outages are its own
 
     @property
     def client(self):
-        from mlflow.tracking import MlflowClient
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
 
-        return MlflowClient(self.tracking_uri)
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def warn_outage(self, what: str, error: BaseException) -> None:
+        self.outages.append(f"{what} ({type(error).__name__})")
+        warn_outage(what, error)
 
     def init_store(self) -> str:
         """Create the store and the experiment (driver only); returns the experiment id."""
@@ -164,14 +173,14 @@ class Tracker:
                     client.set_experiment_tag(self.experiment_id, k, v)
         return self.experiment_id
 
-    def _find(self, key: str, value: str):
+    def find_run(self, key: str, value: str):
         runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{key}` = '{value}'", max_results=2)
         return runs[0] if runs else None
 
     def study_run(self, study_hash: str, name: str, params: dict, description: str = "") -> str:
         """The study's parent run: reused when the same study (same content hash) is run again.
         `description` is what the MLflow UI shows on the run's page (the tree's levels and sizes)."""
-        found = self._find(STUDY_HASH, study_hash)
+        found = self.find_run(STUDY_HASH, study_hash)
         if found is not None:
             self.client.update_run(found.info.run_id, status="RUNNING")
             return found.info.run_id
@@ -186,7 +195,7 @@ class Tracker:
 
     def node_run(self, node_key: str, name: str, parent_run_id: str, stage: str, params: dict, tags: dict) -> str:
         """Find or create the run of one tree node, nested under parent_run_id."""
-        found = self._find(NODE_KEY, node_key)
+        found = self.find_run(NODE_KEY, node_key)
         if found is not None:
             return found.info.run_id
         from mlflow.entities import Param
@@ -251,7 +260,7 @@ class Tracker:
         try:
             return fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001
-            warn_outage(what, e)
+            self.warn_outage(what, e)
             return None
 
     def start(self) -> bool:
@@ -260,7 +269,7 @@ class Tracker:
             self.init_store()
             return True
         except Exception as e:  # noqa: BLE001
-            warn_outage(f"opening the MLflow store {self.tracking_uri}", e)
+            self.warn_outage(f"opening the MLflow store {self.tracking_uri}", e)
             self.online = False
             return False
 
@@ -295,6 +304,7 @@ class Tracker:
         """Open the store afresh (a new SQLite file gets MLflow's tables) with the experiment; its id."""
         if self.tracking_uri.startswith("sqlite:///"):
             _forget_engine(self.tracking_uri)
+        self._client = None  # its store holds the old engine
         return self.init_store()
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from raysweep.keys import json_key
 from raysweep.nodes import node_diverged, node_done, node_points
 from raysweep.spec import Node, Subtree, finetune_losses, immediate_loss
-from raysweep.tracking import FINAL_STEP, NODE_KEY, OUTCOME, SYNCED, SYNCED_RESULT, MetricSender, Tracker, warn_outage
+from raysweep.tracking import FINAL_STEP, NODE_KEY, OUTCOME, SYNCED, SYNCED_RESULT, MetricSender, Tracker
 
 
 def final_metrics(stage: str, losses: dict[str, float]) -> dict[str, float]:
@@ -60,7 +60,9 @@ def sync_node(tracker: Tracker, node: Node, parent_run: str | None) -> str | Non
     done = node_done(node.spec.node_dir)
     diverged = None if done else node_diverged(node.spec.node_dir)
     if not (done or diverged):  # not settled: its run if it has one (trained before), never a new one
-        found = tracker.guard(f"finding the MLflow run of {node.name}", tracker._find, NODE_KEY, node.spec.node_key) if parent_run else None
+        found = (
+            tracker.guard(f"finding the MLflow run of {node.name}", tracker.find_run, NODE_KEY, node.spec.node_key) if parent_run else None
+        )
         return found.info.run_id if found is not None else None
     run_id = open_run(tracker, node, parent_run)
     if run_id is None:
@@ -86,7 +88,7 @@ def sync_node(tracker: Tracker, node: Node, parent_run: str | None) -> str | Non
         else:
             tracker.finish(run_id, {"diverged_at_step": diverged["step"]}, failed=True, tags={**synced, OUTCOME: "diverged"}, step=step)
     except Exception as e:  # noqa: BLE001
-        warn_outage(f"syncing the MLflow run of {node.name}", e)
+        tracker.warn_outage(f"syncing the MLflow run of {node.name}", e)
     return run_id
 
 
