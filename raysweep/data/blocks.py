@@ -77,6 +77,14 @@ def reference_blocks(docs: dict[str, list[np.ndarray]], selections: dict, seed: 
     return pack([placed[k] for k in sorted(placed)], block_len)
 
 
+def rank_slice(k: int, batch_size: int, world: int, rank: int) -> slice:
+    """The positions rank `rank` of `world` takes in the k-th batch of a pass: its slice
+    [k·B + r·B/W, k·B + (r+1)·B/W) (the rule `rank_rows` and raysweep.data.plans.StreamRows share)."""
+    per = batch_size // world
+    first = k * batch_size + rank * per
+    return slice(first, first + per)
+
+
 def rank_rows(n_blocks: int, batch_size: int, world: int, rank: int) -> np.ndarray:
     """The stream rows rank `rank` of `world` trains on, in order, one local batch after another.
 
@@ -87,7 +95,6 @@ def rank_rows(n_blocks: int, batch_size: int, world: int, rank: int) -> np.ndarr
     """
     if batch_size % world:
         raise ValueError(f"batch_size {batch_size} does not divide over {world} workers")
-    per = batch_size // world
     steps = n_blocks // batch_size
-    base = np.arange(steps, dtype=np.int64)[:, None] * batch_size + rank * per
-    return (base + np.arange(per, dtype=np.int64)[None, :]).reshape(-1)
+    every = np.arange(steps * batch_size, dtype=np.int64)
+    return np.concatenate([every[rank_slice(k, batch_size, world, rank)] for k in range(steps)]) if steps else every

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from raysweep.data.blocks import ARRAYS, Stream, interleave_ranks
+from raysweep.data.blocks import ARRAYS, Stream, interleave_ranks, rank_slice
 from raysweep.keys import array_digest, derive_seed, stream_key
 from raysweep.storage import atomic_file, write_text
 
@@ -292,7 +292,8 @@ class StreamRows:
     def __init__(self, reader: StreamReader, batch_size: int, world: int, rank: int):
         if batch_size % world:
             raise ValueError(f"batch_size {batch_size} does not divide over {world} workers")
-        self.reader, self.batch_size, self.per, self.rank = reader, batch_size, batch_size // world, rank
+        self.reader, self.batch_size, self.world, self.rank = reader, batch_size, world, rank
+        self.per = batch_size // world
         self.steps_per_pass = reader.n_blocks // batch_size
         if self.steps_per_pass == 0:
             raise ValueError(f"stream {reader.folder.name}: {reader.n_blocks} blocks hold less than one batch of {batch_size}")
@@ -311,8 +312,7 @@ class StreamRows:
 
     def rows(self, step: int) -> np.ndarray:
         p, k = divmod(step, self.steps_per_pass)
-        first = k * self.batch_size + self.rank * self.per
-        return self.order(p)[first : first + self.per]
+        return self.order(p)[rank_slice(k, self.batch_size, self.world, self.rank)]
 
     def batch(self, step: int) -> np.ndarray:
         """(B/W, L) int64: this rank's rows of global step `step`."""
