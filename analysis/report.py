@@ -190,7 +190,12 @@ def confidence_table(rows: list[dict], baseline: str = "unmixed", n_boot: int = 
             hv, dom, gap = b.hypervolume_diff, b.share_of_b_dominated_by_a, b.x_gap_at_matched_y
             lines.append(
                 f"  ({b.x_name}, {b.y_name}) {m} vs {baseline}: hypervolume difference {hv.estimate:+.3f} [{hv.low:+.3f}, {hv.high:+.3f}]; "
-                f"share dominated {dom.estimate:.0%} [{dom.low:.0%}, {dom.high:.0%}]; {b.x_name} gap {gap.estimate:+.3f} [{gap.low:+.3f}, {gap.high:+.3f}]"
+                f"share dominated {dom.estimate:.0%} [{dom.low:.0%}, {dom.high:.0%}]; "
+                + (
+                    f"{b.x_name} gap {gap.estimate:+.3f} [{gap.low:+.3f}, {gap.high:+.3f}]"
+                    if np.isfinite(gap.estimate)
+                    else f"no {b.x_name} gap (the fronts' {b.y_name} ranges do not overlap)"
+                )
             )
     return "\n".join(lines) + "\n"
 

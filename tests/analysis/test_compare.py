@@ -180,6 +180,10 @@ def test_a_gap_without_a_matched_range_is_said_not_printed_as_nan():
 
     table = comparison_table(example_rows())  # in (L_pre, L_ret) each front is one point, at different L_ret
     assert "no matched L_ret (the fronts' L_ret ranges do not overlap)" in table and "nan" not in table
+    rows = example_rows()
+    seeded = comparison_table(rows + [{**r, "seed": 1, "name": r["name"] + "-s1"} for r in rows])  # with intervals
+    assert "Seed-bootstrap 90% intervals" in seeded and "no L_pre gap (the fronts' L_ret ranges do not overlap)" in seeded
+    assert "nan" not in seeded
 
 
 def test_two_experiments_frontiers_side_by_side():
