@@ -17,9 +17,8 @@ from dataclasses import replace
 from raysweep.leases import Lease, clear_tagged, ttl_s
 from raysweep.nodes import failures_since, node_diverged, node_done, record_failure
 from raysweep.spec import Node, Subtree, all_nodes
+from raysweep.sweep.queue import Item
 from raysweep.sweep.sync import close_run, open_run, sync_node
-
-Item = tuple  # ("arm", i), ("subtree", j) or ("leaf", j, c)
 
 
 def split_tail(items: list[Item], todo: dict[int, list[int]], slots: int) -> tuple[list[Item], dict[int, set[int]]]:
