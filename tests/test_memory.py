@@ -4,11 +4,11 @@ and a study that cannot fit is refused before compute with the key named."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from raysweep.config import StudyConfigError, load_study
-from raysweep.memory import GB, choose_micro_batch, fit_stage, training_peak
+from raysweep.memory import CHUNK_ELEMENTS, GB, choose_micro_batch, fit_stage, training_peak
 from raysweep.presets import PRESETS
 from tests.helpers import ROOT
 
@@ -24,10 +24,19 @@ SHAPES = sorted(PRESETS)
     checkpointing=st.booleans(),
     dropout=st.booleans(),
 )
+@example(preset="debug", micro=17, seq=19, precision="bf16", checkpointing=False, dropout=False)  # across the switch
 def test_the_peak_grows_with_the_micro_batch_and_the_sequence(preset, micro, seq, precision, checkpointing, dropout):
+    """Strictly, except where the loss switches to chunks (raysweep.train.loss): the plain loss's
+    fp32 log-softmax and gradient give way to one chunk's temporaries, so in bf16 the peak may step
+    down there, by less than two fp32 buffers of one chunk (hypothesis found micro 17 -> 18 at seq 19)."""
     peak = lambda m, s: training_peak(preset, 49152, s, m, precision=precision, checkpointing=checkpointing, dropout=dropout).total
-    assert peak(micro + 1, seq) > peak(micro, seq)
-    assert peak(micro, seq + 16) > peak(micro, seq)
+    vocab = PRESETS[preset].vocab_size or 49152
+    chunked = lambda m, s: m * s * vocab > CHUNK_ELEMENTS
+    for bigger in ((micro + 1, seq), (micro, seq + 16)):
+        if chunked(*bigger) == chunked(micro, seq):
+            assert peak(*bigger) > peak(micro, seq)
+        else:
+            assert peak(*bigger) > peak(micro, seq) - 2 * 4 * CHUNK_ELEMENTS
     # activation checkpointing never costs memory; LoRA (fewer trainable parameters) neither
     plain = training_peak(preset, 49152, seq, micro, precision=precision, dropout=dropout).total
     assert training_peak(preset, 49152, seq, micro, precision=precision, checkpointing=True, dropout=dropout).total <= plain
