@@ -107,8 +107,7 @@ def _init_ray(ray, retry_after_s: float, extra_env: dict[str, str] | None) -> No
     os.environ.update(env)
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env})
-        _OWN_RAY.append(True)
+        _join_cluster(ray, address, env, retry_after_s)
         return
     # Always a private local instance (never silently joining a `ray start` cluster that happens to
     # run here; set RAY_ADDRESS for that), dashboard off, loopback only. Under heavy load its raylet
@@ -164,3 +163,23 @@ def stop_own_ray() -> None:
         import ray
 
         ray.shutdown()
+
+
+def _join_cluster(ray, address: str, env: dict[str, str], retry_after_s: float) -> None:
+    """Connect to the cluster at `address`. A head busy enough that its GCS answers late (seen on a
+    loaded 2-core machine: "Timed out while waiting for GCS to become available") gets a second
+    try; then one line saying what to check, not Ray's stack."""
+    for attempt in (1, 2):
+        try:
+            ray.init(address=address, runtime_env={"env_vars": env})
+            _OWN_RAY.append(True)
+            return
+        except ConnectionError as e:
+            ray.shutdown()
+            if attempt == 2:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                raise RayStartError(
+                    f"could not join the Ray cluster at RAY_ADDRESS={address} twice ({first}); check that its head runs "
+                    "(`ray status` there), the address and port, and that this machine can reach it"
+                ) from None
+            time.sleep(retry_after_s)

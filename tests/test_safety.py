@@ -170,3 +170,33 @@ def test_a_local_ray_start_that_fails_is_retried_once_then_said_in_one_line(monk
     assert main(["--config", str(ROOT / "search_spaces" / "smoke.yaml"), "--set", f"output_dir={tmp_path}", "--verbose"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: the local Ray instance failed to start twice (RuntimeError: x); check ..."]  # one line, no traceback
+
+
+def test_joining_a_cluster_whose_head_answers_late_is_retried_once_then_said_in_one_line(monkeypatch):
+    import ray
+
+    from raysweep import ray_instance
+
+    calls = []
+
+    def init(fail_times: int):
+        def fake(*args, **kwargs):
+            calls.append(kwargs.get("address"))
+            if len(calls) <= fail_times:
+                raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379\nRpcError: Timed out while waiting for GCS")
+
+        return fake
+
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(ray_instance, "_OWN_RAY", [])
+    monkeypatch.setattr(ray, "init", init(1))
+    ray_instance.init_ray(retry_after_s=0)
+    assert calls == ["10.0.0.5:6379"] * 2 and ray_instance._OWN_RAY == [True]
+
+    calls.clear()
+    monkeypatch.setattr(ray, "init", init(2))
+    with pytest.raises(ray_instance.RayStartError, match=r"RAY_ADDRESS=10\.0\.0\.5:6379 twice \(Failed to connect .*\); check"):
+        ray_instance.init_ray(retry_after_s=0)
+    assert calls == ["10.0.0.5:6379"] * 2
