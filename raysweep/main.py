@@ -8,11 +8,18 @@ nodes are skipped. On a cluster: `ray job submit --working-dir . -- python -m ra
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from raysweep import packages
-from raysweep.config import StudyConfigError, load_study
+# Ray folds worker lines that look alike once their numbers are ignored into one "[repeated Nx across
+# cluster]" line, so a run's progress lines (alike but for their numbers) were dropped or folded, and
+# Ray added a line about its own settings. raysweep's own lines pass unfolded; Ray's messages are still
+# folded. Read when Ray is imported, so set before anything imports it.
+os.environ.setdefault("RAY_DEDUP_LOGS_ALLOW_REGEX", r"^\[(pretrain|posttrain|finetune|tree|data|mlflow|checkpoint)\b")
+
+from raysweep import packages  # noqa: E402
+from raysweep.config import StudyConfigError, load_study  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

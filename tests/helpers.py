@@ -59,7 +59,7 @@ def foreign_lines(text: str) -> list[str]:
             continue
         line = re.sub(r"\x1b\[[0-9;]*m", "", raw)
         line = re.sub(r"^\([A-Za-z_]\w* pid=\d+(, ip=[\d.]+)?\) ", "", line)
-        own = (
+        own = not line.startswith("[repeated ") and (  # Ray's folding of alike lines, and its notice
             not line.strip()
             or line.startswith(_OWN_STARTS)
             or re.match(r"^\[[A-Za-z]", line)
