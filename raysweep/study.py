@@ -164,7 +164,7 @@ def train_language_models(study: Study, tracker, study_run, train: bool):
 
             said = f"optuna {optuna.__version__}, TPESampler {json.dumps(tpe_options(study.posttrain), sort_keys=True)}"
             tracker.guard("tagging the study run", lambda: tracker.client.set_tag(study_run, SAMPLER, said))
-    return tree, collect(study, data, tree.subtrees), {"ray": t_ray - t0, "data": t_data - t_ray}
+    return tree, collect(study, data, tree.subtrees), {"ray": t_ray - t0 if train else None, "data": t_data - t_ray}
 
 
 def train_linear(study: Study, tracker, study_run) -> tuple:
@@ -202,10 +202,11 @@ def write_outputs(study: Study, rows: list[dict], tree, tracker, study_run) -> t
 def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Path, tracker, timings: dict) -> None:
     from raysweep.tracking import UI_ENV, UI_PORT, runs_url
 
+    ray_said = "no Ray" if timings["ray"] is None else f"Ray start {timings['ray']:.0f}s"  # --sync-mlflow starts none
     print("\n" + "=" * 78)
     print(
         f"raysweep study {study.name!r}: {len(rows)} fine-tuned checkpoints in {timings['total']:.0f}s "
-        f"(Ray start {timings['ray']:.0f}s, data {timings['data']:.0f}s, tree {tree.seconds:.0f}s)"
+        f"({ray_said}, data {timings['data']:.0f}s, tree {tree.seconds:.0f}s)"
     )
     elsewhere = getattr(tree, "finished_elsewhere", 0)
     also = f"; {elsewhere} finished meanwhile by another study sharing the node store" if elsewhere else ""
