@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -151,6 +152,15 @@ def test_lambda_curves_with_seeds_keep_each_seeds_best_and_the_table_counts_seed
             assert per_seed == tuple(min(r[metric] for r in rows if r["mix_fraction"] == lam and r["seed"] == s) for s in (0, 1, 2))
     table = lambda_table(rows)
     assert "mean [lowest, highest] over 3 seeds" in table
+    from analysis.figures import plot_lambda
+
+    bars = [t for t in plot_lambda(list(curves.values()), rows, "sweep").data if t.error_y and t.error_y.array is not None]
+    for t, c in zip(bars, curves.values()):
+        means = [float(np.mean(v)) for v in c.seed_best]
+        assert list(t.y) == pytest.approx(means)
+        assert [m + up for m, up in zip(means, t.error_y.array)] == pytest.approx([max(v) for v in c.seed_best])
+        assert [m - down for m, down in zip(means, t.error_y.arrayminus)] == pytest.approx([min(v) for v in c.seed_best])
+    assert len(bars) == 2
     for k, lam in enumerate((0.5, 1.0), start=1):
         below = [sum(v < v0 for v, v0 in zip(curves[m].seed_best[k], curves[m].seed_best[0])) for m in ("L_im", "L_ret")]
         line = next(line for line in table.splitlines() if line.split() and line.split()[0] == f"{lam:g}")
