@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from raysweep.keys import json_key
+from raysweep.spec import share_tokens
 from raysweep.storage import is_remote
 
 DEFAULT_STUDY = Path(__file__).resolve().parent.parent / "search_spaces" / "default.yaml"
@@ -583,7 +584,7 @@ class Study(_Strict):
         if self.pretrain.mode == "compute_matched":
             need = max(self.posttrain.batch_sizes) * (self.model.seq_len + 1)
             for mix in self.pretrain.mix_fraction:
-                rest = self.pretrain.post_tokens - int(round(mix * self.pretrain.post_tokens))
+                rest = self.pretrain.post_tokens - share_tokens(self.pretrain.post_tokens, mix)
                 if rest < need:
                     raise ValueError(
                         f"pretrain.mix_fraction: in compute_matched mode λ={mix:g} leaves (1−λ)·|D_post| = {rest:,} "

@@ -13,6 +13,14 @@ if TYPE_CHECKING:
     from raysweep.data.blocks import Stream
 
 
+def share_tokens(total: int, fraction: float) -> int:
+    """Tokens of a fraction of a total: round half to even, the one rounding of a λ share (the data
+    layer cuts streams with it, the config checks stage 2's share with it; node keys depend on it)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"mix_fraction must be in [0, 1], got {fraction}")
+    return int(round(fraction * total))
+
+
 @dataclass
 class RunSpec:
     """Everything one run needs; stored verbatim in its checkpoint's node.json."""

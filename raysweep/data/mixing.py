@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from raysweep.keys import array_digest
+from raysweep.spec import share_tokens
 
 
 def seeded_order(n: int, seed: int) -> np.ndarray:
@@ -83,13 +84,6 @@ def take_tokens(lengths: np.ndarray, order: np.ndarray, start: int, stop: int) -
 def take_budget(lengths: np.ndarray, order: np.ndarray, budget: int) -> Selection:
     """The first `budget` tokens in `order` (the last document cut to fit)."""
     return take_tokens(lengths, order, 0, budget)
-
-
-def share_tokens(total: int, fraction: float) -> int:
-    """Tokens of a fraction of a total: round half to even, the one rounding used everywhere."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"mix_fraction must be in [0, 1], got {fraction}")
-    return int(round(fraction * total))
 
 
 def mix_share(lengths: np.ndarray, order: np.ndarray, post_tokens: int, mix_fraction: float) -> Selection:
