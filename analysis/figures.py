@@ -76,6 +76,26 @@ _MODE_TITLE = {
 _DASH = {"L_im": "dot", "L_ret": "solid"}
 
 
+def _seed_bars(c: LambdaCurve, colour_: str, size: str) -> go.Scatter:
+    """Each seed's best at each λ: their mean, with bars from the lowest to the highest."""
+    mean = [sum(v) / len(v) for v in c.seed_best]
+    return go.Scatter(
+        x=list(c.mix_fraction),
+        y=mean,
+        mode="markers",
+        name=f"{c.metric}, mean of {len(c.seeds)} seeds' bests, lowest to highest ({size})",
+        marker={"color": colour_, "size": 11, "symbol": "diamond-open" if c.metric == "L_im" else "diamond"},
+        error_y={
+            "type": "data",
+            "array": [max(v) - m for v, m in zip(c.seed_best, mean)],
+            "arrayminus": [m - min(v) for v, m in zip(c.seed_best, mean)],
+            "color": colour_,
+        },
+        hovertemplate="λ=%{x}: mean %{y:.4f} over seeds<extra></extra>",
+        legendgroup=f"{c.metric}{size}",
+    )
+
+
 def plot_lambda(curves: list[LambdaCurve], rows: list[dict], mode: str) -> go.Figure:
     """L_im and L_ret against λ, one line pair per |D_post| (best run at each λ), every run faint;
     with several seeds also each seed's best, as their mean with bars from the lowest to the highest."""
@@ -111,25 +131,8 @@ def plot_lambda(curves: list[LambdaCurve], rows: list[dict], mode: str) -> go.Fi
                 legendgroup=f"{c.metric}{size}",
             )
         )
-        if len(c.seeds) >= 2:  # each seed's best at each λ: their mean, and the lowest to the highest
-            mean = [sum(v) / len(v) for v in c.seed_best]
-            fig.add_trace(
-                go.Scatter(
-                    x=list(c.mix_fraction),
-                    y=mean,
-                    mode="markers",
-                    name=f"{c.metric}, mean of {len(c.seeds)} seeds' bests, lowest to highest ({size})",
-                    marker={"color": colour_, "size": 11, "symbol": "diamond-open" if c.metric == "L_im" else "diamond"},
-                    error_y={
-                        "type": "data",
-                        "array": [max(v) - m for v, m in zip(c.seed_best, mean)],
-                        "arrayminus": [m - min(v) for v, m in zip(c.seed_best, mean)],
-                        "color": colour_,
-                    },
-                    hovertemplate="λ=%{x}: mean %{y:.4f} over seeds<extra></extra>",
-                    legendgroup=f"{c.metric}{size}",
-                )
-            )
+        if len(c.seeds) >= 2:
+            fig.add_trace(_seed_bars(c, colour_, size))
     fig.update_layout(
         title=_MODE_TITLE.get(mode, mode),
         xaxis_title="λ (share of D_post mixed into pretraining)",
