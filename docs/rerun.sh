@@ -24,8 +24,9 @@ run() {  # run <experiment name> <study file> [--set ...]
     python -m raysweep.main --config "$file" --set "name=$name" --set "seed=$seed" "$@"
     printf '%s\t%s\t%s\t%s\n' "$name" "$seed" "$(( $(date +%s) - t0 ))" "$(date -u +%FT%TZ)" >> "$times"
   done
+  # the tables docs/results.md quotes, kept beside the study's runs
   python -m analysis --tracking-uri "sqlite:///runs/$name/mlflow.db" --experiment "$name" \
-    --out "docs/figures/$name" --plotlyjs cdn
+    --out "docs/figures/$name" --plotlyjs cdn | tee "runs/$name/analysis.txt"
 }
 studies=("$@")
 [ ${#studies[@]} -gt 0 ] || studies=(theory theory-rho05 lambda frontier replay-dropout lora compute-matched lambda-long frontier-long)
