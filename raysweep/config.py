@@ -554,43 +554,13 @@ class Study(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Study:
-        runs = sum(self.run_counts().values())
-        if runs > self.max_runs:
-            raise ValueError(
-                f"max_runs: the tree has {runs:,} runs, more than max_runs ({self.max_runs:,}); check the sweep lists "
-                f"(--dry-run shows them), or raise the guard with --set max_runs={runs}"
-            )
+        """The checks that span several sections, in order; the first problem found is reported."""
+        self._check_run_count()
         if self.model.kind == "linear":
-            # the linear network has no tokens, dropout, replay stream or adapters
-            for key, value, allowed in (
-                ("posttrain.dropout", self.posttrain.dropout, [0.0]),
-                ("posttrain.replay", self.posttrain.replay, [0.0]),
-                ("posttrain.tuning", self.posttrain.tuning, ["full"]),
-                ("posttrain.search", [self.posttrain.search], ["grid"]),
-            ):
-                if list(value) != allowed:
-                    raise ValueError(f"{key}: model.kind linear supports only {allowed} (got {value}); the linear network has no such axis")
-            if self.checkpoint_dir and is_remote(self.checkpoint_dir):
-                raise ValueError(
-                    "checkpoint_dir: model.kind linear keeps its nodes in a local folder (its runs take milliseconds); use a path"
-                )
+            self._check_linear()
             return self  # token budgets, batches and workers do not apply to it
-        if self.finetune.resources != self.posttrain.resources:
-            # stage-3 runs train in their stage-2 parent's worker group, right after it
-            raise ValueError(
-                "finetune.resources must equal posttrain.resources: each stage-2 run's fine-tuning "
-                "children run in the same Ray Train worker group (see raysweep/sweep/work.py)"
-            )
-        if self.pretrain.mode == "compute_matched":
-            need = max(self.posttrain.batch_sizes) * (self.model.seq_len + 1)
-            for mix in self.pretrain.mix_fraction:
-                rest = self.pretrain.post_tokens - share_tokens(self.pretrain.post_tokens, mix)
-                if rest < need:
-                    raise ValueError(
-                        f"pretrain.mix_fraction: in compute_matched mode λ={mix:g} leaves (1−λ)·|D_post| = {rest:,} "
-                        f"tokens for stage 2, less than one stage-2 batch ({need:,}); the two parts cannot both be "
-                        f"non-empty and disjoint. Use λ < 1 that leaves a batch, or raise pretrain.post_tokens"
-                    )
+        self._check_shared_resources()
+        self._check_compute_matched()
         self._check_batches()
         from raysweep.memory import memory_problem
 
@@ -598,6 +568,49 @@ class Study(_Strict):
         if problem:
             raise ValueError(problem)
         return self
+
+    def _check_run_count(self) -> None:
+        runs = sum(self.run_counts().values())
+        if runs > self.max_runs:
+            raise ValueError(
+                f"max_runs: the tree has {runs:,} runs, more than max_runs ({self.max_runs:,}); check the sweep lists "
+                f"(--dry-run shows them), or raise the guard with --set max_runs={runs}"
+            )
+
+    def _check_linear(self) -> None:
+        """The linear network has no tokens, dropout, replay stream or adapters."""
+        for key, value, allowed in (
+            ("posttrain.dropout", self.posttrain.dropout, [0.0]),
+            ("posttrain.replay", self.posttrain.replay, [0.0]),
+            ("posttrain.tuning", self.posttrain.tuning, ["full"]),
+            ("posttrain.search", [self.posttrain.search], ["grid"]),
+        ):
+            if list(value) != allowed:
+                raise ValueError(f"{key}: model.kind linear supports only {allowed} (got {value}); the linear network has no such axis")
+        if self.checkpoint_dir and is_remote(self.checkpoint_dir):
+            raise ValueError("checkpoint_dir: model.kind linear keeps its nodes in a local folder (its runs take milliseconds); use a path")
+
+    def _check_shared_resources(self) -> None:
+        if self.finetune.resources != self.posttrain.resources:
+            # stage-3 runs train in their stage-2 parent's worker group, right after it
+            raise ValueError(
+                "finetune.resources must equal posttrain.resources: each stage-2 run's fine-tuning "
+                "children run in the same Ray Train worker group (see raysweep/sweep/work.py)"
+            )
+
+    def _check_compute_matched(self) -> None:
+        """Each λ leaves stage 2 at least one batch of D_post."""
+        if self.pretrain.mode != "compute_matched":
+            return
+        need = max(self.posttrain.batch_sizes) * (self.model.seq_len + 1)
+        for mix in self.pretrain.mix_fraction:
+            rest = self.pretrain.post_tokens - share_tokens(self.pretrain.post_tokens, mix)
+            if rest < need:
+                raise ValueError(
+                    f"pretrain.mix_fraction: in compute_matched mode λ={mix:g} leaves (1−λ)·|D_post| = {rest:,} "
+                    f"tokens for stage 2, less than one stage-2 batch ({need:,}); the two parts cannot both be "
+                    f"non-empty and disjoint. Use λ < 1 that leaves a batch, or raise pretrain.post_tokens"
+                )
 
     def _check_batches(self) -> None:
         """Each stage's lr floor, and its batches against its tokens, workers and micro-batch."""
