@@ -68,7 +68,10 @@ def default_tracking_uri(out: Path) -> str:
     return f"sqlite:///{out / 'mlflow.db'}"
 
 
-def warn_outage(what: str, error: BaseException) -> None:
+def warn_outage(what: str, error: BaseException, outages: list[str] | None = None) -> None:
+    """Say that an MLflow call failed (training goes on); record it in `outages` when given."""
+    if outages is not None:
+        outages.append(f"{what} ({type(error).__name__})")
     print(
         f"[mlflow] {what} failed ({type(error).__name__}: {str(error)[:300]}); training goes on, "
         "the results are kept with the checkpoints and MLflow is synced from them later",
@@ -85,10 +88,11 @@ def logged_steps(client, run_id: str) -> set[tuple[str, int]]:
 
 class MetricSender:
     """Delivers one run's metric points, (key, value, timestamp ms, step), exactly once (module
-    docstring). A failed send keeps its points for the next try and never raises."""
+    docstring). A failed send keeps its points for the next try and never raises; its first failure
+    is recorded in `outages` when given (the driver's, through Tracker.sender)."""
 
-    def __init__(self, tracking_uri: str, run_id: str):
-        self.tracking_uri, self.run_id = tracking_uri, run_id
+    def __init__(self, tracking_uri: str, run_id: str, outages: list[str] | None = None):
+        self.tracking_uri, self.run_id, self.outages = tracking_uri, run_id, outages
         self.sent: set[tuple[str, int]] | None = None  # read from the run on the first send
         self.pending: list[tuple] = []
         self.failures = 0
@@ -111,7 +115,7 @@ class MetricSender:
             return True
         except Exception as e:  # noqa: BLE001 - any failure of the store: keep the points, go on
             if self.failures == 0:
-                warn_outage(f"logging metrics of run {self.run_id}", e)
+                warn_outage(f"logging metrics of run {self.run_id}", e, self.outages)
             self.failures += 1
             self.sent = None  # a batch may have landed before the error: look again before re-sending
             return False
@@ -154,8 +158,11 @@ class Tracker:
         return self._client
 
     def warn_outage(self, what: str, error: BaseException) -> None:
-        self.outages.append(f"{what} ({type(error).__name__})")
-        warn_outage(what, error)
+        warn_outage(what, error, self.outages)
+
+    def sender(self, run_id: str) -> MetricSender:
+        """A MetricSender whose failures count among this tracker's outages."""
+        return MetricSender(self.tracking_uri, run_id, self.outages)
 
     def init_store(self) -> str:
         """Create the store and the experiment (driver only); returns the experiment id."""

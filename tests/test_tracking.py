@@ -75,6 +75,8 @@ def test_an_unreachable_tracking_server_costs_seconds_and_fails_nothing(tmp_path
     assert tracker.start() is False and tracker.online is False
     sender = MetricSender(uri, "0" * 32)
     assert sender.send([("loss", 1.0, 1, 1)]) is False and sender.pending  # kept for the next try
+    assert tracker.sender("0" * 32).send([("loss", 1.0, 1, 1)]) is False  # the driver's sends count as its outages
+    assert [o.split(" ")[0] for o in tracker.outages] == ["opening", "logging"]
     assert time.perf_counter() - t0 < 30
     assert "training goes on" in capfd.readouterr().err
 

@@ -27,7 +27,7 @@ from raysweep.spec import Diverged, all_nodes, finetune_losses, immediate_loss
 from raysweep.sweep.plan import method_of
 from raysweep.sweep.sync import close_run, final_metrics
 from raysweep.sweep.tree import TreeResult, leaf_record
-from raysweep.tracking import METHOD, MIX_FRACTION, OUTCOME, PARENT_NODE, MetricSender, Tracker
+from raysweep.tracking import METHOD, MIX_FRACTION, OUTCOME, PARENT_NODE, Tracker
 from raysweep.train import theory
 
 
@@ -177,7 +177,7 @@ def _sync(tracker: Tracker, node: LinearNode, parent_run: str | None, settled: d
         return run_id
     # timestamps 0: the points are those of the stored curve, the same on every sync
     points = [(f"loss_{node.stage}", float(v), 0, int(s)) for s, v in result.get("curve", [])]
-    if not MetricSender(tracker.tracking_uri, run_id).send(points):
+    if not tracker.sender(run_id).send(points):
         return run_id
     if outcome == "diverged":
         tracker.guard(

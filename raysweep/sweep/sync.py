@@ -11,7 +11,7 @@ from __future__ import annotations
 from raysweep.keys import json_key
 from raysweep.nodes import node_diverged, node_done, node_points
 from raysweep.spec import Node, Subtree, finetune_losses, immediate_loss
-from raysweep.tracking import FINAL_STEP, NODE_KEY, OUTCOME, SYNCED, SYNCED_RESULT, MetricSender, Tracker
+from raysweep.tracking import FINAL_STEP, NODE_KEY, OUTCOME, SYNCED, SYNCED_RESULT, Tracker
 
 
 def final_metrics(stage: str, losses: dict[str, float]) -> dict[str, float]:
@@ -75,7 +75,7 @@ def sync_node(tracker: Tracker, node: Node, parent_run: str | None) -> str | Non
         tags = run.data.tags
         if run.info.status == status and tags.get(SYNCED) == str(len(points)) and tags.get(SYNCED_RESULT) == result:
             return run_id
-        if not MetricSender(tracker.tracking_uri, run_id).send(points):
+        if not tracker.sender(run_id).send(points):
             return run_id
         # a node trained again (its stored copy was corrupt) has a new result, with new wall-clock
         # figures: its final metrics go one step further, never a second value at the same step
