@@ -90,7 +90,6 @@ def hypervolume_table(rows: list[dict]) -> str:
     for (x, y), infos in views.items():
         every = np.vstack([np.column_stack([i.x, i.y]).reshape(-1, 2) for i in infos])
         ref = reference_point(every)
-
         head = f"Hypervolume of each method's frontier in ({x}, {y}), one reference point ({ref[0]:.3f}, {ref[1]:.3f}); larger is better"
         ranked = sorted(((_hv(i, ref), i.method) for i in infos), reverse=True)
         w = max(len(m) for _, m in ranked)
@@ -104,8 +103,10 @@ def hypervolume_table(rows: list[dict]) -> str:
             cells = []
             for s in seeds:
                 mine = by_seed[s].get(m)
-                rank = 1 + sum(v > mine for v in by_seed[s].values()) if mine is not None else None
-                cells.append(f"{mine:8.3f} (#{rank})" if mine is not None else f"{'-':>13}")
+                if mine is None:
+                    cells.append(f"{'-':>13}")
+                else:
+                    cells.append(f"{mine:8.3f} (#{1 + sum(v > mine for v in by_seed[s].values())})")
             out.append(f"  {m:<{w}} {h:8.3f} " + " ".join(f"{c:>13}" for c in cells))
         out.append("")
     return "\n".join(out)
@@ -129,7 +130,7 @@ def side_by_side(a_rows: list[dict], b_rows: list[dict], a: str, b: str) -> str:
         w = max(len(m) for m in (*ia, *ib))
         out.append(f"  {'method':<{w}} {a[:14]:>14} {b[:14]:>14}  ratio  front sizes")
         for m in sorted(set(ia) | set(ib)):
-            ha, hb = (hypervolume_2d(np.column_stack([i.x, i.y]), ref) if i is not None else float("nan") for i in (ia.get(m), ib.get(m)))
+            ha, hb = (_hv(i, ref) if i is not None else float("nan") for i in (ia.get(m), ib.get(m)))
             sizes = "/".join(str(sum(i.on_front)) if i is not None else "-" for i in (ia.get(m), ib.get(m)))
             ratio = f"{hb / ha:5.2f}" if ha and ha == ha and hb == hb else "    -"
             out.append(f"  {m:<{w}} {ha:14.3f} {hb:14.3f}  {ratio}  {sizes}")

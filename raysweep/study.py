@@ -52,7 +52,6 @@ def check_writable(study: Study) -> None:
 
 def tree_description(study: Study) -> str:
     """The study run's description in MLflow: its tree, level by level, with the run counts."""
-
     n = study.run_counts()
     per_arm, per_post = n["posttrain"] // max(1, n["pretrain"]), n["finetune"] // max(1, n["posttrain"])
     return (
@@ -114,11 +113,10 @@ def settle_tracking(study: Study, tracker, study_run: str | None, resync) -> tup
     failed = len(outages)
     if not failed:
         return study_run, []
-    mark = len(outages)
     if resync is not None and study_run is not None:
         resync(study_run)  # cheap where MLflow is up to date: one read per run
     said = f"  MLflow failed during this run ({failed} call{'s' if failed != 1 else ''} of the driver; first: {outages[0]})"
-    if len(outages) == mark and resync is not None:
+    if len(outages) == failed and resync is not None:
         return study_run, [f"{said}; the end-of-study sync wrote everything they missed"]
     return study_run, [f"{said}; what they missed is in the node store: {repair} once the store is reachable"]
 

@@ -95,6 +95,6 @@ def rank_rows(n_blocks: int, batch_size: int, world: int, rank: int) -> np.ndarr
     """
     if batch_size % world:
         raise ValueError(f"batch_size {batch_size} does not divide over {world} workers")
-    steps = n_blocks // batch_size
-    every = np.arange(steps * batch_size, dtype=np.int64)
-    return np.concatenate([every[rank_slice(k, batch_size, world, rank)] for k in range(steps)]) if steps else every
+    first = rank_slice(0, batch_size, world, rank)  # step k takes the same slice shifted by k·B
+    steps = np.arange(n_blocks // batch_size, dtype=np.int64)[:, None] * batch_size
+    return (steps + np.arange(first.start, first.stop, dtype=np.int64)[None, :]).reshape(-1)
