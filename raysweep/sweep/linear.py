@@ -269,6 +269,7 @@ def summary(study: Study) -> dict:
         for c in children:
             done = node_done(c.dir)
             if post and done:
+                named, l_im = finetune_losses(done["result"]["losses"]), immediate_loss(post["result"]["losses"])
                 out["leaves"].append(
                     {
                         "name": c.name,
@@ -280,10 +281,10 @@ def summary(study: Study) -> dict:
                         "gains_pre": node_done(n2.parent.dir)["result"]["gains"],
                         "gains_post": post["result"]["gains"],
                         "gains_ft": done["result"]["gains"],
-                        "L_im": immediate_loss(post["result"]["losses"]),
-                        "L_ret": finetune_losses(done["result"]["losses"])["L_ret"],
-                        "L_ft": finetune_losses(done["result"]["losses"])["L_ft"],
-                        "delta": finetune_losses(done["result"]["losses"])["L_ret"] - immediate_loss(post["result"]["losses"]),
+                        "L_im": l_im,
+                        "L_ret": named["L_ret"],
+                        "L_ft": named["L_ft"],
+                        "delta": named["L_ret"] - l_im,
                     }
                 )
     return out
