@@ -22,21 +22,7 @@ import time
 from pathlib import Path
 
 from raysweep.spec import RunSpec
-from raysweep.tags import (  # noqa: F401 (the tags are part of the tracker's vocabulary; imported from here too)
-    DESCRIPTION,
-    EXPERIMENT_TAGS,
-    FINAL_STEP,
-    FINISHES,
-    METHOD,
-    MIX_FRACTION,
-    NODE_KEY,
-    OUTCOME,
-    PARENT_NODE,
-    STAGE,
-    STUDY_HASH,
-    SYNCED,
-    SYNCED_RESULT,
-)
+from raysweep.tags import DESCRIPTION, EXPERIMENT_TAGS, FINISHES, NODE_KEY, OUTCOME, STAGE, STUDY_HASH
 from raysweep.train.steplog import StepLog
 
 # MLflow 3.17's experiment page opens on the GenAI overview whatever the experiment's kind (its

@@ -27,7 +27,8 @@ from raysweep.spec import Diverged, all_nodes, finetune_losses, immediate_loss
 from raysweep.sweep.plan import method_of
 from raysweep.sweep.sync import close_run, final_metrics
 from raysweep.sweep.tree import TreeResult, leaf_record
-from raysweep.tracking import METHOD, MIX_FRACTION, OUTCOME, PARENT_NODE, Tracker
+from raysweep.tags import METHOD, MIX_FRACTION, OUTCOME, PARENT_NODE
+from raysweep.tracking import Tracker
 from raysweep.train import theory
 
 

@@ -19,7 +19,7 @@ from raysweep.config import Study
 from raysweep.keys import TRAINING_PROTOCOL, derive_seed, node_key
 from raysweep.presets import PRESETS
 from raysweep.spec import Node, RunSpec, Subtree
-from raysweep.tracking import METHOD, MIX_FRACTION, PARENT_NODE
+from raysweep.tags import METHOD, MIX_FRACTION, PARENT_NODE
 
 
 def method_of(mix_fraction: float, replay: float = 0.0, dropout: float = 0.0, tuning: str = "full") -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from raysweep.keys import json_key
 from raysweep.nodes import node_diverged, node_done, node_points
 from raysweep.spec import Node, Subtree, finetune_losses, immediate_loss
-from raysweep.tracking import FINAL_STEP, NODE_KEY, OUTCOME, SYNCED, SYNCED_RESULT, Tracker
+from raysweep.tags import FINAL_STEP, NODE_KEY, OUTCOME, SYNCED, SYNCED_RESULT
+from raysweep.tracking import Tracker
 
 
 def final_metrics(stage: str, losses: dict[str, float]) -> dict[str, float]:

@@ -25,7 +25,7 @@ from raysweep.sweep.queue import Item
 from raysweep.sweep.slots import SlotContext, run_slots, subtree_slots
 from raysweep.sweep.sync import sync_tree
 from raysweep.sweep.work import Work, split_tail
-from raysweep.tracking import METHOD
+from raysweep.tags import METHOD
 from raysweep.train.context import LoopConfig
 from raysweep.train.faults import Faults
 
