@@ -9,7 +9,7 @@ import pytest
 from raysweep.config import Study, StudyConfigError, load_study
 from raysweep.sweep.describe import describe_tree
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 STUDIES = sorted((ROOT / "search_spaces").rglob("*.yaml"))  # the CPU twins in twins/ too
 
 
