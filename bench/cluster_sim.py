@@ -368,7 +368,7 @@ def simulate(case: Case, remove: bool, keep: bool = False) -> dict:
     with output_to(out / "study.log") as terminal, FakeCluster(NODE, case.nodes, head_cpus=8, idle_timeout_s=6.0) as cluster:
         os.environ["RAY_ADDRESS"] = cluster.address
         try:
-            init_ray(extra_env=stand_in.env())
+            init_ray()
             watcher = Watcher(log, sum(sizes.values()), terminal)
             watcher.start()
             removed: list = []
@@ -377,7 +377,7 @@ def simulate(case: Case, remove: bool, keep: bool = False) -> dict:
                     target=remove_a_node, args=(cluster, log, watcher, max(1, sizes["posttrain"] // 3), removed), daemon=True
                 ).start()
             t0 = time.time()
-            summary = run_study(study)
+            summary = run_study(study, trainer=stand_in)
             wall = time.time() - t0
             watcher.stop.set()
             watcher.join()

@@ -40,8 +40,10 @@ EXACT_REL = 1e-5  # two fp32 computations of the same function (micro-batches, e
 COMPILED_REL = {"cuda": 2e-2, "cpu": 1e-4}
 
 if __package__:  # python -m bench.gpu_check, or a test importing it
+    from bench.arrays import ArraySource
     from bench.gpu_mfu import flops_per_token
 else:  # python bench/gpu_check.py: this folder is on the path
+    from arrays import ArraySource
     from gpu_mfu import flops_per_token
 
 
@@ -74,7 +76,6 @@ def _setup(shape: str, vocab: int, seq: int, device):
 
     from raysweep.presets import PRESETS
     from raysweep.train.context import LoopConfig, Worker
-    from raysweep.train.step import ArraySource
 
     rng = np.random.default_rng(0)
 
@@ -255,7 +256,6 @@ def loop_rate(device, shape: str, vocab: int, seq: int, micro: int, compile_: bo
     from raysweep.presets import PRESETS
     from raysweep.train.context import LoopConfig, Worker
     from raysweep.train.loop import train_run
-    from raysweep.train.step import ArraySource
 
     rows = ArraySource(np.random.default_rng(0).integers(0, vocab, size=(micro * (steps + 4), seq + 1)).astype(np.int64))
     cfg = LoopConfig(PRESETS[shape], vocab, seq, 1, {}, "tok", compile=compile_)

@@ -17,7 +17,6 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +57,8 @@ def ray_loop(preset: str, vocab: int, seq_len: int, stream, heldout: Path, batch
     from raysweep.data.plans import StreamSource
     from raysweep.presets import PRESETS
     from raysweep.spec import RunSpec
-    from raysweep.sweep.slots import train_specs
+    from raysweep.sweep.slots import worker_setup
+    from raysweep.train.chain import train_chain
     from raysweep.train.context import LoopConfig
 
     spec = RunSpec(
@@ -77,15 +77,16 @@ def ray_loop(preset: str, vocab: int, seq_len: int, stream, heldout: Path, batch
         monitor=[],
         seed=0,
     )
-    config = {
-        "loop": LoopConfig(PRESETS[preset], vocab, seq_len, seq_len, {"pre": StreamSource(str(heldout))}, "bench"),
-        "specs": [asdict(spec)],
-        "sources": {"train": StreamSource(str(stream.path))},
-    }
+    loop = LoopConfig(PRESETS[preset], vocab, seq_len, seq_len, {"pre": StreamSource(str(heldout))}, "bench")
+    sources = {"train": StreamSource(str(stream.path))}
+
+    def train(config):  # the worker as a slot's (raysweep.sweep.slots.worker_setup)
+        worker, eval_sets = worker_setup(loop, None)
+        return train_chain([spec], sources, loop, eval_sets, worker)
+
     [result] = (
         TorchTrainer(
-            train_specs,
-            train_loop_config=config,
+            train,
             scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
             run_config=RunConfig(name=f"bench-{preset}", storage_path=str(tmp / "ray")),
         )
@@ -93,6 +94,33 @@ def ray_loop(preset: str, vocab: int, seq_len: int, stream, heldout: Path, batch
         .return_value
     )
     return result["tokens_per_s"], result["steady_tokens_per_s"]
+
+
+def plan_of_blocks(blocks: np.ndarray, cache_dir: Path, name: str = "blocks"):
+    """A plan whose blocks are exactly `blocks` (n, L) (benchmarks and tests with made-up data): their
+    tokens, flattened, as one document of one shard, cut at L."""
+    from raysweep.data.mixing import Selection
+    from raysweep.data.plans import build_plan
+    from raysweep.data.shards import ShardWriter, TokenView
+
+    n, block_len = blocks.shape
+    folder = Path(cache_dir) / f"{name}-tokens"
+    writer = ShardWriter(folder, name, np.dtype(np.uint16) if blocks.max(initial=0) < 1 << 16 else np.dtype(np.uint32))
+    writer.add([blocks.reshape(-1)])
+    [info] = writer.close()
+    view = TokenView(
+        name,
+        folder,
+        (info.name,),
+        (info.sha256,),
+        writer.dtype.name,
+        np.zeros(1, np.int32),
+        np.zeros(1, np.int64),
+        np.array([n * block_len], np.int64),
+        np.zeros(1, np.uint64),
+    )
+    sel = Selection(np.zeros(1, np.int64), np.zeros(1, np.int64), np.array([n * block_len], np.int64))
+    return build_plan(name, {name: (view, sel)}, None, block_len - 1, 0, Path(cache_dir))
 
 
 def main() -> None:
@@ -106,8 +134,6 @@ def main() -> None:
 
     import ray
     import torch
-
-    from raysweep.data.plans import plan_of_blocks
 
     print(
         f"machine: {platform.node()} · {os.cpu_count()} CPUs · python {platform.python_version()} · torch {torch.__version__} · ray {ray.__version__}"

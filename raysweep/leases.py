@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from raysweep import storage
@@ -177,14 +177,3 @@ def clear_tagged(node_dirs, tag: str) -> int:
                 storage.delete(lease_path(node_dir))
                 cleared += 1
     return cleared
-
-
-@contextlib.contextmanager
-def hold(node_dir: str | Path, label: str, on_wait: Callable[[dict], None] | None = None) -> Iterator[Lease]:
-    """Hold the node's lease for the block (waiting for another trainer first, if one holds it)."""
-    lease = Lease(node_dir, label)
-    lease.acquire(on_wait)
-    try:
-        yield lease
-    finally:
-        lease.release()

@@ -90,20 +90,20 @@ def start_reaper() -> subprocess.Popen:
     return reaper
 
 
-def init_ray(retry_after_s: float = 2.0, extra_env: dict[str, str] | None = None) -> None:
-    """Connect to RAY_ADDRESS's cluster or start the private local instance; `extra_env` goes to every
-    Ray worker too (a benchmark's switches). The caller's signal handlers survive it."""
+def init_ray(retry_after_s: float = 2.0) -> None:
+    """Connect to RAY_ADDRESS's cluster or start the private local instance. The caller's signal
+    handlers survive it."""
     import ray
 
     if ray.is_initialized():  # a caller (a test, a notebook) already connected
         return
-    keeping_handlers(lambda: _init_ray(ray, retry_after_s, extra_env))
+    keeping_handlers(lambda: _init_ray(ray, retry_after_s))
 
 
-def _init_ray(ray, retry_after_s: float, extra_env: dict[str, str] | None) -> None:
+def _init_ray(ray, retry_after_s: float) -> None:
     from raysweep.tracking import http_env
 
-    env = {**_RAY_ENV, **http_env(), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    env = {**_RAY_ENV, **http_env(), "PYTHONUNBUFFERED": "1"}
     os.environ.update(env)
     address = os.environ.get("RAY_ADDRESS")
     if address:

@@ -139,19 +139,23 @@ def cached_data(study: Study):
         ) from None
 
 
-def train_language_models(study: Study, tracker, study_run, train: bool):
-    """Ray, the data and the tree of `model.kind: lm`; returns (tree, leaf records, timings)."""
+def train_language_models(study: Study, tracker, study_run, train: bool, trainer=None):
+    """Ray, the data and the tree of `model.kind: lm`; returns (tree, leaf records, timings).
+    `train=False` (--sync-mlflow): no Ray, the cached data, nothing trained."""
     from raysweep.data.prepare import prepare
     from raysweep.sweep.tree import collect, train_tree
 
     t0 = time.perf_counter()
     if train:
+        from raysweep.train.trainer import Trainer
+
         init_ray()
+        trainer = trainer or Trainer.from_env()
     t_ray = time.perf_counter()
     data = prepare(study) if train else cached_data(study)
     t_data = time.perf_counter()
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, write_data_summary(data, study.out / "data.json"))
-    tree = train_tree(study, data, tracker, study_run, train=train)
+    tree = train_tree(study, data, tracker, study_run, trainer if train else None)
     if tree.search is not None:
         tracker.guard("logging an artifact", tracker.log_artifact, study_run, study.out / "search.json")
         if study_run is not None:  # the proposals depend on the sampler's code too: say which made them
@@ -310,9 +314,11 @@ def report_disk_full(study: Study, tracker, study_run: str | None, error: OSErro
     }
 
 
-def run_study(study: Study, train: bool = True) -> dict:
+def run_study(study: Study, train: bool = True, trainer=None) -> dict:
     """Prepare data, train the tree, write the report; returns the summary. `train=False`
-    (--sync-mlflow) trains nothing and brings MLflow up to date from the node store."""
+    (--sync-mlflow) trains nothing and brings MLflow up to date from the node store. `trainer`:
+    what trains each chain of runs (default: the training loop, raysweep.train.trainer.Trainer,
+    with the fault drills the environment asks for; the cluster simulation hands in its stand-in)."""
     from analysis.runs import make_row
 
     t0 = time.perf_counter()
@@ -335,7 +341,7 @@ def run_study(study: Study, train: bool = True) -> dict:
         else:
             from raysweep.sweep.sync import sync_tree
 
-            tree, records, timings = train_language_models(study, tracker, study_run, train)
+            tree, records, timings = train_language_models(study, tracker, study_run, train, trainer)
             resync = lambda run: sync_tree(tracker, run, tree.arms, tree.subtrees)  # noqa: E731
         study_run, timings["mlflow"] = settle_tracking(study, tracker, study_run, resync)
         rows = [make_row(**r) for r in records]

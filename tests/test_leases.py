@@ -28,9 +28,11 @@ def node_dir(request, tmp_path, monkeypatch):
 
 
 def test_a_free_lease_is_taken_and_released(node_dir):
-    with leases.hold(node_dir, "posttrain a") as lease:
-        held = leases.read(node_dir)
-        assert held["owner"] == lease.owner and held["label"] == "posttrain a" and not leases.expired(held)
+    lease = leases.Lease(node_dir, "posttrain a")
+    lease.acquire()
+    held = leases.read(node_dir)
+    assert held["owner"] == lease.owner and held["label"] == "posttrain a" and not leases.expired(held)
+    lease.release()
     assert leases.read(node_dir) is None
 
 

@@ -317,29 +317,3 @@ class StreamRows:
     def batch(self, step: int) -> np.ndarray:
         """(B/W, L) int64: this rank's rows of global step `step`."""
         return self.reader.blocks(self.rows(step))
-
-
-def plan_of_blocks(blocks: np.ndarray, cache_dir: Path, name: str = "blocks") -> Stream:
-    """A plan whose blocks are exactly `blocks` (n, L) (benchmarks and tests with made-up data): their
-    tokens, flattened, as one document of one shard, cut at L."""
-    from raysweep.data.mixing import Selection
-    from raysweep.data.shards import ShardWriter, TokenView
-
-    n, block_len = blocks.shape
-    folder = Path(cache_dir) / f"{name}-tokens"
-    writer = ShardWriter(folder, name, np.dtype(np.uint16) if blocks.max(initial=0) < 1 << 16 else np.dtype(np.uint32))
-    writer.add([blocks.reshape(-1)])
-    [info] = writer.close()
-    view = TokenView(
-        name,
-        folder,
-        (info.name,),
-        (info.sha256,),
-        writer.dtype.name,
-        np.zeros(1, np.int32),
-        np.zeros(1, np.int64),
-        np.array([n * block_len], np.int64),
-        np.zeros(1, np.uint64),
-    )
-    sel = Selection(np.zeros(1, np.int64), np.zeros(1, np.int64), np.array([n * block_len], np.int64))
-    return build_plan(name, {name: (view, sel)}, None, block_len - 1, 0, Path(cache_dir))

@@ -75,9 +75,6 @@ class WorkQueue:
         item = self.leases.pop(slot, None)
         return False if item is None else self._fail(item, error)
 
-    def held(self, slot: int) -> Item | None:
-        return self.leases.get(slot)
-
     def lease(self, slot: int) -> tuple[Item, float] | None:
         """(the item `slot` holds, when its attempt started), or None."""
         item = self.leases.get(slot)

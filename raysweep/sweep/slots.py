@@ -33,8 +33,8 @@ from dataclasses import dataclass, replace
 from raysweep.config import ResourcesConfig
 from raysweep.sweep.queue import WAIT, Item, WorkQueue
 from raysweep.sweep.work import Work
-from raysweep.train import standin
 from raysweep.train.context import LoopConfig
+from raysweep.train.trainer import Trainer
 
 TRIAL_RESOURCES = {"memory": 1}  # see the module docstring
 
@@ -49,8 +49,20 @@ class SlotContext:
     tune_storage: str
     ray_storage: str
     tracking_uri: str | None  # None: MLflow offline, workers log nowhere (the driver syncs later)
+    work: Work  # the tree's nodes, each item's streams and its MLflow runs
+    trainer: Trainer  # what trains a chain of runs (raysweep.train.trainer)
     queue: object = None  # the WorkQueue actor handle
-    work: Work | None = None
+
+
+@dataclass(frozen=True)
+class SlotJob:
+    """What one fit of a slot trains (the `job` of its worker group's config): the items of `kinds`
+    from the queue, as slot `slot`; `in_trial` ("cpu" or "cuda") when the trial trains by itself."""
+
+    ctx: SlotContext
+    slot: int
+    kinds: tuple[str, ...]
+    in_trial: str | None = None
 
 
 # ----------------------------------------------------------------------------- inside a worker group
@@ -67,7 +79,7 @@ def broadcast(obj, world: int):
     return box[0]
 
 
-def _worker_setup(loop: LoopConfig, tracking_uri: str | None, in_trial: str | None = None):
+def worker_setup(loop: LoopConfig, tracking_uri: str | None, in_trial: str | None = None):
     """This process as the training loop sees it (raysweep.train.context.Worker), and its held-out
     sets. `in_trial` ("cpu" or "cuda"): a slot trial training by itself, rank 0 of 1 on that device;
     otherwise a Ray Train worker of its group."""
@@ -92,23 +104,20 @@ def _worker_setup(loop: LoopConfig, tracking_uri: str | None, in_trial: str | No
 
 
 def serve_queue(config: dict) -> None:
-    """Ray Train entry point of a warm slot: take an item, train it on every rank, settle it, again,
-    until the queue has nothing left for this slot. An exception leaves the item leased: the slot
-    trial gives it back as a failed attempt."""
+    """Ray Train entry point of a warm slot (config["job"]: a SlotJob): take an item, train it on
+    every rank, settle it, again, until the queue has nothing left for this slot. An exception
+    leaves the item leased: the slot trial gives it back as a failed attempt."""
     import ray
 
-    from raysweep.train.chain import train_chain
-
-    ctx, slot, kinds = config["ctx"], config["slot"], config["kinds"]
-    worker, eval_sets = _worker_setup(ctx.loop, ctx.tracking_uri, config.get("in_trial"))
+    job: SlotJob = config["job"]
+    ctx, slot, kinds = job.ctx, job.slot, job.kinds
+    worker, eval_sets = worker_setup(ctx.loop, ctx.tracking_uri, job.in_trial)
     rank, world = worker.rank, worker.world
-    stand_in = standin.StandIn.from_env()  # bench/cluster_sim.py only (never a study's choice)
-    chain = train_chain if stand_in is None else standin.train_chain
-    if stand_in is not None and rank == 0:
-        standin.record(stand_in, "fit", slot=slot, kinds=list(kinds), node=ray.get_runtime_context().get_node_id())
+    if rank == 0:
+        ctx.trainer.record("fit", slot=slot, kinds=list(kinds), node=ray.get_runtime_context().get_node_id())
 
     def train(specs, rows):
-        return chain(specs, rows, ctx.loop, eval_sets, worker)
+        return ctx.trainer.train(specs, rows, ctx.loop, eval_sets, worker)
 
     while True:
         item = ray.get(ctx.queue.take.remote(slot, kinds)) if rank == 0 else None
@@ -118,19 +127,9 @@ def serve_queue(config: dict) -> None:
         if item == WAIT:
             time.sleep(0.25)
             continue
-        settled = ctx.work.train_item(tuple(item), train, rank, world, broadcast)
+        settled = ctx.work.train_item(item, train, rank, world, broadcast)
         if rank == 0:
             ray.get(ctx.queue.settle.remote(slot, *settled))
-
-
-def train_specs(config: dict) -> list[dict]:
-    """Ray Train entry point for a fixed list of runs (benchmarks, tests): config["specs"] (RunSpec
-    dicts) on config["sources"] ({dataset: StreamSource or ArraySource}); rank 0's results come back."""
-    from raysweep.spec import RunSpec
-    from raysweep.train.chain import train_chain
-
-    worker, eval_sets = _worker_setup(config["loop"], config.get("tracking_uri"))
-    return train_chain([RunSpec(**s) for s in config["specs"]], config["sources"], config["loop"], eval_sets, worker)
 
 
 # ----------------------------------------------------------------------------- the slots (Tune trials)
@@ -144,16 +143,15 @@ def worker_resources(resources: ResourcesConfig) -> dict:
     return own
 
 
-def fit_worker_group(entry, config: dict, resources: ResourcesConfig, ray_storage: str, run_name: str):
-    """One TorchTrainer fit of `entry` with `config`; returns rank 0's return value."""
+def fit_worker_group(entry, job: SlotJob, resources: ResourcesConfig, ray_storage: str, run_name: str):
+    """One TorchTrainer fit of `entry` with `job`; returns rank 0's return value."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     trainer = TorchTrainer(
         entry,
-        train_loop_config=config,
-        # the cluster simulation's GPUs are declared, not real: its worker groups talk over gloo
-        torch_config=TorchConfig(backend="gloo") if standin.active() else None,
+        train_loop_config={"job": job},
+        torch_config=TorchConfig(backend=job.ctx.trainer.backend) if job.ctx.trainer.backend else None,
         scaling_config=ScalingConfig(
             num_workers=resources.workers, use_gpu=resources.gpus_per_worker > 0, resources_per_worker=worker_resources(resources)
         ),
@@ -163,10 +161,10 @@ def fit_worker_group(entry, config: dict, resources: ResourcesConfig, ray_storag
     return trainer.fit().return_value
 
 
-def train_in_trial(entry, config: dict, resources: ResourcesConfig, ray_storage: str, run_name: str):
+def train_in_trial(entry, job: SlotJob, resources: ResourcesConfig, ray_storage: str, run_name: str):
     """`entry` run in this slot trial's own process, on the CPUs/GPUs the trial reserved (a stage of
     one worker; see the module docstring). Same signature as fit_worker_group."""
-    return entry({**config, "in_trial": "cuda" if resources.gpus_per_worker else "cpu"})
+    return entry({"job": replace(job, in_trial="cuda" if resources.gpus_per_worker else "cpu")})
 
 
 def trains_in_trial(resources: ResourcesConfig) -> bool:
@@ -209,7 +207,7 @@ def slot_trial(config: dict, ctx: SlotContext) -> None:
         try:
             train(
                 serve_queue,
-                {"ctx": worker_ctx, "slot": slot, "kinds": kinds},
+                SlotJob(worker_ctx, slot, kinds),
                 resources,
                 ctx.ray_storage,
                 f"slot{slot}-{fits}-{time.time_ns()}",
@@ -351,11 +349,10 @@ def run_slots(
     queue = ray.remote(num_cpus=0, scheduling_strategy=on_this_node())(WorkQueue).remote(items, needs, ctx.retries)
     ctx = replace(ctx, queue=queue)
     slot_errors: list[str] = []
-    stand_in = standin.StandIn.from_env()  # bench/cluster_sim.py only
     with progress(queue):
-        if stand_in is not None:
-            print(f"[tree] {standin.LINE}", flush=True)
-            standin.record(stand_in, "tree", items=len(items))
+        if ctx.trainer.banner:
+            print(f"[tree] {ctx.trainer.banner}", flush=True)
+        ctx.trainer.record("tree", items=len(items))
         first = 0
         shapes = phases(ctx.resources)
         for kinds, fits in shapes:
@@ -363,8 +360,7 @@ def run_slots(
             if n == 0:
                 continue
             print(f"[tree] {n} warm worker slot{'s' if n > 1 else ''} for {' and '.join(k + 's' for k in kinds)}", flush=True)
-            if stand_in is not None:
-                standin.record(stand_in, "phase", kinds=list(kinds), slots=n)
+            ctx.trainer.record("phase", kinds=list(kinds), slots=n)
             grid = launch_slots(ctx, [(first + k, kinds) for k in range(n)], "tree" if len(shapes) == 1 else f"tree-{kinds[0]}s")
             slot_errors += [str(r.error) for r in grid if r.error]
             first += n

@@ -27,7 +27,7 @@ from raysweep.sweep.sync import sync_tree
 from raysweep.sweep.work import Work, split_tail
 from raysweep.tags import METHOD
 from raysweep.train.context import LoopConfig
-from raysweep.train.faults import Faults
+from raysweep.train.trainer import Trainer
 
 
 class Interrupted(KeyboardInterrupt):
@@ -54,15 +54,16 @@ class TreeResult:
     search: list[dict] | None = None  # the Optuna search's log (posttrain.search: optuna)
 
 
-def train_tree(study: Study, data, tracker, study_run: str | None, train: bool = True) -> TreeResult:
+def train_tree(study: Study, data, tracker, study_run: str | None, trainer: Trainer | None) -> TreeResult:
     """Train every node not yet finished. With `posttrain.search: optuna` the stage-2 configurations
-    come from raysweep.sweep.search, round by round. `train=False` trains nothing: it checks the
-    node store and syncs MLflow from it (--sync-mlflow)."""
+    come from raysweep.sweep.search, round by round. `trainer` trains each chain of runs
+    (raysweep.train.trainer); None trains nothing: it checks the node store and syncs MLflow from it
+    (--sync-mlflow)."""
     if study.posttrain.search == "optuna":
         from raysweep.sweep.search import run_search
 
-        return run_search(study, data, lambda arms, subtrees: train_nodes(study, data, tracker, study_run, arms, subtrees, train))
-    return train_nodes(study, data, tracker, study_run, *plan(study, data), train=train)
+        return run_search(study, data, lambda arms, subtrees: train_nodes(study, data, tracker, study_run, arms, subtrees, trainer))
+    return train_nodes(study, data, tracker, study_run, *plan(study, data), trainer=trainer)
 
 
 def verified_done(arms: list[Node], subtrees: list[Subtree]) -> set[str]:
@@ -121,13 +122,12 @@ def loop_config(study: Study, data) -> LoopConfig:
         eval_sources={r: source_of(s, study.out / "cache", data_mirror(study.checkpoints)) for r, s in data.heldout.items()},
         tokenizer_id=data.tokenizer_id,
         compile=study.model.compile,
-        faults=Faults.from_env(),
         trained_by=study.content_hash(),
     )
 
 
 def train_nodes(
-    study: Study, data, tracker, study_run: str | None, arms: list[Node], subtrees: list[Subtree], train: bool = True
+    study: Study, data, tracker, study_run: str | None, arms: list[Node], subtrees: list[Subtree], trainer: Trainer | None
 ) -> TreeResult:
     """Train the given arms and subtrees on warm slots; finished (and diverged) nodes are skipped."""
     t0 = time.perf_counter()
@@ -150,12 +150,12 @@ def train_nodes(
         f"{len(subtrees) - len(todo2)} subtrees already done; each starts as soon as its own arm is done",
         flush=True,
     )
-    items = trial_order(arms, subtrees, todo, todo2) if train else []
+    items = trial_order(arms, subtrees, todo, todo2) if trainer is not None else []
     result = TreeResult(arms, subtrees)
     if items:
         work = Work(arms, subtrees, tracker, study_run)
         try:
-            result.failures = train_items(study, data, work, items, tracker)
+            result.failures = train_items(study, data, work, items, trainer)
         except KeyboardInterrupt as stop:
             # Ray is still up here: the study clears the leases once it has stopped the workers
             raise Interrupted(arms, subtrees, *stop.args, clear_leases=work.clear_leases) from None
@@ -174,17 +174,9 @@ def train_nodes(
     return result
 
 
-def train_items(study: Study, data, work: Work, items: list[Item], tracker) -> list[str]:
+def train_items(study: Study, data, work: Work, items: list[Item], trainer: Trainer) -> list[str]:
     """Train `items` on warm slots; returns the failures, one line each."""
-    ctx = SlotContext(
-        loop=loop_config(study, data),
-        resources={s: getattr(study, s).resources for s in ("pretrain", "posttrain", "finetune")},
-        retries=study.retries,
-        tune_storage=str(study.out / "tune"),
-        ray_storage=str(study.out / "ray"),
-        tracking_uri=tracker.tracking_uri if tracker.online else None,
-        work=work,
-    )
+    resources = {s: getattr(study, s).resources for s in ("pretrain", "posttrain", "finetune")}
     arm_item = {a.spec.node_key: ("arm", i) for i, a in enumerate(work.arms)}
     arm_of = {it: arm_item[work.group(it)[0].parent] for it in items if it[0] == "subtree"}
     needs = {it: arm for it, arm in arm_of.items() if arm in items}  # an arm not in this run is done already
@@ -192,21 +184,37 @@ def train_items(study: Study, data, work: Work, items: list[Item], tracker) -> l
     for _, j in arm_of:
         left = {n.spec.node_key for n in work.todo(("subtree", j))}
         todo[j] = [c for c, n in enumerate(work.subtrees[j][1]) if n.spec.node_key in left]
-    items, work.split = split_tail(items, todo, subtree_slots(ctx.resources, study.max_concurrent_trials, len(arm_of)))
+    items, split = split_tail(items, todo, subtree_slots(resources, study.max_concurrent_trials, len(arm_of)))
     needs.update({it: ("subtree", it[1]) for it in items if it[0] == "leaf"})
+    work = work.with_tail(split).with_sources(items, study.out / "cache", data_mirror(study.checkpoints))
+    ctx = SlotContext(
+        loop=loop_config(study, data),
+        resources=resources,
+        retries=study.retries,
+        tune_storage=str(study.out / "tune"),
+        ray_storage=str(study.out / "ray"),
+        tracking_uri=work.tracker.tracking_uri if work.tracker.online else None,
+        work=work,
+        trainer=trainer,
+    )
 
     def describe(item) -> str:
         head, *children = work.group(item)
         return head.spec.label + (f" (+{len(children)} fine-tuning runs)" if item[0] == "subtree" else "")
 
-    work.plan_sources(items, study.out / "cache", data_mirror(study.checkpoints))
     _, failed, never, slot_errors = run_slots(
         ctx, items, needs, study.max_concurrent_trials, lambda queue: QueueEvents(queue, len(items), describe)
     )
+    return failure_lines(work, failed, never, slot_errors)
+
+
+def failure_lines(work: Work, failed: dict, never: list, slot_errors: list[str]) -> list[str]:
+    """One line per item that failed for good or was never trained (a leaf blocked by its stage-2
+    run is said by that run's own line)."""
     failures = []
     for item, error in failed.items():
         if item[0] == "leaf" and error.startswith("blocked"):
-            continue  # its stage-2 run's own line says it
+            continue
         name = work.group(item)[0].name
         what = {"arm": "pretrain arm ", "subtree": "subtree ", "leaf": "finetune run "}[item[0]]
         failures.append(f"{'' if error.startswith('blocked') else what}{name}: {error}")

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sys
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from raysweep.leases import Lease, clear_tagged, ttl_s
 from raysweep.nodes import failures_since, node_diverged, node_done, record_failure
@@ -32,13 +33,27 @@ def split_tail(items: list[Item], todo: dict[int, list[int]], slots: int) -> tup
     return [*items, *(("leaf", j, c) for _, j in tail for c in sorted(split[j]))], split
 
 
+@dataclass(frozen=True, eq=False)
 class Work:
-    def __init__(self, arms: list[Node], subtrees: list[Subtree], tracker, study_run: str | None):
-        self.arms, self.subtrees, self.tracker, self.study_run = arms, subtrees, tracker, study_run
-        self.by_key = {m.spec.node_key: m for m in all_nodes(arms, subtrees)}
-        self.sources: dict[Item, dict] = {}  # item -> {dataset: StreamSource}: each rank reads its own rows
-        self.split: dict[int, set[int]] = {}  # subtree -> its children trained as leaf items (split_tail)
-        self.lease_tag = uuid.uuid4().hex[:12]  # this tree run's leases (raysweep.leases.clear_tagged)
+    """One tree run's items and what training them needs, made in the driver and sent, as it is, to
+    every slot: the nodes, each item's streams (`with_sources`), the subtrees whose tail was split
+    (`with_tail`), the tracker that opens and syncs the items' MLflow runs."""
+
+    arms: list[Node]
+    subtrees: list[Subtree]
+    tracker: object  # raysweep.tracking.Tracker
+    study_run: str | None
+    split: dict[int, set[int]] = field(default_factory=dict)  # subtree -> its children trained as leaf items (split_tail)
+    sources: dict[Item, dict] = field(default_factory=dict)  # item -> {dataset: StreamSource}: each rank reads its own rows
+    lease_tag: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # this tree run's leases (raysweep.leases.clear_tagged)
+
+    @cached_property
+    def by_key(self) -> dict[str, Node]:
+        return {m.spec.node_key: m for m in all_nodes(self.arms, self.subtrees)}
+
+    def with_tail(self, split: dict[int, set[int]]) -> Work:
+        """This work with subtrees' children split off as leaf items (split_tail)."""
+        return replace(self, split=split)
 
     def clear_leases(self) -> int:
         """Delete the leases this run's workers left (a worker killed, or stopped with Ray, never releases its own)."""
@@ -60,19 +75,22 @@ class Work:
             return []
         return [n for n in group if not (node_done(n.spec.node_dir) or node_diverged(n.spec.node_dir))]
 
-    def plan_sources(self, items: list[Item], cache_root, mirror: str | None) -> None:
-        """The stream each item's runs train on, as plan files: nothing proportional to a stream goes
-        into the object store or the driver; each rank maps its own rows (raysweep.data.plans)."""
+    def with_sources(self, items: list[Item], cache_root, mirror: str | None) -> Work:
+        """This work with the stream each item's runs train on, as plan files: nothing proportional
+        to a stream goes into the object store or the driver; each rank maps its own rows
+        (raysweep.data.plans)."""
         from raysweep.data.plans import source_of
 
+        sources = {}
         for item in items:
             head, *children = self.group(item)
             if item[0] == "leaf":  # a stage-3 run alone: it trains on D_ft
-                self.sources[item] = {"ft": source_of(head.stream, cache_root, mirror)}
+                sources[item] = {"ft": source_of(head.stream, cache_root, mirror)}
                 continue
-            self.sources[item] = {"train": source_of(head.stream, cache_root, mirror)}
+            sources[item] = {"train": source_of(head.stream, cache_root, mirror)}
             if children:
-                self.sources[item]["ft"] = source_of(children[0].stream, cache_root, mirror)
+                sources[item]["ft"] = source_of(children[0].stream, cache_root, mirror)
+        return replace(self, sources=sources)
 
     def run_of(self, node: Node, memo: dict) -> str | None:
         """The node's MLflow run id (found by node key or created, parents first); None offline."""

@@ -1,10 +1,27 @@
-"""What each rank trained on and ended with (LoopConfig.audit): for tests of data-parallel training."""
+"""What each rank trained on and ended with: a callback for tests of data-parallel training (the
+rows every rank saw and the weights it ended with, in each run's result under "audit")."""
 
 from __future__ import annotations
 
 import hashlib
 
 import torch
+
+from raysweep.train.callbacks import Callback
+
+
+class Audit(Callback):
+    def __init__(self):
+        self.seen_rows: list[str] = []
+
+    def on_start(self, spec, worker) -> None:
+        self.seen_rows = []
+
+    def on_batch(self, spec, step, x) -> None:
+        self.seen_rows += [hashlib.sha1(r.cpu().numpy().tobytes()).hexdigest() for r in x]
+
+    def on_finish(self, spec, result, state, worker) -> None:
+        result["audit"] = gather(state, self.seen_rows, worker.world)
 
 
 def gather(state: dict[str, torch.Tensor], seen_rows: list[str], world: int) -> dict:

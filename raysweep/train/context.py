@@ -4,10 +4,9 @@ and the worker's own live helpers (made in the worker, never pickled)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from raysweep.presets import ModelShape
-from raysweep.train.faults import Faults
 from raysweep.train.steplog import StepLog
 
 
@@ -23,8 +22,7 @@ class LoopConfig:
     tokenizer_id: str
     compile: bool = False  # torch.compile the training step (model.compile)
     threads: int = 1  # torch threads per worker (its CPU reservation)
-    faults: Faults = field(default_factory=Faults)
-    audit: bool = False  # record row digests and weight digests per rank (tests of DDP)
+    callbacks: tuple = ()  # raysweep.train.callbacks.Callback: fault drills, audits (the loop calls them at named points)
     trained_by: str = ""  # the study's hash, kept in each node it trains (another study sharing the store may finish a node first)
 
 

@@ -1,4 +1,5 @@
-"""Fault injection for tests and drills (README, "Guarantees"), read once from the environment.
+"""Fault injection for tests and drills (README, "Guarantees"): a loop callback, read once from the
+environment by the study (raysweep.train.trainer.Trainer.from_env).
 
 RAYSWEEP_INJECT_FAILURE=<text> raises in every run whose label holds <text>;
 RAYSWEEP_INJECT_KILL=<text>@<step> SIGKILLs that run's worker once at that step (like a preempted
@@ -16,9 +17,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from raysweep.nodes import progress_dir
+from raysweep.train.callbacks import Callback
+
 
 @dataclass(frozen=True)
-class Faults:
+class Faults(Callback):
     failure: str | None = None  # label text: raise at the start of the run
     kill: str | None = None  # "<label text>@<step>": SIGKILL the worker once there
     nan: str | None = None  # "<label text>@<step>": a NaN loss there
@@ -27,6 +31,21 @@ class Faults:
     @classmethod
     def from_env(cls) -> Faults:
         return cls(*(os.environ.get(f"RAYSWEEP_INJECT_{k}") for k in ("FAILURE", "KILL", "NAN", "DELAY")))
+
+    def any(self) -> bool:
+        return any((self.failure, self.kill, self.nan, self.delay))
+
+    def on_start(self, spec, worker) -> None:
+        self.at_start(spec.label)
+
+    def on_gradients(self, spec, step, loss, norm):
+        if self.nan_step(spec.label) == step:  # a NaN loss: its gradient is NaN too
+            return loss * float("nan"), norm * float("nan")
+        return loss, norm
+
+    def on_step_end(self, spec, step, worker) -> None:
+        if self.kill_step(spec.label) == step and worker.rank == 0:
+            kill_once(progress_dir(spec.node_dir), spec.label, step)
 
     def at_start(self, label: str) -> None:
         if self.failure and self.failure in label:

@@ -14,20 +14,18 @@ a GPU machine without Ray.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from raysweep.memory import fit_stage
 from raysweep.nodes import load_progress, progress_dir, save_progress
 from raysweep.spec import Diverged, RunSpec
-from raysweep.train import audit as audit_
+from raysweep.train.callbacks import each
 from raysweep.train.context import LoopConfig, Worker
-from raysweep.train.faults import kill_once
 from raysweep.train.model import add_lora, build_model, set_dropout
 from raysweep.train.optimizer import build_optimizer
 from raysweep.train.schedule import lr_at
@@ -65,7 +63,6 @@ class RunProgress:
     t_first: float | None = None  # end of this attempt's first step: the steady-state rate excludes one-off start-up
     first_step: int = 0
     t_train: float = 0.0  # when this attempt's steps began
-    seen_rows: list[str] = field(default_factory=list)  # audit only: digests of the rows this rank trained on
 
 
 def build(spec: RunSpec, init_state: dict | None, cfg: LoopConfig, worker: Worker) -> Model:
@@ -169,20 +166,18 @@ def checkpoint(spec: RunSpec, p: RunProgress, m: Model, log, worker: Worker) -> 
 
 def train_steps(spec: RunSpec, m: Model, p: RunProgress, it, cfg: LoopConfig, monitor: dict, log, worker: Worker) -> None:
     """The step loop, from p.step to the step budget or an early stop."""
-    kill_at, nan_at = cfg.faults.kill_step(spec.label), cfg.faults.nan_step(spec.label)
     p.t_train = time.perf_counter()
     m.model.train()
     while p.step < spec.max_steps:
         t_wait = time.perf_counter()
         x = next(it)
         p.data_wait += time.perf_counter() - t_wait
-        if cfg.audit:
-            p.seen_rows += [hashlib.sha1(r.cpu().numpy().tobytes()).hexdigest() for r in x]
+        each(cfg.callbacks, "on_batch", spec, p.step, x)
         for g in m.opt.param_groups:
             g["lr"] = lr_at(p.step, spec.lr, spec.min_lr, spec.warmup_steps, spec.max_steps)
-        loss, norm = forward_backward(
-            m.step_model, m.model, m.opt, x, worker.device, poison=nan_at is not None and p.step == nan_at, micro_batch=m.micro
-        )
+        loss, norm = forward_backward(m.step_model, m.model, m.opt, x, worker.device, micro_batch=m.micro)
+        for cb in cfg.callbacks:
+            loss, norm = cb.on_gradients(spec, p.step, loss, norm)
         # The norm of the all-reduced gradient is the same on every rank, so all ranks stop together
         # (a per-rank loss test could stop one rank inside a collective the others wait in).
         if not torch.isfinite(norm):
@@ -211,8 +206,7 @@ def train_steps(spec: RunSpec, m: Model, p: RunProgress, it, cfg: LoopConfig, mo
             log.progress(p.step, p.train_loss)
         if spec.checkpoint_every and p.step % spec.checkpoint_every == 0 and p.step < spec.max_steps:
             checkpoint(spec, p, m, log, worker)
-        if kill_at is not None and p.step == kill_at and worker.rank == 0:
-            kill_once(progress_dir(spec.node_dir), spec.label, p.step)
+        each(cfg.callbacks, "on_step_end", spec, p.step, worker)
 
 
 def finish(spec: RunSpec, m: Model, p: RunProgress, cfg: LoopConfig, eval_sets: dict, log, worker: Worker) -> tuple[dict, dict]:
@@ -249,15 +243,14 @@ def finish(spec: RunSpec, m: Model, p: RunProgress, cfg: LoopConfig, eval_sets: 
 
         result["compiled_graphs"] = int(counters["stats"]["unique_graphs"])
     state = {k: v.detach().to("cpu", copy=True) for k, v in raw.state_dict().items()}
-    if cfg.audit:
-        result["audit"] = audit_.gather(state, p.seen_rows, worker.world)
+    each(cfg.callbacks, "on_finish", spec, result, state, worker)
     return result, state
 
 
 def train_run(spec: RunSpec, init_state: dict | None, source, cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker):
     """Train one run on its stream (`source.rows_for(batch, world, rank)`: a StreamSource's plan, or
-    an ArraySource); returns (result dict, final weights on CPU, metric points)."""
-    cfg.faults.at_start(spec.label)
+    bench/arrays.py's ArraySource); returns (result dict, final weights on CPU, metric points)."""
+    each(cfg.callbacks, "on_start", spec, worker)
     m = build(spec, init_state, cfg, worker)
     log = worker.new_log(spec, spec.max_steps, spec.batch_size * cfg.seq_len, worker.rank == 0)
     torch.manual_seed(spec.seed + worker.rank)  # dropout masks differ per rank, fixed per seed

@@ -5,8 +5,9 @@ autoscaling GPU cluster where nothing can train. In its place each run sleeps it
 duration, then writes a real, tiny node (node.json, metric points, a 16-byte weight file) that its
 children load as they would a real one: a lost or half-written parent fails them as it would.
 
-It is selected by the environment variable RAYSWEEP_BENCH_STANDIN alone (a JSON object the bench
-writes); no study file or CLI flag can select it, and a tree run under it says so first.
+The bench hands it to `run_study(study, trainer=stand_in)` in place of the real trainer
+(raysweep.train.trainer.Trainer: the same methods); no study file or CLI flag can select it, and a
+tree run under it says so first.
 
 Durations: `seconds[stage]` is one run of the stage at its full token budget (the bench's tokens
 ÷ tokens/s, times its time scale); an arm adds `seconds_per_mix × λ` (its λ·|D_post| tokens); a
@@ -22,12 +23,11 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from raysweep.nodes import finish_progress, load_weights, save_node
 from raysweep.spec import RunSpec
 
-ENV = "RAYSWEEP_BENCH_STANDIN"
 LINE = "TIMED STAND-IN for training (bench/cluster_sim.py): every run sleeps its predicted duration and writes a tiny node"
 
 
@@ -38,22 +38,14 @@ class StandIn:
     stop_share: tuple = (0.05, 0.5)  # a stage-2 run's length as a share of its budget: log-uniform in this range
     seed: int = 0
     log: str = ""  # JSON lines, one per fit and per run start and end (the bench's timeline)
+    banner: str = field(default=LINE, init=False)  # what a tree run says first
+    backend: str = field(default="gloo", init=False)  # the simulation's GPUs are declared, not real: its groups talk over gloo
 
-    @classmethod
-    def from_env(cls) -> StandIn | None:
-        text = os.environ.get(ENV)
-        if not text:
-            return None
-        d = json.loads(text)
-        return cls(d["seconds"], d.get("seconds_per_mix", 0.0), tuple(d.get("stop_share", (0.05, 0.5))), d.get("seed", 0), d.get("log", ""))
+    def train(self, specs: list[RunSpec], sources: dict, cfg, eval_sets: dict, worker) -> list[dict]:
+        return train_chain(self, specs, cfg, worker)
 
-    def env(self) -> dict[str, str]:
-        """The environment variable that selects this stand-in (for the bench)."""
-        return {ENV: json.dumps({**self.__dict__, "stop_share": list(self.stop_share)})}
-
-
-def active() -> bool:
-    return bool(os.environ.get(ENV))
+    def record(self, event: str, **fields) -> None:
+        record(self, event, **fields)
 
 
 def unit(seed: int, key: str) -> float:
@@ -101,11 +93,10 @@ def fake_result(spec: RunSpec, seconds: float, seq_len: int) -> dict:
     }
 
 
-def train_chain(specs: list[RunSpec], sources: dict, cfg, eval_sets: dict, worker) -> list[dict]:
-    """raysweep.train.chain.train_chain's stand-in: same arguments, same results, same node files."""
+def train_chain(s: StandIn, specs: list[RunSpec], cfg, worker) -> list[dict]:
+    """raysweep.train.chain.train_chain's stand-in: same results, same node files."""
     import torch
 
-    s = StandIn.from_env()
     results, here = [], set()
     for spec in specs:
         if spec.init_from is not None and spec.init_from not in here and worker.rank == 0:

@@ -18,9 +18,7 @@ def autocast(device):
     return torch.autocast("cpu", enabled=False)
 
 
-def forward_backward(
-    step_model, model, opt, x: torch.Tensor, device, poison: bool = False, micro_batch: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_backward(step_model, model, opt, x: torch.Tensor, device, micro_batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One training step up to the optimizer update: next-token cross-entropy on this rank's block
     `x` (bf16 autocast on GPU), gradients, clipping to norm 1.0. Returns (loss, gradient norm); the
     caller decides whether to step (bench/gpu_mfu.py times this same function).
@@ -29,8 +27,7 @@ def forward_backward(
     micro-batches whose gradients accumulate, each loss scaled by 1/k: every micro-batch holds the
     same number of tokens, so the sum is the mean over all of `x`'s tokens, the same loss and
     gradient as one forward over `x` up to float rounding. Under DDP the gradients are all-reduced
-    once, after the last micro-batch (`no_sync` before it). `poison`: make the loss NaN (fault
-    injection, RAYSWEEP_INJECT_NAN)."""
+    once, after the last micro-batch (`no_sync` before it)."""
     rows = x.size(0)
     micro = rows if not micro_batch or micro_batch >= rows else micro_batch
     if rows % micro:
@@ -46,8 +43,6 @@ def forward_backward(
             with autocast(device):
                 logits = step_model(input_ids=part[:, :-1]).logits  # (micro, seq, vocab)
             loss = cross_entropy(logits, part[:, 1:])
-            if poison:
-                loss = loss * float("nan")
             (loss / k if k > 1 else loss).backward()
         total += loss.detach() / k if k > 1 else loss.detach()
         del logits, loss
@@ -78,34 +73,9 @@ def evaluate(model, sets: dict[str, torch.Tensor], device, rank: int, world: int
 
 
 def batches(rows, device, start: int = 0) -> Iterator[torch.Tensor]:
-    """This rank's batches from step `start` on: `rows.batch(step)` (raysweep.data.plans.StreamRows,
-    or ArrayRows) says which rows a step trains on, so a resumed run starts at its step directly."""
+    """This rank's batches from step `start` on: `rows.batch(step)` (raysweep.data.plans.StreamRows)
+    says which rows a step trains on, so a resumed run starts at its step directly."""
     step = start
     while True:
         yield torch.from_numpy(np.ascontiguousarray(rows.batch(step), dtype=np.int64)).to(device)
         step += 1
-
-
-class ArraySource:
-    """Blocks held in memory (benchmarks, tests) as a run's source of rows: each rank's rows by the
-    rank_rows rule, repeated in the same order (a StreamSource reshuffles each later pass)."""
-
-    def __init__(self, blocks: np.ndarray):
-        self.blocks = blocks
-
-    def rows_for(self, batch_size: int, world: int, rank: int) -> ArrayRows:
-        from raysweep.data.blocks import rank_rows
-
-        return ArrayRows(self.blocks[rank_rows(len(self.blocks), batch_size, world, rank)], batch_size // world)
-
-
-class ArrayRows:
-    def __init__(self, rows: np.ndarray, per_rank: int):
-        self.rows, self.per = rows, per_rank
-        self.steps_per_pass = len(rows) // per_rank
-        if self.steps_per_pass == 0:
-            raise ValueError("the training stream holds less than one batch per worker")
-
-    def batch(self, step: int) -> np.ndarray:
-        i = step % self.steps_per_pass
-        return self.rows[i * self.per : (i + 1) * self.per]

@@ -1,7 +1,7 @@
 """One stage on 2 Ray Train workers (DDP over gloo) and on one worker (in-process, as a one-worker
 stage trains in its slot): the same data per step, identical replicas."""
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import pytest
 
@@ -9,7 +9,8 @@ from raysweep.config import load_study
 from raysweep.data.plans import StreamSource
 from raysweep.nodes import node_done
 from raysweep.study import run_study
-from raysweep.sweep.slots import train_specs
+from raysweep.sweep.slots import worker_setup
+from raysweep.train.audit import Audit
 from raysweep.train.chain import train_chain
 from raysweep.train.context import LoopConfig, Worker, load_eval_sets
 from tests.helpers import REDUCED, SMOKE, node_results, run_spec, with_reference_data
@@ -28,7 +29,7 @@ def _run(study, data, tmp_path, name: str):
         1024,
         {r: StreamSource(str(s.path)) for r, s in data.heldout.items()},
         data.tokenizer_id,
-        audit=True,
+        callbacks=(Audit(),),
     )
     return spec, loop, {"train": StreamSource(str(data.finetune.path))}
 
@@ -39,9 +40,13 @@ def _fit(study, data, tmp_path, workers: int, name: str):
     from ray.train.torch import TorchTrainer
 
     spec, loop, sources = _run(study, data, tmp_path, name)
+
+    def train(config):  # each worker as a slot's (raysweep.sweep.slots.worker_setup); rank 0's results come back
+        worker, eval_sets = worker_setup(loop, None)
+        return train_chain([spec], sources, loop, eval_sets, worker)
+
     trainer = TorchTrainer(
-        train_specs,
-        train_loop_config={"loop": loop, "specs": [asdict(spec)], "sources": sources},
+        train,
         scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 2 / workers}),
         run_config=RunConfig(name=name, storage_path=str(tmp_path / "ray")),
     )

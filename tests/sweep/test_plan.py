@@ -53,27 +53,6 @@ def test_stage2_batch_size_can_be_a_sweep_axis(smoke_data):
     assert len({n.spec.node_key for n, _ in both}) == len(both)
 
 
-def _fake_tree(tmp_path):
-    """Two arms and three subtrees, as trial_order sees them (node folders only)."""
-    from types import SimpleNamespace
-
-    arms = [
-        SimpleNamespace(name=f"pretrain/mix={i}", spec=SimpleNamespace(node_key=f"a{i}", node_dir=str(tmp_path / f"a{i}"))) for i in (0, 1)
-    ]
-    subtrees = [
-        (SimpleNamespace(parent=f"a{p}", spec=SimpleNamespace(node_dir=str(tmp_path / f"s{j}"))), []) for j, p in enumerate((1, 0, 1))
-    ]
-    return arms, subtrees
-
-
-def test_items_start_arms_first_then_subtrees_in_their_arms_order(tmp_path):
-    from raysweep.sweep.tree import trial_order
-
-    arms, subtrees = _fake_tree(tmp_path)
-    assert trial_order(arms, subtrees, [0, 1], [0, 1, 2]) == [("arm", 0), ("arm", 1), ("subtree", 1), ("subtree", 0), ("subtree", 2)]
-    assert trial_order(arms, subtrees, [1], [0, 2]) == [("arm", 1), ("subtree", 0), ("subtree", 2)]
-
-
 def test_model_compile_reaches_the_training_loop_and_no_node_key(smoke_data, smoke_out):
     from raysweep.sweep.tree import loop_config
 

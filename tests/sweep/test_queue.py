@@ -80,7 +80,7 @@ def test_no_item_is_lost_held_twice_or_started_before_its_arm(script, retries):
     items = list(q.needs)
 
     def step(slot: int, action: str) -> None:
-        held = q.held(slot)
+        held = q.leases.get(slot)
         if held is None:
             got = q.take(slot)
             if got not in (None, WAIT):
@@ -116,7 +116,7 @@ def test_a_slot_that_failed_for_good_gives_its_item_back(ray_local):
     abandoned = []
     callback = release_on_error(queue, SimpleNamespace(abandon=lambda item, since, error: abandoned.append((item, error))))
     callback.on_trial_error(0, [], SimpleNamespace(config={"slot": (0, ("arm", "subtree"))}, get_error=lambda: "process died"))
-    assert abandoned == [(A0, "its worker slot failed: process died")] and ray_local.get(queue.held.remote(0)) is None
+    assert abandoned == [(A0, "its worker slot failed: process died")] and ray_local.get(queue.lease.remote(0)) is None
     assert ray_local.get(queue.take.remote(1)) == A0  # the waiting slot trains the arm (second attempt)
     assert ray_local.get(queue.events_since.remote(0))[0][1:] == ("retry", A0, "its worker slot failed: process died")
     ray_local.kill(queue)

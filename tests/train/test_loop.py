@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.arrays import ArraySource
 from raysweep.data.mixing import Selection
 from raysweep.data.plans import StreamSource, build_plan
 from raysweep.presets import PRESETS
@@ -20,7 +21,6 @@ from raysweep.train.chain import train_chain
 from raysweep.train.context import LoopConfig, Worker, load_eval_sets
 from raysweep.train.faults import Faults
 from raysweep.train.loop import train_run
-from raysweep.train.step import ArraySource
 from tests.helpers import ROOT, run_spec, token_view
 
 VOCAB, SEQ = 64, 16
@@ -68,7 +68,7 @@ def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(setup):
     # a fresh attempt of the same node resumes from that checkpoint
     spec = _spec(tmp, node_dir=str(tmp / "resumed"), checkpoint_every=10)
     with pytest.raises(Diverged):
-        train_run(spec, None, rows, replace(cfg, faults=Faults(nan="plain@12")), evals, Worker(torch.device("cpu")))
+        train_run(spec, None, rows, replace(cfg, callbacks=(Faults(nan="plain@12"),)), evals, Worker(torch.device("cpu")))
     again, state2, _ = train_run(spec, None, rows, cfg, evals, Worker(torch.device("cpu")))
     assert again["resumed_from_step"] == 10
     assert again["losses"] == whole["losses"]
@@ -77,7 +77,7 @@ def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(setup):
 
 def test_a_non_finite_loss_is_diverged_and_recorded_not_raised_by_the_chain(setup):
     cfg, rows, evals, tmp = setup
-    cfg = replace(cfg, faults=Faults(nan="plain@3"))
+    cfg = replace(cfg, callbacks=(Faults(nan="plain@3"),))
     parent = _spec(tmp, node_dir=str(tmp / "parent"))
     child = _spec(tmp, label="child", node_key="c", node_dir=str(tmp / "child"), init_from=parent.node_dir)
     results = train_chain([parent, child], {"train": rows}, cfg, evals, Worker(torch.device("cpu")))
@@ -120,7 +120,7 @@ def test_a_run_in_micro_batches_of_one_equals_the_run_in_one_forward_and_resumes
     # interrupted at step 12 after its progress checkpoint at 10, then resumed: bit for bit the same run
     spec = _spec(tmp, node_dir=str(tmp / "resumed"), micro_batch_size=1, checkpoint_every=10)
     with pytest.raises(Diverged):
-        train_run(spec, None, rows, replace(cfg, faults=Faults(nan="plain@12")), evals, Worker(torch.device("cpu")))
+        train_run(spec, None, rows, replace(cfg, callbacks=(Faults(nan="plain@12"),)), evals, Worker(torch.device("cpu")))
     again, astate, _ = train_run(spec, None, rows, cfg, evals, Worker(torch.device("cpu")))
     assert again["resumed_from_step"] == 10 and again["losses"] == micro["losses"]
     assert all(torch.equal(astate[k], mstate[k]) for k in mstate)
