@@ -118,7 +118,7 @@ def stream_into_worker(stream, batch: int, n: int, tmp: Path) -> dict:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from raysweep.data.plans import StreamSource
+    from raysweep.data.streams import StreamSource
 
     trainer = TorchTrainer(
         _stream_worker,

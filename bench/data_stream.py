@@ -41,7 +41,7 @@ def plain_loop(plan_file: Path, batch: int, epochs: int) -> float:
     """tokens/s of reading the stream's blocks from its plan in this process and cutting torch batches."""
     import torch
 
-    from raysweep.data.plans import StreamReader
+    from raysweep.data.streams import StreamReader
 
     reader = StreamReader(plan_file)
     t0 = time.perf_counter()
@@ -72,7 +72,7 @@ def ray_train_loop(stream, batch: int, epochs: int) -> float:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from raysweep.data.plans import StreamSource
+    from raysweep.data.streams import StreamSource
 
     trainer = TorchTrainer(
         _worker_loop,

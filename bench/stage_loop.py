@@ -54,7 +54,7 @@ def ray_loop(preset: str, vocab: int, seq_len: int, stream, heldout: Path, batch
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from raysweep.data.plans import StreamSource
+    from raysweep.data.streams import StreamSource
     from raysweep.presets import PRESETS
     from raysweep.spec import RunSpec
     from raysweep.sweep.slots import worker_setup
@@ -100,8 +100,8 @@ def plan_of_blocks(blocks: np.ndarray, cache_dir: Path, name: str = "blocks"):
     """A plan whose blocks are exactly `blocks` (n, L) (benchmarks and tests with made-up data): their
     tokens, flattened, as one document of one shard, cut at L."""
     from raysweep.data.mixing import Selection
-    from raysweep.data.plans import build_plan
     from raysweep.data.shards import ShardWriter, TokenView
+    from raysweep.data.streams import build_plan
 
     n, block_len = blocks.shape
     folder = Path(cache_dir) / f"{name}-tokens"

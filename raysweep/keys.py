@@ -31,7 +31,7 @@ NAMESPACES = {
     "order": "each corpus's seeded document order (shares are prefixes of it)",
     "optuna": "the stage-2 search's sampler per mixing fraction",
     "linear-init": "the linear network's initial weights",
-    "pass": "a stream's order of blocks in each pass, the first included (raysweep.data.plans.StreamRows)",
+    "pass": "a stream's order of blocks in each pass, the first included (raysweep.data.streams.StreamRows)",
     "init": "the initial weights every pretraining arm of a study starts from (paired arms)",
     "heldout": "the held-out blocks every evaluation of a study scores (a seeded sample)",
 }

@@ -42,7 +42,7 @@ def test_every_stream_holds_the_pinned_blocks(ray_local, tmp_path, study_name):
     from raysweep.config import load_study
     from raysweep.data.prepare import prepare
 
-    read_blocks = _find("read_blocks", "raysweep.data.plans", "raysweep.data.blocks")
+    read_blocks = _find("read_blocks", "raysweep.data.streams", "raysweep.data.blocks")
     data = prepare(load_study(STUDIES[study_name], [f"output_dir={tmp_path}"]))
     streams = [*data.pretrain.values(), *data.posttrain.values(), data.finetune, *data.heldout.values()]
     found = {}

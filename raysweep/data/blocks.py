@@ -1,6 +1,6 @@
 """Streams as blocks of token ids, specified in plain numpy: how pieces of documents are packed
 into blocks of seq_len + 1 tokens (`pack`), the whole stream a selection and a seed make
-(`reference_blocks`, the specification raysweep.data.plans reproduces byte for byte), and the rows
+(`reference_blocks`, the specification raysweep.data.streams reproduces byte for byte), and the rows
 each rank of a worker group trains on (`rank_rows`)."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-# the arrays a stream plan keeps beside plan.json, one .npy each (raysweep.data.plans)
+# the arrays a stream plan keeps beside plan.json, one .npy each (raysweep.data.streams)
 ARRAYS = ("file", "pos", "count", "eos", "ends")
 
 
 @dataclass(frozen=True)
 class Stream:
-    """A training or evaluation stream: its plan on disk (raysweep.data.plans), and what went into it."""
+    """A training or evaluation stream: its plan on disk (raysweep.data.streams), and what went into it."""
 
     path: Path  # the plan's plan.json; its folder holds the rest of the plan
     stats: dict  # blocks, block_len, tokens per source, waste fraction, seed, tokenizer, content digest
@@ -79,7 +79,7 @@ def reference_blocks(docs: dict[str, list[np.ndarray]], selections: dict, seed: 
 
 def rank_slice(k: int, batch_size: int, world: int, rank: int) -> slice:
     """The positions rank `rank` of `world` takes in the k-th batch of a pass: its slice
-    [k·B + r·B/W, k·B + (r+1)·B/W) (the rule `rank_rows` and raysweep.data.plans.StreamRows share)."""
+    [k·B + r·B/W, k·B + (r+1)·B/W) (the rule `rank_rows` and raysweep.data.streams.StreamRows share)."""
     per = batch_size // world
     first = k * batch_size + rank * per
     return slice(first, first + per)

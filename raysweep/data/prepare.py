@@ -4,7 +4,7 @@
       -> token shards per corpus (raysweep.data.corpus: read and tokenized in parallel, Ray Data;
          a small built-in corpus in this process)
       -> selections (raysweep.data.mixing: exact token shares, seeded)
-      -> stream plans (raysweep.data.plans, in the driver from the length index): stage 1 per λ,
+      -> stream plans (raysweep.data.streams, in the driver from the length index): stage 1 per λ,
          stage 2 per (λ, replay), stage 3, held-out
 
 Runs in the driver once Ray is up; all of it is cached under <output_dir>/cache by content, so a
@@ -39,8 +39,8 @@ from raysweep.data.mixing import (
     take_budget,
     take_tokens,
 )
-from raysweep.data.plans import build_plan
 from raysweep.data.shards import cache_bytes
+from raysweep.data.streams import build_plan
 from raysweep.data.tokenizer import eos_id, load_pretrained, load_tokenizer, tokenizer_id, train_tokenizer
 from raysweep.keys import derive_seed, stream_seed
 
@@ -125,7 +125,7 @@ def prepare(study: Study, cached_only: bool = False) -> StudyData:
 
 def heldout_line(study: Study, corpora: dict, heldout: dict) -> str:
     """How many documents and blocks each held-out set holds, and how many blocks an evaluation
-    scores (raysweep.data.plans.sample_blocks: all, or a seeded sample across the whole set)."""
+    scores (raysweep.data.streams.sample_blocks: all, or a seeded sample across the whole set)."""
     eval_tokens = min(study.pretrain.eval_tokens, study.posttrain.eval_tokens, study.finetune.eval_tokens)
     parts = []
     for r in ROLES:

@@ -94,7 +94,8 @@ def _leaf(study: Study, post: LinearNode, lr: float, root: Path) -> LinearNode:
     return LinearNode("finetune", key, root / "finetune" / key, name, post, lr, th.steps.finetune, params, tags)
 
 
-def plan(study: Study) -> tuple[list[LinearNode], list[tuple[LinearNode, list[LinearNode]]]]:
+def linear_tree(study: Study) -> tuple[list[LinearNode], list[tuple[LinearNode, list[LinearNode]]]]:
+    """The linear tree as nodes: one arm per λ, a stage-2 node per stage-2 lr under it, a stage-3 node per stage-3 lr under each."""
     root = study.checkpoints / "linear"
     arms, subtrees = [], []
     for mix in study.pretrain.mix_fraction:
@@ -217,7 +218,7 @@ def _settle(node: LinearNode, study: Study, problem: theory.Problem, settled: di
 def train_tree(study: Study, tracker: Tracker, study_run: str) -> TreeResult:
     """Train every node not yet finished, log each to MLflow (with its loss curve as step metrics)."""
     problem = problem_of(study)
-    arms, subtrees = plan(study)
+    arms, subtrees = linear_tree(study)
     tree = TreeResult(arms, subtrees)
     settled: dict[str, tuple[str, dict]] = {}
     runs: dict[str, str | None] = {}
@@ -248,7 +249,7 @@ def train_tree(study: Study, tracker: Tracker, study_run: str) -> TreeResult:
 def collect(study: Study) -> list[dict]:
     """One record per finished leaf (raysweep.sweep.tree.leaf_record)."""
     records = []
-    for n2, children in plan(study)[1]:
+    for n2, children in linear_tree(study)[1]:
         post = node_done(n2.dir)
         for c in children:
             done = node_done(c.dir)
@@ -259,7 +260,7 @@ def collect(study: Study) -> list[dict]:
 
 def summary(study: Study) -> dict:
     """Per arm: α and the learned gains after each stage; per leaf: Δ = L(θ_ft; D_post) − L(θ_post; D_post)."""
-    arms, subtrees = plan(study)
+    arms, subtrees = linear_tree(study)
     out = {"arms": [], "leaves": []}
     for arm in arms:
         done = node_done(arm.dir)

@@ -14,8 +14,9 @@ with warm slots:
   progress checkpoint) until it has failed `retries + 1` times, then it is failed for good and
   the subtrees of a failed arm are failed as blocked; a diverged arm blocks its subtrees
   silently (an outcome, not a failure);
-- leases: the item a slot holds is known, so a slot whose fit or whose trial died gives it back
-  as a failed attempt, and the other slots go on.
+- holding: the item each slot took is known, so a slot whose fit or whose trial died gives it
+  back as a failed attempt, and the other slots go on. (Not raysweep.leases: those are the node
+  store's, between studies; this is one queue's record of its slots.)
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class WorkQueue:
         self.pending = list(items)
         self.needs = {i: needs.get(i) for i in items}
         self.retries = retries
-        self.leases: dict[int, Item] = {}
+        self.holding: dict[int, Item] = {}  # slot -> the item it took and has not settled
         self.taken_at: dict[int, float] = {}  # slot -> when it took its item (its attempt's start)
         self.attempts: dict[Item, int] = {}
         self.settled: dict[Item, str] = {}  # item -> "done" | "diverged" | "blocked"
@@ -45,7 +46,7 @@ class WorkQueue:
     # --------------------------------------------------------------- what slots ask
     def take(self, slot: int, kinds: tuple[str, ...] = ("arm", "subtree", "leaf")) -> Item | str | None:
         """The next item for `slot`, WAIT, or None when nothing of `kinds` is left to do."""
-        held = self.leases.pop(slot, None)
+        held = self.holding.pop(slot, None)
         if held is not None:  # a slot asks again without settling: its item's attempt failed
             self._fail(held, "its slot asked for new work without finishing it")
         mine = [i for i in self.pending if i[0] in kinds]
@@ -53,7 +54,7 @@ class WorkQueue:
             need = self.needs[item]
             if need is None or self.settled.get(need) == "done":
                 self.pending.remove(item)
-                self.leases[slot] = item
+                self.holding[slot] = item
                 self.taken_at[slot] = time.time()
                 self.attempts[item] = self.attempts.get(item, 0) + 1
                 return item
@@ -61,7 +62,7 @@ class WorkQueue:
 
     def settle(self, slot: int, outcome: str = "done", text: str = "") -> None:
         """The slot's item finished: "done", or "diverged" (an arm that diverged blocks its subtrees)."""
-        item = self.leases.pop(slot)
+        item = self.holding.pop(slot)
         self.settled[item] = outcome
         self._event("done" if outcome == "done" else outcome, item, text)
         if outcome != "done":
@@ -72,12 +73,12 @@ class WorkQueue:
 
     def fail(self, slot: int, error: str) -> bool:
         """The slot's item failed (its attempt raised, or its slot died). True when it goes back to the queue."""
-        item = self.leases.pop(slot, None)
+        item = self.holding.pop(slot, None)
         return False if item is None else self._fail(item, error)
 
-    def lease(self, slot: int) -> tuple[Item, float] | None:
+    def held_by(self, slot: int) -> tuple[Item, float] | None:
         """(the item `slot` holds, when its attempt started), or None."""
-        item = self.leases.get(slot)
+        item = self.holding.get(slot)
         return None if item is None else (item, self.taken_at[slot])
 
     def has_work(self, kinds: tuple[str, ...] = ("arm", "subtree", "leaf")) -> bool:
@@ -90,7 +91,7 @@ class WorkQueue:
 
     def outcome(self) -> tuple[dict[Item, str], dict[Item, str], list[Item]]:
         """(settled, failed for good, never trained) once the slots have stopped."""
-        return dict(self.settled), dict(self.failed), [*self.pending, *self.leases.values()]
+        return dict(self.settled), dict(self.failed), [*self.pending, *self.holding.values()]
 
     # --------------------------------------------------------------- internals
     def _fail(self, item: Item, error: str) -> bool:

@@ -106,7 +106,7 @@ def worker_setup(loop: LoopConfig, tracking_uri: str | None, in_trial: str | Non
 def serve_queue(config: dict) -> None:
     """Ray Train entry point of a warm slot (config["job"]: a SlotJob): take an item, train it on
     every rank, settle it, again, until the queue has nothing left for this slot. An exception
-    leaves the item leased: the slot trial gives it back as a failed attempt."""
+    leaves the item held: the slot trial gives it back as a failed attempt."""
     import ray
 
     job: SlotJob = config["job"]
@@ -225,10 +225,10 @@ def give_back(queue, work: Work, slot: int, error: str) -> bool:
     if its worker could not: a SIGKILL writes nothing). False when it held none."""
     import ray
 
-    lease = ray.get(queue.lease.remote(slot))
-    if lease is None:
+    held = ray.get(queue.held_by.remote(slot))
+    if held is None:
         return False
-    work.abandon(*lease, error)
+    work.abandon(*held, error)
     ray.get(queue.fail.remote(slot, error))
     return True
 
@@ -239,17 +239,17 @@ def error_text(e: BaseException) -> str:
     return text or type(e).__name__
 
 
-def release_on_error(queue, work: Work):
+def give_back_on_error(queue, work: Work):
     """A Tune callback for a slot trial that failed for good (its process died more than `retries`
     times): the item it held goes back to the queue as a failed attempt, so the slots waiting for
     it (a subtree for its arm) do not wait forever."""
     from ray.tune import Callback
 
-    class _Release(Callback):
+    class _GiveBack(Callback):
         def on_trial_error(self, iteration, trials, trial, **info):
             give_back(queue, work, trial.config["slot"][0], f"its worker slot failed: {trial.get_error()}")
 
-    return _Release()
+    return _GiveBack()
 
 
 def silent_trial_lines() -> list:
@@ -288,7 +288,7 @@ def launch_slots(ctx: SlotContext, slots: list[tuple[int, tuple[str, ...]]], nam
             storage_path=ctx.tune_storage,
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=ctx.retries),
-            callbacks=[release_on_error(ctx.queue, ctx.work), *silent_trial_lines()],
+            callbacks=[give_back_on_error(ctx.queue, ctx.work), *silent_trial_lines()],
         ),
     )
     return tuner.fit()

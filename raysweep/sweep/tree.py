@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from raysweep import storage
 from raysweep.config import Study
 from raysweep.data.mirror import data_mirror
-from raysweep.data.plans import source_of
+from raysweep.data.streams import source_of
 from raysweep.nodes import node_diverged, node_done, quarantine, verify_node
 from raysweep.spec import Node, Subtree, all_nodes, immediate_loss
 from raysweep.sweep.plan import plan

@@ -78,8 +78,8 @@ class Work:
     def with_sources(self, items: list[Item], cache_root, mirror: str | None) -> Work:
         """This work with the stream each item's runs train on, as plan files: nothing proportional
         to a stream goes into the object store or the driver; each rank maps its own rows
-        (raysweep.data.plans)."""
-        from raysweep.data.plans import source_of
+        (raysweep.data.streams)."""
+        from raysweep.data.streams import source_of
 
         sources = {}
         for item in items:

@@ -19,7 +19,7 @@ from raysweep.train.loop import train_run
 
 def train_chain(specs: list[RunSpec], sources: dict, cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker) -> list[dict]:
     """Train `specs` in order on every rank of the worker group. sources[spec.dataset] is the stream
-    the run trains on (raysweep.data.plans.StreamSource: each rank reads its own rows). Returns one
+    the run trains on (raysweep.data.streams.StreamSource: each rank reads its own rows). Returns one
     result per spec (its node key, and its result, or `diverged`/`blocked`)."""
     results, states, diverged = [], {}, set()
     for spec in specs:

@@ -18,7 +18,7 @@ class LoopConfig:
     vocab_size: int
     seq_len: int
     eval_tokens: int  # held-out tokens per set per evaluation
-    eval_sources: dict  # role ("pre", "post", "ft") -> held-out stream (raysweep.data.plans.StreamSource)
+    eval_sources: dict  # role ("pre", "post", "ft") -> held-out stream (raysweep.data.streams.StreamSource)
     tokenizer_id: str
     compile: bool = False  # torch.compile the training step (model.compile)
     threads: int = 1  # torch threads per worker (its CPU reservation)
@@ -48,10 +48,10 @@ class Worker:
 
 def load_eval_sets(cfg: LoopConfig) -> dict:
     """The held-out sets every run evaluates on (role -> (blocks, block_len) int64 tensor): all of a
-    set's blocks, or a seeded sample of them up to `eval_tokens` tokens (raysweep.data.plans.sample_blocks)."""
+    set's blocks, or a seeded sample of them up to `eval_tokens` tokens (raysweep.data.streams.sample_blocks)."""
     import torch
 
-    from raysweep.data.plans import sample_blocks
+    from raysweep.data.streams import sample_blocks
 
     # local_plan: a worker that does not share the driver's disk fetches the published plan, as for training rows
     return {name: torch.from_numpy(sample_blocks(src.local_plan(), cfg.eval_tokens)) for name, src in cfg.eval_sources.items()}

@@ -73,7 +73,7 @@ def evaluate(model, sets: dict[str, torch.Tensor], device, rank: int, world: int
 
 
 def batches(rows, device, start: int = 0) -> Iterator[torch.Tensor]:
-    """This rank's batches from step `start` on: `rows.batch(step)` (raysweep.data.plans.StreamRows)
+    """This rank's batches from step `start` on: `rows.batch(step)` (raysweep.data.streams.StreamRows)
     says which rows a step trains on, so a resumed run starts at its step directly."""
     step = start
     while True:

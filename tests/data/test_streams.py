@@ -8,7 +8,7 @@ import pytest
 
 from raysweep.data.blocks import rank_rows, reference_blocks
 from raysweep.data.mixing import mix_share, replay_tokens, seeded_order, take_budget
-from raysweep.data.plans import StreamReader, StreamRows, build_plan, read_blocks
+from raysweep.data.streams import StreamReader, StreamRows, build_plan, read_blocks
 from raysweep.keys import derive_seed
 from raysweep.presets import PRESETS
 from tests.helpers import token_view
@@ -189,7 +189,7 @@ def test_a_worker_without_the_drivers_disk_fetches_a_published_plan_once(tmp_pat
     """With an object-store node store, the data cache is published beside the nodes; a machine that
     cannot see the driver's files fetches the plan and the shards it reads into its own cache."""
     from raysweep.data.mirror import publish
-    from raysweep.data.plans import StreamSource, source_of
+    from raysweep.data.streams import StreamSource, source_of
 
     stream = _random_stream(tmp_path)
     mirror = (tmp_path / "bucket" / "data").as_uri()
@@ -238,7 +238,7 @@ def test_published_data_is_checked_by_sha256_on_fetch_and_a_flipped_bit_is_never
     (twice the same wrong bytes) stops the fetch, and the local copy is never completed."""
     from raysweep import storage
     from raysweep.data.mirror import CorruptData, publish
-    from raysweep.data.plans import StreamSource, source_of
+    from raysweep.data.streams import StreamSource, source_of
     from tests.helpers import s3_uri
 
     stream = _random_stream(tmp_path)
@@ -301,7 +301,7 @@ def test_a_first_pass_batch_mixes_documents_from_across_the_stream(tmp_path):
 
 
 def test_a_held_out_set_is_a_seeded_sample_from_across_it_or_all_of_it(tmp_path):
-    from raysweep.data.plans import sample_blocks
+    from raysweep.data.streams import sample_blocks
 
     stream = _random_stream(tmp_path)
     whole = read_blocks(stream)

@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from raysweep.config import load_study
-from raysweep.data.plans import StreamSource
+from raysweep.data.streams import StreamSource
 from raysweep.nodes import node_done
 from raysweep.study import run_study
 from raysweep.sweep.slots import worker_setup

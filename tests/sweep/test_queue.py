@@ -80,13 +80,13 @@ def test_no_item_is_lost_held_twice_or_started_before_its_arm(script, retries):
     items = list(q.needs)
 
     def step(slot: int, action: str) -> None:
-        held = q.leases.get(slot)
+        held = q.holding.get(slot)
         if held is None:
             got = q.take(slot)
             if got not in (None, WAIT):
                 need = q.needs[got]
                 assert need is None or q.settled.get(need) == "done"
-                assert list(q.leases.values()).count(got) == 1
+                assert list(q.holding.values()).count(got) == 1
         elif action == "fail":
             q.fail(slot, "boom")
         else:
@@ -108,15 +108,15 @@ def test_a_slot_that_failed_for_good_gives_its_item_back(ray_local):
     are closed, so a slot waiting for that arm is not left waiting forever."""
     from types import SimpleNamespace
 
-    from raysweep.sweep.slots import release_on_error
+    from raysweep.sweep.slots import give_back_on_error
 
     queue = ray_local.remote(num_cpus=0)(WorkQueue).remote([A0, S1], {S1: A0}, 1)
     assert ray_local.get(queue.take.remote(0)) == A0
     assert ray_local.get(queue.take.remote(1)) == WAIT  # slot 1 waits for arm 0
     abandoned = []
-    callback = release_on_error(queue, SimpleNamespace(abandon=lambda item, since, error: abandoned.append((item, error))))
+    callback = give_back_on_error(queue, SimpleNamespace(abandon=lambda item, since, error: abandoned.append((item, error))))
     callback.on_trial_error(0, [], SimpleNamespace(config={"slot": (0, ("arm", "subtree"))}, get_error=lambda: "process died"))
-    assert abandoned == [(A0, "its worker slot failed: process died")] and ray_local.get(queue.lease.remote(0)) is None
+    assert abandoned == [(A0, "its worker slot failed: process died")] and ray_local.get(queue.held_by.remote(0)) is None
     assert ray_local.get(queue.take.remote(1)) == A0  # the waiting slot trains the arm (second attempt)
     assert ray_local.get(queue.events_since.remote(0))[0][1:] == ("retry", A0, "its worker slot failed: process died")
     ray_local.kill(queue)

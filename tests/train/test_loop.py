@@ -14,7 +14,7 @@ import torch
 
 from bench.arrays import ArraySource
 from raysweep.data.mixing import Selection
-from raysweep.data.plans import StreamSource, build_plan
+from raysweep.data.streams import StreamSource, build_plan
 from raysweep.presets import PRESETS
 from raysweep.spec import Diverged, RunSpec
 from raysweep.train.chain import train_chain

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import torch
 
-from raysweep.data.plans import StreamSource
+from raysweep.data.streams import StreamSource
 from raysweep.nodes import load_weights, node_done, save_node
 from raysweep.train.chain import train_chain
 from raysweep.train.context import LoopConfig, Worker, load_eval_sets
