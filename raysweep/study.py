@@ -260,28 +260,39 @@ def report_interrupted(study: Study, tracker, study_run: str | None, stop: Keybo
         kept = f"{len(settled)} of {len(nodes)} runs of the tree are finished and kept"
     else:
         kept = "before the tree started training (prepared data is kept)"
-    killed = tracker.guard("closing the interrupted runs", tracker.kill_running, settled) or 0
-    if study_run is not None:
-        tracker.guard("closing the study's MLflow run", tracker.finish, study_run, {}, status="KILLED")
+    killed = close_stopped(tracker, study_run, settled, "KILLED")
     name = signals.received(stop)
-    print("\n" + "=" * 78)
-    print(f"raysweep study {study.name!r}: interrupted by {name} after {seconds:.0f}s; {kept}.")
-    print("  run the same command to resume: finished runs are not trained again, and a run stopped")
-    print("  mid-way continues from its last progress checkpoint")
-    print(
-        f"MLflow:      {tracker.tracking_uri}" + (f" ({killed} unfinished run{'s' if killed != 1 else ''} marked KILLED)" if killed else "")
+    boxed(
+        f"raysweep study {study.name!r}: interrupted by {name} after {seconds:.0f}s; {kept}.",
+        "  run the same command to resume: finished runs are not trained again, and a run stopped",
+        "  mid-way continues from its last progress checkpoint",
+        f"MLflow:      {tracker.tracking_uri}"
+        + (f" ({killed} unfinished run{'s' if killed != 1 else ''} marked KILLED)" if killed else ""),
     )
+    return stopped_summary(tracker, seconds, interrupted=name, finished=len(settled))
+
+
+def boxed(*lines: str) -> None:
+    """The end-of-study lines, between two rules."""
+    print("\n" + "=" * 78)
+    for line in lines:
+        print(line)
     print("=" * 78)
-    return {
-        "rows": [],
-        "failures": [],
-        "diverged": [],
-        "interrupted": name,
-        "finished": len(settled),
-        "tracking_uri": tracker.tracking_uri,
-        "tracking_online": tracker.online,
-        "seconds": seconds,
-    }
+
+
+def close_stopped(tracker, study_run: str | None, settled: set, status: str) -> int:
+    """What a stopped study leaves open in MLflow, closed: its unfinished runs KILLED (the nodes in
+    `settled` are not), the study's own run `status`. Returns how many runs were killed."""
+    killed = tracker.guard("closing the unfinished runs", tracker.kill_running, settled) or 0
+    if study_run is not None:
+        tracker.guard("closing the study's MLflow run", tracker.finish, study_run, {}, status=status)
+    return killed
+
+
+def stopped_summary(tracker, seconds: float, **what) -> dict:
+    """What run_study returns for a study stopped before its report (interrupted, or a full disk)."""
+    summary = {"rows": [], "failures": [], "diverged": [], "interrupted": None, **what}
+    return {**summary, "tracking_uri": tracker.tracking_uri, "tracking_online": tracker.online, "seconds": seconds}
 
 
 def report_disk_full(study: Study, tracker, study_run: str | None, error: OSError, seconds: float) -> dict:
@@ -291,27 +302,14 @@ def report_disk_full(study: Study, tracker, study_run: str | None, error: OSErro
     stop_own_ray()
     if not isinstance(error, storage.DiskFull):
         error = storage.disk_full(getattr(error, "filename", None) or study.out, None, "writing the study's outputs")
-    killed = tracker.guard("closing the unfinished runs", tracker.kill_running, set()) or 0
-    if study_run is not None:
-        tracker.guard("closing the study's MLflow run", tracker.finish, study_run, {}, status="FAILED")
-    print("\n" + "=" * 78)
-    print(f"raysweep study {study.name!r}: stopped after {seconds:.0f}s: {error}")
-    print("  finished runs are kept (a node is written whole or not at all); once there is space, the same")
-    print("  command goes on from there and writes the report")
-    print(
-        f"MLflow:      {tracker.tracking_uri} (the study's run marked FAILED" + (f", {killed} unfinished runs KILLED)" if killed else ")")
+    killed = close_stopped(tracker, study_run, set(), "FAILED")
+    boxed(
+        f"raysweep study {study.name!r}: stopped after {seconds:.0f}s: {error}",
+        "  finished runs are kept (a node is written whole or not at all); once there is space, the same",
+        "  command goes on from there and writes the report",
+        f"MLflow:      {tracker.tracking_uri} (the study's run marked FAILED" + (f", {killed} unfinished runs KILLED)" if killed else ")"),
     )
-    print("=" * 78)
-    return {
-        "rows": [],
-        "failures": [str(error)],
-        "diverged": [],
-        "interrupted": None,
-        "disk_full": str(error),
-        "tracking_uri": tracker.tracking_uri,
-        "tracking_online": tracker.online,
-        "seconds": seconds,
-    }
+    return stopped_summary(tracker, seconds, failures=[str(error)], disk_full=str(error))
 
 
 def run_study(study: Study, train: bool = True, trainer=None) -> dict:

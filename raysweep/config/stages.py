@@ -57,10 +57,10 @@ class _StageConfig(_Strict):
             raise ValueError(f"must be auto or a positive number of sequences (got {v})")
         return v
 
-    # Every stage read as axes, whether its study sweeps them or holds them fixed.
+    # Every stage read as axes, whether its study sweeps them (a list) or holds them fixed.
     @property
     def lrs(self) -> list[float]:
-        return [self.lr]
+        return self.lr if isinstance(self.lr, list) else [self.lr]
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -129,10 +129,6 @@ class PosttrainConfig(_StageConfig):
     def _lrs(cls, v: list[float]) -> list[float]:
         return _grid(v, 1e-12, 10.0, "learning rate")
 
-    @property
-    def lrs(self) -> list[float]:
-        return self.lr
-
     @field_validator("dropout")
     @classmethod
     def _dropouts(cls, v: list[float]) -> list[float]:
@@ -186,7 +182,3 @@ class FinetuneConfig(_StageConfig):
     @classmethod
     def _lrs(cls, v: list[float]) -> list[float]:
         return _grid(v, 1e-12, 10.0, "learning rate")
-
-    @property
-    def lrs(self) -> list[float]:
-        return self.lr

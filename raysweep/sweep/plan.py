@@ -101,6 +101,20 @@ def operational(cfg) -> dict:
     }
 
 
+def node_spec(study: Study, stage: str, key: str, cfg, hyper: dict, **fields) -> RunSpec:
+    """A node's RunSpec: its folder in the node store (from its stage and key), its stage's
+    evaluation period and operational settings, its hyperparameters, and the node's own `fields`."""
+    return RunSpec(
+        stage=stage,
+        node_key=key,
+        node_dir=storage.join(study.checkpoints, stage, key),
+        eval_every=cfg.eval_every,
+        **operational(cfg),
+        **hyper,
+        **fields,
+    )
+
+
 def plan_arm(study: Study, data, mix: float) -> Node:
     """The stage-1 node of one mixing fraction: one pass over its stream at most."""
     p1, mid = study.pretrain, model_id(study, data)
@@ -114,20 +128,19 @@ def plan_arm(study: Study, data, mix: float) -> Node:
         "batch_size": p1.batch_size,
     }
     key = node_key("pretrain", mid, hyper, stream.stats, study.seed, {"protocol": TRAINING_PROTOCOL})
-    spec = RunSpec(
-        stage="pretrain",
+    spec = node_spec(
+        study,
+        "pretrain",
+        key,
+        p1,
+        hyper,
         label=f"pretrain λ={mix:g}",
-        node_key=key,
-        node_dir=storage.join(study.checkpoints, "pretrain", key),
         dataset="train",
         max_steps=steps,
-        eval_every=p1.eval_every,
         monitor=["pre", "post"],
         # paired arms: every λ starts from the same weights, so the λ comparison is not also an init comparison
         seed=derive_seed(study.seed, "init"),
-        **operational(p1),
         meta={"mix_fraction": mix, "mode": p1.mode, "stream": stream.stats, **mid},
-        **hyper,
     )
     params = {"mix_fraction": mix, "mode": p1.mode, "steps": steps, **hyper, "data": stream_params(stream)}
     return Node(spec, f"pretrain/mix={mix:g}", None, params, {MIX_FRACTION: mix, METHOD: method_of(mix)}, stream)
@@ -155,22 +168,21 @@ def plan_posttrain(study: Study, data, arm: Node, cfg: Stage2Config) -> Node:
     used = ((f"replay={cfg.replay:g}", cfg.replay), ("lora", lora), (f"batch={cfg.batch_size}", len(p2.batch_sizes) > 1))
     extras = [part for part, on in used if on]
     path = "/".join([f"mix={mix:g}/lr={cfg.lr:g}/dropout={cfg.dropout:g}", *extras])
-    spec = RunSpec(
-        stage="posttrain",
+    spec = node_spec(
+        study,
+        "posttrain",
+        key,
+        p2,
+        hyper,
         label=" ".join([f"posttrain λ={mix:g} lr={cfg.lr:g} drop={cfg.dropout:g}", *extras]),
-        node_key=key,
-        node_dir=storage.join(study.checkpoints, "posttrain", key),
         dataset="train",
         max_steps=steps,
-        eval_every=p2.eval_every,
         monitor=["post"],
         seed=derive_seed(study.seed, "posttrain", path),
         init_from=arm.spec.node_dir,
         early_stop_on="post",
         patience=p2.patience,
-        **operational(p2),
         meta={"mix_fraction": mix, "replay": cfg.replay, "parent": arm.spec.node_key, "stream": stream.stats, **mid},
-        **hyper,
     )
     params = {
         "mix_fraction": mix,
@@ -192,21 +204,20 @@ def plan_finetune(study: Study, data, post: Node, cfg: Stage2Config, lr: float) 
     hyper = {"lr": lr, "min_lr": p3.min_lr, "warmup_steps": p3.warmup_steps, "weight_decay": p3.weight_decay, "batch_size": p3.batch_size}
     key = node_key("finetune", post.spec.node_key, hyper, data.finetune.stats, p3.tokens, study.seed)
     path = f"{post.name.removeprefix('posttrain/')}/ft_lr={lr:g}"
-    spec = RunSpec(
-        stage="finetune",
+    spec = node_spec(
+        study,
+        "finetune",
+        key,
+        p3,
+        hyper,
         label=f"finetune {post.spec.label.removeprefix('posttrain ')} ft_lr={lr:g}",
-        node_key=key,
-        node_dir=storage.join(study.checkpoints, "finetune", key),
         dataset="ft",
         max_steps=steps_for(p3.tokens, p3.batch_size, study.model.seq_len),
-        eval_every=p3.eval_every,
         monitor=["ft"],
         seed=derive_seed(study.seed, "finetune", path),
         init_from=post.spec.node_dir,
-        **operational(p3),
         keep_weights=p3.keep_weights,
         meta={"mix_fraction": mix, "replay": cfg.replay, "parent": post.spec.node_key, "stream": data.finetune.stats, **mid},
-        **hyper,
     )
     params = {
         "mix_fraction": mix,
