@@ -288,9 +288,12 @@ def report_figures(rows: list[dict]) -> list:
     return figs
 
 
-def write_report(rows: list[dict], path: Path, title: str = "raysweep study", failures: list[str] = (), plotlyjs: str = "inline") -> Path:
+def write_report(
+    rows: list[dict], path: Path, title: str = "raysweep study", failures: list[str] = (), plotlyjs: str = "inline", search: str = ""
+) -> Path:
     """The report page. plotlyjs "inline" embeds plotly.js once (≈3.5 MB, opens offline); "cdn" links
-    it (a few kB, for pages kept in git such as docs/figures/; needs a network to view)."""
+    it (a few kB, for pages kept in git such as docs/figures/; needs a network to view). `search`:
+    what a stage-2 search decided (analysis.halving), shown before the runs."""
     embed = True if plotlyjs == "inline" else "cdn"
     figs = [f.to_html(full_html=False, include_plotlyjs=(embed if i == 0 else False)) for i, f in enumerate(report_figures(rows))]
     page = f"""<!doctype html>
@@ -308,6 +311,7 @@ table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;pa
 <h2>Comparison</h2><pre>{html.escape(comparison_table(rows))}
 {html.escape(hypervolume_table(rows))}</pre>
 <h2>All three losses at once</h2><pre>{html.escape(pareto_3d_table(rows))}</pre>
+{f"<h2>Search</h2><pre>{html.escape(search)}</pre>" if search else ""}
 {_failures_html(failures)}<h2>All runs</h2>{runs_table_html(rows)}
 </body></html>"""
     # a temporary file renamed into place: a full disk leaves no half-written report behind

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from raysweep.spec import finetune_losses, losses_by_role
-from raysweep.tags import METHOD, STAGE
+from raysweep.tags import METHOD, PROBE, STAGE
 
 # The runs table's columns: one row per fine-tuned checkpoint θ_ft.
 CONFIG = ("mode", "post_tokens", "mix_fraction", "posttrain_lr", "dropout", "replay", "finetune_lr", "seed")
@@ -41,6 +41,8 @@ def rows_from_mlflow(tracking_uri: str, experiment: str) -> list[dict]:
     for r in runs:
         m, p, t = r.data.metrics, r.data.params, r.data.tags
         if t.get(STAGE) != "finetune" or r.info.status != "FINISHED" or not {"L_ft", "L_ret", "L_pre"} <= set(m):
+            continue
+        if PROBE in t:  # halving's probes informed the search; they are no stage-3 run of the study
             continue
         parent = by_id.get(t.get("mlflow.parentRunId"))
         config = {k: p.get(k) for k in CONFIG} | {"finetune_lr": p["lr"]}

@@ -27,6 +27,8 @@ NAMESPACES = {
     "linear-pretrain": "the linear theory backend's arms",
     "linear-posttrain": "its stage-2 nodes",
     "linear-finetune": "its stage-3 nodes",
+    "rung": "halving's rungs: the first steps of a stage-2 run, stored as a node (raysweep.sweep.halving)",
+    "probe": "halving's probes: short stage-3 runs from a rung; also their seeds",
     # seeds only
     "order": "each corpus's seeded document order (shares are prefixes of it)",
     "optuna": "the stage-2 search's sampler per mixing fraction",

@@ -227,35 +227,38 @@ def save_progress(
     each rank's RNG. Each file is written atomically, so a kill never leaves half a file."""
     import torch
 
-    folder = progress_dir(spec.node_dir)
+    key, node_dir = spec.progress_node  # a rung's are its run's (raysweep.spec.RunSpec.rung_of)
+    folder = progress_dir(node_dir)
     files = {f"rng{rank}.pt": {"step": counters["step"], "rng": torch.get_rng_state()}}
     if rank == 0:
-        files["state.pt"] = {"node_key": spec.node_key, "model": model_state, "opt": opt_state, "best_state": best_state or {}, **counters}
+        files["state.pt"] = {"node_key": key, "model": model_state, "opt": opt_state, "best_state": best_state or {}, **counters}
     for name, blob in files.items():
         try:
             with storage.atomic_file(folder / name) as tmp:
                 torch.save(blob, tmp)
         except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError from its writer
             raise write_error(spec, "progress checkpoint", folder, e, "the last complete checkpoint is kept", tensor_bytes(blob)) from e
-    if storage.is_remote(spec.node_dir) and uploader is not None:  # in the background: training goes on
+    if storage.is_remote(node_dir) and uploader is not None:  # in the background: training goes on
         uploader.submit(
-            storage.upload_files, folder, storage.with_suffix(spec.node_dir, ".resume"), sorted(files, key=lambda n: n == "state.pt")
+            storage.upload_files, folder, storage.with_suffix(node_dir, ".resume"), sorted(files, key=lambda n: n == "state.pt")
         )
 
 
 def load_progress(spec: RunSpec, rank: int) -> dict | None:
-    """The progress an interrupted attempt of this node saved (with this rank's RNG), or None."""
+    """The progress an interrupted attempt of this node saved (with this rank's RNG), or None. A
+    rung reads its run's, and none from beyond its own last step (that rung is then made again)."""
     import torch
 
-    folder = progress_dir(spec.node_dir)
-    if storage.is_remote(spec.node_dir) and not (folder / "state.pt").exists():
-        remote = storage.with_suffix(spec.node_dir, ".resume")
+    key, node_dir = spec.progress_node
+    folder = progress_dir(node_dir)
+    if storage.is_remote(node_dir) and not (folder / "state.pt").exists():
+        remote = storage.with_suffix(node_dir, ".resume")
         for name in ("state.pt", f"rng{rank}.pt"):  # each rank fetches what it reads
             storage.download_file(storage.join(remote, name), folder / name)
     if not (folder / "state.pt").exists():
         return None
     state = torch.load(folder / "state.pt", weights_only=True)  # tensors and numbers only: never unpickles code
-    if state.get("node_key") != spec.node_key:
+    if state.get("node_key") != key or (spec.stop_at is not None and state["step"] > spec.stop_at):
         return None
     rng = folder / f"rng{rank}.pt"
     own = torch.load(rng, weights_only=True) if rng.exists() else None
@@ -264,7 +267,10 @@ def load_progress(spec: RunSpec, rank: int) -> dict | None:
 
 
 def finish_progress(spec: RunSpec, uploader=None) -> None:
-    """A finished node has nothing to resume: its progress checkpoint goes (remote copy included)."""
+    """A finished node has nothing to resume: its progress checkpoint goes (remote copy included).
+    A rung's stays: the next rung, or the run itself, continues from it."""
+    if spec.rung_of is not None:
+        return
     shutil.rmtree(progress_dir(spec.node_dir), ignore_errors=True)
     if storage.is_remote(spec.node_dir) and uploader is not None:
         uploader.submit(storage.delete, storage.with_suffix(spec.node_dir, ".resume"))

@@ -6,7 +6,7 @@ MLflow sync), so none of those has to import another to agree on what a run is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -51,7 +51,29 @@ class RunSpec:
     micro_batch_size: int | str = "auto"
     activation_checkpointing: bool = False
     memory_gb: float | None = None
+    # A rung (raysweep.sweep.halving): the first `stop_at` steps of the run `rung_of` names
+    # ({node_key, node_dir, label}), stored as a node of its own (its weights: what probes start
+    # from). Its progress checkpoints are that run's, so the next rung, and the run itself,
+    # continue from where it stopped: a rung is a prefix of the run, never trained twice.
+    stop_at: int | None = None
+    rung_of: dict | None = None
     meta: dict = field(default_factory=dict)  # config and lineage to keep with the checkpoint
+
+    @property
+    def progress_node(self) -> tuple[str, str]:
+        """(key, folder) of the run whose progress checkpoints this one reads and writes."""
+        return (self.rung_of["node_key"], self.rung_of["node_dir"]) if self.rung_of else (self.node_key, self.node_dir)
+
+    def stops_at_rung(self, steps: int, stopped_early: bool) -> bool:
+        """Whether a run that trained `steps` steps ended at its rung, to be continued (not finished)."""
+        return self.stop_at is not None and steps == self.stop_at < self.max_steps and not stopped_early
+
+    def run_itself(self) -> RunSpec:
+        """The run a rung is a prefix of (itself when it is no rung)."""
+        if self.rung_of is None:
+            return self
+        meta = {k: v for k, v in self.meta.items() if k != "rung"}
+        return replace(self, **self.rung_of, stop_at=None, rung_of=None, run_id=None, meta=meta)
 
 
 class Diverged(FloatingPointError):

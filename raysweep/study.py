@@ -156,6 +156,8 @@ def train_language_models(study: Study, tracker, study_run, train: bool, trainer
     t_data = time.perf_counter()
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, write_data_summary(data, study.out / "data.json"))
     tree = train_tree(study, data, tracker, study_run, trainer if train else None)
+    if tree.halving is not None:
+        tracker.guard("logging an artifact", tracker.log_artifact, study_run, study.out / "halving.json")
     if tree.search is not None:
         tracker.guard("logging an artifact", tracker.log_artifact, study_run, study.out / "search.json")
         if study_run is not None:  # the proposals depend on the sampler's code too: say which made them
@@ -188,12 +190,15 @@ def train_linear(study: Study, tracker, study_run) -> tuple:
 
 def write_outputs(study: Study, rows: list[dict], tree, tracker, study_run) -> tuple[Path, str]:
     """The report, the frontier tables and the CSVs, each also an artifact of the study's run."""
+    from analysis.halving import halving_table
     from analysis.report import comparison_table, frontier_tables, hypervolume_table, lambda_table, write_csvs, write_report, write_whole
 
     out = study.out
-    report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}", failures=tree.failures + tree.diverged)
+    search = halving_table(getattr(tree, "halving", None) or [])
+    failures = tree.failures + tree.diverged
+    report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}", failures=failures, search=search)
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, report)
-    tables = frontier_tables(rows) + lambda_table(rows) + comparison_table(rows) + hypervolume_table(rows)
+    tables = frontier_tables(rows) + lambda_table(rows) + comparison_table(rows) + hypervolume_table(rows) + search
     write_whole(out / "frontiers.txt", tables, "writing the frontier tables")
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, out / "frontiers.txt")
     for path in write_csvs(rows, out / "tables"):

@@ -16,3 +16,4 @@ FINAL_STEP = "raysweep.final_step"  # the step of those final metrics: +1 each t
 FINISHES = "raysweep.finishes"  # on the study run: how many summary points it has (see tracking.finish_study)
 OUTCOME = "raysweep.outcome"  # on runs that did not finish normally: diverged | blocked | failed | interrupted
 SAMPLER = "raysweep.sampler"  # on the study run of an Optuna search: the Optuna version and TPE's options
+PROBE = "raysweep.probe"  # halving's rung and probe runs ("rung <k>"): they inform the search, off the frontier tables

@@ -21,6 +21,7 @@ def cross_checks(study: Study) -> None:
         check_linear(study)
         return  # token budgets, batches and workers do not apply to it
     check_shared_resources(study)
+    check_halving(study)
     check_compute_matched(study)
     check_batches(study)
     from raysweep.memory import memory_problem
@@ -86,3 +87,12 @@ def check_batches(study: Study) -> None:
                     f"{stage}.micro_batch_size ({cfg.micro_batch_size}) must divide each worker's share of the batch "
                     f"({stage}.batch_size {batch} / {cfg.resources.workers} workers = {share}); or use auto"
                 )
+
+
+def check_halving(study: Study) -> None:
+    """Halving continues each stage-2 run from its rung's progress checkpoint."""
+    if study.posttrain.search == "halving" and not study.posttrain.checkpoint_every:
+        raise ValueError(
+            "posttrain.checkpoint_every: search halving continues each stage-2 run from its last rung's progress "
+            "checkpoint; set it above 0 (the rungs add their own checkpoints)"
+        )

@@ -112,9 +112,22 @@ class PosttrainConfig(_StageConfig):
     patience: int = Field(3, ge=1, description="evaluations without improvement before early stopping")
     min_lr: float = Field(1e-4, ge=0, description="floor of the cosine decay")
     eval_every: int = Field(10, gt=0, description="optimizer steps between held-out evaluations")
-    search: Literal["grid", "optuna"] = Field(
+    search: Literal["grid", "optuna", "halving"] = Field(
         "grid",
-        description="grid: every combination of the axes (the paper); optuna: `trials` configurations per λ chosen by Optuna from the stage-3 children's (L_ret, L_ft), lr log-uniform between the smallest and largest of `lr`, the other axes picked from their lists (raysweep/sweep/search.py)",
+        description="grid: every combination of the axes (the paper); optuna: `trials` configurations per λ chosen by Optuna from the stage-3 children's (L_ret, L_ft), lr log-uniform between the smallest and largest of `lr`, the other axes picked from their lists (raysweep/sweep/search.py); halving: the grid, pruned per method at each of `rungs` from short stage-3 probes, the best 1/eta going on (raysweep/sweep/halving.py)",
+    )
+    rungs: list[float] = Field(
+        [1 / 9, 1 / 3, 1.0],
+        description="search: halving: the shares of each stage-2 run's step budget at which its configurations are compared and pruned, rising, the last 1 (the end)",
+    )
+    eta: int = Field(
+        3, ge=2, le=1000, description="search: halving: at each rung, the best ceil(n / eta) configurations of each method go on"
+    )
+    probe_share: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="search: halving: a probe's share of a stage-3 run's token budget (one probe per stage-3 lr at each rung)",
     )
     trials: int = Field(8, ge=1, le=100_000, description="search: optuna: stage-2 configurations per λ")
     optuna_batch: int = Field(
@@ -133,6 +146,13 @@ class PosttrainConfig(_StageConfig):
     @classmethod
     def _dropouts(cls, v: list[float]) -> list[float]:
         return _grid(v, 0.0, 1.0, "dropout", hi_open=True)
+
+    @field_validator("rungs")
+    @classmethod
+    def _rungs(cls, v: list[float]) -> list[float]:
+        if not v or v[-1] != 1.0 or any(not 0 < a < b for a, b in zip(v, v[1:])) or v[0] <= 0:
+            raise ValueError(f"rung shares must rise strictly within (0, 1] and end at 1 (the run's end), got {v}")
+        return v
 
     @field_validator("batch_size")
     @classmethod

@@ -131,7 +131,10 @@ class Study(_Strict):
             doc["model"].pop("kind")
         for k in [k for k, v in doc["model"].items() if v is None]:  # shape fields left to the preset
             doc["model"].pop(k)
-        if self.posttrain.search == "grid":
-            for key in ("search", "trials", "optuna_batch"):
+        # the search's own keys count only where the search is theirs (older studies keep their hash)
+        search = self.posttrain.search
+        own = {"grid": (), "optuna": ("search", "trials", "optuna_batch"), "halving": ("search", "rungs", "eta", "probe_share")}[search]
+        for key in ("search", "trials", "optuna_batch", "rungs", "eta", "probe_share"):
+            if key not in own:
                 doc["posttrain"].pop(key)
         return json_key(doc)

@@ -148,13 +148,7 @@ def run_search(study: Study, data, train_nodes: Callable):
         if total is None:
             total = result
         else:
-            total.subtrees = [*total.subtrees, *round_subtrees]
-            total.seconds += result.seconds
-            total.failures += result.failures
-            total.diverged += [d for d in result.diverged if d not in total.diverged]  # an arm's line comes once per round
-            for k, v in result.trained.items():
-                total.trained[k] += v
-            total.finished_elsewhere += result.finished_elsewhere
+            total.absorb(result).subtrees = [*total.subtrees, *round_subtrees]
         by_trial = {(n2.params["mix_fraction"], n2.params["optuna_trial"]): children for n2, children in round_subtrees}
         told = []
         for cfg in configs:

@@ -25,7 +25,7 @@ from raysweep.sweep.queue import Item
 from raysweep.sweep.slots import SlotContext, run_slots, subtree_slots
 from raysweep.sweep.sync import sync_tree
 from raysweep.sweep.work import Work, split_tail
-from raysweep.tags import METHOD
+from raysweep.tags import METHOD, PROBE
 from raysweep.train.context import LoopConfig
 from raysweep.train.trainer import Trainer
 
@@ -52,18 +52,39 @@ class TreeResult:
     diverged: list[str] = field(default_factory=list)  # one line per diverged node (an outcome)
     seconds: float = 0.0
     search: list[dict] | None = None  # the Optuna search's log (posttrain.search: optuna)
+    halving: list[dict] | None = None  # every rung's decisions (posttrain.search: halving)
+
+    def absorb(self, other: TreeResult) -> TreeResult:
+        """Another tree run of the same search (a round, a rung) counted into this one."""
+        self.seconds += other.seconds
+        self.failures += other.failures
+        self.diverged += [d for d in other.diverged if d not in self.diverged]  # an arm's line comes once per round
+        for k, v in other.trained.items():
+            self.trained[k] = self.trained.get(k, 0) + v
+        self.finished_elsewhere += other.finished_elsewhere
+        return self
 
 
 def train_tree(study: Study, data, tracker, study_run: str | None, trainer: Trainer | None) -> TreeResult:
     """Train every node not yet finished. With `posttrain.search: optuna` the stage-2 configurations
-    come from raysweep.sweep.search, round by round. `trainer` trains each chain of runs
+    come from raysweep.sweep.search, round by round; with `halving`, rung by rung from
+    raysweep.sweep.halving. `trainer` trains each chain of runs
     (raysweep.train.trainer); None trains nothing: it checks the node store and syncs MLflow from it
     (--sync-mlflow)."""
-    if study.posttrain.search == "optuna":
+    if study.posttrain.search in ("optuna", "halving"):
+        from raysweep.sweep.halving import run_halving
         from raysweep.sweep.search import run_search
 
-        return run_search(study, data, lambda arms, subtrees: train_nodes(study, data, tracker, study_run, arms, subtrees, trainer))
+        search = run_search if study.posttrain.search == "optuna" else run_halving
+        return search(study, data, lambda arms, subtrees: train_nodes(study, data, tracker, study_run, arms, subtrees, trainer))
     return train_nodes(study, data, tracker, study_run, *plan(study, data), trainer=trainer)
+
+
+def kind_of(node: Node) -> str:
+    """What a node counts as in a tree run's summary: its stage, or halving's rung or probe."""
+    if node.spec.rung_of is not None:
+        return "rung"
+    return "probe" if PROBE in node.tags else node.spec.stage
 
 
 def verified_done(arms: list[Node], subtrees: list[Subtree]) -> set[str]:
@@ -164,7 +185,7 @@ def train_nodes(
     for m in all_nodes(arms, subtrees):
         done = node_done(m.spec.node_dir) if m.spec.node_key not in before else None
         if done is not None and done.get("trained_by") in (None, "", me):  # older nodes name no trainer
-            result.trained[m.spec.stage] += 1
+            result.trained[kind_of(m)] = result.trained.get(kind_of(m), 0) + 1
         elif done is not None:
             result.finished_elsewhere += 1
     # MLflow is a view of the node store: whatever an outage or a killed worker kept from it is written now

@@ -49,6 +49,11 @@ def train_chain(specs: list[RunSpec], sources: dict, cfg: LoopConfig, eval_sets:
         result["rank"] = worker.rank
         if worker.rank == 0:
             save_node(spec, state, result, cfg.tokenizer_id, worker.uploader, points, trained_by=cfg.trained_by)
+            if spec.rung_of is not None and not spec.stops_at_rung(result["steps"], result["stopped_early"]):
+                # it finished before its rung (early stopping): the run itself is done, as the grid's
+                itself = spec.run_itself()
+                save_node(itself, state, result, cfg.tokenizer_id, worker.uploader, points, trained_by=cfg.trained_by)
+                finish_progress(itself, worker.uploader)
             finish_progress(spec, worker.uploader)
         states[spec.node_dir] = state
         results.append({"node_key": spec.node_key, **result})

@@ -126,7 +126,9 @@ def resume(spec: RunSpec, m: Model, log, worker: Worker) -> RunProgress:
     p.resumed_from = p.step  # the data position is the step: the same batches follow as in an uninterrupted run
     if worker.rank == 0:
         print(
-            f"[{spec.label}] resumed at step {p.step}/{spec.max_steps} from {progress_dir(spec.node_dir)}", file=sys.__stdout__, flush=True
+            f"[{spec.label}] resumed at step {p.step}/{spec.max_steps} from {progress_dir(spec.progress_node[1])}",
+            file=sys.__stdout__,
+            flush=True,
         )
     return p
 
@@ -168,7 +170,8 @@ def train_steps(spec: RunSpec, m: Model, p: RunProgress, it, cfg: LoopConfig, mo
     """The step loop, from p.step to the step budget or an early stop."""
     p.t_train = time.perf_counter()
     m.model.train()
-    while p.step < spec.max_steps:
+    end = min(spec.stop_at or spec.max_steps, spec.max_steps)  # a rung ends a run early, to be continued
+    while p.step < end:
         t_wait = time.perf_counter()
         x = next(it)
         p.data_wait += time.perf_counter() - t_wait
@@ -204,7 +207,8 @@ def train_steps(spec: RunSpec, m: Model, p: RunProgress, it, cfg: LoopConfig, mo
                 break
         else:
             log.progress(p.step, p.train_loss)
-        if spec.checkpoint_every and p.step % spec.checkpoint_every == 0 and p.step < spec.max_steps:
+        periodic = spec.checkpoint_every and p.step % spec.checkpoint_every == 0
+        if p.step < spec.max_steps and (periodic or p.step == spec.stop_at):  # at a rung: the next one continues from here
             checkpoint(spec, p, m, log, worker)
         each(cfg.callbacks, "on_step_end", spec, p.step, worker)
 
@@ -220,7 +224,9 @@ def finish(spec: RunSpec, m: Model, p: RunProgress, cfg: LoopConfig, eval_sets: 
         m.raw.load_state_dict(p.best_state)  # θ_post is the best checkpoint, not the last
     final = evaluate(m.model, eval_sets, worker.device, worker.rank, worker.world, m.eval_batch)
     raw = m.raw.merge_and_unload() if spec.lora else m.raw  # θ_post = base + the adapters' product: a plain model for stage 3
-    log.metrics(p.step, {f"final_{k}": v for k, v in final.items()})
+    rung = spec.stops_at_rung(p.step, p.stopped_early)
+    if not rung:  # a rung's losses are its snapshot's, not the run's final ones
+        log.metrics(p.step, {f"final_{k}": v for k, v in final.items()})
     log.close()
     result = {
         "losses": final,

@@ -15,6 +15,7 @@ import torch
 from bench.arrays import ArraySource
 from raysweep.data.mixing import Selection
 from raysweep.data.streams import StreamSource, build_plan
+from raysweep.nodes import load_weights, node_done
 from raysweep.presets import PRESETS
 from raysweep.spec import Diverged, RunSpec
 from raysweep.train.chain import train_chain
@@ -146,3 +147,38 @@ def test_activation_checkpointing_changes_memory_not_results(setup):
             Worker(torch.device("cpu")),
         )
         assert ckpt["losses"] == pytest.approx(plain["losses"], rel=1e-5), dropout
+
+
+def test_rungs_are_prefixes_of_the_run_and_the_run_continues_from_the_last_one_bit_for_bit(setup):
+    """Halving's rungs (RunSpec.stop_at/rung_of): the run trained in three pieces, 0-7, 7-16, 16-30,
+    each rung stored as a node of its own, ends with the uninterrupted run's weights and losses;
+    each rung's snapshot holds the best weights so far; the run's progress is its own throughout."""
+    cfg, rows, evals, tmp = setup
+    worker = Worker(torch.device("cpu"))
+    run = _spec(tmp, node_dir=str(tmp / "whole"), checkpoint_every=100, early_stop_on="post", patience=50)
+    whole = train_chain([run], {"train": rows}, cfg, evals, worker)[0]
+    wanted = load_weights(run.node_dir, "tok")
+    pieces = replace(run, node_dir=str(tmp / "pieces"), node_key="p")
+    rung_of = {"node_key": pieces.node_key, "node_dir": pieces.node_dir, "label": pieces.label}
+    for step in (7, 16):
+        rung = replace(pieces, node_key=f"p@{step}", node_dir=str(tmp / f"pieces.rung{step}"), stop_at=step, rung_of=rung_of)
+        [got] = train_chain([rung], {"train": rows}, cfg, evals, worker)
+        assert got["steps"] == step and node_done(rung.node_dir) and not node_done(pieces.node_dir)
+    [last] = train_chain([pieces], {"train": rows}, cfg, evals, worker)
+    assert last["resumed_from_step"] == 16 and last["losses"] == whole["losses"]
+    assert all(torch.equal(wanted[k], v) for k, v in load_weights(pieces.node_dir, "tok").items())
+    assert not (tmp / "pieces.resume").exists()  # the run finished: its progress is gone, its rungs stay
+    assert node_done(str(tmp / "pieces.rung16"))["result"]["steps"] == 16
+
+
+def test_a_rung_whose_run_stops_early_before_it_finishes_the_run_itself(setup):
+    cfg, rows, evals, tmp = setup
+    run = _spec(
+        tmp, node_dir=str(tmp / "run"), node_key="r", checkpoint_every=100, early_stop_on="post", patience=1, max_steps=200, lr=3e-2
+    )
+    rung_of = {"node_key": run.node_key, "node_dir": run.node_dir, "label": run.label}
+    rung = replace(run, node_key="r@150", node_dir=str(tmp / "run.rung150"), stop_at=150, rung_of=rung_of)
+    [got] = train_chain([rung], {"train": rows}, cfg, evals, Worker(torch.device("cpu")))
+    assert got["stopped_early"] and got["steps"] < 150
+    done = node_done(run.node_dir)
+    assert done["result"]["losses"] == got["losses"] and done["spec"]["node_key"] == "r" and done["spec"]["stop_at"] is None

@@ -1,0 +1,254 @@
+"""Stage-2 search by multi-objective successive halving over the checkpoint tree
+(`posttrain.search: halving`).
+
+The grid trains every stage-2 configuration to the end and fine-tunes each at every stage-3 lr,
+though each method's frontier ends up holding a handful of them. Halving trains the same grid in
+rungs, growing shares of the stage-2 budget (`posttrain.rungs`). At each rung every live
+configuration has trained to the rung's step (or stopped early), and a short probe at every
+stage-3 lr (`posttrain.probe_share` of a stage-3 run's tokens, from the rung's weights) gives it
+(L_ret, L_ft) points. Within each method (mixed and unmixed apart, so each method's frontier is
+estimated with the same care) configurations are ranked by non-dominated sorting of their points,
+ties broken by the hypervolume their points add, and the best ceil(n / η) go on (`posttrain.eta`).
+The survivors then train to the end and get their full stage-3 runs.
+
+A rung is a prefix of its run (raysweep.spec.RunSpec.rung_of): no step is trained twice, and a
+survivor continues from its last rung to the grid's own node for that configuration, same key,
+same losses, with the grid's stage-3 children. Every rung and probe is a node of the store (its
+MLflow run tagged as a probe, off the frontier tables), so a killed search resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import replace
+
+from raysweep import storage
+from raysweep.config import Study
+from raysweep.keys import derive_seed, node_key
+from raysweep.nodes import node_done
+from raysweep.spec import Node, finetune_losses
+from raysweep.sweep.plan import Stage2Config, grid, plan, plan_finetune, plan_posttrain
+from raysweep.tags import METHOD, PROBE
+
+Point = tuple[float, float]  # (L_ret, L_ft)
+
+
+# ----------------------------------------------------------------------------- the arithmetic (pure)
+
+
+def rung_step(max_steps: int, share: float) -> int:
+    """The step a run of `max_steps` stops at for a rung of `share`: at least 1, at most its end
+    (a run that short trains whole at that rung)."""
+    return min(max_steps, max(1, round(share * max_steps)))
+
+
+def probe_steps(steps: int, share: float) -> int:
+    """A probe's steps: `share` of a stage-3 run's, at least one."""
+    return max(1, round(share * steps))
+
+
+def dominates(a: Point, b: Point) -> bool:
+    return a[0] <= b[0] and a[1] <= b[1] and a != b
+
+
+def front_ranks(points: list[Point]) -> list[int]:
+    """Non-dominated sorting: 0 for the points no other point dominates, 1 for those dominated only
+    by rank-0 points, and so on."""
+    ranks, left, r = [0] * len(points), set(range(len(points))), 0
+    while left:
+        layer = {i for i in left if not any(dominates(points[j], points[i]) for j in left)}
+        for i in layer:
+            ranks[i] = r
+        left -= layer
+        r += 1
+    return ranks
+
+
+def hypervolume(points: list[Point], ref: Point) -> float:
+    """The area the points dominate below `ref` (both objectives minimised)."""
+    area, floor = 0.0, ref[1]
+    for x, y in sorted(p for p in points if p[0] < ref[0] and p[1] < ref[1]):
+        if y < floor:
+            area += (ref[0] - x) * (floor - y)
+            floor = y
+    return area
+
+
+def rank_configs(points: dict[str, list[Point]]) -> list[dict]:
+    """The configurations of one method, best first: by the best non-dominated rank among their
+    points, then by the hypervolume their points add to those of the configurations tied with
+    them (more first), then by name. A configuration with no finite point comes last."""
+    owned = [(c, p) for c, ps in points.items() for p in ps if all(map(math.isfinite, p))]
+    ranks = front_ranks([p for _, p in owned])
+    best = {c: min((r for (o, _), r in zip(owned, ranks) if o == c), default=math.inf) for c in points}
+    finite = [p for _, p in owned]
+    ref = (max((p[0] for p in finite), default=0.0) + 1e-6, max((p[1] for p in finite), default=0.0) + 1e-6)
+    added = {}
+    for c, rank in best.items():
+        tied = [p for o, p in owned if best[o] == rank]
+        without = [p for o, p in owned if best[o] == rank and o != c]
+        added[c] = hypervolume(tied, ref) - hypervolume(without, ref) if math.isfinite(rank) else 0.0
+    order = sorted(points, key=lambda c: (best[c], -added[c], c))
+    return [{"config": c, "rank": best[c] if math.isfinite(best[c]) else None, "added_hypervolume": added[c]} for c in order]
+
+
+def select(methods: dict[str, dict[str, list[Point]]], eta: int) -> list[dict]:
+    """Per method, the best ceil(n / η) configurations go on; each entry says why a pruned one did
+    not (a kept configuration whose point dominates its best point, or the hypervolume it adds)."""
+    out = []
+    for method, points in methods.items():
+        ranked = rank_configs(points)
+        keep = math.ceil(len(ranked) / eta)
+        kept = [e["config"] for e in ranked[:keep]]
+        for i, e in enumerate(ranked):
+            entry = {**e, "method": method, "kept": i < keep, "reason": ""}
+            if i >= keep:
+                entry["reason"] = _why_pruned(e, points, kept, ranked[keep - 1])
+            out.append(entry)
+    return out
+
+
+def _why_pruned(entry: dict, points: dict[str, list[Point]], kept: list[str], last_kept: dict) -> str:
+    mine = [p for p in points[entry["config"]] if all(map(math.isfinite, p))]
+    if not mine:
+        return "no finite probe point (diverged or failed)"
+    if entry["rank"] == last_kept["rank"]:
+        return f"as near the front as the last kept, but adds {entry['added_hypervolume']:.3g} hypervolume against its {last_kept['added_hypervolume']:.3g}"
+    others = [(k, q) for k in kept for q in points[k]] + [(c, q) for c, qs in points.items() if c not in kept for q in qs]
+    for p in sorted(mine, key=lambda p: (p[0] + p[1], p)):
+        for k, q in others:
+            if dominates(q, p):
+                return f"dominated by {k} ({q[0]:.3f}, {q[1]:.3f} against {p[0]:.3f}, {p[1]:.3f})"
+    return "behind the kept ones"  # not reached: a rank above the last kept's means a dominated point
+
+
+# ----------------------------------------------------------------------------- the rungs' nodes
+
+
+def config_name(run: Node) -> str:
+    """A stage-2 configuration as the search's lines name it: its run's label without the stage."""
+    return run.spec.label.removeprefix("posttrain ")
+
+
+def rung_node(study: Study, run: Node, step: int, index: int) -> Node:
+    """The first `step` steps of stage-2 run `run`, a node of its own (raysweep.spec.RunSpec.rung_of)."""
+    s = run.spec
+    key = node_key("rung", s.node_key, step)
+    spec = replace(
+        s,
+        label=f"{s.label} rung {index + 1} (step {step})",
+        node_key=key,
+        node_dir=storage.join(study.checkpoints, "rung", key),
+        stop_at=step,
+        rung_of={"node_key": s.node_key, "node_dir": s.node_dir, "label": s.label},
+        meta={**s.meta, "rung": step},
+    )
+    params = {**run.params, "rung": index + 1, "rung_step": step}
+    return Node(spec, f"rung{index + 1}/{run.name}", run.parent, params, {**run.tags, PROBE: f"rung {index + 1}"}, run.stream)
+
+
+def head_at(study: Study, run: Node, index: int) -> tuple[Node, int]:
+    """What a configuration is probed from at rung `index`, and that rung's index: its rung node
+    there (trained now, or by an earlier attempt); once its run has finished (stopped early), the
+    rung where it finished, whose probes then stand for every later rung; a run too short for the
+    rung, whole."""
+    max_steps = run.spec.max_steps
+    steps = [rung_step(max_steps, share) for share in study.posttrain.rungs[: index + 1]]
+    here = rung_node(study, run, steps[-1], index) if steps[-1] < max_steps else None
+    done = node_done(run.spec.node_dir)
+    if here is None or node_done(here.spec.node_dir) or not done:
+        return (here, index) if here is not None else (run, index)
+    for k, step in enumerate(steps[:-1]):
+        earlier = rung_node(study, run, step, k) if step < max_steps else None
+        reached = node_done(earlier.spec.node_dir) if earlier is not None else None
+        if reached and reached["result"]["steps"] == done["result"]["steps"]:
+            return earlier, k
+    return run, index  # finished without this search's rungs (another study sharing the store): probed from its end
+
+
+def probe_nodes(study: Study, data, head: Node, cfg: Stage2Config, index: int) -> list[Node]:
+    """Short stage-3 runs at every stage-3 lr from `head` (a rung, or the finished run itself):
+    the rung's (L_ret, L_ft) points. They keep no weights."""
+    share, probes = study.posttrain.probe_share, []
+    for lr in study.finetune.lr:
+        full = plan_finetune(study, data, head, cfg, lr)
+        steps = probe_steps(full.spec.max_steps, share)
+        key = node_key("probe", head.spec.node_key, lr, steps, study.seed)
+        spec = replace(
+            full.spec,
+            label=f"probe {full.spec.label.removeprefix('finetune ')} rung {index + 1}",
+            node_key=key,
+            node_dir=storage.join(study.checkpoints, "probe", key),
+            max_steps=steps,
+            warmup_steps=min(full.spec.warmup_steps, steps // 2),
+            seed=derive_seed(study.seed, "probe", head.name, lr),
+            keep_weights=False,
+        )
+        params = {**full.params, "probe_steps": steps, "rung": index + 1}
+        probes.append(
+            Node(spec, f"probe{index + 1}/{full.name}", head.spec.node_key, params, {**full.tags, PROBE: f"rung {index + 1}"}, full.stream)
+        )
+    return probes
+
+
+def probe_points(probes: list[Node]) -> list[Point]:
+    points = []
+    for p in probes:
+        done = node_done(p.spec.node_dir)
+        if done:
+            named = finetune_losses(done["result"]["losses"])
+            points.append((named["L_ret"], named["L_ft"]))
+    return points
+
+
+# ----------------------------------------------------------------------------- the search
+
+
+def run_halving(study: Study, data, train_nodes: Callable):
+    """The search on the real tree: one tree run per rung, `train_nodes(arms, subtrees)`
+    (raysweep.sweep.tree.train_nodes, handed in), over the live configurations' rungs and probes,
+    then one over the survivors' whole runs and their stage-3 children. Returns the TreeResult of
+    the whole search (the survivors' subtrees; every rung's decisions in `halving`)."""
+    p2 = study.posttrain
+    configs = grid(study)
+    arms, _ = plan(study, data, [])
+    arm_of = {a.params["mix_fraction"]: a for a in arms}
+    planned = [(c, plan_posttrain(study, data, arm_of[c.mix_fraction], c)) for c in configs]
+    runs = {config_name(run): (c, run) for c, run in planned}
+    live, log, total, points = list(runs), [], None, {}  # points: configuration -> its latest probes' (L_ret, L_ft)
+    for index, share in enumerate(p2.rungs[:-1]):
+        subtrees = []
+        for name in live:
+            cfg, run = runs[name]
+            head, at = head_at(study, run, index)
+            subtrees.append((head, probe_nodes(study, data, head, cfg, at)))
+        print(f"[halving] rung {index + 1}/{len(p2.rungs)}: {len(live)} stage-2 configurations at {share:.3g} of their budget", flush=True)
+        result = train_nodes(arms, subtrees)
+        total = result if total is None else total.absorb(result)
+        for head, probes in subtrees:
+            points[_name_of(head, runs)] = probe_points(probes)
+        methods: dict[str, dict[str, list[Point]]] = {}
+        for name in live:
+            methods.setdefault(runs[name][1].tags[METHOD], {})[name] = points.get(name, [])
+        decisions = select(methods, p2.eta)
+        for d in decisions:
+            log.append({"rung": index + 1, "share": share, **d, "points": points.get(d["config"], [])})
+        live = [d["config"] for d in decisions if d["kept"]]
+        for d in decisions:
+            if not d["kept"]:
+                print(f"[halving] rung {index + 1}: pruned {d['config']} ({d['method']}): {d['reason']}", flush=True)
+    final_arms, final = plan(study, data, [runs[name][0] for name in live])
+    print(f"[halving] final: {len(live)} stage-2 configurations train to the end, with their stage-3 runs", flush=True)
+    result = train_nodes(final_arms, final)
+    total = result if total is None else total.absorb(result)
+    total.subtrees = final
+    total.halving = log
+    (study.out / "halving.json").write_text(json.dumps(log, indent=1))
+    return total
+
+
+def _name_of(head: Node, runs: dict) -> str:
+    key = (head.spec.rung_of or {}).get("node_key", head.spec.node_key)
+    return next(name for name, (_, run) in runs.items() if run.spec.node_key == key)

@@ -1,0 +1,57 @@
+"""raysweep.sweep.halving's arithmetic (pure): rung and probe steps, non-dominated sorting,
+hypervolume, and the per-method selection with its reasons."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from raysweep.sweep.halving import dominates, front_ranks, hypervolume, probe_steps, rank_configs, rung_step, select
+
+points_st = st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)).map(lambda p: (float(p[0]), float(p[1]))), max_size=25)
+
+
+def test_rungs_and_probes_are_shares_of_their_runs_steps():
+    assert [rung_step(58, s) for s in (1 / 9, 1 / 3, 1.0)] == [6, 19, 58]
+    assert rung_step(3, 0.01) == 1 and rung_step(3, 0.9) == 3  # a short run trains whole at that rung
+    assert probe_steps(15, 0.1) == 2 and probe_steps(4, 0.1) == 1
+
+
+@given(points_st)
+def test_non_dominated_sorting_puts_each_point_one_layer_below_a_point_that_dominates_it(points):
+    ranks = front_ranks(points)
+    for i, p in enumerate(points):
+        dominated_by = [ranks[j] for j, q in enumerate(points) if dominates(q, p)]
+        assert ranks[i] == (max(dominated_by) + 1 if dominated_by else 0)
+
+
+@given(points_st, st.tuples(st.integers(0, 20), st.integers(0, 20)))
+def test_hypervolume_never_falls_when_a_point_is_added_and_a_dominated_one_adds_nothing(points, extra):
+    ref = (21.0, 21.0)
+    extra = (float(extra[0]), float(extra[1]))
+    assert hypervolume([*points, extra], ref) >= hypervolume(points, ref)
+    if any(dominates(q, extra) or q == extra for q in points):
+        assert hypervolume([*points, extra], ref) == hypervolume(points, ref)
+
+
+def test_configurations_rank_by_their_best_layer_then_by_the_hypervolume_they_add():
+    ranked = rank_configs({"a": [(1.0, 5.0), (3.0, 3.0)], "b": [(2.0, 4.0)], "c": [(4.0, 4.0)], "d": [(math.nan, 1.0)]})
+    assert [e["config"] for e in ranked] == ["a", "b", "c", "d"]
+    assert ranked[0]["rank"] == ranked[1]["rank"] == 0 and ranked[2]["rank"] == 1 and ranked[3]["rank"] is None
+    assert ranked[0]["added_hypervolume"] > ranked[1]["added_hypervolume"] > 0
+
+
+def test_each_method_is_pruned_apart_with_the_reason_said():
+    """Every mixed point dominates every unmixed one: still, each method keeps ceil(n / η) of its own."""
+    mixed = {f"m{i}": [(1.0 + i, 1.0 + i)] for i in range(5)}
+    unmixed = {f"u{i}": [(10.0 + i, 10.0 + i)] for i in range(4)}
+    out = select({"mixed": mixed, "unmixed": unmixed}, eta=3)
+    kept = {m: [e["config"] for e in out if e["method"] == m and e["kept"]] for m in ("mixed", "unmixed")}
+    assert kept == {"mixed": ["m0", "m1"], "unmixed": ["u0", "u1"]}
+    reasons = {e["config"]: e["reason"] for e in out if not e["kept"]}
+    assert reasons["u3"].startswith("dominated by u0") and reasons["m2"].startswith("dominated by m0")
+    tied = select({"mixed": {"a": [(1.0, 3.0)], "b": [(2.0, 2.0)], "c": [(3.0, 1.0)]}}, eta=2)
+    assert [e["kept"] for e in tied].count(True) == 2
+    assert next(e["reason"] for e in tied if not e["kept"]).startswith("as near the front as the last kept")
