@@ -36,11 +36,9 @@ Figures, each from the stand-in's timeline (one JSON line per fit, run start and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import sys
 import tempfile
 import threading
 import time
@@ -51,8 +49,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")  # before Ray is imported: a mul
 
 if __package__:  # python -m bench.cluster_sim, or a test importing it
     from bench.fake_cluster import NODE_ID_ENV, FakeCluster
+    from bench.terminal import output_to
 else:  # python bench/cluster_sim.py: this folder is on the path
     from fake_cluster import NODE_ID_ENV, FakeCluster
+    from terminal import output_to
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "search_spaces" / "paper-135m-frontier.yaml"
@@ -252,27 +252,6 @@ def figures(tl: Timeline, stage_gpus: dict, peak_gpus: float, planned_nodes: int
 
 
 # ----------------------------------------------------------------------------- running one simulation
-
-
-@contextlib.contextmanager
-def output_to(path: Path):
-    """The study's output, Ray's and Tune's included (written to the file descriptors), goes to
-    `path`; yields a stream to the terminal for the bench's own live lines."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    terminal = os.fdopen(os.dup(saved[0]), "w", buffering=1)
-    with path.open("w") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        try:
-            yield terminal
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            terminal.close()
 
 
 class Watcher(threading.Thread):

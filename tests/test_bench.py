@@ -59,3 +59,27 @@ def test_the_gpu_check_runs_on_cpu_and_its_checks_pass(tmp_path):
     doc = json.loads((tmp_path / "g.json").read_text())
     assert [c["ok"] for c in doc["checks"]] == [True] * 5 and "5 passed, 0 failed" in out.stdout
     assert doc["best"]["tokens_per_s"] > 0 and doc["loop_tokens_per_s"] > 0
+
+
+def test_the_halving_bench_counts_each_stage_2_run_once_at_its_furthest_piece(tmp_path):
+    """bench/halving.py's token count: a rung is a prefix of its run, so a run's tokens are its
+    furthest piece's (the run itself, or its last rung), never the sum of its rungs."""
+    import json
+
+    from bench.halving import tokens_spent
+
+    def node(folder: str, key: str, stage: str, tokens: int, rung_of: str | None = None) -> None:
+        spec = {"stage": stage, "node_key": key, "rung_of": {"node_key": rung_of} if rung_of else None}
+        path = tmp_path / folder / key / "node.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"spec": spec, "result": {"tokens": tokens}}))
+
+    node("posttrain", "a", "posttrain", 900)  # a survivor: rungs at 100 and 300, then the whole run
+    node("rung", "a1", "posttrain", 100, rung_of="a")
+    node("rung", "a2", "posttrain", 300, rung_of="a")
+    node("rung", "b1", "posttrain", 100, rung_of="b")  # pruned after its first rung
+    node("probe", "p1", "finetune", 10)
+    node("probe", "p2", "finetune", 10)
+    node("finetune", "f1", "finetune", 50)
+    node("pretrain", "arm", "pretrain", 5000)  # arms are the same for both: not counted
+    assert tokens_spent(tmp_path) == {"posttrain": 1000, "probe": 20, "finetune": 50}

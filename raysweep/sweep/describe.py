@@ -97,6 +97,8 @@ def describe_tree(study: Study) -> str:
         )
     else:
         level2 = f"lr ∈ {p2.lr} × dropout ∈ {p2.dropout} × replay ∈ {p2.replay} × tuning ∈ {p2.tuning} × batch ∈ {p2.batch_sizes} per λ; "
+    if p2.search == "halving":
+        level2 = "at most (halving prunes them): " + level2
     level2 += (
         f"one pass over (1−λ)·{p1.post_tokens:,} D_post tokens"
         if p1.mode == "compute_matched"
@@ -114,11 +116,28 @@ def describe_tree(study: Study) -> str:
         f"  runs     {sum(sizes.values()):,} in all (the guard max_runs is {study.max_runs:,})",
         f"  tokens at most: {t1 + t2 + t3:,.0f} ({t1:,.0f} / {t2:,.0f} / {t3:,.0f}); compute ≈ 6·N·D = {flops:.3g} FLOPs"
         f" ≈ {gpu_hours(study, flops, t1 + t2 + t3)}",
+        *describe_halving(study),
         *describe_memory(study),
         *describe_disk(*disk_of(study, vocab)),
         f"  output: {study.out}",
     ]
     return "\n".join(lines)
+
+
+def describe_halving(study: Study) -> list[str]:
+    """What `search: halving` plans against the grid (raysweep.sweep.halving.planned_tokens)."""
+    p2 = study.posttrain
+    if p2.search != "halving":
+        return []
+    from raysweep.sweep.halving import planned_tokens
+
+    t = planned_tokens(study)
+    counts = "; ".join(f"{m} {' → '.join(map(str, n))}" for m, n in t["per_method"].items())
+    return [
+        f"  halving  rungs at {', '.join(f'{s:.3g}' for s in p2.rungs)} of each stage-2 run, the best 1/{p2.eta} of each method going on "
+        f"({counts} configurations), probes of {p2.probe_share:g} of a stage-3 run at each stage-3 lr",
+        f"           stage-2 + stage-3 tokens at most: {t['halving']:,} against the grid's {t['grid']:,} ({t['halving'] / t['grid']:.0%})",
+    ]
 
 
 def gpu_hours(study: Study, flops: float, tokens: float) -> str:

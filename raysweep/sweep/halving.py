@@ -29,7 +29,7 @@ from raysweep.config import Study
 from raysweep.keys import derive_seed, node_key
 from raysweep.nodes import node_done
 from raysweep.spec import Node, finetune_losses
-from raysweep.sweep.plan import Stage2Config, grid, plan, plan_finetune, plan_posttrain
+from raysweep.sweep.plan import Stage2Config, grid, method_of, plan, plan_finetune, plan_posttrain, steps_for
 from raysweep.tags import METHOD, PROBE
 
 Point = tuple[float, float]  # (L_ret, L_ft)
@@ -122,6 +122,38 @@ def _why_pruned(entry: dict, points: dict[str, list[Point]], kept: list[str], la
             if dominates(q, p):
                 return f"dominated by {k} ({q[0]:.3f}, {q[1]:.3f} against {p[0]:.3f}, {p[1]:.3f})"
     return "behind the kept ones"  # not reached: a rank above the last kept's means a dominated point
+
+
+def survivors(n: int, rungs: int, eta: int) -> list[int]:
+    """How many of a method's n configurations train at each rung (the first: all of them)."""
+    out = [n]
+    for _ in range(rungs - 1):
+        out.append(math.ceil(out[-1] / eta))
+    return out
+
+
+def planned_tokens(study: Study) -> dict:
+    """Halving's stage-2 + stage-3 training tokens at most (no run stopping early), against the
+    grid's, from the study alone (what --dry-run prints): per method, the configurations at each
+    rung (`survivors`) train that rung's share of an average configuration's steps, with a probe
+    per stage-3 lr before the last rung; the last rung's get their full stage-3 runs."""
+    p2, p3, seq = study.posttrain, study.finetune, study.model.seq_len
+    ft_steps = steps_for(p3.tokens, p3.batch_size, seq)
+    ft, probe = ft_steps * p3.batch_size * seq, probe_steps(ft_steps, p2.probe_share) * p3.batch_size * seq
+    methods: dict[str, list[int]] = {}
+    for c in grid(study):
+        tokens = steps_for(p2.tokens, c.batch_size, seq) * c.batch_size * seq
+        methods.setdefault(method_of(c.mix_fraction, c.replay, c.dropout, c.tuning), []).append(tokens)
+    total = {"grid": 0, "halving": 0, "per_method": {}}
+    for method, each in methods.items():
+        counts, mean = survivors(len(each), len(p2.rungs), p2.eta), sum(each) / len(each)
+        shares = [0.0, *p2.rungs]
+        stage2 = sum(n * (shares[r + 1] - shares[r]) * mean for r, n in enumerate(counts))
+        probes = sum(counts[:-1]) * len(p3.lr) * probe
+        total["grid"] += sum(each) + len(each) * len(p3.lr) * ft
+        total["halving"] += round(stage2 + probes + counts[-1] * len(p3.lr) * ft)
+        total["per_method"][method] = counts
+    return total
 
 
 # ----------------------------------------------------------------------------- the rungs' nodes

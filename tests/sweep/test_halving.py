@@ -55,3 +55,21 @@ def test_each_method_is_pruned_apart_with_the_reason_said():
     tied = select({"mixed": {"a": [(1.0, 3.0)], "b": [(2.0, 2.0)], "c": [(3.0, 1.0)]}}, eta=2)
     assert [e["kept"] for e in tied].count(True) == 2
     assert next(e["reason"] for e in tied if not e["kept"]).startswith("as near the front as the last kept")
+
+
+def test_the_planned_tokens_follow_the_survivors_of_each_method():
+    from raysweep.config import load_study
+    from raysweep.sweep.halving import planned_tokens, survivors
+    from tests.helpers import SMOKE
+
+    assert survivors(12, 3, 3) == [12, 4, 2] and survivors(5, 1, 3) == [5]
+    study = load_study(SMOKE, ["posttrain.search=halving", "posttrain.lr=[1e-3, 2e-3, 3e-3, 5e-3]", "finetune.tokens=16000"])
+    plan = planned_tokens(study)
+    assert plan["per_method"] == {"unmixed": [4, 2, 1], "mixed": [4, 2, 1]}
+    seq, stage2 = 64, (30000 // (8 * 64)) * 8 * 64  # every configuration: batch 8, 58 steps
+    ft, probe = (16000 // (8 * 64)) * 8 * 64, 3 * 8 * 64  # 31 steps; a probe 3 (0.1 of them)
+    per_method = (4 / 9 + 2 * (1 / 3 - 1 / 9) + (1 - 1 / 3)) * stage2 + (4 + 2) * 3 * probe + 1 * 3 * ft
+    assert plan["halving"] == 2 * round(per_method) and plan["grid"] == 2 * 4 * (stage2 + 3 * ft)
+    assert seq == study.model.seq_len
+    whole = load_study(SMOKE, ["posttrain.search=halving", "posttrain.rungs=[1.0]"])
+    assert planned_tokens(whole)["halving"] == planned_tokens(whole)["grid"]  # one rung: the grid
