@@ -71,6 +71,7 @@ def test_dry_run_of_every_study_imports_neither_torch_nor_ray():
         "from raysweep.main import main\n"
         f"for path in {studies!r}:\n"
         "    assert main(['--config', path, '--dry-run']) == 0, path\n"
+        f"assert main(['--config', {studies[0]!r}, '--dry-run', '--set', 'posttrain.search=halving']) == 0\n"
         "heavy = sorted(m for m in ('torch', 'ray', 'transformers', 'mlflow', 'pyarrow') if m in sys.modules)\n"
         "print('HEAVY', heavy)\n"
     )

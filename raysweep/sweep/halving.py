@@ -8,7 +8,8 @@ configuration has trained to the rung's step (or stopped early), and a short pro
 stage-3 lr (`posttrain.probe_share` of a stage-3 run's tokens, from the rung's weights) gives it
 (L_ret, L_ft) points. Within each method (mixed and unmixed apart, so each method's frontier is
 estimated with the same care) configurations are ranked by non-dominated sorting of their points,
-ties broken by the hypervolume their points add, and the best ceil(n / η) go on (`posttrain.eta`).
+ties broken greedily by the hypervolume their points add to those ranked before them, and the
+best ceil(n / η) go on (`posttrain.eta`).
 The survivors then train to the end and get their full stage-3 runs.
 
 A rung is a prefix of its run (raysweep.spec.RunSpec.rung_of): no step is trained twice, and a
@@ -76,22 +77,29 @@ def hypervolume(points: list[Point], ref: Point) -> float:
     return area
 
 
-def rank_configs(points: dict[str, list[Point]]) -> list[dict]:
+def rank_configs(points: dict[str, list[Point]], margin: float = 0.05) -> list[dict]:
     """The configurations of one method, best first: by the best non-dominated rank among their
-    points, then by the hypervolume their points add to those of the configurations tied with
-    them (more first), then by name. A configuration with no finite point comes last."""
+    points; within a rank, greedily by the hypervolume their points add to those of every
+    configuration before them (so the kept set covers the front, its corners included); then by
+    name. A configuration with no finite point comes last. The reference point is the worst of the
+    method's points plus `margin` of their range (as the analysis's), so a corner point counts."""
     owned = [(c, p) for c, ps in points.items() for p in ps if all(map(math.isfinite, p))]
     ranks = front_ranks([p for _, p in owned])
     best = {c: min((r for (o, _), r in zip(owned, ranks) if o == c), default=math.inf) for c in points}
-    finite = [p for _, p in owned]
-    ref = (max((p[0] for p in finite), default=0.0) + 1e-6, max((p[1] for p in finite), default=0.0) + 1e-6)
-    added = {}
-    for c, rank in best.items():
-        tied = [p for o, p in owned if best[o] == rank]
-        without = [p for o, p in owned if best[o] == rank and o != c]
-        added[c] = hypervolume(tied, ref) - hypervolume(without, ref) if math.isfinite(rank) else 0.0
-    order = sorted(points, key=lambda c: (best[c], -added[c], c))
-    return [{"config": c, "rank": best[c] if math.isfinite(best[c]) else None, "added_hypervolume": added[c]} for c in order]
+    xs, ys = [p[0] for _, p in owned] or [0.0], [p[1] for _, p in owned] or [0.0]
+    ref = (max(xs) + margin * (max(xs) - min(xs)) + 1e-9, max(ys) + margin * (max(ys) - min(ys)) + 1e-9)
+    mine = {c: [p for o, p in owned if o == c] for c in points}
+    order, before = [], []
+    for rank in sorted(set(best.values())):
+        layer = sorted(c for c in points if best[c] == rank)
+        while layer:
+            base = hypervolume(before, ref)
+            gains = {c: hypervolume(before + mine[c], ref) - base for c in layer}
+            c = max(layer, key=lambda c: (gains[c], -layer.index(c)))
+            order.append({"config": c, "rank": rank if math.isfinite(rank) else None, "added_hypervolume": gains[c]})
+            before += mine[c]
+            layer.remove(c)
+    return order
 
 
 def select(methods: dict[str, dict[str, list[Point]]], eta: int) -> list[dict]:
@@ -115,7 +123,10 @@ def _why_pruned(entry: dict, points: dict[str, list[Point]], kept: list[str], la
     if not mine:
         return "no finite probe point (diverged or failed)"
     if entry["rank"] == last_kept["rank"]:
-        return f"as near the front as the last kept, but adds {entry['added_hypervolume']:.3g} hypervolume against its {last_kept['added_hypervolume']:.3g}"
+        return (
+            f"as near the front as the last kept, but adds {entry['added_hypervolume']:.3g} hypervolume to those ranked before it "
+            f"(the last kept added {last_kept['added_hypervolume']:.3g})"
+        )
     others = [(k, q) for k in kept for q in points[k]] + [(c, q) for c, qs in points.items() if c not in kept for q in qs]
     for p in sorted(mine, key=lambda p: (p[0] + p[1], p)):
         for k, q in others:

@@ -41,3 +41,17 @@ def test_a_halving_search_ends_on_the_grids_nodes_and_resumes_without_training_t
         r["name"] for r in reference[1]["rows"] if r["name"] in {x["name"] for x in second["rows"]}
     ]
     assert len(second["rows"]) == 1
+    # rungs and probes are in MLflow, tagged, and left out of the runs table read back from it
+    from mlflow.tracking import MlflowClient
+
+    from analysis.runs import rows_from_mlflow
+    from raysweep.tags import PROBE
+
+    runs = MlflowClient(second["tracking_uri"]).search_runs(
+        [MlflowClient(second["tracking_uri"]).get_experiment_by_name(study.name).experiment_id]
+    )
+    assert sorted(r.data.tags[PROBE] for r in runs if PROBE in r.data.tags) == ["rung 1"] * 4 + ["rung 2"] * 2  # 3 rungs, 3 probes
+    assert [r["name"] for r in rows_from_mlflow(second["tracking_uri"], study.name)] == [r["name"] for r in second["rows"]]
+    # the report says which configuration was pruned at which rung, and why
+    report = (out / "report.html").read_text()
+    assert "<h2>Search</h2>" in report and "pruned: " in report

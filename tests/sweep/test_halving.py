@@ -73,3 +73,12 @@ def test_the_planned_tokens_follow_the_survivors_of_each_method():
     assert seq == study.model.seq_len
     whole = load_study(SMOKE, ["posttrain.search=halving", "posttrain.rungs=[1.0]"])
     assert planned_tokens(whole)["halving"] == planned_tokens(whole)["grid"]  # one rung: the grid
+
+
+def test_the_dry_run_says_what_halving_plans_against_the_grid():
+    from raysweep.config import load_study
+    from raysweep.sweep.describe import describe_tree
+    from tests.helpers import ROOT
+
+    text = describe_tree(load_study(ROOT / "search_spaces" / "paper-135m-frontier.yaml", ["posttrain.search=halving"]))
+    assert "mixed 15 → 5 → 2" in text and "against the grid's" in text and "at most (halving prunes them)" in text
