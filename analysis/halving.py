@@ -23,3 +23,42 @@ def halving_table(log: list[dict]) -> str:
         outcome = "kept" if e["kept"] else f"pruned: {e['reason']}"
         lines.append(f"  {e['rung']:>4}  {e['share']:>5.3g}  {e['method']:<10} {e['config']:<34} {shown:>26}  {rank:>4}  {outcome}")
     return "\n".join(lines) + "\n"
+
+
+def plot_halving(log: list[dict]):
+    """One panel per rung: every configuration's probe points in (L_ret, L_ft), by method, the kept
+    ones filled and the pruned ones hollow (hover: the configuration and why it was pruned)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from analysis.figures import colour
+
+    rungs = sorted({e["rung"] for e in log})
+    fig = make_subplots(rows=1, cols=len(rungs), shared_yaxes=True, subplot_titles=[f"rung {r}" for r in rungs])
+    methods = sorted({e["method"] for e in log})
+    for col, rung in enumerate(rungs, start=1):
+        for m in methods:
+            for kept in (True, False):
+                mine = [e for e in log if e["rung"] == rung and e["method"] == m and e["kept"] == kept]
+                pts = [(p, e) for e in mine for p in e["points"] if all(map(math.isfinite, p))]
+                if not pts:
+                    continue
+                fig.add_trace(
+                    go.Scatter(
+                        x=[p[0] for p, _ in pts],
+                        y=[p[1] for p, _ in pts],
+                        mode="markers",
+                        name=f"{m}, {'kept' if kept else 'pruned'}",
+                        legendgroup=f"{m}{kept}",
+                        showlegend=col == 1,
+                        marker={"color": colour(m), "size": 8, "symbol": "circle" if kept else "circle-open"},
+                        text=[e["config"] + ("" if kept else f"<br>pruned: {e['reason']}") for _, e in pts],
+                        hovertemplate="%{text}<br>L_ret %{x:.3f}, L_ft %{y:.3f}<extra></extra>",
+                    ),
+                    row=1,
+                    col=col,
+                )
+        fig.update_xaxes(title_text="L_ret (probe)", row=1, col=col)
+    fig.update_yaxes(title_text="L_ft (probe)", row=1, col=1)
+    fig.update_layout(title="Halving: each configuration's probes at each rung (filled: went on)", width=420 * len(rungs), height=420)
+    return fig

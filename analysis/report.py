@@ -10,6 +10,7 @@ import numpy as np
 from analysis.compare import bootstrap, compare, hypervolume_2d, reference_point
 from analysis.curves import lambda_curves
 from analysis.figures import plot_frontiers, plot_lambda, plot_pareto_3d
+from analysis.halving import halving_table, plot_halving
 from analysis.pareto import OBJECTIVES_3D, VIEWS, frontiers, pareto_set, set_shares
 from analysis.runs import COLUMNS
 from analysis.verdict import seed_agreement
@@ -289,13 +290,21 @@ def report_figures(rows: list[dict]) -> list:
 
 
 def write_report(
-    rows: list[dict], path: Path, title: str = "raysweep study", failures: list[str] = (), plotlyjs: str = "inline", search: str = ""
+    rows: list[dict],
+    path: Path,
+    title: str = "raysweep study",
+    failures: list[str] = (),
+    plotlyjs: str = "inline",
+    halving: list[dict] = (),
 ) -> Path:
     """The report page. plotlyjs "inline" embeds plotly.js once (≈3.5 MB, opens offline); "cdn" links
-    it (a few kB, for pages kept in git such as docs/figures/; needs a network to view). `search`:
-    what a stage-2 search decided (analysis.halving), shown before the runs."""
+    it (a few kB, for pages kept in git such as docs/figures/; needs a network to view). `halving`:
+    a halving search's decisions (raysweep.sweep.halving's log), shown, drawn, before the runs."""
     embed = True if plotlyjs == "inline" else "cdn"
-    figs = [f.to_html(full_html=False, include_plotlyjs=(embed if i == 0 else False)) for i, f in enumerate(report_figures(rows))]
+    figures = report_figures(rows) + ([plot_halving(halving)] if halving else [])
+    figs = [f.to_html(full_html=False, include_plotlyjs=(embed if i == 0 else False)) for i, f in enumerate(figures)]
+    search_fig = figs.pop() if halving else ""  # drawn with its table, under Search
+    search = halving_table(halving)
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}} .figs{{display:flex;flex-wrap:wrap;gap:1em}}
@@ -311,7 +320,7 @@ table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;pa
 <h2>Comparison</h2><pre>{html.escape(comparison_table(rows))}
 {html.escape(hypervolume_table(rows))}</pre>
 <h2>All three losses at once</h2><pre>{html.escape(pareto_3d_table(rows))}</pre>
-{f"<h2>Search</h2><pre>{html.escape(search)}</pre>" if search else ""}
+{f"<h2>Search</h2><div>{search_fig}</div><pre>{html.escape(search)}</pre>" if search else ""}
 {_failures_html(failures)}<h2>All runs</h2>{runs_table_html(rows)}
 </body></html>"""
     # a temporary file renamed into place: a full disk leaves no half-written report behind

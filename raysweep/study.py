@@ -194,11 +194,11 @@ def write_outputs(study: Study, rows: list[dict], tree, tracker, study_run) -> t
     from analysis.report import comparison_table, frontier_tables, hypervolume_table, lambda_table, write_csvs, write_report, write_whole
 
     out = study.out
-    search = halving_table(getattr(tree, "halving", None) or [])
+    log = getattr(tree, "halving", None) or []  # the linear backend's tree has no search
     failures = tree.failures + tree.diverged
-    report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}", failures=failures, search=search)
+    report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}", failures=failures, halving=log)
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, report)
-    tables = frontier_tables(rows) + lambda_table(rows) + comparison_table(rows) + hypervolume_table(rows) + search
+    tables = frontier_tables(rows) + lambda_table(rows) + comparison_table(rows) + hypervolume_table(rows) + halving_table(log)
     write_whole(out / "frontiers.txt", tables, "writing the frontier tables")
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, out / "frontiers.txt")
     for path in write_csvs(rows, out / "tables"):
