@@ -198,7 +198,13 @@ def write_outputs(study: Study, rows: list[dict], tree, tracker, study_run) -> t
     failures = tree.failures + tree.diverged
     report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}", failures=failures, halving=log)
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, report)
-    tables = frontier_tables(rows) + lambda_table(rows) + comparison_table(rows) + hypervolume_table(rows) + halving_table(log)
+    tables = (
+        frontier_tables(rows)
+        + lambda_table(rows)
+        + comparison_table(rows)
+        + hypervolume_table(rows)
+        + ("\n" + halving_table(log) if log else "")
+    )
     write_whole(out / "frontiers.txt", tables, "writing the frontier tables")
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, out / "frontiers.txt")
     for path in write_csvs(rows, out / "tables"):
