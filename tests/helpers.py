@@ -363,3 +363,37 @@ def run_spec(node_dir, **over):
     base = {"stage": "posttrain", "label": "t", "node_key": "k", "dataset": "train", "lr": 1e-3, "min_lr": 0.0}
     base |= {"warmup_steps": 0, "weight_decay": 0.0, "batch_size": 2, "max_steps": 4, "eval_every": 1, "monitor": [], "seed": 0}
     return RunSpec(node_dir=str(node_dir), **(base | over))
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc, taken before anything is killed)."""
+    from pathlib import Path
+
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        out += below
+        todo += below
+    return out
+
+
+def kill_tree(proc) -> None:
+    """SIGKILL a driver and every process below it at once (its machine dies: its local Ray instance,
+    raylet, GCS and workers, with it). Killing the driver's session alone leaves the workers ~1 s to
+    notice, enough for a tiny run to finish first."""
+    import os
+    import signal
+
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=60)

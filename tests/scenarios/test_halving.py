@@ -6,10 +6,14 @@ frontier tables."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 from raysweep.config import load_study
 from raysweep.study import run_study
-from tests.helpers import REDUCED, SMOKE, node_results, with_reference_data
+from tests.helpers import REDUCED, ROOT, SMOKE, kill_tree, node_results, with_reference_data
 
 
 def test_a_halving_search_ends_on_the_grids_nodes_and_resumes_without_training_twice(reference, tmp_path, monkeypatch):
@@ -55,3 +59,32 @@ def test_a_halving_search_ends_on_the_grids_nodes_and_resumes_without_training_t
     # the report says which configuration was pruned at which rung, and why
     report = (out / "report.html").read_text()
     assert "<h2>Search</h2>" in report and "pruned: " in report
+
+
+def test_a_sigkilled_halving_search_resumes_without_training_anything_twice(reference, tmp_path):
+    """The driver and its Ray instance SIGKILLed once the first rung is decided (both rungs and
+    their probes stored): the same command again trains no stored node again and ends on the
+    grid's nodes."""
+    ref_out = reference[0]
+    out = with_reference_data(ref_out, tmp_path / "killed", arm_to=tmp_path / "killed" / "checkpoints")
+    sets = [f"output_dir={out}", *REDUCED, "posttrain.search=halving"]
+    cmd = [sys.executable, "-m", "raysweep.main", "--config", str(SMOKE), *[a for s in sets for a in ("--set", s)]]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with (tmp_path / "first.log").open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 400
+        while len(list((out / "checkpoints").glob("probe/*/node.json"))) < 2:
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.time() < deadline, "the first rung's probes never appeared"
+            time.sleep(0.1)
+        kill_tree(proc)
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in (out / "checkpoints").glob("*/*/node.json")}
+    assert len(finished) >= 5  # the arm, two rungs, two probes
+
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    for key, stamp in finished.items():  # nothing stored before the kill is trained again
+        assert next((out / "checkpoints").glob(f"*/{key}/node.json")).stat().st_mtime_ns == stamp, key
+    mine, grid = node_results(out), node_results(ref_out)
+    ends = [k for k in mine if k in grid and k not in finished]  # the survivor's stage-2 and stage-3 nodes
+    assert len(ends) == 2 and all(mine[k]["losses"] == grid[k]["losses"] for k in ends)

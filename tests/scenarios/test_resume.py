@@ -20,29 +20,11 @@ from tests.helpers import (
     ROOT,
     SMOKE,
     foreign_lines,
+    kill_tree,
     mlflow_snapshot,
     node_results,
     with_reference_data,
 )
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below `pid` (from /proc, taken before anything is killed)."""
-    from pathlib import Path
-
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        below = children.get(todo.pop(), [])
-        out += below
-        todo += below
-    return out
 
 
 def _study_cli(out) -> tuple[list[str], dict]:
@@ -85,12 +67,7 @@ def test_sigkilled_driver_resumes_exactly(ray_local, reference, tmp_path):
         # the driver's machine dies mid stage 2: the driver and its local Ray instance (every process
         # below it: raylet, GCS, the Train workers), all at once. Killing the driver's session alone
         # leaves the workers ~1 s to notice, enough for this tiny stage-2 run to finish first.
-        for pid in [proc.pid, *_descendants(proc.pid)]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        proc.wait(timeout=60)
+        kill_tree(proc)
     time.sleep(2)
     finished = {p.parent.name: p.stat().st_mtime_ns for p in (out / "checkpoints").glob("*/*/node.json")}
     interrupted = [p.name.removesuffix(".resume") for p in (out / "checkpoints").glob("posttrain/*.resume")]
