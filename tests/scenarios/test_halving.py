@@ -19,7 +19,8 @@ from tests.helpers import REDUCED, ROOT, SMOKE, kill_tree, node_results, with_re
 def test_a_halving_search_ends_on_the_grids_nodes_and_resumes_without_training_twice(reference, tmp_path, monkeypatch):
     ref_out = reference[0]
     out = with_reference_data(ref_out, tmp_path / "halving", arm_to=tmp_path / "halving" / "checkpoints")
-    study = load_study(SMOKE, [f"output_dir={out}", *REDUCED, "posttrain.search=halving", "retries=0"])
+    overrides = [f"output_dir={out}", *REDUCED, "posttrain.search=halving", "retries=0"]
+    study = load_study(SMOKE, overrides)
 
     # the first attempt fails on its last step, the survivor's stage-3 run
     monkeypatch.setenv("RAYSWEEP_INJECT_FAILURE", "finetune λ")
@@ -59,6 +60,16 @@ def test_a_halving_search_ends_on_the_grids_nodes_and_resumes_without_training_t
     # the report says which configuration was pruned at which rung, and why
     report = (out / "report.html").read_text()
     assert "<h2>Search</h2>" in report and "pruned: " in report
+    # --sync-mlflow into an empty store: the search's decisions again from the stored probes, no Ray
+    empty = f"sqlite:///{tmp_path / 'resynced.db'}"
+    resynced = run_study(load_study(SMOKE, [*overrides, f"tracking_uri={empty}"]), train=False)
+    assert resynced["rows"] == second["rows"] and json.loads((out / "halving.json").read_text()) == log
+    probes = [
+        r
+        for r in MlflowClient(empty).search_runs([MlflowClient(empty).get_experiment_by_name(study.name).experiment_id])
+        if PROBE in r.data.tags
+    ]
+    assert len(probes) == 6
 
 
 def test_a_sigkilled_halving_search_resumes_without_training_anything_twice(reference, tmp_path):
