@@ -16,8 +16,7 @@ def halving_table(log: list[dict]) -> str:
         f"  {'rung':>4}  {'share':>5}  {'method':<10} {'configuration':<34} {'best probe (L_ret, L_ft)':>26}  {'rank':>4}  outcome",
     ]
     for e in log:
-        finite = [p for p in e["points"] if all(map(math.isfinite, p))]
-        best = min(finite, key=lambda p: (p[0] + p[1], p)) if finite else None
+        best = e["best"]  # raysweep.spec.balanced_point of its probes
         shown = f"({best[0]:.3f}, {best[1]:.3f})" if best else "none"
         rank = "-" if e["rank"] is None else str(e["rank"])
         outcome = "kept" if e["kept"] else f"pruned: {e['reason']}"

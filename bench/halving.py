@@ -93,18 +93,20 @@ def grid_order(checkpoints: Path) -> dict[str, list[str]]:
     halving's own ranking rule), named as halving names them."""
     from raysweep.spec import finetune_losses
     from raysweep.sweep.halving import rank_configs
+    from raysweep.sweep.plan import method_of
 
-    labels, method_of = {}, {}
+    labels, methods = {}, {}
     for path in (checkpoints / "posttrain").glob("*/node.json"):
-        node = json.loads(path.read_text())
-        labels[node["spec"]["node_key"]] = node["spec"]["label"].removeprefix("posttrain ")
-        method_of[node["spec"]["node_key"]] = "mixed" if node["spec"]["meta"]["mix_fraction"] > 0 else "unmixed"
+        spec = json.loads(path.read_text())["spec"]
+        labels[spec["node_key"]] = spec["label"].removeprefix("posttrain ")
+        tuning = "lora" if spec["lora"] else "full"
+        methods[spec["node_key"]] = method_of(spec["meta"]["mix_fraction"], spec["meta"]["replay"], spec["dropout"], tuning)
     points: dict[str, dict[str, list]] = {}
     for path in (checkpoints / "finetune").glob("*/node.json"):
         node = json.loads(path.read_text())
         parent = node["spec"]["meta"]["parent"]
         named = finetune_losses(node["result"]["losses"])
-        points.setdefault(method_of[parent], {}).setdefault(labels[parent], []).append((named["L_ret"], named["L_ft"]))
+        points.setdefault(methods[parent], {}).setdefault(labels[parent], []).append((named["L_ret"], named["L_ft"]))
     return {m: [e["config"] for e in rank_configs(p)] for m, p in points.items()}
 
 

@@ -6,6 +6,7 @@ MLflow sync), so none of those has to import another to agree on what a run is.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -107,6 +108,14 @@ FINETUNE_ROLES = {"L_ft": "ft", "L_ret": "post", "L_pre": "pre"}
 def immediate_loss(losses: dict[str, float]) -> float:
     """L_im from a stage-2 node's held-out losses (by role)."""
     return losses[IMMEDIATE_ROLE]
+
+
+def balanced_point(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """Of a stage-2 run's (L_ret, L_ft) points (one per stage-3 child or probe), the one with the
+    lowest L_ret + L_ft (ties: the lower L_ret): the point of its own small front nearest the
+    origin's corner. None when no point is finite."""
+    finite = [p for p in points if all(math.isfinite(v) for v in p)]
+    return min(finite, key=lambda p: (p[0] + p[1], p)) if finite else None
 
 
 def finetune_losses(losses: dict[str, float]) -> dict[str, float]:

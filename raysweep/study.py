@@ -144,18 +144,17 @@ def train_language_models(study: Study, tracker, study_run, train: bool, trainer
     `train=False` (--sync-mlflow): no Ray, the cached data, nothing trained."""
     from raysweep.data.prepare import prepare
     from raysweep.sweep.tree import collect, train_tree
+    from raysweep.train.trainer import Trainer
 
     t0 = time.perf_counter()
     if train:
-        from raysweep.train.trainer import Trainer
-
         init_ray()
-        trainer = trainer or Trainer.from_env()
+    trainer = (trainer or Trainer.from_env()) if train else None  # None: nothing trained
     t_ray = time.perf_counter()
     data = prepare(study) if train else cached_data(study)
     t_data = time.perf_counter()
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, write_data_summary(data, study.out / "data.json"))
-    tree = train_tree(study, data, tracker, study_run, trainer if train else None)
+    tree = train_tree(study, data, tracker, study_run, trainer)
     if tree.halving is not None:
         tracker.guard("logging an artifact", tracker.log_artifact, study_run, study.out / "halving.json")
     if tree.search is not None:
@@ -194,7 +193,7 @@ def write_outputs(study: Study, rows: list[dict], tree, tracker, study_run) -> t
     from analysis.report import comparison_table, frontier_tables, hypervolume_table, lambda_table, write_csvs, write_report, write_whole
 
     out = study.out
-    log = getattr(tree, "halving", None) or []  # the linear backend's tree has no search
+    log = tree.halving or []
     failures = tree.failures + tree.diverged
     report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}", failures=failures, halving=log)
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, report)

@@ -29,7 +29,7 @@ from raysweep import storage
 from raysweep.config import Study
 from raysweep.keys import derive_seed, node_key
 from raysweep.nodes import node_done
-from raysweep.spec import Node, finetune_losses
+from raysweep.spec import Node, balanced_point, finetune_losses
 from raysweep.sweep.plan import Stage2Config, grid, method_of, plan, plan_finetune, plan_posttrain, steps_for
 from raysweep.tags import METHOD, PROBE
 
@@ -262,22 +262,24 @@ def run_halving(study: Study, data, train_nodes: Callable):
     runs = {config_name(run): (c, run) for c, run in planned}
     live, log, total, points = list(runs), [], None, {}  # points: configuration -> its latest probes' (L_ret, L_ft)
     for index, share in enumerate(p2.rungs[:-1]):
-        subtrees = []
+        probed = {}  # configuration -> (what it is probed from, its probes)
         for name in live:
             cfg, run = runs[name]
             head, at = head_at(study, run, index)
-            subtrees.append((head, probe_nodes(study, data, head, cfg, at)))
+            probed[name] = (head, probe_nodes(study, data, head, cfg, at))
+        subtrees = list(probed.values())
         print(f"[halving] rung {index + 1}/{len(p2.rungs)}: {len(live)} stage-2 configurations at {share:.3g} of their budget", flush=True)
         result = train_nodes(arms, subtrees)
         total = result if total is None else total.absorb(result)
-        for head, probes in subtrees:
-            points[_name_of(head, runs)] = probe_points(probes)
+        for name, (_, probes) in probed.items():
+            points[name] = probe_points(probes)
         methods: dict[str, dict[str, list[Point]]] = {}
         for name in live:
             methods.setdefault(runs[name][1].tags[METHOD], {})[name] = points.get(name, [])
         decisions = select(methods, p2.eta)
         for d in decisions:
-            log.append({"rung": index + 1, "share": share, **d, "points": points.get(d["config"], [])})
+            mine = points.get(d["config"], [])
+            log.append({"rung": index + 1, "share": share, **d, "points": mine, "best": balanced_point(mine)})
         live = [d["config"] for d in decisions if d["kept"]]
         for d in decisions:
             if not d["kept"]:
@@ -290,8 +292,3 @@ def run_halving(study: Study, data, train_nodes: Callable):
     total.halving = log
     (study.out / "halving.json").write_text(json.dumps(log, indent=1))
     return total
-
-
-def _name_of(head: Node, runs: dict) -> str:
-    key = (head.spec.rung_of or {}).get("node_key", head.spec.node_key)
-    return next(name for name, (_, run) in runs.items() if run.spec.node_key == key)

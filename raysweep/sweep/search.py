@@ -24,13 +24,12 @@ where it stopped.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 
 from raysweep.config import Study
 from raysweep.keys import derive_seed
 from raysweep.nodes import node_done
-from raysweep.spec import finetune_losses
+from raysweep.spec import balanced_point, finetune_losses
 from raysweep.sweep.plan import Stage2Config, plan
 
 
@@ -46,13 +45,6 @@ def tpe_options(p2) -> dict:
         "constant_liar": False,
         "n_ei_candidates": 24,
     }
-
-
-def balanced_child(points: list[tuple[float, float]]) -> tuple[float, float] | None:
-    """The (L_ret, L_ft) told for one stage-2 run: its child with the lowest L_ret + L_ft (ties: the
-    lower L_ret); None when no child has finite losses."""
-    finite = [p for p in points if all(math.isfinite(v) for v in p)]
-    return min(finite, key=lambda p: (p[0] + p[1], p)) if finite else None
 
 
 def suggest(trial, study: Study, mix: float) -> Stage2Config:
@@ -155,7 +147,7 @@ def run_search(study: Study, data, train_nodes: Callable):
             done = [node_done(c.spec.node_dir) for c in by_trial[cfg.mix_fraction, cfg.trial]]
             named = [finetune_losses(d["result"]["losses"]) for d in done if d]
             points = [(n["L_ret"], n["L_ft"]) for n in named]
-            told.append((cfg, balanced_child(points)))
+            told.append((cfg, balanced_point(points)))  # the (L_ret, L_ft) told for it
         return told
 
     log = search_loop(study, train_round)

@@ -185,7 +185,8 @@ def train_nodes(
     for m in all_nodes(arms, subtrees):
         done = node_done(m.spec.node_dir) if m.spec.node_key not in before else None
         if done is not None and done.get("trained_by") in (None, "", me):  # older nodes name no trainer
-            result.trained[kind_of(m)] = result.trained.get(kind_of(m), 0) + 1
+            kind = kind_of(m)
+            result.trained[kind] = result.trained.get(kind, 0) + 1
         elif done is not None:
             result.finished_elsewhere += 1
     # MLflow is a view of the node store: whatever an outage or a killed worker kept from it is written now

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from raysweep.nodes import progress_dir
@@ -27,6 +27,8 @@ class Faults(Callback):
     kill: str | None = None  # "<label text>@<step>": SIGKILL the worker once there
     nan: str | None = None  # "<label text>@<step>": a NaN loss there
     delay: str | None = None  # "<label text>@<seconds>": sleep before the run starts
+    # this run's kill and NaN steps, read from the texts once per run (on_start), not at every step
+    run_steps: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_env(cls) -> Faults:
@@ -36,15 +38,16 @@ class Faults(Callback):
         return any((self.failure, self.kill, self.nan, self.delay))
 
     def on_start(self, spec, worker) -> None:
+        self.run_steps.update(kill=_injected_step(self.kill, spec.label), nan=_injected_step(self.nan, spec.label))
         self.at_start(spec.label)
 
     def on_gradients(self, spec, step, loss, norm):
-        if self.nan_step(spec.label) == step:  # a NaN loss: its gradient is NaN too
+        if self.run_steps.get("nan") == step:  # a NaN loss: its gradient is NaN too
             return loss * float("nan"), norm * float("nan")
         return loss, norm
 
     def on_step_end(self, spec, step, worker) -> None:
-        if self.kill_step(spec.label) == step and worker.rank == 0:
+        if self.run_steps.get("kill") == step and worker.rank == 0:
             kill_once(progress_dir(spec.node_dir), spec.label, step)
 
     def at_start(self, label: str) -> None:
@@ -54,12 +57,6 @@ class Faults(Callback):
         if seconds:
             print(f"[{label}] starting in {seconds} s (RAYSWEEP_INJECT_DELAY)", file=sys.__stdout__, flush=True)
             time.sleep(seconds)
-
-    def kill_step(self, label: str) -> int | None:
-        return _injected_step(self.kill, label)
-
-    def nan_step(self, label: str) -> int | None:
-        return _injected_step(self.nan, label)
 
 
 def _injected_step(value: str | None, label: str) -> int | None:

@@ -9,7 +9,8 @@ import math
 import pytest
 
 from raysweep.config import load_study
-from raysweep.sweep.search import balanced_child, search_loop
+from raysweep.spec import balanced_point as balanced_child
+from raysweep.sweep.search import search_loop
 from tests.helpers import SMOKE, with_reference_data
 
 
