@@ -87,9 +87,26 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if summary["failures"] else 0
 
 
+def cli(argv: list[str]) -> int:
+    """The command line. A study that trains runs in a driver process of its own, which this process
+    watches and passes stop signals to (raysweep.supervisor: a signal to this process's group, as
+    `timeout`, Slurm and `docker stop` send it, must not reach the local Ray instance's head)."""
+    from raysweep import supervisor
+
+    if supervisor.inside():
+        return main(argv)
+    try:
+        args = parse_args(argv)
+    except SystemExit as e:  # --help, or a malformed command line: argparse has said why
+        return e.code if isinstance(e.code, int) else 2
+    if args.dry_run or args.sync_mlflow:  # no Ray, nothing to stop cleanly
+        return main(argv)
+    return supervisor.supervise(argv)
+
+
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        sys.exit(cli(sys.argv[1:]))
     except BrokenPipeError:  # `--dry-run | head`: the reader left; say nothing more
         import os
 

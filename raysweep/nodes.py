@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from raysweep import storage
+from raysweep import signals, storage
 from raysweep.data.tokenizer import check_same_tokenizer
 from raysweep.keys import file_digest
 from raysweep.spec import RunSpec
@@ -141,6 +141,7 @@ def save_node(
             files = {p.name: {"bytes": p.stat().st_size, "sha256": file_digest(p)} for p in sorted(tmp.iterdir())}
             node = {"spec": asdict(spec), "result": result, "tokenizer_id": tokenizer_id, "files": files, "trained_by": trained_by}
             (tmp / NODE_FILE).write_text(json.dumps(node, indent=1))
+            signals.hold_if_stopping()  # a stop signal came: this node is not stored (its progress checkpoint is)
     except Exception as e:  # safetensors reports a full disk as its own error, in words
         if not (isinstance(e, OSError) or storage.is_disk_full(e)):
             raise

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from raysweep.signals import keeping_handlers
+from raysweep.signals import keeping_handlers, stop_file_env
 
 # Train V2 polls worker health every 2 s by default, which adds ~5 s to the end of every fit.
 _RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
@@ -103,7 +103,7 @@ def init_ray(retry_after_s: float = 2.0) -> None:
 def _init_ray(ray, retry_after_s: float) -> None:
     from raysweep.tracking import http_env
 
-    env = {**_RAY_ENV, **http_env(), "PYTHONUNBUFFERED": "1"}
+    env = {**_RAY_ENV, **http_env(), **stop_file_env(), "PYTHONUNBUFFERED": "1"}
     os.environ.update(env)
     address = os.environ.get("RAY_ADDRESS")
     if address:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 STOP_SIGNALS = tuple(name for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 _RECEIVED: list[str] = []
@@ -50,3 +51,38 @@ def keeping_handlers(start):
         for name, handler in saved.items():
             if callable(handler):  # one a Python caller set (the CLI's); C-level defaults stay Ray's
                 signal.signal(getattr(signal, name), handler)
+
+
+# The stop file: made by the command line's supervisor (raysweep.supervisor) the instant a stop
+# signal reaches it, before it passes the signal on, and named in every process of the study's
+# local Ray instance. A worker that finds it stores no node and starts no run: what was in flight
+# when the signal came is left to its progress checkpoint, so "finished" means finished before the
+# signal. (The driver needs a few tenths of a second to stop its slots; nodes were written in that
+# window.) Workers on other machines of a cluster do not see the file; their driver's stop is the
+# signal's only effect there, as before.
+STOP_FILE_ENV = "RAYSWEEP_STOP_FILE"
+
+
+def stop_file_env() -> dict[str, str]:
+    """The stop file's variable, for the environment of the study's Ray workers (empty: none)."""
+    path = os.environ.get(STOP_FILE_ENV)
+    return {STOP_FILE_ENV: path} if path else {}
+
+
+def stop_requested() -> bool:
+    """Has a stop signal reached the study (its stop file exists)?"""
+    path = os.environ.get(STOP_FILE_ENV)
+    return bool(path) and os.path.exists(path)
+
+
+def hold_if_stopping(longest_s: float = 300.0) -> None:
+    """Where a worker is about to store a node or start a run: once the study is stopping, wait for
+    the driver to stop this process instead (it does within seconds; after `longest_s` this process
+    ends itself). Nothing is written, raised or closed here: the run stays as its last progress
+    checkpoint left it, and the driver marks it KILLED."""
+    if not stop_requested():
+        return
+    deadline = time.monotonic() + longest_s
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+    os._exit(1)

@@ -290,13 +290,25 @@ def boxed(*lines: str) -> None:
     print("=" * 78)
 
 
-def close_stopped(tracker, study_run: str | None, settled: set, status: str) -> int:
+def close_stopped(tracker, study_run: str | None, settled: set, status: str, tags: dict | None = None) -> int:
     """What a stopped study leaves open in MLflow, closed: its unfinished runs KILLED (the nodes in
-    `settled` are not), the study's own run `status`. Returns how many runs were killed."""
+    `settled` are not), the study's own run `status` (with `tags`). Returns how many runs were killed."""
     killed = tracker.guard("closing the unfinished runs", tracker.kill_running, settled) or 0
     if study_run is not None:
-        tracker.guard("closing the study's MLflow run", tracker.finish, study_run, {}, status=status)
+        tracker.guard("closing the study's MLflow run", tracker.finish, study_run, {}, status=status, tags=tags)
     return killed
+
+
+def close_failed(study: Study, tracker, study_run: str | None, error: BaseException) -> None:
+    """An error on the way (a corpus without text found by the tokenizer, a budget beyond the corpus,
+    Ray failing to start, a bug): the study's MLflow run is FAILED with the error as its
+    `raysweep.failure` tag and its workers' open runs KILLED, never left RUNNING; the caller
+    re-raises, so the error is said as before. Finished nodes are kept in the node store."""
+    from raysweep.tags import FAILURE, OUTCOME
+
+    stop_own_ray()  # nothing trains or logs behind the error
+    message = f"{type(error).__name__}: {error}" if not isinstance(error, StudyInputError) else str(error)
+    close_stopped(tracker, study_run, set(), "FAILED", {OUTCOME: "failed", FAILURE: message[:4000]})
 
 
 def stopped_summary(tracker, seconds: float, **what) -> dict:
@@ -358,8 +370,12 @@ def run_study(study: Study, train: bool = True, trainer=None) -> dict:
         return report_interrupted(study, tracker, study_run, stop, time.perf_counter() - t0)
     except OSError as e:
         if not storage.is_disk_full(e):
+            close_failed(study, tracker, study_run, e)
             raise
         return report_disk_full(study, tracker, study_run, e, time.perf_counter() - t0)
+    except BaseException as e:  # noqa: BLE001 -- closed in MLflow, then raised as it came
+        close_failed(study, tracker, study_run, e)
+        raise
     tracker.guard(
         "closing the study's MLflow run",
         tracker.finish_study,

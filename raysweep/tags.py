@@ -14,6 +14,7 @@ SYNCED = "raysweep.synced_points"  # how many stored points a sync delivered (a 
 SYNCED_RESULT = "raysweep.synced_result"  # the key of the stored result a node run's final metrics show
 FINAL_STEP = "raysweep.final_step"  # the step of those final metrics: +1 each time the result is a new one
 FINISHES = "raysweep.finishes"  # on the study run: how many summary points it has (see tracking.finish_study)
+FAILURE = "raysweep.failure"  # on a study run that stopped on an error: the error's message
 OUTCOME = "raysweep.outcome"  # on runs that did not finish normally: diverged | blocked | failed | interrupted
 SAMPLER = "raysweep.sampler"  # on the study run of an Optuna search: the Optuna version and TPE's options
 PROBE = "raysweep.probe"  # halving's rung and probe runs ("rung <k>"): they inform the search, off the frontier tables

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, replace
 
 from raysweep.config import ResourcesConfig
+from raysweep.signals import hold_if_stopping
 from raysweep.sweep.queue import WAIT, Item, WorkQueue
 from raysweep.sweep.work import Work
 from raysweep.train.context import LoopConfig
@@ -120,6 +121,7 @@ def serve_queue(config: dict) -> None:
         return ctx.trainer.train(specs, rows, ctx.loop, eval_sets, worker)
 
     while True:
+        hold_if_stopping()  # no item is taken once a stop signal has come (raysweep.signals)
         item = ray.get(ctx.queue.take.remote(slot, kinds)) if rank == 0 else None
         item = broadcast(item, world)
         if item is None:

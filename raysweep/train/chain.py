@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from raysweep.nodes import finish_progress, load_weights, record_failure, save_diverged, save_node
+from raysweep.signals import hold_if_stopping
 from raysweep.spec import Diverged, RunSpec
 from raysweep.train.context import LoopConfig, Worker
 from raysweep.train.loop import train_run
@@ -23,6 +24,7 @@ def train_chain(specs: list[RunSpec], sources: dict, cfg: LoopConfig, eval_sets:
     result per spec (its node key, and its result, or `diverged`/`blocked`)."""
     results, states, diverged = [], {}, set()
     for spec in specs:
+        hold_if_stopping()  # no run starts once a stop signal has come (raysweep.signals)
         if spec.init_from in diverged:  # its parent diverged in this chain: nothing to start from
             results.append({"node_key": spec.node_key, "blocked": True})
             continue

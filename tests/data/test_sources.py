@@ -228,6 +228,54 @@ def test_empty_and_missing_corpora_are_clear_errors(tmp_path, tokenizer):
         _read(CorpusConfig(source="local", path=str(tmp_path / "nothing")), "corpora.pre", tmp_path / "c", tokenizer)
 
 
+@pytest.mark.parametrize("name", ["w.jsonl", "w.jsonl.gz", "w.json", "w.txt"])
+def test_a_file_saved_on_windows_with_a_bom_and_crlf_reads_as_any_other(tmp_path, tokenizer, name):
+    """Notepad's UTF-8 writes a byte-order mark first and ends lines with CRLF: same documents."""
+    texts = [f"windows document {i} with ümlauts" for i in range(30)]
+    if name == "w.txt":
+        (tmp_path / "w").mkdir()
+        for i, t in enumerate(texts):
+            (tmp_path / "w" / f"{i:02d}.txt").write_bytes(b"\xef\xbb\xbf" + t.encode())
+        path = tmp_path / "w"
+    else:
+        body = (
+            json.dumps([{"text": t} for t in texts]) if name == "w.json" else "\r\n".join(json.dumps({"text": t}) for t in texts) + "\r\n"
+        )
+        raw = b"\xef\xbb\xbf" + body.encode()
+        (tmp_path / name).write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+        path = tmp_path / name
+    cfg = CorpusConfig(source="local", path=str(path), heldout_docs=3, heldout_fraction=0.1)
+    from raysweep.data.corpora.sources import probe_local
+
+    probe_local(cfg, "corpora.post")
+    corpus = _read(cfg, "corpora.post", tmp_path / "cache", tokenizer)
+    got = _texts(corpus.train, tokenizer) + _texts(corpus.heldout, tokenizer)
+    assert set(got) <= set(texts) and not any("\ufeff" in t or "\r" in t for t in got)
+    assert corpus.stats["train_docs"] + corpus.stats["heldout_docs"] + corpus.stats["skipped"]["carved_beyond_heldout_docs"] == 30
+
+
+def test_the_probe_reads_past_empty_files_and_refuses_files_without_text(tmp_path):
+    """A folder whose first files are empty is read on to its text; one with no text at all is
+    refused before Ray starts, with the key, instead of after the tokenizer ran (issue 45)."""
+    from raysweep.data.corpora.sources import probe_local
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.jsonl").write_text("")
+    (tmp_path / "docs" / "b.jsonl").write_text(json.dumps({"text": ""}) + "\n" + json.dumps({"text": " \n "}) + "\n")
+    with pytest.raises(
+        CorpusError,
+        match=r"corpora\.post\.path: .*docs \(2 files\) holds no document with text \(2 records, all empty\); check corpora\.post\.text_field",
+    ):
+        probe_local(CorpusConfig(source="local", path=str(tmp_path / "docs")), "corpora.post")
+    (tmp_path / "docs" / "c.jsonl").write_text(json.dumps({"text": "a tune"}) + "\n")
+    probe_local(CorpusConfig(source="local", path=str(tmp_path / "docs")), "corpora.post")  # c.jsonl has text
+    (tmp_path / "empty").mkdir()
+    for f in "ab":
+        (tmp_path / "empty" / f"{f}.jsonl").write_text("")
+    with pytest.raises(CorpusError, match=r"empty \(2 files\) holds no records"):
+        probe_local(CorpusConfig(source="local", path=str(tmp_path / "empty")), "corpora.post")
+
+
 # ----------------------------------------------------------------------- config errors, early
 
 
@@ -381,6 +429,7 @@ def test_carving_never_lets_a_heldout_text_into_training(tmp_path_factory, token
         ("tunes.jsonl", b"not json\n", {}, r"corpora\.post\.path: cannot read .*JSONDecodeError"),
         ("tunes.parquet", b"PAR1 broken", {}, r"corpora\.post\.path: cannot read .*tunes\.parquet"),
         ("tunes.jsonl", b"", {}, r"corpora\.post\.path: .*tunes\.jsonl holds no records"),
+        ("tunes.jsonl", "Grüße".encode("utf-16"), {}, r"corpora\.post\.path: cannot read .*tunes\.jsonl \(UnicodeDecodeError.*UTF-8"),
         ("tunes.jsonl", b'{"q": "a"}\n', {"template": "{question}"}, r"corpora\.post\.template: records have no field 'question'"),
     ],
 )

@@ -42,3 +42,22 @@ def test_one_failing_subtree_leaves_the_rest_complete(ray_local, reference, tmp_
     assert duplicate_points(summary["tracking_uri"], study.name) == []  # the rerun's summary is its own point, not a second value
     [study_run] = [r for r in runs if r.info.run_name == "failing"]
     assert [(m.step, m.value) for m in client.get_metric_history(study_run.info.run_id, "failures")] == [(0, 1.0), (1, 0.0)]
+
+
+def test_an_error_after_tracking_opens_leaves_the_study_run_failed_with_its_reason(ray_local, reference, tmp_path):
+    """A budget beyond the corpus is found once the corpora are read, after the study's MLflow run
+    was opened: the error reaches the caller as before, and the run is FAILED with the reason as
+    its tag, never left RUNNING (issue 45)."""
+    import pytest
+
+    from raysweep.config import StudyConfigError
+    from raysweep.tags import FAILURE, OUTCOME
+
+    out = with_reference_data(reference[0], tmp_path / "study")
+    study = load_study(SMOKE, [f"output_dir={out}", "name=too-big", *REDUCED, "finetune.tokens=10000000"])
+    with pytest.raises(StudyConfigError, match=r"finetune\.tokens: 10,000,000 tokens asked") as raised:
+        run_study(study)
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("too-big").experiment_id])
+    assert run.info.status == "FAILED" and run.data.tags[OUTCOME] == "failed"
+    assert run.data.tags[FAILURE] == str(raised.value)

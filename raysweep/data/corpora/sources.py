@@ -38,6 +38,10 @@ LOCAL_SHARD_BYTES = 64 << 20  # local files are grouped, in order, into shards o
 
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet", ".txt")
+# UTF-8, with or without the byte-order mark Windows editors write first; any other encoding
+# (Latin-1, UTF-16) is refused with the file named, never guessed
+ENCODING = "utf-8-sig"
+PROBE_RECORDS = 5000  # how far probe_local reads looking for a document with text (milliseconds)
 
 
 class CorpusError(ValueError):
@@ -94,10 +98,11 @@ def _file_records(path: Path, root: Path) -> Iterator[dict]:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
             yield from batch.to_pylist()
     elif name.endswith(".txt"):
-        yield {"id": str(path.relative_to(root)) if path != root else path.name, "text": path.read_text(encoding="utf-8")}
+        yield {"id": str(path.relative_to(root)) if path != root else path.name, "text": path.read_text(encoding=ENCODING)}
     else:
         raw = gzip.open(path, "rb") if name.endswith(".gz") else path.open("rb")
-        with raw, io.TextIOWrapper(raw, encoding="utf-8") as f:
+        # universal newlines: a file saved on Windows (CRLF) reads as one saved anywhere else
+        with raw, io.TextIOWrapper(raw, encoding=ENCODING) as f:
             head = f.read(1)
             while head and head.isspace():
                 head = f.read(1)
@@ -105,7 +110,7 @@ def _file_records(path: Path, root: Path) -> Iterator[dict]:
                 yield from json.loads(head + f.read())
                 return
             first = head + f.readline()
-            for line in ([first] if first.strip() else []) + list(f):
+            for line in itertools.chain([first], f):  # line by line: a shard's file is never held whole
                 if line.strip():
                     yield json.loads(line)
 
@@ -132,32 +137,53 @@ def _local_records(path_str: str, split: str, key: str) -> Iterator[dict]:
 
 
 def probe_local(cfg, key: str) -> None:
-    """Open a local corpus's first file (and its held-out file) and parse its first record into a
-    text, reading kilobytes, not the corpus: a binary file, another encoding or a missing text
-    field is said with its key in a second, before Ray starts (it was found after ≈ 30 s and
-    0.5 GB of start-up). Raises CorpusError."""
+    """Read a local corpus (and its held-out files) until one record renders to text, at most
+    PROBE_RECORDS records and 64 kB of each .txt file, not the corpus: a binary file, another
+    encoding, a missing text field or files without a single document with text are said with
+    their key in a second, before Ray starts (they were found after ≈ 15-30 s of start-up).
+    Raises CorpusError."""
     for which, value in (("path", cfg.path), ("heldout_path", cfg.heldout_path)):
         if not value:
             continue
         path, where = Path(value).expanduser(), f"{key}.{which}"
         if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
             continue  # a datasets save_to_disk folder: datasets checks its own format when it loads it
-        first = _local_files(path, where)[0]
-        try:
-            if first.name.endswith(".txt"):
-                with first.open("rb") as f:  # a prefix is enough: a .txt file is one document
-                    record = {"text": codecs.getincrementaldecoder("utf-8")().decode(f.read(1 << 16))}
+        files = _local_files(path, where)
+        records = 0
+        for file in files:
+            for record in _probe_records(file, path, where):
+                if not isinstance(record, dict):
+                    raise CorpusError(
+                        f"{where}: {file}'s record {records + 1} is not an object (a JSON object per line, or an array of them)"
+                    )
+                if render(record, key, cfg.text_field, cfg.template).strip():
+                    break
+                records += 1
+                if records >= PROBE_RECORDS:
+                    break
             else:
-                record = next(_file_records(first, path), None)
-        except (json.JSONDecodeError, UnicodeDecodeError, pa.ArrowInvalid, OSError, EOFError) as e:
-            raise CorpusError(
-                f"{where}: cannot read {first} ({type(e).__name__}: {str(e)[:200]}); is it a {', '.join(LOCAL_SUFFIXES)} file?"
-            ) from None
-        if not isinstance(record, dict):
-            raise CorpusError(
-                f"{where}: {first} holds no records" if record is None else f"{where}: {first}'s first record is not an object"
-            )
-        render(record, key, cfg.text_field, cfg.template)
+                continue
+            break
+        else:  # every file read to its end, and not one document with text
+            what = f"{files[0]}" if len(files) == 1 else f"{path} ({len(files)} files)"
+            if not records:
+                raise CorpusError(f"{where}: {what} holds no records")
+            field = f"{key}.template" if cfg.template is not None else f"{key}.text_field ({cfg.text_field!r})"
+            raise CorpusError(f"{where}: {what} holds no document with text ({records:,} records, all empty); check {field}")
+
+
+def _probe_records(file: Path, root: Path, where: str) -> Iterator:
+    """A file's records as probe_local reads them: a .txt file's first 64 kB, any error named."""
+    try:
+        if file.name.endswith(".txt"):
+            with file.open("rb") as f:  # a prefix is enough: a .txt file is one document
+                yield {"text": codecs.getincrementaldecoder(ENCODING)().decode(f.read(1 << 16))}
+        else:
+            yield from _file_records(file, root)
+    except (json.JSONDecodeError, UnicodeDecodeError, pa.ArrowInvalid, OSError, EOFError) as e:
+        raise CorpusError(
+            f"{where}: cannot read {file} ({type(e).__name__}: {str(e)[:200]}); is it a UTF-8 {', '.join(LOCAL_SUFFIXES)} file?"
+        ) from None
 
 
 # ------------------------------------------------------------------------------- shards
