@@ -11,6 +11,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+def _as_axis(value):
+    """A sweep axis given one value (`--set finetune.lr=3e-4`, `dropout: 0.1`) is the axis of that
+    one value: the same validated list, so `x` and `[x]` give the same study and node keys."""
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return [value]
+    return value
+
+
 def _grid(values: list[float], lo: float, hi: float, name: str, hi_open: bool = False) -> list[float]:
     if not values:
         raise ValueError(f"needs at least one {name}")

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from raysweep.config.base import _grid, _Strict
+from raysweep.config.base import _as_axis, _grid, _Strict
 
 
 class ResourcesConfig(_Strict):
@@ -79,6 +79,8 @@ class PretrainConfig(_StageConfig):
     min_lr: float = Field(3e-4, ge=0, description="floor of the cosine decay")
     warmup_steps: int = Field(20, ge=0, description="optimizer steps of linear warmup")
 
+    _one_value = field_validator("mix_fraction", mode="before")(_as_axis)
+
     @field_validator("mix_fraction")
     @classmethod
     def _fractions(cls, v: list[float]) -> list[float]:
@@ -136,6 +138,8 @@ class PosttrainConfig(_StageConfig):
         le=10_000,
         description="search: optuna: configurations asked for at once per λ (trained side by side, then told). Fixed, not taken from the cluster, so a study picks the same configurations on any cluster",
     )
+
+    _one_value = field_validator("lr", "dropout", "replay", "tuning", "lora_targets", mode="before")(_as_axis)
 
     @field_validator("lr")
     @classmethod
@@ -197,6 +201,8 @@ class FinetuneConfig(_StageConfig):
         True,
         description="false: stage-3 nodes keep their losses and metric points but not their weights (all a frontier needs; --dry-run shows the disk it saves). Not part of any key: a node stored without weights stays so",
     )
+
+    _one_value = field_validator("lr", mode="before")(_as_axis)
 
     @field_validator("lr")
     @classmethod

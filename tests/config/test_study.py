@@ -202,3 +202,20 @@ def test_an_address_space_limit_too_small_for_ray_is_said_in_one_line(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("error: the address-space limit (ulimit -v) is 7.6 GiB"), proc.stderr[-3000:]
     assert "ulimit -v unlimited" in errors[0]
+
+
+def test_every_sweep_axis_takes_a_scalar_as_its_one_value():
+    """`x` and `[x]` are one study, for each axis (the plan test checks their node keys)."""
+    axes = {
+        "pretrain.mix_fraction": "0.5",
+        "posttrain.lr": "1e-3",
+        "posttrain.dropout": "0.1",
+        "posttrain.replay": "0.01",
+        "posttrain.tuning": "lora",
+        "posttrain.lora_targets": "o_proj",
+        "finetune.lr": "3e-4",
+    }
+    for key, value in axes.items():
+        assert load_study(None, [f"{key}={value}"]) == load_study(None, [f"{key}=[{value}]"]), key
+    with pytest.raises(StudyConfigError, match=r"posttrain\.dropout: Input should be a valid list \(got True\)"):
+        load_study(None, ["posttrain.dropout=true"])  # a boolean is not silently 1.0

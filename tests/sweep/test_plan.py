@@ -53,6 +53,29 @@ def test_stage2_batch_size_can_be_a_sweep_axis(smoke_data):
     assert len({n.spec.node_key for n, _ in both}) == len(both)
 
 
+@pytest.mark.parametrize(
+    "setting, value",
+    [
+        ("finetune.lr", "3e-4"),
+        ("pretrain.mix_fraction", "0.5"),
+        ("posttrain.dropout", "0.1"),
+        ("posttrain.tuning", "lora"),
+        ("posttrain.lr", "1e-3"),
+    ],
+)
+def test_a_scalar_for_a_sweep_axis_is_the_axis_of_that_one_value(smoke_data, smoke_out, setting, value):
+    """`--set finetune.lr=3e-4` is `[3e-4]`: the same study and the same node keys (issue 45)."""
+    study, data = smoke_data
+    scalar = load_study(SMOKE, [f"output_dir={smoke_out}", f"{setting}={value}"])
+    listed = load_study(SMOKE, [f"output_dir={smoke_out}", f"{setting}=[{value}]"])
+    assert scalar == listed and scalar.content_hash() == listed.content_hash() != study.content_hash()
+    keys = [
+        [n.spec.node_key for n in (*arms, *(m for n2, cs in subtrees for m in (n2, *cs)))]
+        for arms, subtrees in (plan(s, data) for s in (scalar, listed))
+    ]
+    assert keys[0] == keys[1] and len(keys[0]) == len(set(keys[0]))
+
+
 def test_model_compile_reaches_the_training_loop_and_no_node_key(smoke_data, smoke_out):
     from raysweep.sweep.tree import loop_config
 
