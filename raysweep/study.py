@@ -221,7 +221,7 @@ def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Pat
         f"({ray_said}, data {timings['data']:.0f}s, tree {tree.seconds:.0f}s)"
     )
     elsewhere = getattr(tree, "finished_elsewhere", 0)
-    also = f"; {elsewhere} finished meanwhile by another study sharing the node store" if elsewhere else ""
+    also = f"; {elsewhere} finished meanwhile by another driver sharing the node store" if elsewhere else ""
     print(f"trained now: {tree.trained}; the rest were already finished{also}")
     print(tables)
     if timings.get("theory"):

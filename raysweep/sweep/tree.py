@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from raysweep import storage
@@ -47,7 +48,7 @@ class TreeResult:
     arms: list[Node]
     subtrees: list[Subtree]
     trained: dict[str, int] = field(default_factory=lambda: {"pretrain": 0, "posttrain": 0, "finetune": 0})
-    finished_elsewhere: int = 0  # nodes another study sharing the node store finished while this one ran
+    finished_elsewhere: int = 0  # nodes another driver sharing the node store finished while this one ran
     failures: list[str] = field(default_factory=list)  # one line per node that failed for good (or was never trained)
     diverged: list[str] = field(default_factory=list)  # one line per diverged node (an outcome)
     seconds: float = 0.0
@@ -133,7 +134,13 @@ def trial_order(arms: list[Node], subtrees: list[Subtree], todo: list[int], todo
     return [("arm", i) for i in todo] + [("subtree", j) for j in sorted(todo2, key=lambda j: (rank[subtrees[j][0].parent], j))]
 
 
-def loop_config(study: Study, data) -> LoopConfig:
+def trainer_id(study: Study) -> str:
+    """Who trains a tree now, as each node it stores says: the study's hash and one call's own id,
+    so that two drivers of one study sharing a node store each count what they trained."""
+    return f"{study.content_hash()}/{uuid.uuid4().hex[:12]}"
+
+
+def loop_config(study: Study, data, trained_by: str = "") -> LoopConfig:
     """What every run of the tree shares in its worker group (threads are set per stage by the slots)."""
     return LoopConfig(
         shape=study.model.shape,
@@ -143,7 +150,7 @@ def loop_config(study: Study, data) -> LoopConfig:
         eval_sources={r: source_of(s, study.out / "cache", data_mirror(study.checkpoints)) for r, s in data.heldout.items()},
         tokenizer_id=data.tokenizer_id,
         compile=study.model.compile,
-        trained_by=study.content_hash(),
+        trained_by=trained_by,
     )
 
 
@@ -173,18 +180,18 @@ def train_nodes(
     )
     items = trial_order(arms, subtrees, todo, todo2) if trainer is not None else []
     result = TreeResult(arms, subtrees)
+    me = trainer_id(study)
     if items:
         work = Work(arms, subtrees, tracker, study_run)
         try:
-            result.failures = train_items(study, data, work, items, trainer)
+            result.failures = train_items(study, data, work, items, trainer, me)
         except KeyboardInterrupt as stop:
             # Ray is still up here: the study clears the leases once it has stopped the workers
             raise Interrupted(arms, subtrees, *stop.args, clear_leases=work.clear_leases) from None
         work.clear_leases()  # every trial has ended: what a killed or failed worker held is stale
-    me = study.content_hash()
     for m in all_nodes(arms, subtrees):
         done = node_done(m.spec.node_dir) if m.spec.node_key not in before else None
-        if done is not None and done.get("trained_by") in (None, "", me):  # older nodes name no trainer
+        if done is not None and done.get("trained_by") == me:
             kind = kind_of(m)
             result.trained[kind] = result.trained.get(kind, 0) + 1
         elif done is not None:
@@ -196,8 +203,8 @@ def train_nodes(
     return result
 
 
-def train_items(study: Study, data, work: Work, items: list[Item], trainer: Trainer) -> list[str]:
-    """Train `items` on warm slots; returns the failures, one line each."""
+def train_items(study: Study, data, work: Work, items: list[Item], trainer: Trainer, trained_by: str) -> list[str]:
+    """Train `items` on warm slots, each node stamped `trained_by`; returns the failures, one line each."""
     resources = {s: getattr(study, s).resources for s in ("pretrain", "posttrain", "finetune")}
     arm_item = {a.spec.node_key: ("arm", i) for i, a in enumerate(work.arms)}
     arm_of = {it: arm_item[work.group(it)[0].parent] for it in items if it[0] == "subtree"}
@@ -210,7 +217,7 @@ def train_items(study: Study, data, work: Work, items: list[Item], trainer: Trai
     needs.update({it: ("subtree", it[1]) for it in items if it[0] == "leaf"})
     work = work.with_tail(split).with_sources(items, study.out / "cache", data_mirror(study.checkpoints))
     ctx = SlotContext(
-        loop=loop_config(study, data),
+        loop=loop_config(study, data, trained_by),
         resources=resources,
         retries=study.retries,
         tune_storage=str(study.out / "tune"),

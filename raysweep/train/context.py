@@ -23,7 +23,7 @@ class LoopConfig:
     compile: bool = False  # torch.compile the training step (model.compile)
     threads: int = 1  # torch threads per worker (its CPU reservation)
     callbacks: tuple = ()  # raysweep.train.callbacks.Callback: fault drills, audits (the loop calls them at named points)
-    trained_by: str = ""  # the study's hash, kept in each node it trains (another study sharing the store may finish a node first)
+    trained_by: str = ""  # who trains (raysweep.sweep.tree.trainer_id), kept in each node it trains: another driver sharing the store may finish a node first
 
 
 def _plain(model):

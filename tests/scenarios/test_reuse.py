@@ -70,11 +70,12 @@ def test_second_study_reuses_the_shared_stage1_node(ray_local, reference, tmp_pa
     assert all(math.isfinite(row[k]) for k in ("L_ret", "L_ft", "L_pre")) and row["L_ft"] != first["rows"][0]["L_ft"]
 
 
-def test_two_studies_sharing_a_node_store_at_once_train_each_node_once(ray_local, reference, tmp_path):
-    """Two drivers (each its own local Ray, as two users' jobs) start the same tree into one node
-    store at the same moment: each item is trained by whichever takes its lease first
-    (raysweep.leases), the other waits and then finds those nodes finished, so the two together
-    train every node exactly once, each says what the other finished, and the results equal the
+def test_two_drivers_of_one_study_at_once_train_each_node_once_and_each_counts_its_own(ray_local, reference, mlflow_server, tmp_path):
+    """Two drivers (each its own local Ray, as a job submitted twice) start the same study, on one
+    output_dir and one MLflow server, at the same moment: each item is trained by whichever takes
+    its lease first (raysweep.leases), the other waits and then finds those nodes finished, so the
+    two together train every node exactly once; each summary counts what its own process trained
+    and what the other finished (both once counted all five: issue 45), and the results equal the
     undisturbed run's."""
     import ast
     import os
@@ -85,15 +86,25 @@ def test_two_studies_sharing_a_node_store_at_once_train_each_node_once(ray_local
     from tests.helpers import REDUCED, ROOT, node_results
 
     ref_out = reference[0]
-    store = tmp_path / "shared" / "checkpoints"
+    out = with_reference_data(ref_out, tmp_path / "shared")
+    store = out / "checkpoints"
     # whoever takes the arm's lease keeps it 8 s longer, so the other (started at the same moment)
     # surely finds it held, whatever their start-ups cost
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAYSWEEP_INJECT_DELAY": "pretrain@8"}
     procs, logs = {}, {}
     for name in ("first", "second"):
-        out = with_reference_data(ref_out, tmp_path / name)
-        cmd = [sys.executable, "-m", "raysweep.main", "--config", str(SMOKE), "--set", f"name=lease-{name}"]
-        cmd += ["--set", f"output_dir={out}", "--set", f"checkpoint_dir={store}", *[a for r in REDUCED for a in ("--set", r)]]
+        cmd = [
+            sys.executable,
+            "-m",
+            "raysweep.main",
+            "--config",
+            str(SMOKE),
+            "--set",
+            "name=lease",
+            "--set",
+            f"tracking_uri={mlflow_server}",
+        ]
+        cmd += ["--set", f"output_dir={out}", *[a for r in REDUCED for a in ("--set", r)]]
         logs[name] = (tmp_path / f"{name}.log").open("w")
         procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logs[name], stderr=subprocess.STDOUT, start_new_session=True)
     texts, counts, elsewhere = {}, {}, {}
@@ -103,7 +114,7 @@ def test_two_studies_sharing_a_node_store_at_once_train_each_node_once(ray_local
         texts[name] = text = (tmp_path / f"{name}.log").read_text()
         line = next(x for x in text.splitlines() if x.startswith("trained now:"))
         counts[name] = ast.literal_eval(line.removeprefix("trained now: ").split(";")[0])
-        found = re.search(r"(\d+) finished meanwhile by another study sharing the node store", line)
+        found = re.search(r"(\d+) finished meanwhile by another driver sharing the node store", line)
         elsewhere[name] = int(found.group(1)) if found else 0
     total = {stage: counts["first"][stage] + counts["second"][stage] for stage in counts["first"]}
     assert total == {"pretrain": 1, "posttrain": 2, "finetune": 2}, counts  # every node once, by one of them
