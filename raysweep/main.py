@@ -80,11 +80,33 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if log is not None and log.exists():
         print(f"libraries' own messages: {log} (--verbose shows them here)")
+    said = ray_logs(study.out / "logs")
+    if said:
+        print(said)
     if summary.get("interrupted"):
         import signal
 
         return 128 + signal.Signals[summary["interrupted"]]  # the shell's convention: 130 after Ctrl-C, 143 after SIGTERM
     return 1 if summary["failures"] else 0
+
+
+def ray_logs(logs: Path) -> str | None:
+    """Where the local Ray instance kept its own logs (outside output_dir, where a user cleaning up
+    a study would not look): linked as logs/ray-session beside the study's logs and said in one line."""
+    from raysweep.ray_instance import session_dir
+
+    where = session_dir()
+    if where is None or not Path(where).is_dir():
+        return None
+    link = logs / "ray-session"
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(where, target_is_directory=True)
+    except OSError:
+        return f"Ray's own logs: {where}"
+    size = sum(f.stat().st_size for f in Path(where).rglob("*") if f.is_file() and not f.is_symlink())
+    return f"Ray's own logs: {where} ({size / 1e6:.1f} MB; linked as {link}; delete it with the study)"
 
 
 def cli(argv: list[str]) -> int:

@@ -7,7 +7,9 @@ listens on 127.0.0.1 only, is retried once if it fails to start, and dies with i
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ from raysweep.signals import keeping_handlers, stop_file_env
 _RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
 _OWN_RAY: list[bool] = []  # set when this process started or joined Ray itself (so may shut it down)
+_SESSIONS: list[str] = []  # the session folders (logs, sockets) of the local instances this process started
 
 # Ray binds its servers (GCS, raylet, object manager, workers, agents, metrics) to the node's address,
 # and takes the machine's outward address as the node's on Linux, even when told 127.0.0.1
@@ -98,6 +101,60 @@ def init_ray(retry_after_s: float = 2.0) -> None:
     if ray.is_initialized():  # a caller (a test, a notebook) already connected
         return
     keeping_handlers(lambda: _init_ray(ray, retry_after_s))
+    route_worker_noise()
+
+
+# A Ray worker stopped by SIGTERM while Python runs a finalizer or another thread's code cannot raise
+# Ray's SystemExit there, so Python prints "Exception ignored in: <function ...sigterm_handler ...>",
+# a traceback and "SystemExit: 1" to the worker's stderr, which Ray echoes on the driver's terminal
+# (seen in 2 of 37 smoke trees, at their end). It means nothing to the study: it goes to the
+# libraries' log with the other libraries' messages.
+_NOISE_START = re.compile(r"Exception ignored in: <function [\w.<>]*sigterm_handler")
+_NOISE_MAX_LINES = 40  # a block longer than any such traceback is not one: the rest is shown
+
+
+class WorkerNoiseFilter:
+    """Wraps Ray's printer of worker lines (a handler of its stdstream dispatcher): the lines of a
+    SIGTERM-handler traceback go to the "ray" logger (so libraries.log), everything else is printed
+    as Ray would. A block split over two batches of one worker's stream is followed across them."""
+
+    def __init__(self, emit):
+        self.emit, self.open = emit, {}  # (pid, stderr?) -> lines of a block not yet ended
+
+    def __call__(self, data: dict) -> None:
+        stream, kept = (data.get("pid"), data.get("is_err")), []
+        for line in data.get("lines") or []:
+            block = self.open.get(stream)
+            if block is None and _NOISE_START.match(line):
+                self.open[stream] = block = []
+            if block is None:
+                kept.append(line)
+                continue
+            block.append(line)
+            if line.startswith("SystemExit") or len(block) >= _NOISE_MAX_LINES:
+                del self.open[stream]
+                if line.startswith("SystemExit"):
+                    logging.getLogger("ray").warning("a worker (pid %s) stopping on SIGTERM printed:\n%s", stream[0], "\n".join(block))
+                else:
+                    kept.extend(block)
+        if kept or not data.get("lines"):
+            self.emit({**data, "lines": kept})
+
+
+def route_worker_noise(dispatcher=None) -> bool:
+    """Put WorkerNoiseFilter in front of Ray's printer of worker lines; False where Ray prints
+    none (log_to_driver off) or its printer is not found (another Ray version)."""
+    if dispatcher is None:
+        try:
+            from ray._private.worker import global_worker_stdstream_dispatcher as dispatcher
+        except ImportError:
+            return False
+    found = [(name, h) for name, h in getattr(dispatcher, "handlers", []) if name == "ray_print_logs"]
+    if not found or isinstance(found[0][1], WorkerNoiseFilter):
+        return bool(found)
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.add_handler("ray_print_logs", WorkerNoiseFilter(found[0][1]))
+    return True
 
 
 def _init_ray(ray, retry_after_s: float) -> None:
@@ -123,6 +180,7 @@ def _init_ray(ray, retry_after_s: float) -> None:
                 address="local", include_dashboard=False, runtime_env={"env_vars": env}, configure_logging=True, logging_level="WARNING"
             )
             _OWN_RAY.append(True)
+            _SESSIONS.append(_session_dir())
             if sys.platform != "win32":  # select() on a pipe is POSIX
                 start_reaper()
             return
@@ -137,6 +195,18 @@ def _init_ray(ray, retry_after_s: float) -> None:
                     "and the raylet's log under /tmp/ray/session_latest/logs/"
                 ) from None
             time.sleep(retry_after_s)
+
+
+def _session_dir() -> str:
+    from ray._private import worker
+
+    return worker._global_node.get_session_dir_path()
+
+
+def session_dir() -> str | None:
+    """Where the local Ray instance this process started keeps its logs (under /tmp/ray, Ray's
+    default: a study's own folder can be too long a path for the sockets beside them), or None."""
+    return _SESSIONS[-1] if _SESSIONS else None
 
 
 def address_space_problem(minimum_gib: float = 64.0) -> str | None:

@@ -38,6 +38,7 @@ _OWN_STARTS = (
     "report:",
     "MLflow:",
     "libraries' own messages:",
+    "Ray's own logs:",
     "error:",
     "warning:",
     "=",

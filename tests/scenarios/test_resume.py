@@ -82,6 +82,9 @@ def test_sigkilled_driver_resumes_exactly(ray_local, reference, tmp_path):
     libraries = out / "logs" / "libraries.log"
     assert f"libraries' own messages: {libraries}" in again.stdout
     assert "Creating initial MLflow database tables" in libraries.read_text()  # written by the first, killed run
+    # Ray's own logs (under /tmp/ray) are named in the last line and linked beside the study's
+    assert again.stdout.rstrip().splitlines()[-1].startswith("Ray's own logs: /")
+    assert (out / "logs" / "ray-session" / "logs").is_dir() and any((out / "logs" / "ray-session" / "logs").glob("raylet*"))
     line = next(line for line in again.stdout.splitlines() if line.startswith("trained now:"))
     counts = ast.literal_eval(line.removeprefix("trained now: ").split(";")[0])
     assert counts["pretrain"] == 0  # stage 2 had started, so the arm was finished before the kill
