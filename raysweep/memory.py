@@ -253,10 +253,13 @@ def fit_stage(
     trainable: int | None = None,
     keeps_best: bool = False,
     dropout: bool = False,
+    precision: str = "auto",
 ) -> Fit:
     """The micro-batch one run of a stage trains with: the study's `micro_batch_size`, or (auto)
-    the largest that divides the worker's share of `batch_size` and fits its memory with MARGIN."""
-    precision = "bf16" if gpus_per_worker > 0 else "fp32"
+    the largest that divides the worker's share of `batch_size` and fits its memory with MARGIN.
+    `precision`: model.precision (auto: bf16 on GPU, fp32 on CPU)."""
+    if precision == "auto":
+        precision = "bf16" if gpus_per_worker > 0 else "fp32"
     memory, said = worker_memory(gpus_per_worker, memory_gb, device_bytes)
     share = batch_size // workers
     peak_of = lambda micro: training_peak(
@@ -321,6 +324,7 @@ def stage_fits(study) -> list[tuple[str, str, Fit]]:
                 trainable=trainable,
                 keeps_best=stage == "posttrain",
                 dropout=stage == "posttrain" and max(cfg.dropout) > 0,
+                precision=study.model.precision,
             )
             out.append((stage, f"batch {batch}" if len(sizes) > 1 else "", fit))
     return out

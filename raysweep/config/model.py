@@ -24,6 +24,13 @@ class ModelConfig(_Strict):
         "tolerance, not bit for bit. Operational: not part of any node key",
     )
 
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="auto: bf16 autocast on GPU, fp32 on CPU; bf16: bf16 autocast on either (a CPU rehearsal of the GPU's "
+        "numerics: torch runs it on CPU, slower); fp32: no autocast. fp32 and bf16 are part of every node key (they change "
+        "results); auto is not, so older studies keep their keys",
+    )
+
     # The Llama shape over the preset (None: the preset's). raysweep.presets.SHAPE_FIELDS lists
     # them; a test keeps the two in step. Set ones are part of every node key.
     n_layers: int | None = Field(None, description="decoder layers (over the preset's)")

@@ -129,6 +129,8 @@ class Study(_Strict):
         if self.model.kind == "lm":  # fields that do not apply stay out, so older studies keep their hash
             doc.pop("theory")
             doc["model"].pop("kind")
+        if doc["model"].get("precision") == "auto":  # the default of older studies, which keep their hash
+            doc["model"].pop("precision")
         for k in [k for k, v in doc["model"].items() if v is None]:  # shape fields left to the preset
             doc["model"].pop(k)
         # the search's own keys count only where the search is theirs (older studies keep their hash)

@@ -88,6 +88,8 @@ def model_id(study: Study, data) -> dict:
     shape = study.model.shape
     if shape != PRESETS[study.model.preset]:
         mid["shape"] = {k: v for k, v in asdict(shape).items() if k != "note"}
+    if study.model.precision != "auto":  # auto (the device's own) keeps older studies' keys
+        mid["precision"] = study.model.precision
     return mid
 
 

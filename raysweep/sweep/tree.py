@@ -150,6 +150,7 @@ def loop_config(study: Study, data, trained_by: str = "") -> LoopConfig:
         eval_sources={r: source_of(s, study.out / "cache", data_mirror(study.checkpoints)) for r, s in data.heldout.items()},
         tokenizer_id=data.tokenizer_id,
         compile=study.model.compile,
+        precision=study.model.precision,
         trained_by=trained_by,
     )
 

@@ -21,6 +21,7 @@ class LoopConfig:
     eval_sources: dict  # role ("pre", "post", "ft") -> held-out stream (raysweep.data.streams.StreamSource)
     tokenizer_id: str
     compile: bool = False  # torch.compile the training step (model.compile)
+    precision: str = "auto"  # model.precision: auto (bf16 autocast on GPU, fp32 on CPU), bf16, fp32
     threads: int = 1  # torch threads per worker (its CPU reservation)
     callbacks: tuple = ()  # raysweep.train.callbacks.Callback: fault drills, audits (the loop calls them at named points)
     trained_by: str = ""  # who trains (raysweep.sweep.tree.trainer_id), kept in each node it trains: another driver sharing the store may finish a node first

@@ -106,6 +106,7 @@ def fit_run(spec: RunSpec, cfg: LoopConfig, worker: Worker, trainable: int | Non
         trainable=trainable,
         keeps_best=spec.early_stop_on is not None,
         dropout=spec.dropout > 0,
+        precision=cfg.precision,
     )
 
 
@@ -178,7 +179,7 @@ def train_steps(spec: RunSpec, m: Model, p: RunProgress, it, cfg: LoopConfig, mo
         each(cfg.callbacks, "on_batch", spec, p.step, x)
         for g in m.opt.param_groups:
             g["lr"] = lr_at(p.step, spec.lr, spec.min_lr, spec.warmup_steps, spec.max_steps)
-        loss, norm = forward_backward(m.step_model, m.model, m.opt, x, worker.device, micro_batch=m.micro)
+        loss, norm = forward_backward(m.step_model, m.model, m.opt, x, worker.device, micro_batch=m.micro, precision=cfg.precision)
         for cb in cfg.callbacks:
             loss, norm = cb.on_gradients(spec, p.step, loss, norm)
         # The norm of the all-reduced gradient is the same on every rank, so all ranks stop together
@@ -199,7 +200,7 @@ def train_steps(spec: RunSpec, m: Model, p: RunProgress, it, cfg: LoopConfig, mo
         if p.step % 10 == 0:
             log.metrics(p.step, {"train_loss": p.train_loss, "lr": m.opt.param_groups[0]["lr"]})
         if p.step % spec.eval_every == 0 or p.step == spec.max_steps:
-            evals = evaluate(m.model, monitor, worker.device, worker.rank, worker.world, m.eval_batch)
+            evals = evaluate(m.model, monitor, worker.device, worker.rank, worker.world, m.eval_batch, cfg.precision)
             log.metrics(p.step, {f"heldout_{k}": v for k, v in evals.items()})
             log.progress(p.step, p.train_loss, evals, force=True)
             if spec.early_stop_on and early_stop(spec, p, evals, m.raw):
@@ -222,7 +223,7 @@ def finish(spec: RunSpec, m: Model, p: RunProgress, cfg: LoopConfig, eval_sets: 
     steady = (p.step - p.first_step) * tokens_per_step / (t_end - p.t_first) if p.t_first is not None and p.step > p.first_step else None
     if p.best_state is not None:
         m.raw.load_state_dict(p.best_state)  # θ_post is the best checkpoint, not the last
-    final = evaluate(m.model, eval_sets, worker.device, worker.rank, worker.world, m.eval_batch)
+    final = evaluate(m.model, eval_sets, worker.device, worker.rank, worker.world, m.eval_batch, cfg.precision)
     raw = m.raw.merge_and_unload() if spec.lora else m.raw  # θ_post = base + the adapters' product: a plain model for stage 3
     rung = spec.stops_at_rung(p.step, p.stopped_early)
     if not rung:  # a rung's losses are its snapshot's, not the run's final ones

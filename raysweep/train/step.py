@@ -11,14 +11,19 @@ import torch
 from raysweep.train.loss import cross_entropy
 
 
-def autocast(device):
-    """bf16 autocast on GPU; full precision on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+def bf16(device, precision: str = "auto") -> bool:
+    """Whether a run computes in bf16 autocast (model.precision): auto is bf16 on GPU only."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
-def forward_backward(step_model, model, opt, x: torch.Tensor, device, micro_batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def autocast(device, precision: str = "auto"):
+    """bf16 autocast where `precision` asks for it (auto: on GPU), else full precision."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16(device, precision))
+
+
+def forward_backward(
+    step_model, model, opt, x: torch.Tensor, device, micro_batch: int | None = None, precision: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One training step up to the optimizer update: next-token cross-entropy on this rank's block
     `x` (bf16 autocast on GPU), gradients, clipping to norm 1.0. Returns (loss, gradient norm); the
     caller decides whether to step (bench/gpu_mfu.py times this same function).
@@ -40,7 +45,7 @@ def forward_backward(step_model, model, opt, x: torch.Tensor, device, micro_batc
         last = i == k - 1
         sync = contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
-            with autocast(device):
+            with autocast(device, precision):
                 logits = step_model(input_ids=part[:, :-1]).logits  # (micro, seq, vocab)
             loss = cross_entropy(logits, part[:, 1:])
             (loss / k if k > 1 else loss).backward()
@@ -49,7 +54,9 @@ def forward_backward(step_model, model, opt, x: torch.Tensor, device, micro_batc
     return total, torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
 
 
-def evaluate(model, sets: dict[str, torch.Tensor], device, rank: int, world: int, batch: int = 32) -> dict[str, float]:
+def evaluate(
+    model, sets: dict[str, torch.Tensor], device, rank: int, world: int, batch: int = 32, precision: str = "auto"
+) -> dict[str, float]:
     """Mean next-token cross-entropy per held-out set; blocks are sharded over ranks and summed.
     `batch`: blocks per forward (the memory model's evaluation batch, raysweep.memory)."""
     was_training = model.training
@@ -61,7 +68,7 @@ def evaluate(model, sets: dict[str, torch.Tensor], device, rank: int, world: int
             total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, count of tokens)
             for i in range(0, len(mine), batch):
                 x = mine[i : i + batch].to(device)
-                with autocast(device):
+                with autocast(device, precision):
                     logits = model(input_ids=x[:, :-1]).logits
                 loss = cross_entropy(logits, x[:, 1:], reduction="sum")
                 total += torch.stack([loss.double(), torch.tensor(x[:, 1:].numel(), dtype=torch.float64, device=device)])

@@ -16,12 +16,12 @@ from raysweep.train.context import LoopConfig, Worker, load_eval_sets
 from tests.helpers import REDUCED, SMOKE, node_results, run_spec, with_reference_data
 
 
-def _run(study, data, tmp_path, name: str):
+def _run(study, data, tmp_path, name: str, **over):
     """One 12-step fine-tuning run with audit on, its spec, loop settings and sources."""
     spec = run_spec(
         tmp_path / name, stage="finetune", label="ddp", node_key=name, warmup_steps=2, weight_decay=0.1, batch_size=8, max_steps=12
     )
-    spec = replace(spec, eval_every=6, monitor=["ft"], seed=1)
+    spec = replace(spec, eval_every=6, monitor=["ft"], seed=1, **over)
     loop = LoopConfig(
         study.model.shape,
         data.vocab_size,
@@ -34,12 +34,12 @@ def _run(study, data, tmp_path, name: str):
     return spec, loop, {"train": StreamSource(str(data.finetune.path))}
 
 
-def _fit(study, data, tmp_path, workers: int, name: str):
+def _fit(study, data, tmp_path, workers: int, name: str, **over):
     """The run on a Ray Train worker group of `workers` (DDP over gloo)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    spec, loop, sources = _run(study, data, tmp_path, name)
+    spec, loop, sources = _run(study, data, tmp_path, name, **over)
 
     def train(config):  # each worker as a slot's (raysweep.sweep.slots.worker_setup); rank 0's results come back
         worker, eval_sets = worker_setup(loop, None)
@@ -79,6 +79,19 @@ def test_two_workers_see_the_one_worker_batches_and_agree(smoke_data, tmp_path):
     assert done["spec"]["batch_size"] == 8 and done["tokenizer_id"] == data.tokenizer_id  # the checkpoint carries its config
     assert set(done["result"]["losses"]) == {"pre", "post", "ft"}
     assert 0 <= done["result"]["data_wait_share"] < 1
+
+
+@pytest.mark.gpu_path
+def test_ddp_with_micro_batches_and_activation_checkpointing_equals_the_one_worker_run(smoke_data, tmp_path):
+    """What a GPU node runs for the paper's batches: 2 DDP workers (gloo here, NCCL there), each
+    rank's 4 rows in micro-batches of 1 whose gradients accumulate, activations recomputed in
+    backward, against one worker training all 8 rows in one forward: the same run to float rounding."""
+    study, data = smoke_data
+    _, two = _fit(study, data, tmp_path, 2, "ddp-micro", micro_batch_size=1, activation_checkpointing=True)
+    _, one = _here(study, data, tmp_path, "plain-one")
+    assert two["micro_batch_size"] == 1 and two["accumulation_steps"] == 4 and one["accumulation_steps"] == 1
+    assert two["audit"]["weights"][0] == two["audit"]["weights"][1]  # the replicas stayed identical
+    assert two["losses"] == pytest.approx(one["losses"], rel=1e-4)
 
 
 def test_a_study_whose_stages_ask_different_resources(ray_local, reference, tmp_path):

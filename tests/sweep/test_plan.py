@@ -76,6 +76,23 @@ def test_a_scalar_for_a_sweep_axis_is_the_axis_of_that_one_value(smoke_data, smo
     assert keys[0] == keys[1] and len(keys[0]) == len(set(keys[0]))
 
 
+def test_precision_auto_keeps_the_keys_and_an_explicit_precision_has_its_own(smoke_data, smoke_out):
+    """model.precision: auto (the device's own, the default) is the keys older studies have; fp32
+    or bf16 change results, so each has keys of its own and reaches the loop."""
+    from raysweep.sweep.tree import loop_config
+
+    study, data = smoke_data
+    keys = {}
+    for value in ("auto", "fp32", "bf16"):
+        changed = load_study(SMOKE, [f"output_dir={smoke_out}", f"model.precision={value}"])
+        arms, subtrees = plan(changed, data)
+        keys[value] = {m.spec.node_key for m in (*arms, *(n for n2, cs in subtrees for n in (n2, *cs)))}
+        assert loop_config(changed, data).precision == value
+    base = plan(study, data)
+    assert keys["auto"] == {m.spec.node_key for m in (*base[0], *(n for n2, cs in base[1] for n in (n2, *cs)))}
+    assert keys["auto"].isdisjoint(keys["fp32"]) and keys["fp32"].isdisjoint(keys["bf16"])
+
+
 def test_model_compile_reaches_the_training_loop_and_no_node_key(smoke_data, smoke_out):
     from raysweep.sweep.tree import loop_config
 

@@ -93,6 +93,7 @@ def test_the_loop_imports_neither_ray_nor_mlflow():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.gpu_path
 def test_the_compiled_training_step_matches_the_eager_one(setup):
     """`model.compile: true`: the step runs through torch.compile (inductor on CPU here), its graphs
     are really built, and the result matches eager to float tolerance (compiled kernels round

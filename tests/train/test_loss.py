@@ -53,3 +53,23 @@ def test_a_batch_within_one_chunk_takes_the_plain_path_bit_for_bit():
     logits, targets = torch.randn(64, 128), torch.randint(0, 128, (64,))
     assert chunk_tokens(128) >= 64
     assert torch.equal(cross_entropy(logits, targets), F.cross_entropy(logits, targets))
+
+
+@pytest.mark.gpu_path
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_chunked_loss_at_smollm2s_49152_vocabulary(dtype):
+    """At the paper's vocabulary a micro-batch spans many chunks (341 tokens each): the chunked loss
+    and its gradient equal the plain fp32 ones, for fp32 logits and for the bf16 ones autocast makes."""
+    vocab, g = 49_152, torch.Generator().manual_seed(3)
+    tokens = 3 * chunk_tokens(vocab) + 17  # four chunks, the last a partial one
+    logits = (torch.randn(tokens, vocab, generator=g) * 4).to(dtype)
+    targets = torch.randint(0, vocab, (tokens,), generator=g)
+    a, b = logits.detach().float().requires_grad_(), logits.clone().requires_grad_()
+    plain = F.cross_entropy(a, targets)
+    chunked = cross_entropy(b, targets)
+    assert chunk_tokens(vocab) < tokens and chunked.dtype == torch.float32
+    plain.backward()
+    chunked.backward()
+    assert chunked.item() == pytest.approx(plain.item(), rel=1e-6)
+    atol = 1e-8 if dtype == torch.float32 else 2e-3 / tokens  # a bf16 gradient keeps 8 bits of p − 1
+    assert torch.allclose(b.grad.float(), a.grad, rtol=1e-2 if dtype == torch.bfloat16 else 1e-4, atol=atol)
