@@ -13,7 +13,7 @@ from raysweep.data.mixing import ROLES, mixture_weight, needed_tokens
 from raysweep.data.shards import INDEX_BYTES_PER_DOC, cache_bytes
 from raysweep.memory import PRETRAINED_VOCAB, stage_fits
 from raysweep.presets import estimate_parameters
-from raysweep.sweep.disk import describe_disk, study_disk
+from raysweep.sweep.disk import describe_disk, gb, study_disk
 
 # Tokenization rate per CPU, measured by bench/data_scale.py (bench/RESULTS.md, 2026-12-01: this
 # project's 2-core CPU machine, byte-level BPE of 4,096 ids, local jsonl: 318k tokens/s on 1 CPU,
@@ -25,6 +25,10 @@ H100_BF16_FLOPS, ASSUMED_MFU = 989e12, 0.4  # dense bf16 peak; the MFU a tuned L
 # None yet: no GPU was lent when the loop could fit the paper's shape (2026-12-03); the GPU-hours
 # then rest on ASSUMED_MFU, and the dry run says so.
 MEASURED_TOKENS_PER_S: dict[str, tuple[float, str, str]] = {}
+# What a node store moves per second from one machine, for the dry run's transfer times: an
+# assumption (S3 multipart or a shared file system from one cloud VM is typically 0.1–1 GB/s),
+# stated where it is used; bench/rehearsal_135m.py measures the local S3 API's.
+STORE_BYTES_PER_S = 250e6
 
 
 def gpu_tokens_per_s(n_params: int) -> float:
@@ -116,9 +120,11 @@ def describe_tree(study: Study) -> str:
         f"  runs     {sum(sizes.values()):,} in all (the guard max_runs is {study.max_runs:,})",
         f"  tokens at most: {t1 + t2 + t3:,.0f} ({t1:,.0f} / {t2:,.0f} / {t3:,.0f}); compute ≈ 6·N·D = {flops:.3g} FLOPs"
         f" ≈ {gpu_hours(study, flops, t1 + t2 + t3)}",
+        *describe_compute(study, n_params),
         *describe_halving(study),
         *describe_memory(study),
         *describe_disk(*disk_of(study, vocab)),
+        *describe_transfer(disk_of(study, vocab)[0]),
         f"  output: {study.out}",
     ]
     return "\n".join(lines)
@@ -140,17 +146,48 @@ def describe_halving(study: Study) -> list[str]:
     ]
 
 
-def gpu_hours(study: Study, flops: float, tokens: float) -> str:
+def gpu_hours(study: Study, flops: float, tokens: float, short: bool = False) -> str:
     """The tree's GPU-hours: from a measured rate where bench/gpu_check.py measured the preset (the
-    GPU and date named), else from ASSUMED_MFU, said as an assumption."""
+    GPU and date named), else from ASSUMED_MFU, said as an assumption (`short`: the hours alone)."""
     measured = MEASURED_TOKENS_PER_S.get(study.model.preset) if not study.model.shape_overrides() else None
     if measured:
         rate, gpu, date = measured
+        if short:
+            return f"{tokens / rate / 3600:.3g} {gpu}-hours"
         return f"{tokens / rate / 3600:.3g} {gpu}-hours at the {rate:,.0f} tokens/s measured on one ({date}, bench/gpu_check.py)"
+    if short:
+        return f"{flops / (H100_BF16_FLOPS * ASSUMED_MFU) / 3600:.3g} H100-hours"
     return (
         f"{flops / (H100_BF16_FLOPS * ASSUMED_MFU) / 3600:.3g} H100-hours at {ASSUMED_MFU:.0%} MFU (bf16 dense peak "
         f"{H100_BF16_FLOPS / 1e12:.0f} TFLOP/s; assumed, not measured for this shape: bench/gpu_check.py measures it)"
     )
+
+
+def describe_compute(study: Study, n_params: int) -> list[str]:
+    """Per stage: runs, tokens at most, 6·N·D FLOPs and GPU-hours, with where the rate comes from."""
+    sizes, lines = study.run_counts(), []
+    for stage, tokens in zip(("pretrain", "posttrain", "finetune"), stage_tokens(study)):
+        flops = 6 * n_params * tokens
+        lines.append(
+            f"  compute  {stage:<9} {sizes[stage]:>4} runs, ≤ {tokens:,.0f} tokens, {flops:.3g} FLOPs ≈ {gpu_hours(study, flops, tokens, short=True)}"
+        )
+    if "lora" in study.posttrain.tuning:
+        lines.append("  compute  (LoRA runs counted at 6·N a token: their backward skips the frozen weights' gradients, ≈ 4·N)")
+    return lines
+
+
+def describe_transfer(d) -> list[str]:
+    """Per stage: a node's bytes and its progress checkpoint's, in seconds to upload (or download)
+    at STORE_BYTES_PER_S."""
+    each = " · ".join(
+        f"{stage} {gb(s.node_bytes)} {s.node_bytes / STORE_BYTES_PER_S:,.1f} s"
+        + (f" (progress {gb(s.progress_bytes)} {s.progress_bytes / STORE_BYTES_PER_S:,.1f} s)" if s.progress_bytes else "")
+        for stage, s in d.stages.items()
+    )
+    return [
+        f"  transfer per node, up or down, at {STORE_BYTES_PER_S / 1e6:,.0f} MB/s (assumed for an object store or shared "
+        f"file system from one machine; measure yours): {each}"
+    ]
 
 
 def describe_memory(study: Study) -> list[str]:

@@ -219,3 +219,27 @@ def test_every_sweep_axis_takes_a_scalar_as_its_one_value():
         assert load_study(None, [f"{key}={value}"]) == load_study(None, [f"{key}=[{value}]"]), key
     with pytest.raises(StudyConfigError, match=r"posttrain\.dropout: Input should be a valid list \(got True\)"):
         load_study(None, ["posttrain.dropout=true"])  # a boolean is not silently 1.0
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("paper-*.yaml")), ids=lambda p: p.stem)
+def test_a_paper_studys_dry_run_says_gpu_hours_per_stage_their_source_and_node_transfer_times(path, capsys):
+    """What a researcher on a GPU node reads first (issue 44): per stage GPU-hours that add up to
+    the tree's, the MFU they assume and that it is assumed (no GPU has measured it yet), and how
+    long a node and a progress checkpoint take to move at a stated store bandwidth."""
+    import re
+
+    from raysweep.main import main
+    from raysweep.sweep.describe import STORE_BYTES_PER_S
+
+    assert main(["--config", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    total = float(re.search(r"≈ ([\d.e+]+) H100-hours at 40% MFU", out).group(1))
+    assert "assumed, not measured for this shape: bench/gpu_check.py measures it" in out
+    stages = re.findall(r"compute  (pretrain|posttrain|finetune) +\d+ runs, .* ≈ ([\d.e+]+) H100-hours", out)
+    assert [s for s, _ in stages] == ["pretrain", "posttrain", "finetune"]
+    assert sum(float(h) for _, h in stages) == pytest.approx(total, rel=0.01)
+    [transfer] = [line for line in out.splitlines() if line.startswith("  transfer per node")]
+    assert f"at {STORE_BYTES_PER_S / 1e6:,.0f} MB/s (assumed" in transfer
+    for size, unit, seconds in re.findall(r"([\d.,]+) (GB|MB) ([\d.,]+) s", transfer):
+        nbytes = float(size.replace(",", "")) * (1e9 if unit == "GB" else 1e6)
+        assert float(seconds.replace(",", "")) == pytest.approx(nbytes / STORE_BYTES_PER_S, rel=0.05, abs=0.06)
