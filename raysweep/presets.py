@@ -38,9 +38,9 @@ class ModelShape:
         return f"{self.n_layers} layers, hidden {self.hidden}, {heads}, MLP {self.mlp_hidden}, {tie}{extra}"
 
 
-# The fields a study may set over its preset (`model: {preset: tiny, mlp_hidden: 512}`); the
-# vocabulary is the tokenizer's and the note is a label, so neither is a shape override.
-SHAPE_FIELDS = tuple(f.name for f in fields(ModelShape) if f.name not in ("vocab_size", "note"))
+# The fields a study may set over its preset (`model: {preset: tiny, mlp_hidden: 512}`); the note
+# is a label. vocab_size left unset is the tokenizer's.
+SHAPE_FIELDS = tuple(f.name for f in fields(ModelShape) if f.name != "note")
 
 
 PRESETS: dict[str, ModelShape] = {

@@ -368,12 +368,9 @@ def run_study(study: Study, train: bool = True, trainer=None) -> dict:
         report, tables = write_outputs(study, rows, tree, tracker, study_run)
     except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP (raysweep.signals)
         return report_interrupted(study, tracker, study_run, stop, time.perf_counter() - t0)
-    except OSError as e:
-        if not storage.is_disk_full(e):
-            close_failed(study, tracker, study_run, e)
-            raise
-        return report_disk_full(study, tracker, study_run, e, time.perf_counter() - t0)
-    except BaseException as e:  # noqa: BLE001 -- closed in MLflow, then raised as it came
+    except BaseException as e:  # noqa: BLE001 -- a full disk is said; anything else closed in MLflow, then raised as it came
+        if isinstance(e, OSError) and storage.is_disk_full(e):
+            return report_disk_full(study, tracker, study_run, e, time.perf_counter() - t0)
         close_failed(study, tracker, study_run, e)
         raise
     tracker.guard(

@@ -41,6 +41,14 @@ class ModelConfig(_Strict):
     tie_embeddings: bool | None = Field(None, description="share the input embedding and the output head")
     rope_theta: float | None = Field(None, description="RoPE base")
     norm_eps: float | None = Field(None, description="RMSNorm epsilon")
+    vocab_size: int | None = Field(
+        None,
+        ge=2,
+        le=1_048_576,
+        description="the embedding's rows, at least the tokenizer's size (checked once it is made): none takes the tokenizer's; "
+        "a larger one pads it, e.g. SmolLM2's 49,152 with a smaller tokenizer trained here (bench/rehearsal_135m.py), "
+        "or a multiple of 64 for the GPU's matmuls",
+    )
 
     @field_validator("preset")
     @classmethod

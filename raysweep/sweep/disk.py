@@ -9,7 +9,10 @@ progress checkpoint holds the weights (torch.save keeps a tied tensor once), Ada
 for each trained parameter, the best weights so far (stage 2's early stopping; a copy per key, so
 the tied embedding twice) and the points so far; a run writes one only if it is longer than its
 stage's `checkpoint_every`, and it is deleted once the node is finished. A warm slot trains one
-node at a time, so at most one progress checkpoint per slot is alive at once.
+node at a time, so at most one progress checkpoint per slot is alive at once; but a run that
+writes a second one holds two while it does (the new file is written beside the old and renamed
+over it, so a kill never leaves a run without a whole checkpoint): bench/rehearsal_135m.py found
+the local cache at twice the checkpoint's size (2026-12-07).
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ class StageDisk:
     runs: int
     node_bytes: int  # one finished node
     progress_bytes: int  # one progress checkpoint at its largest
+    rewrites: bool = False  # a run writes more than one, so holds two while it writes the next
+
+    @property
+    def progress_peak(self) -> int:
+        """What a run's progress checkpoints take at their fullest (two while one replaces the other)."""
+        return self.progress_bytes * (2 if self.rewrites else 1)
 
 
 @dataclass(frozen=True)
@@ -58,10 +67,10 @@ class StudyDisk:
         leaves, a leaf's in place of itself. Earlier, while the arms train, it holds the arms."""
         arm, post, leaf = (self.stages[s] for s in ("pretrain", "posttrain", "finetune"))
         leaves = leaf.runs // max(post.runs, 1)
-        in_stage2 = post.progress_bytes - post.node_bytes - leaves * leaf.node_bytes if post.progress_bytes else 0
-        in_leaf = leaf.progress_bytes - leaf.node_bytes if leaf.progress_bytes else 0
+        in_stage2 = post.progress_peak - post.node_bytes - leaves * leaf.node_bytes if post.progress_bytes else 0
+        in_leaf = leaf.progress_peak - leaf.node_bytes if leaf.progress_bytes else 0
         end = self.nodes_end + self.slots * max(0, in_stage2, in_leaf)
-        return max(end, arm.runs * max(arm.node_bytes, arm.progress_bytes))
+        return max(end, arm.runs * max(arm.node_bytes, arm.progress_peak))
 
 
 def lora_parameters(study: Study, vocab: int) -> int:
@@ -114,6 +123,7 @@ def study_disk(study: Study, vocab: int, slots: int, data: int | None) -> StudyD
             runs=counts[stage],
             node_bytes=weights + run_points * POINT_JSON_BYTES + NODE_FIXED_BYTES,
             progress_bytes=(n * WEIGHT_BYTES + trained * ADAM_BYTES + best + run_points * POINT_JSON_BYTES) if checkpoints else 0,
+            rewrites=bool(checkpoints) and (steps - 1) // cfg.checkpoint_every >= 2,
         )
     items = counts["pretrain"] + counts["posttrain"]  # what the slots take: arms, then a stage-2 run with its children
     return StudyDisk(
@@ -136,7 +146,12 @@ def gb(n: float) -> str:
 def describe_disk(d: StudyDisk, slots_from: str) -> list[str]:
     """The dry run's disk lines."""
     each = " · ".join(
-        f"{stage} {gb(s.node_bytes)}" + (f" (+{gb(s.progress_bytes)} while training)" if s.progress_bytes else "")
+        f"{stage} {gb(s.node_bytes)}"
+        + (
+            f" (+{gb(s.progress_bytes)} while training" + (f", {gb(s.progress_peak)} while the next replaces it)" if s.rewrites else ")")
+            if s.progress_bytes
+            else ""
+        )
         for stage, s in d.stages.items()
     )
     lines = [

@@ -63,6 +63,7 @@ class RunProgress:
     t_first: float | None = None  # end of this attempt's first step: the steady-state rate excludes one-off start-up
     first_step: int = 0
     t_train: float = 0.0  # when this attempt's steps began
+    aside: float = 0.0  # seconds of this attempt's steps spent evaluating and writing progress checkpoints
 
 
 def build(spec: RunSpec, init_state: dict | None, cfg: LoopConfig, worker: Worker) -> Model:
@@ -200,17 +201,22 @@ def train_steps(spec: RunSpec, m: Model, p: RunProgress, it, cfg: LoopConfig, mo
         if p.step % 10 == 0:
             log.metrics(p.step, {"train_loss": p.train_loss, "lr": m.opt.param_groups[0]["lr"]})
         if p.step % spec.eval_every == 0 or p.step == spec.max_steps:
+            t_aside = time.perf_counter()
             evals = evaluate(m.model, monitor, worker.device, worker.rank, worker.world, m.eval_batch, cfg.precision)
             log.metrics(p.step, {f"heldout_{k}": v for k, v in evals.items()})
             log.progress(p.step, p.train_loss, evals, force=True)
-            if spec.early_stop_on and early_stop(spec, p, evals, m.raw):
+            stop = spec.early_stop_on and early_stop(spec, p, evals, m.raw)
+            p.aside += time.perf_counter() - t_aside
+            if stop:
                 p.stopped_early = True
                 break
         else:
             log.progress(p.step, p.train_loss)
         periodic = spec.checkpoint_every and p.step % spec.checkpoint_every == 0
         if p.step < spec.max_steps and (periodic or p.step == spec.stop_at):  # at a rung: the next one continues from here
+            t_aside = time.perf_counter()
             checkpoint(spec, p, m, log, worker)
+            p.aside += time.perf_counter() - t_aside
         each(cfg.callbacks, "on_step_end", spec, p.step, worker)
 
 
@@ -238,6 +244,9 @@ def finish(spec: RunSpec, m: Model, p: RunProgress, cfg: LoopConfig, eval_sets: 
         "train_seconds": train_seconds,
         "tokens_per_s": p.step * tokens_per_step / max(train_seconds, 1e-9),
         "steady_tokens_per_s": steady,
+        # the steps' own rate in this attempt, evaluations and progress checkpoints left out: what a
+        # bare training loop's tokens/s compares with (bench/rehearsal_135m.py)
+        "step_tokens_per_s": (p.step - p.resumed_from) * tokens_per_step / max(t_end - p.t_train - p.aside, 1e-9),
         "trainable_parameters": m.trainable,
         "micro_batch_size": m.micro,
         "accumulation_steps": spec.batch_size // worker.world // m.micro,

@@ -29,7 +29,14 @@ def test_the_peak_is_the_end_plus_one_largest_checkpoint_per_slot_the_tree_can_f
     d = study_disk(often, 512, slots, data)
     assert all(s.progress_bytes > s.node_bytes for s in d.stages.values())  # weights, optimizer, more
     leaf = d.stages["finetune"]
-    assert d.nodes_peak - d.nodes_end == d.slots * (leaf.progress_bytes - leaf.node_bytes)  # the last leaves train
+    # the last leaves train, each holding two checkpoints while the next one replaces the last
+    assert leaf.rewrites and leaf.progress_peak == 2 * leaf.progress_bytes
+    assert d.nodes_peak - d.nodes_end == d.slots * (leaf.progress_peak - leaf.node_bytes)
+    once = load_study(SMOKE, ["finetune.checkpoint_every=9"])  # 15 steps: one checkpoint, at step 9
+    assert (
+        study_disk(once, 512, slots, data).stages["finetune"].progress_peak
+        == study_disk(once, 512, slots, data).stages["finetune"].progress_bytes
+    )
 
 
 def test_paper_scale_nodes_are_their_weights_and_checkpoints_add_the_optimizer():
@@ -67,13 +74,16 @@ def test_the_dry_run_prints_the_disk_of_every_paper_study():
         assert "GB at the end" in lines[0] and "max_concurrent_trials" in lines[0] and "data cache" in lines[2], path.name
 
 
-def test_the_paper_frontier_peaks_at_its_end_unless_leaves_keep_no_weights():
-    """Its stage-2 checkpoint (2.3 GB) is smaller than the stage-2 node and 3 leaves it stands in
-    for, so the store is fullest at the end; without leaf weights the last 16 stage-2 runs' checkpoints
-    come on top of a much smaller store."""
+def test_the_paper_frontier_peaks_while_its_last_stage2_runs_replace_their_checkpoints():
+    """A stage-2 run's checkpoint (2.3 GB) is smaller than the stage-2 node and 3 leaves it stands in
+    for, but twice it (while the next replaces it) is not: the last 16 stage-2 runs' checkpoints come
+    on top of the store (before 2026-12-07 the dry run said the store was fullest at its end); without
+    leaf weights, on top of a much smaller store."""
     kept = study_disk(load_study(PAPER), PRETRAINED_VOCAB, 16, None)
-    assert kept.nodes_peak == kept.nodes_end
+    post, leaf = kept.stages["posttrain"], kept.stages["finetune"]
+    assert post.rewrites and post.progress_bytes < post.node_bytes + 3 * leaf.node_bytes < post.progress_peak
+    assert kept.nodes_peak == kept.nodes_end + 16 * (post.progress_peak - post.node_bytes - 3 * leaf.node_bytes)
     lean = study_disk(load_study(PAPER, ["finetune.keep_weights=false"]), PRETRAINED_VOCAB, 16, None)
     post, leaf = lean.stages["posttrain"], lean.stages["finetune"]
-    assert lean.nodes_peak == lean.nodes_end + 16 * (post.progress_bytes - post.node_bytes - 3 * leaf.node_bytes)
+    assert lean.nodes_peak == lean.nodes_end + 16 * (post.progress_peak - post.node_bytes - 3 * leaf.node_bytes)
     assert lean.nodes_end < kept.nodes_end - lean.leaf_weights * 0.99
