@@ -5,6 +5,7 @@ refuse a study that cannot fit before anything is paid for. A worker's peak is
 
     weights + gradients + AdamW's two moments (+ DDP's gradient buckets with several workers)
     (+ on CPU, the best weights stage 2 keeps for early stopping: they live in host memory)
+    (+ on CPU, in stage 3, the parent's weights, kept while its other children are still to train)
     + per sequence of the micro-batch: the activations autograd saves, and the logits' share
     + the cross-entropy's chunk temporaries + a fixed overhead (the process, or the CUDA context)
 
@@ -124,10 +125,14 @@ def training_peak(
     world: int = 1,
     keeps_best: bool = False,
     dropout: bool = False,
+    holds_parent: bool = False,
+    host: bool | None = None,
 ) -> Peak:
     """A training worker's estimated peak (steady state, after the first optimizer step) for a
     micro-batch of `micro` sequences of `seq_len` tokens. `trainable`: parameters the optimizer
-    updates (LoRA: the adapters'; None: all)."""
+    updates (LoRA: the adapters'; None: all). `host`: the worker trains on CPU, so the weights it
+    keeps aside (the best, a parent's) share its memory (default: fp32, as before bf16 on CPU)."""
+    host = precision == "fp32" if host is None else host
     s = shape_of(shape)
     v = s.vocab_size or vocab
     params = estimate_parameters(s, v)
@@ -136,8 +141,10 @@ def training_peak(
     static += 4 * t + 8 * t  # gradients, AdamW's exp_avg and exp_avg_sq
     if world > 1:
         static += 4 * t  # DDP's gradient buckets (a copy of the gradients)
-    if keeps_best and precision == "fp32":
+    if keeps_best and host:
         static += 4 * params  # the best weights so far, kept in host memory (the worker's, on CPU)
+    if holds_parent and host:
+        static += 4 * params  # a stage-2 run's weights, kept for its next child (raysweep.train.chain)
     tokens = micro * seq_len
     chunked = tokens * v > CHUNK_ELEMENTS
     acts = tokens * activation_bytes_per_token(s, precision, checkpointing, dropout, seq_len)
@@ -254,6 +261,7 @@ def fit_stage(
     keeps_best: bool = False,
     dropout: bool = False,
     precision: str = "auto",
+    holds_parent: bool = False,
 ) -> Fit:
     """The micro-batch one run of a stage trains with: the study's `micro_batch_size`, or (auto)
     the largest that divides the worker's share of `batch_size` and fits its memory with MARGIN.
@@ -273,6 +281,8 @@ def fit_stage(
         world=workers,
         keeps_best=keeps_best,
         dropout=dropout,
+        holds_parent=holds_parent,
+        host=gpus_per_worker == 0,
     )
     if micro_batch_size == "auto":
         micro, peak = choose_micro_batch(share, memory, peak_of)
@@ -325,6 +335,7 @@ def stage_fits(study) -> list[tuple[str, str, Fit]]:
                 keeps_best=stage == "posttrain",
                 dropout=stage == "posttrain" and max(cfg.dropout) > 0,
                 precision=study.model.precision,
+                holds_parent=stage == "finetune",  # its stage-2 parent's weights, kept for the next child
             )
             out.append((stage, f"batch {batch}" if len(sizes) > 1 else "", fit))
     return out

@@ -122,6 +122,19 @@ def load_weights(node_dir: str, tokenizer_id: str) -> dict:
 # ------------------------------------------------------------------------------ writing
 
 
+def unshared(state: dict) -> dict:
+    """`state` as safetensors takes it: it refuses tensors that share storage, so the second of a
+    tied pair (the head, sharing the embedding's) is a clone; the rest are saved as they are
+    (they were all cloned before 2026-12-07: a transient copy of the model per node written)."""
+    seen: set = set()
+    out = {}
+    for k, v in state.items():
+        ptr = v.untyped_storage().data_ptr()
+        out[k] = v.detach().clone() if ptr in seen else v.detach().contiguous()
+        seen.add(ptr)
+    return out
+
+
 def save_node(
     spec: RunSpec, state: dict, result: dict, tokenizer_id: str, uploader=None, points: list | None = None, trained_by: str = ""
 ) -> None:
@@ -135,8 +148,8 @@ def save_node(
     final = storage.cache_dir(spec.node_dir) if remote else Path(spec.node_dir)
     try:
         with storage.atomic_dir(final) as tmp:
-            if spec.keep_weights:  # tied embeddings share storage; safetensors refuses shared tensors, so save clones
-                save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(tmp / "model.safetensors"))
+            if spec.keep_weights:
+                save_file(unshared(state), str(tmp / "model.safetensors"))
             (tmp / METRICS_FILE).write_text(json.dumps(points or []))
             files = {p.name: {"bytes": p.stat().st_size, "sha256": file_digest(p)} for p in sorted(tmp.iterdir())}
             node = {"spec": asdict(spec), "result": result, "tokenizer_id": tokenizer_id, "files": files, "trained_by": trained_by}

@@ -6,8 +6,8 @@ What a node holds (raysweep.nodes): `model.safetensors` (fp32 weights; with tied
 embedding is stored twice, as the input embedding and the head, since safetensors refuses shared
 tensors), `metrics.json` (every metric point) and `node.json`. While it trains, its `<key>.resume/`
 progress checkpoint holds the weights (torch.save keeps a tied tensor once), AdamW's two moments
-for each trained parameter, the best weights so far (stage 2's early stopping; a copy per key, so
-the tied embedding twice) and the points so far; a run writes one only if it is longer than its
+for each trained parameter, the best weights so far (stage 2's early stopping; the tied embedding
+once since 2026-12-07, twice before) and the points so far; a run writes one only if it is longer than its
 stage's `checkpoint_every`, and it is deleted once the node is finished. A warm slot trains one
 node at a time, so at most one progress checkpoint per slot is alive at once; but a run that
 writes a second one holds two while it does (the new file is written beside the old and renamed
@@ -116,7 +116,7 @@ def study_disk(study: Study, vocab: int, slots: int, data: int | None) -> StudyD
         trained = n
         if stage == "posttrain" and cfg.tuning == ["lora"]:
             trained = lora_parameters(study, vocab)
-        best = stored * WEIGHT_BYTES if stage == "posttrain" else 0  # early stopping keeps the best weights
+        best = n * WEIGHT_BYTES if stage == "posttrain" else 0  # early stopping keeps the best weights
         weights = 0 if stage == "finetune" and not cfg.keep_weights else stored * WEIGHT_BYTES
         checkpoints = cfg.checkpoint_every and steps > cfg.checkpoint_every
         stages[stage] = StageDisk(

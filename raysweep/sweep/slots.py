@@ -249,7 +249,8 @@ def give_back_on_error(queue, work: Work):
 
     class _GiveBack(Callback):
         def on_trial_error(self, iteration, trials, trial, **info):
-            give_back(queue, work, trial.config["slot"][0], f"its worker slot failed: {trial.get_error()}")
+            why = trial.get_error() or "its process died (SIGKILL: a preemption, the OOM killer)"
+            give_back(queue, work, trial.config["slot"][0], f"its worker slot failed: {why}")
 
     return _GiveBack()
 
@@ -274,6 +275,17 @@ def silent_trial_lines() -> list:
     return [_Silent()]
 
 
+def slot_restarts(ctx: SlotContext) -> int:
+    """How often Tune may restart a slot whose process died. A restarted slot charges the item it
+    held as one failed attempt (slot_trial's give_back), and the queue tries no item more than
+    `retries` + 1 times, so this bounds nothing the queue does not: one death per attempt of every
+    node, plus `retries` deaths before a slot holds anything. It was `retries` until 2026-12-07:
+    with `retries: 0` one killed worker ended its slot, and every item not yet trained was
+    reported "not trained" (bench/rehearsal_135m.py)."""
+    nodes = len(ctx.work.arms) + sum(1 + len(children) for _, children in ctx.work.subtrees)
+    return nodes * (ctx.retries + 1) + ctx.retries
+
+
 def launch_slots(ctx: SlotContext, slots: list[tuple[int, tuple[str, ...]]], name: str):
     """One Tune run of slot trials (all of one shape), at most len(slots) at once; returns Tune's results."""
     from ray import tune
@@ -289,7 +301,7 @@ def launch_slots(ctx: SlotContext, slots: list[tuple[int, tuple[str, ...]]], nam
             name=name,
             storage_path=ctx.tune_storage,
             verbose=0,
-            failure_config=tune.FailureConfig(max_failures=ctx.retries),
+            failure_config=tune.FailureConfig(max_failures=slot_restarts(ctx)),
             callbacks=[give_back_on_error(ctx.queue, ctx.work), *silent_trial_lines()],
         ),
     )

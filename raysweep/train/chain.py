@@ -23,19 +23,15 @@ def train_chain(specs: list[RunSpec], sources: dict, cfg: LoopConfig, eval_sets:
     the run trains on (raysweep.data.streams.StreamSource: each rank reads its own rows). Returns one
     result per spec (its node key, and its result, or `diverged`/`blocked`)."""
     results, states, diverged = [], {}, set()
-    for spec in specs:
+    for i, spec in enumerate(specs):
         hold_if_stopping()  # no run starts once a stop signal has come (raysweep.signals)
         if spec.init_from in diverged:  # its parent diverged in this chain: nothing to start from
             results.append({"node_key": spec.node_key, "blocked": True})
             continue
-        if spec.init_from is None:
-            init = None
-        elif spec.init_from in states:  # trained just before in this chain
-            init = states[spec.init_from]
-        else:
-            init = load_weights(spec.init_from, cfg.tokenizer_id)
         try:
-            result, state, points = train_run(spec, init, sources[spec.dataset], cfg, eval_sets, worker)
+            # the parent's weights are named nowhere here, so a parent loaded for this run alone is
+            # freed once the model holds them (train_run), not kept while it trains
+            result, state, points = train_run(spec, _parent(spec, states, cfg), sources[spec.dataset], cfg, eval_sets, worker)
         except Diverged as e:  # deterministic: recorded as the run's outcome, not retried
             if worker.rank == 0:
                 save_diverged(spec.node_dir, spec.lr, e.step, str(e), e.points)
@@ -57,10 +53,27 @@ def train_chain(specs: list[RunSpec], sources: dict, cfg: LoopConfig, eval_sets:
                 save_node(itself, state, result, cfg.tokenizer_id, worker.uploader, points, trained_by=cfg.trained_by)
                 finish_progress(itself, worker.uploader)
             finish_progress(spec, worker.uploader)
-        states[spec.node_dir] = state
+        # only a parent's weights are kept, and only while a later run of the chain starts from them:
+        # every run's were kept before, a copy of the model per stage-3 child (found by
+        # bench/rehearsal_135m.py: the slot's memory grew with the chain, 2026-12-07)
+        later = {s.init_from for s in specs[i + 1 :]}
+        states = {k: v for k, v in states.items() if k in later}
+        if spec.node_dir in later:
+            states[spec.node_dir] = state
+        del state
         results.append({"node_key": spec.node_key, **result})
     if worker.uploader is not None:
         worker.uploader.wait()  # every node is stored before it counts as done (a child in another slot may load it next)
     if worker.world > 1:
         torch.distributed.barrier()  # every checkpoint is on disk before the group goes on
     return results
+
+
+def _parent(spec: RunSpec, states: dict, cfg: LoopConfig) -> dict | None:
+    """The weights `spec` starts from: none, its parent trained just before in this chain, or its
+    parent's node loaded."""
+    if spec.init_from is None:
+        return None
+    if spec.init_from in states:
+        return states[spec.init_from]
+    return load_weights(spec.init_from, cfg.tokenizer_id)

@@ -73,6 +73,27 @@ def test_worker_killed_mid_stage_resumes_from_its_checkpoint(ray_local, referenc
     assert mlflow_snapshot(summary["tracking_uri"], study.name) == ref_mlflow  # steps 5-6 were logged once, not twice
 
 
+def test_with_no_retries_a_killed_worker_fails_its_item_only_and_the_rerun_resumes_it(ray_local, reference, tmp_path, monkeypatch):
+    """`retries: 0` and one warm slot (the 135M rehearsal's setting, bench/rehearsal_135m.py): a
+    SIGKILLed worker fails the item it held, and only it. Before 2026-12-07 the slot was not
+    restarted (Tune's restarts were capped at `retries`), so every item after it was reported
+    "not trained", and the failure read "its worker slot failed: None"."""
+    ref_out, _, _ = reference
+    out = with_reference_data(ref_out, tmp_path / "study", arm_to=tmp_path / "study" / "checkpoints")
+    monkeypatch.setenv("RAYSWEEP_INJECT_KILL", "posttrain λ=0.5 lr=0.001 drop=0@6")
+    study = _study(out, "retries=0")
+    summary = run_study(study)
+    assert summary["trained"] == {"pretrain": 0, "posttrain": 1, "finetune": 1}, summary["failures"]  # the other subtree
+    [failure] = summary["failures"]
+    assert "lr=0.001" in failure and "died" in failure and "None" not in failure, failure
+    monkeypatch.delenv("RAYSWEEP_INJECT_KILL")
+    again = run_study(study)
+    assert again["failures"] == [] and again["trained"] == {"pretrain": 0, "posttrain": 1, "finetune": 1}
+    got, want = node_results(out), node_results(ref_out)
+    _same_results(got, want)
+    assert [r["resumed_from_step"] for r in got.values() if r["resumed_from_step"]] == [4]
+
+
 def test_tracking_server_down_for_part_of_the_run(ray_local, reference, tmp_path, capsys):
     """A real MLflow server is SIGKILLed at stage 2's first progress checkpoint, so most of stage 2
     and all of stage 3 train with no tracking; it comes back after the study, and --sync-mlflow
