@@ -13,7 +13,7 @@ from analysis.figures import plot_frontiers, plot_lambda, plot_pareto_3d
 from analysis.halving import halving_table, plot_halving
 from analysis.pareto import OBJECTIVES_3D, VIEWS, frontiers, pareto_set, set_shares
 from analysis.runs import COLUMNS
-from analysis.verdict import seed_agreement
+from analysis.verdict import MIN_BOOTSTRAP_SEEDS, confidence_words, seed_agreement, seed_verdicts
 from raysweep.storage import atomic_file, disk_full, is_disk_full
 
 _NAMES = {"L_ret": "L_ret (D_post after fine-tuning)", "L_ft": "L_ft (D_ft)", "L_pre": "L_pre (D_pre after fine-tuning)"}
@@ -169,9 +169,16 @@ def comparison_table(rows: list[dict], baseline: str = "unmixed") -> str:
 
 
 def verdict_line(rows: list[dict], a: str, b: str, view: tuple[str, str], n_boot: int = 1000) -> str:
-    """The comparison in words (analysis.verdict), with the share of seed resamples that agree."""
+    """The comparison in words (analysis.verdict), with how sure it is in words that hold for the
+    number of seeds (analysis.verdict.confidence_words); "inconclusive" where the seeds disagree."""
     v, share = seed_agreement(rows, a, b, view, n_boot=n_boot)
-    return v.text + ("" if share is None else f" ({share:.0%} of {n_boot} seed-bootstrap resamples agree)")
+    kinds = [s.kind for s in seed_verdicts(rows, a, b, view)]
+    if len(kinds) >= 2 and len(kinds) < MIN_BOOTSTRAP_SEEDS:
+        share = None
+    stands, said = confidence_words(v.kind, kinds, share, n_boot)
+    if not said:
+        return v.text
+    return f"{v.text} ({said})" if stands else f"inconclusive ({said}): all seeds pooled, {v.text}"
 
 
 def confidence_table(rows: list[dict], baseline: str = "unmixed", n_boot: int = 1000) -> str:

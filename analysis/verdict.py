@@ -89,6 +89,45 @@ def agreement(kinds: list[str], kind: str) -> float:
     return float(np.mean([k == kind for k in kinds])) if kinds else math.nan
 
 
+# Below this many seeds a bootstrap's share of agreeing resamples is not said: 2 seeds give only 3
+# distinct resamples ({s0,s0}, {s0,s1}, {s1,s1}), so "100% of 1000 resamples agree" was printed for a
+# verdict and for its opposite alike (issue 48). The seeds' own verdicts are said instead.
+MIN_BOOTSTRAP_SEEDS = 3
+
+
+def distinct_resamples(n: int) -> int:
+    """How many different draws a bootstrap of `n` seeds with replacement can make (multisets of
+    size n from n seeds: C(2n − 1, n)); 1, 3, 10, 35, 126 for 1 to 5 seeds."""
+    return math.comb(2 * n - 1, n) if n > 0 else 0
+
+
+def seed_verdicts(rows: list[dict], a: str, b: str, view: tuple[str, str]) -> list[Verdict]:
+    """The verdict of A vs B in `view` from each seed's runs alone, seeds in order."""
+    x, y = view
+
+    def points(runs: list[dict], method: str) -> np.ndarray:
+        return np.array([[r[x], r[y]] for r in runs if r["method"] == method], dtype=float).reshape(-1, 2)
+
+    return [verdict(points(runs, a), points(runs, b), a, b, x, y) for runs in seed_groups(rows, a, b).values()]
+
+
+def confidence_words(full_kind: str, seed_kinds: list[str], share: float | None, n_boot: int) -> tuple[bool, str]:
+    """(whether the verdict stands, how sure it is in words that hold for the seeds at hand). It
+    stands when every seed alone gives the pooled verdict's kind; a bootstrap share is said from
+    MIN_BOOTSTRAP_SEEDS seeds on, with how many distinct resamples it draws from."""
+    n = len(seed_kinds)
+    if n < 2:
+        return True, ""
+    agree = sum(k == full_kind for k in seed_kinds)
+    stands = agree == n
+    if n == 2:
+        return stands, "both seeds agree" if stands else "the two seeds disagree"
+    said = f"{agree} of {n} seeds agree on their own"
+    if share is not None:
+        said += f"; {share:.0%} of {n_boot} seed-bootstrap resamples agree (drawn from {distinct_resamples(n)} distinct ones)"
+    return stands, said
+
+
 def seed_agreement(
     rows: list[dict], a: str, b: str, view: tuple[str, str], n_boot: int = 1000, seed: int = 0
 ) -> tuple[Verdict, float | None]:

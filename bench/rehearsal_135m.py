@@ -3,7 +3,7 @@ local S3 API) and a real kill: what breaks at the real shape breaks here, not af
 pretraining arms are paid for (issue 44).
 
     python bench/rehearsal_135m.py            # search_spaces/rehearsal-135m.yaml: 14 runs of smollm2-135m
-    python bench/rehearsal_135m.py --quick    # 2 layers of the real width, vocabulary 49,152, seq 32 (the suite's version)
+    python bench/rehearsal_135m.py --quick    # 2 layers of the real width, vocabulary 49,152, seq 32, 5 runs (the suite's)
 
 1. The study runs through `python -m raysweep.main` with its nodes in moto's S3 server on
    127.0.0.1 and `retries: 0`; the first full stage-2 run's worker is SIGKILLed at step 4, after its
@@ -46,7 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # python bench/rehearsal_135m.py: the repository's packages
 
 STUDY = ROOT / "search_spaces" / "rehearsal-135m.yaml"
-QUICK = ["model.n_layers=2", "model.seq_len=32", "name=rehearsal-quick"]
+# the suite's version (tests/scenarios/test_rehearsal.py): the real width and vocabulary, 2 layers,
+# one arm, full and LoRA stage 2, one stage-3 lr: 5 runs
+QUICK = ["model.n_layers=2", "model.seq_len=32", "pretrain.mix_fraction=[1.0]", "finetune.lr=[1e-3]", "name=rehearsal-quick"]
 KILL_STEP = 4  # after stage 2's progress checkpoint at step 3 (posttrain.checkpoint_every)
 GOALS = {"bytes": 0.10, "memory": 0.15, "loop": 0.97}
 STAGES = ("pretrain", "posttrain", "finetune")
@@ -304,7 +306,7 @@ def main() -> int:
     env = {**os.environ, "RAYSWEEP_CACHE": str(cache), "PYTHONPATH": str(ROOT)}  # FAKE_AWS included
     cli = ["--config", str(STUDY), *[a for o in overrides for a in ("--set", o)]]
     log = tmp / "cli.log"
-    label = f"posttrain λ=0 lr={study.posttrain.lr[0]:g} drop=0"
+    label = f"posttrain λ={study.pretrain.mix_fraction[0]:g} lr={study.posttrain.lr[0]:g} drop=0"
     first = run_cli(cli, {**env, "RAYSWEEP_INJECT_KILL": f"{label}@{KILL_STEP}"}, log, s3.pid, cache)
     before = store_nodes(store_uri)
     second = run_cli(cli, env, log, s3.pid, cache)

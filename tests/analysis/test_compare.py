@@ -108,7 +108,8 @@ def test_report_tables_say_how_sure_we_are():
     table = comparison_table(rows)
     assert "Seed-bootstrap 90% intervals (4 seeds" in table and "mixed vs unmixed: hypervolume difference +" in table
     # the verdict in words under each comparison line, with how many seed resamples agree
-    assert table.count("    verdict: mixed dominates unmixed (100% of 1000 seed-bootstrap resamples agree)") == 2  # both views
+    said = "4 of 4 seeds agree on their own; 100% of 1000 seed-bootstrap resamples agree (drawn from 35 distinct ones)"
+    assert table.count(f"    verdict: mixed dominates unmixed ({said})") == 2  # both views
     one = [r for r in rows if r["seed"] == 0]
     assert "Confidence intervals: none, the runs come from 1 seed" in comparison_table(one)
     assert "    verdict: mixed dominates unmixed\n" in comparison_table(one)

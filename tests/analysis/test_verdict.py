@@ -70,3 +70,38 @@ def test_seed_agreement_is_reported_with_several_seeds_only():
     two = rows + [{**r, "seed": 1, "name": r["name"] + "-s1"} for r in rows]
     v2, share2 = seed_agreement(two, "mixed", "unmixed", ("L_ret", "L_ft"), n_boot=200)
     assert v2.kind == "a" and share2 == 1.0  # identical seeds: every resample agrees
+
+
+@given(st.lists(st.sampled_from(["a", "b", "cross", "same"]), min_size=0, max_size=6), st.sampled_from(["a", "b", "cross"]))
+def test_confidence_is_said_in_words_that_hold_for_the_seeds_at_hand(kinds, full):
+    """Two seeds have 3 distinct bootstrap resamples: no share is said for them, only whether they
+    agree; from three seeds a share comes with its count of distinct resamples. The verdict stands
+    only when every seed alone agrees with the pooled one (issue 48)."""
+    import itertools
+
+    from analysis.verdict import MIN_BOOTSTRAP_SEEDS, confidence_words, distinct_resamples
+
+    n = len(kinds)
+    share = 0.5 if n >= MIN_BOOTSTRAP_SEEDS else None
+    stands, said = confidence_words(full, kinds, share, 1000)
+    if n >= 1:
+        assert distinct_resamples(n) == sum(1 for _ in itertools.combinations_with_replacement(range(n), n))
+    if n < 2:  # one seed (or none): nothing to be sure of; the confidence table says why
+        assert stands and said == ""
+        return
+    assert stands == all(k == full for k in kinds)
+    if n == 2:
+        assert "%" not in said and said == ("both seeds agree" if stands else "the two seeds disagree")
+    else:
+        assert said.startswith(f"{sum(k == full for k in kinds)} of {n} seeds") and f"from {distinct_resamples(n)} distinct" in said
+
+
+def test_two_seeds_that_disagree_make_the_verdict_inconclusive():
+    from analysis.report import verdict_line
+
+    rows = example_rows()
+    mirrored = [{**r, "seed": 1, "method": {"mixed": "unmixed", "unmixed": "mixed"}.get(r["method"], r["method"])} for r in rows]
+    same = rows + [{**r, "seed": 1} for r in rows]
+    assert verdict_line(same, "mixed", "unmixed", ("L_ret", "L_ft")) == "mixed dominates unmixed (both seeds agree)"
+    line = verdict_line(rows + mirrored, "mixed", "unmixed", ("L_ret", "L_ft"))
+    assert line.startswith("inconclusive (the two seeds disagree): all seeds pooled, ") and "%" not in line
