@@ -6,14 +6,16 @@ pretraining arms are paid for (issue 44).
     python bench/rehearsal_135m.py --quick    # 2 layers of the real width, vocabulary 49,152, seq 32, 5 runs (the suite's)
 
 1. The study runs through `python -m raysweep.main` with its nodes in moto's S3 server on
-   127.0.0.1 and `retries: 0`; the first full stage-2 run's worker is SIGKILLed at step 4, after its
-   progress checkpoint at step 3 (RAYSWEEP_INJECT_KILL). The run ends with that subtree failed.
-2. The same command again: it must train only what was not stored (the killed run resumes from its
-   progress checkpoint, then its stage-3 children). A node trained twice would carry a second
+   127.0.0.1 and `retries: 0`; the first arm's stage-2 runs (full and LoRA: the injected label
+   names both) are SIGKILLed at step 4, after their progress checkpoint at step 3
+   (RAYSWEEP_INJECT_KILL). The run ends with those subtrees failed and the others trained.
+2. The same command again: it must train only what was not stored (each killed run resumes from
+   its progress checkpoint, then its stage-3 children). A node trained twice would carry a second
    trainer's stamp (node.json's trained_by).
 3. Measured against the dry run's figures (raysweep.sweep.disk, raysweep.memory): each stage's node
-   bytes in the store and its progress checkpoint's largest size (sampled every 0.2 s in the
-   workers' local node cache); the training process's peak RSS per stage (attributed by the last
+   bytes in the store and its progress checkpoint's largest size (its complete files, sampled every
+   0.2 s in the workers' local node cache; while a run replaces its checkpoint it holds two, which
+   the dry run's peak counts and a sample would catch at any size); the training process's peak RSS per stage (attributed by the last
    progress line the CLI printed) against the memory model's peak, and the peak RSS of the
    supervisor, the driver, Ray's head and the S3 server (which no model estimates); seconds to
    download and upload one node of each stage through raysweep.storage.
@@ -115,8 +117,13 @@ class Sampler(threading.Thread):
                 if role.startswith("slot") and self.stage:
                     self.slot_peak[self.stage] = max(self.slot_peak.get(self.stage, 0), rss)
             for state in self.cache.glob("nodes/*/state.pt"):
-                name = state.parent.name
-                self.progress[name] = max(self.progress.get(name, 0), du(state.parent))
+                # the complete files: a rewrite's .tmp beside them is caught at any size, so the
+                # doubling while one replaces another is the dry run's arithmetic, not sampled
+                try:
+                    size = sum(f.stat().st_size for f in state.parent.iterdir() if f.suffix == ".pt")
+                except OSError:
+                    continue  # renamed or removed while we look
+                self.progress[state.parent.name] = max(self.progress.get(state.parent.name, 0), size)
 
 
 def run_cli(args: list[str], env: dict, log: Path, s3_pid: int, cache: Path) -> tuple[int, str, Sampler, float]:
@@ -320,8 +327,10 @@ def main() -> int:
     print(
         f"second run: exit {second[0]} after {second[3]:.0f} s, {len(after)} of {runs} nodes stored, trained now {trained_now(second[1])}"
     )
-    resumed = [n["json"]["result"].get("resumed_from_step") for n in after.values() if n["json"]["spec"]["label"] == label]
-    print(f"the killed run ({label}) resumed from step {resumed}; nodes trained twice: {twice}; the kill happened: {killed}")
+    resumed = sorted(n["json"]["result"].get("resumed_from_step") for n in after.values() if n["json"]["spec"]["label"].startswith(label))
+    print(
+        f"the killed runs ({label}: full, and LoRA where the study has it) resumed from steps {resumed}; nodes trained twice: {twice}; the kill happened: {killed}"
+    )
 
     # node and progress-checkpoint bytes against the dry run
     from raysweep.storage import cache_dir, join, with_suffix
@@ -335,11 +344,11 @@ def main() -> int:
         byte_errors.append(want.node_bytes / got - 1)
         rows.append(f"  {stage:<9} node {gb(got):>9} measured, {gb(want.node_bytes):>9} dry run: {want.node_bytes / got - 1:+.1%}")
         progress = max([0, *(size for name, size in {**first[2].progress, **second[2].progress}.items() if cached.get(name) == stage)])
-        if progress and want.progress_peak:
-            byte_errors.append(want.progress_peak / progress - 1)
-            rows[-1] += f"; progress {gb(progress)} measured, {gb(want.progress_peak)} dry run: {want.progress_peak / progress - 1:+.1%}"
-        elif want.progress_peak or progress:
-            rows[-1] += f"; progress {gb(progress)} measured, {gb(want.progress_peak)} dry run (one was not seen)"
+        if progress and want.progress_bytes:
+            byte_errors.append(want.progress_bytes / progress - 1)
+            rows[-1] += f"; progress {gb(progress)} measured, {gb(want.progress_bytes)} dry run: {want.progress_bytes / progress - 1:+.1%}"
+        elif want.progress_bytes or progress:
+            rows[-1] += f"; progress {gb(progress)} measured, {gb(want.progress_bytes)} dry run (one was not seen)"
     print("bytes (node store; progress checkpoints at their largest):")
     print("\n".join(rows))
 

@@ -29,7 +29,7 @@ def test_the_shortened_135m_rehearsal_resumes_the_killed_run_and_trains_nothing_
     assert runs == 5 and doc["first"]["rc"] == 1 and doc["first"]["stored"] < runs  # the killed subtree failed
     assert sum(doc["second"]["trained"].values()) == runs - doc["first"]["stored"]  # exactly the missing
     assert doc["second"]["stored"] == runs and doc["twice"] == 0
-    assert doc["resumed_from"] == [3]  # the killed run continued from its progress checkpoint
+    assert doc["resumed_from"] == [3, 3]  # the killed runs (full, LoRA) continued from their progress checkpoints
     assert doc["bytes_error"] <= 0.10  # the dry run's node and progress-checkpoint bytes
     last = out.stdout.strip().splitlines()[-1]
     assert re.fullmatch(
