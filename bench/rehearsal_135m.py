@@ -45,7 +45,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # python bench/rehearsal_135m.py: the repository's packages
+if __package__:  # python -m bench.rehearsal_135m, or a test importing it
+    from bench.s3_server import FAKE_AWS, s3_uri, start_s3_server
+else:  # python bench/rehearsal_135m.py: this folder is on the path
+    from s3_server import FAKE_AWS, s3_uri, start_s3_server
 
 STUDY = ROOT / "search_spaces" / "rehearsal-135m.yaml"
 # the suite's version (tests/scenarios/test_rehearsal.py): the real width and vocabulary, 2 layers,
@@ -273,6 +276,82 @@ def loop_tokens_per_s(shape, vocab: int, seq: int, batch: int, threads: int, lor
     return result["steady_tokens_per_s"]
 
 
+def bytes_report(store_uri: str, after: dict, samplers: list, disk) -> float:
+    """Each stage's node bytes in the store and its progress checkpoint's largest size against the
+    dry run's; prints them and returns the largest relative error."""
+    from raysweep.storage import cache_dir, join, with_suffix
+    from raysweep.sweep.disk import gb
+
+    progress_seen = {name: size for smp in samplers for name, size in smp.progress.items()}
+
+    cached = {cache_dir(with_suffix(join(store_uri, n["stage"], k), ".resume")).name: n["stage"] for k, n in after.items()}
+    byte_errors, rows = [], []
+    for stage in STAGES:
+        sizes = [n["bytes"] for n in after.values() if n["stage"] == stage]
+        want = disk.stages[stage]
+        got = statistics.mean(sizes)
+        byte_errors.append(want.node_bytes / got - 1)
+        rows.append(f"  {stage:<9} node {gb(got):>9} measured, {gb(want.node_bytes):>9} dry run: {want.node_bytes / got - 1:+.1%}")
+        progress = max([0, *(size for name, size in progress_seen.items() if cached.get(name) == stage)])
+        if progress and want.progress_bytes:
+            byte_errors.append(want.progress_bytes / progress - 1)
+            rows[-1] += f"; progress {gb(progress)} measured, {gb(want.progress_bytes)} dry run: {want.progress_bytes / progress - 1:+.1%}"
+        elif want.progress_bytes or progress:
+            rows[-1] += f"; progress {gb(progress)} measured, {gb(want.progress_bytes)} dry run (one was not seen)"
+    print("bytes (node store; progress checkpoints at their largest):")
+    print("\n".join(rows))
+
+    return max(abs(e) for e in byte_errors)
+
+
+def memory_report(samplers: list, fits: dict) -> float:
+    """The training slot's peak RSS per stage against the memory model, the other processes' as
+    measured; prints them and returns the largest relative error (nan where no slot was seen)."""
+    from raysweep.sweep.disk import gb
+
+    mem_errors = []
+    print("peak RSS:")
+    for stage in STAGES:
+        got = max(smp.slot_peak.get(stage, 0) for smp in samplers)
+        want = fits[stage].peak.total
+        if got:
+            mem_errors.append(want / got - 1)
+            print(f"  slot in {stage:<9} {gb(got):>9} measured, {gb(want):>9} memory model: {want / got - 1:+.1%}")
+    for role in sorted({role for smp in samplers for role in smp.peak}):
+        if not role.startswith("slot"):
+            print(f"  {role:<30} {gb(max(smp.peak.get(role, 0) for smp in samplers)):>9} (not modelled)")
+
+    return max(abs(e) for e in mem_errors) if mem_errors else float("nan")
+
+
+def speed_report(study, after: dict, vocab: int, threads: int, tmp: Path) -> float:
+    """The loop against a bare loop of the same model, batch and threads: in the study (sharing the
+    2 cores with the node uploads and the S3 server), and alone, one after the other, here. Prints
+    them and returns the worst ratio of the loop alone to the bare loop."""
+    from raysweep.sweep.plan import lora_targets
+
+    ratios = []
+    lora = {"rank": study.posttrain.lora_rank, "alpha": study.posttrain.lora_alpha, "targets": lora_targets(study)}
+    print(f"tokens/s of the training steps ({threads} threads; evaluations and progress checkpoints left out):")
+    for stage, tuning in (("pretrain", "full"), ("posttrain", "full"), ("posttrain", "lora"), ("finetune", "full")):
+        mine = [
+            n["json"]["result"]["step_tokens_per_s"]
+            for n in after.values()
+            if n["stage"] == stage and bool(n["json"]["spec"].get("lora")) == (tuning == "lora")
+        ]
+        batch, seq, adapters = getattr(study, stage).batch_sizes[0], study.model.seq_len, lora if tuning == "lora" else None
+        bare = bare_tokens_per_s(study.model.shape, vocab, seq, batch, threads, adapters, 6)
+        alone = loop_tokens_per_s(study.model.shape, vocab, seq, batch, threads, adapters, 6, tmp)
+        ratios.append(alone / bare)
+        print(
+            f"  {stage:<9} {tuning:<4} bare {bare:,.0f}; the loop alone {alone:,.0f} ({alone / bare:.3f}); "
+            f"the loop in the study {statistics.median(mine):,.0f} ({statistics.median(mine) / bare:.3f}, sharing the CPUs)"
+        )
+
+    return min(ratios)
+
+
+# long: the rehearsal read top to bottom (set up, run twice, compare, report); each measurement is its own function
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="2 layers of the real width, vocabulary 49,152, seq 32 (≤ 3 min)")
@@ -289,8 +368,6 @@ def main() -> int:
     from raysweep.memory import stage_fits
     from raysweep.sweep.describe import disk_of
     from raysweep.sweep.disk import gb
-    from raysweep.sweep.plan import lora_targets
-    from tests.helpers import FAKE_AWS, s3_uri, start_s3_server
 
     t_start = time.perf_counter()
     os.environ.update(FAKE_AWS)  # moto takes any credentials; pyarrow's S3 client needs some
@@ -310,7 +387,7 @@ def main() -> int:
     fits = {stage: fit for stage, _, fit in stage_fits(study)}
 
     cache = tmp / "node-cache"
-    env = {**os.environ, "RAYSWEEP_CACHE": str(cache), "PYTHONPATH": str(ROOT)}  # FAKE_AWS included
+    env = {**os.environ, "RAYSWEEP_CACHE": str(cache)}  # FAKE_AWS included
     cli = ["--config", str(STUDY), *[a for o in overrides for a in ("--set", o)]]
     log = tmp / "cli.log"
     label = f"posttrain λ={study.pretrain.mix_fraction[0]:g} lr={study.posttrain.lr[0]:g} drop=0"
@@ -332,39 +409,8 @@ def main() -> int:
         f"the killed runs ({label}: full, and LoRA where the study has it) resumed from steps {resumed}; nodes trained twice: {twice}; the kill happened: {killed}"
     )
 
-    # node and progress-checkpoint bytes against the dry run
-    from raysweep.storage import cache_dir, join, with_suffix
-
-    cached = {cache_dir(with_suffix(join(store_uri, n["stage"], k), ".resume")).name: n["stage"] for k, n in after.items()}
-    byte_errors, rows = [], []
-    for stage in STAGES:
-        sizes = [n["bytes"] for n in after.values() if n["stage"] == stage]
-        want = disk.stages[stage]
-        got = statistics.mean(sizes)
-        byte_errors.append(want.node_bytes / got - 1)
-        rows.append(f"  {stage:<9} node {gb(got):>9} measured, {gb(want.node_bytes):>9} dry run: {want.node_bytes / got - 1:+.1%}")
-        progress = max([0, *(size for name, size in {**first[2].progress, **second[2].progress}.items() if cached.get(name) == stage)])
-        if progress and want.progress_bytes:
-            byte_errors.append(want.progress_bytes / progress - 1)
-            rows[-1] += f"; progress {gb(progress)} measured, {gb(want.progress_bytes)} dry run: {want.progress_bytes / progress - 1:+.1%}"
-        elif want.progress_bytes or progress:
-            rows[-1] += f"; progress {gb(progress)} measured, {gb(want.progress_bytes)} dry run (one was not seen)"
-    print("bytes (node store; progress checkpoints at their largest):")
-    print("\n".join(rows))
-
-    # peak RSS: the training slot per stage against the memory model; the rest as measured
-    mem_errors = []
-    print("peak RSS:")
-    for stage in STAGES:
-        got = max(first[2].slot_peak.get(stage, 0), second[2].slot_peak.get(stage, 0))
-        want = fits[stage].peak.total
-        if got:
-            mem_errors.append(want / got - 1)
-            print(f"  slot in {stage:<9} {gb(got):>9} measured, {gb(want):>9} memory model: {want / got - 1:+.1%}")
-    for role in sorted({*first[2].peak, *second[2].peak}):
-        if not role.startswith("slot"):
-            print(f"  {role:<30} {gb(max(first[2].peak.get(role, 0), second[2].peak.get(role, 0))):>9} (not modelled)")
-
+    bytes_err = bytes_report(store_uri, after, [first[2], second[2]], disk)
+    mem_err = memory_report([first[2], second[2]], fits)
     transfers = transfer_seconds(store_uri, after, tmp)
     print("node transfer through raysweep.storage to the local S3 API (moto):")
     for stage, (down, up, size) in transfers.items():
@@ -372,29 +418,7 @@ def main() -> int:
             f"  {stage:<9} {gb(size)}: download {down:.1f} s ({size / down / 1e6:,.0f} MB/s), upload {up:.1f} s ({size / up / 1e6:,.0f} MB/s)"
         )
 
-    # the loop against a bare loop of the same model, batch and threads: in the study (sharing the
-    # 2 cores with the node uploads and the S3 server), and alone, one after the other, here
-    ratios = []
-    lora = {"rank": study.posttrain.lora_rank, "alpha": study.posttrain.lora_alpha, "targets": lora_targets(study)}
-    print(f"tokens/s of the training steps ({threads} threads; evaluations and progress checkpoints left out):")
-    for stage, tuning in (("pretrain", "full"), ("posttrain", "full"), ("posttrain", "lora"), ("finetune", "full")):
-        mine = [
-            n["json"]["result"]["step_tokens_per_s"]
-            for n in after.values()
-            if n["stage"] == stage and bool(n["json"]["spec"].get("lora")) == (tuning == "lora")
-        ]
-        batch, seq, adapters = getattr(study, stage).batch_sizes[0], study.model.seq_len, lora if tuning == "lora" else None
-        bare = bare_tokens_per_s(study.model.shape, vocab, seq, batch, threads, adapters, 6)
-        alone = loop_tokens_per_s(study.model.shape, vocab, seq, batch, threads, adapters, 6, tmp)
-        ratios.append(alone / bare)
-        print(
-            f"  {stage:<9} {tuning:<4} bare {bare:,.0f}; the loop alone {alone:,.0f} ({alone / bare:.3f}); "
-            f"the loop in the study {statistics.median(mine):,.0f} ({statistics.median(mine) / bare:.3f}, sharing the CPUs)"
-        )
-
-    bytes_err = max(abs(e) for e in byte_errors)
-    mem_err = max(abs(e) for e in mem_errors) if mem_errors else float("nan")
-    ratio = min(ratios)
+    ratio = speed_report(study, after, vocab, threads, tmp)
     print(
         f"goals: bytes ≤ {GOALS['bytes']:.0%} {'met' if bytes_err <= GOALS['bytes'] else 'MISSED'}; memory ≤ {GOALS['memory']:.0%} "
         f"{'met' if mem_err <= GOALS['memory'] else 'MISSED'}; nodes twice 0 {'met' if twice == 0 else 'MISSED'}; "

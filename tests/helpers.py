@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.s3_server import FAKE_AWS, free_port, s3_uri, start_s3_server  # noqa: F401  (the tests' own names)
+
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "search_spaces" / "smoke.yaml"
 # The smoke study cut to one arm, two stage-2 runs and one stage-3 run each (5 nodes): the
@@ -79,48 +81,6 @@ def plan_smoke(smoke_data, *overrides: str):
     study, data = smoke_data
     changed = load_study(SMOKE, [f"output_dir={study.out}", *overrides])
     return plan(study, data)[1], plan(changed, data)[1], changed
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_s3_server(folder: Path):
-    """A real S3 API on 127.0.0.1 (moto's standalone server: the S3 wire protocol over HTTP, objects
-    in its memory); returns (process, port, log file) once it answers. Its log lists every request,
-    so a test can see a multipart upload happen."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    folder.mkdir(parents=True, exist_ok=True)
-    port, log = free_port(), folder / "s3.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=open(log, "a"),
-        start_new_session=True,
-    )
-    deadline = time.time() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/", timeout=2)
-            return proc, port, log
-        except OSError as e:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError(f"the S3 server did not start: {log.read_text()[-2000:]}") from e
-            time.sleep(0.3)
-
-
-def s3_uri(port: int, bucket: str, path: str = "nodes") -> str:
-    """A node store in the test S3 server (raysweep.storage: pyarrow's S3 options in the query)."""
-    return f"s3://{bucket}/{path}?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1&allow_bucket_creation=true"
 
 
 def start_mlflow_server(folder: Path, port: int):
@@ -297,16 +257,6 @@ def token_view(folder, docs: list[np.ndarray], label: str, max_bytes: int = 1 <<
         lengths,
         np.arange(len(docs), dtype=np.uint64),
     )
-
-
-# The S3 tests talk to a local S3 server (tests/helpers.start_s3_server), which takes any key; the
-# AWS SDK needs one, and without one it would ask the EC2 metadata address: never, in a test.
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "raysweep-test",
-    "AWS_SECRET_ACCESS_KEY": "raysweep-test",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 
 
 def mount_tmpfs(where: Path, size: str):

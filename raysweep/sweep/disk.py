@@ -104,6 +104,10 @@ def study_disk(study: Study, vocab: int, slots: int, data: int | None) -> StudyD
     shape = shape_of(study.model.shape)
     stored = n + (shape.hidden * (shape.vocab_size or vocab) if shape.tie_embeddings else 0)  # tensors by key
     counts = study.run_counts()
+    if study.posttrain.search == "halving":  # only the last rung's configurations train whole
+        from raysweep.sweep.halving import planned_nodes
+
+        counts = {**counts, **planned_nodes(study)}
     seq = study.model.seq_len
     stages, total_points = {}, 0
     for stage in ("pretrain", "posttrain", "finetune"):
@@ -125,7 +129,14 @@ def study_disk(study: Study, vocab: int, slots: int, data: int | None) -> StudyD
             progress_bytes=(n * WEIGHT_BYTES + trained * ADAM_BYTES + best + run_points * POINT_JSON_BYTES) if checkpoints else 0,
             rewrites=bool(checkpoints) and (steps - 1) // cfg.checkpoint_every >= 2,
         )
-    items = counts["pretrain"] + counts["posttrain"]  # what the slots take: arms, then a stage-2 run with its children
+    if "rung" in counts:  # halving: a rung node is a stage-2 node cut short (its weights, fewer points); a probe keeps no weights
+        post = stages["posttrain"]
+        stages["rung"] = StageDisk(runs=counts["rung"], node_bytes=post.node_bytes, progress_bytes=0)
+        stages["probe"] = StageDisk(runs=counts["probe"], node_bytes=FINAL_POINTS * POINT_JSON_BYTES + NODE_FIXED_BYTES, progress_bytes=0)
+        total_points += (counts["rung"] + counts["probe"]) * FINAL_POINTS
+    items = (
+        counts["pretrain"] + counts["posttrain"] + counts.get("rung", 0)
+    )  # what the slots take: arms, stage-2 runs (and rungs) with their children
     return StudyDisk(
         stages=stages,
         slots=max(1, min(slots, items)),
@@ -162,4 +173,11 @@ def describe_disk(d: StudyDisk, slots_from: str) -> list[str]:
         else f"  disk     stage 3 keeps no weights (finetune.keep_weights: false): {gb(d.leaf_weights)} saved",
         f"  disk     data cache {gb(d.data) if d.data is not None else 'megabytes (generated corpora)'} · MLflow ≈ {gb(d.mlflow)}",
     ]
+    if "rung" in d.stages:
+        rung, post, leaf = d.stages["rung"], d.stages["posttrain"], d.stages["finetune"]
+        lines.insert(
+            1,
+            f"  disk     halving keeps {rung.runs} rung nodes ({gb(rung.runs * rung.node_bytes)}, weights included) and "
+            f"{d.stages['probe'].runs} probes (no weights); {post.runs} stage-2 runs train whole, with {leaf.runs} stage-3 runs",
+        )
     return lines

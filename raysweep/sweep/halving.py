@@ -143,6 +143,21 @@ def survivors(n: int, rungs: int, eta: int) -> list[int]:
     return out
 
 
+def planned_nodes(study: Study) -> dict[str, int]:
+    """The nodes halving stores at most, from the study alone (what --dry-run's disk lines count):
+    a rung node per live configuration at each rung but the last, a probe per stage-3 lr from each,
+    and the last rung's configurations' whole stage-2 runs with their stage-3 children."""
+    p2 = study.posttrain
+    sizes: dict[str, int] = {}
+    for c in grid(study):
+        method = method_of(c.mix_fraction, c.replay, c.dropout, c.tuning)
+        sizes[method] = sizes.get(method, 0) + 1
+    counts = [survivors(n, len(p2.rungs), p2.eta) for n in sizes.values()]
+    rungs = sum(sum(c[:-1]) for c in counts)
+    final = sum(c[-1] for c in counts)
+    return {"rung": rungs, "probe": rungs * len(study.finetune.lr), "posttrain": final, "finetune": final * len(study.finetune.lr)}
+
+
 def planned_tokens(study: Study) -> dict:
     """Halving's stage-2 + stage-3 training tokens at most (no run stopping early), against the
     grid's, from the study alone (what --dry-run prints): per method, the configurations at each

@@ -88,3 +88,30 @@ def test_the_paper_frontier_peaks_while_its_last_stage2_runs_replace_their_check
     post, leaf = lean.stages["posttrain"], lean.stages["finetune"]
     assert lean.nodes_peak == lean.nodes_end + 16 * (post.progress_peak - post.node_bytes - 3 * leaf.node_bytes)
     assert lean.nodes_end < kept.nodes_end - lean.leaf_weights * 0.99
+
+
+def test_halving_counts_its_rung_nodes_and_only_the_survivors_whole_runs():
+    """`search: halving` (issue 47): the dry run's store holds a rung node (weights) per live
+    configuration at each rung but the last, a probe per stage-3 lr from each (no weights), and the
+    last rung's configurations' whole stage-2 runs and their stage-3 runs, not the grid's 270."""
+    from collections import Counter
+
+    from raysweep.sweep.disk import describe_disk
+    from raysweep.sweep.halving import planned_nodes, survivors
+    from raysweep.sweep.plan import grid, method_of
+
+    grid_study = load_study(PAPER)
+    study = load_study(PAPER, ["posttrain.search=halving"])
+    planned = planned_nodes(study)
+    sizes = Counter(method_of(c.mix_fraction, c.replay, c.dropout, c.tuning) for c in grid(study)).values()
+    counts = [survivors(n, len(study.posttrain.rungs), study.posttrain.eta) for n in sizes]
+    assert sum(sizes) == 90 and len(sizes) >= 2  # unmixed and mixed (and their +dropout), pruned apart
+    assert planned["rung"] == sum(sum(c[:-1]) for c in counts) and planned["posttrain"] == sum(c[-1] for c in counts)
+    assert planned["finetune"] == planned["posttrain"] * len(study.finetune.lr) < 270
+    d = study_disk(study, PRETRAINED_VOCAB, 16, None)
+    grid_disk = study_disk(grid_study, PRETRAINED_VOCAB, 16, None)
+    assert d.stages["rung"].runs == planned["rung"] and d.stages["rung"].node_bytes == d.stages["posttrain"].node_bytes
+    assert d.stages["probe"].node_bytes < 1e6  # losses and points only
+    assert d.nodes_end == sum(s.runs * s.node_bytes for s in d.stages.values()) < grid_disk.nodes_end
+    [line] = [x for x in describe_disk(d, "max_concurrent_trials") if "halving keeps" in x]
+    assert f"{planned['rung']} rung nodes" in line and f"{planned['finetune']} stage-3 runs" in line
