@@ -13,7 +13,7 @@ from analysis.figures import plot_frontiers, plot_lambda, plot_pareto_3d
 from analysis.halving import halving_table, plot_halving
 from analysis.pareto import OBJECTIVES_3D, VIEWS, frontiers, pareto_set, set_shares
 from analysis.runs import COLUMNS
-from analysis.verdict import MIN_BOOTSTRAP_SEEDS, confidence_words, seed_agreement, seed_verdicts
+from analysis.verdict import confidence_words, seed_agreement, seed_verdicts
 from raysweep.storage import atomic_file, disk_full, is_disk_full
 
 _NAMES = {"L_ret": "L_ret (D_post after fine-tuning)", "L_ft": "L_ft (D_ft)", "L_pre": "L_pre (D_pre after fine-tuning)"}
@@ -173,8 +173,6 @@ def verdict_line(rows: list[dict], a: str, b: str, view: tuple[str, str], n_boot
     number of seeds (analysis.verdict.confidence_words); "inconclusive" where the seeds disagree."""
     v, share = seed_agreement(rows, a, b, view, n_boot=n_boot)
     kinds = [s.kind for s in seed_verdicts(rows, a, b, view)]
-    if len(kinds) >= 2 and len(kinds) < MIN_BOOTSTRAP_SEEDS:
-        share = None
     stands, said = confidence_words(v.kind, kinds, share, n_boot)
     if not said:
         return v.text

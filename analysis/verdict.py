@@ -101,14 +101,16 @@ def distinct_resamples(n: int) -> int:
     return math.comb(2 * n - 1, n) if n > 0 else 0
 
 
+def _view_points(runs: list[dict], method: str, view: tuple[str, str]) -> np.ndarray:
+    """`method`'s runs as an (n, 2) array of the view's two losses."""
+    x, y = view
+    return np.array([[r[x], r[y]] for r in runs if r["method"] == method], dtype=float).reshape(-1, 2)
+
+
 def seed_verdicts(rows: list[dict], a: str, b: str, view: tuple[str, str]) -> list[Verdict]:
     """The verdict of A vs B in `view` from each seed's runs alone, seeds in order."""
-    x, y = view
-
-    def points(runs: list[dict], method: str) -> np.ndarray:
-        return np.array([[r[x], r[y]] for r in runs if r["method"] == method], dtype=float).reshape(-1, 2)
-
-    return [verdict(points(runs, a), points(runs, b), a, b, x, y) for runs in seed_groups(rows, a, b).values()]
+    groups = seed_groups(rows, a, b).values()
+    return [verdict(_view_points(runs, a, view), _view_points(runs, b, view), a, b, *view) for runs in groups]
 
 
 def confidence_words(full_kind: str, seed_kinds: list[str], share: float | None, n_boot: int) -> tuple[bool, str]:
@@ -120,7 +122,7 @@ def confidence_words(full_kind: str, seed_kinds: list[str], share: float | None,
         return True, ""
     agree = sum(k == full_kind for k in seed_kinds)
     stands = agree == n
-    if n == 2:
+    if n < MIN_BOOTSTRAP_SEEDS:  # two seeds
         return stands, "both seeds agree" if stands else "the two seeds disagree"
     said = f"{agree} of {n} seeds agree on their own"
     if share is not None:
@@ -135,11 +137,7 @@ def seed_agreement(
     draws analysis.compare.bootstrap makes) whose verdict is of the same kind; None with fewer
     than two seeds."""
     x, y = view
-
-    def points(runs: list[dict], method: str) -> np.ndarray:
-        return np.array([[r[x], r[y]] for r in runs if r["method"] == method], dtype=float).reshape(-1, 2)
-
-    by_seed = {s: (points(runs, a), points(runs, b)) for s, runs in seed_groups(rows, a, b).items()}
+    by_seed = {s: (_view_points(runs, a, view), _view_points(runs, b, view)) for s, runs in seed_groups(rows, a, b).items()}
     seeds = list(by_seed)
 
     def one(draw) -> Verdict:

@@ -46,9 +46,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if __package__:  # python -m bench.rehearsal_135m, or a test importing it
+    from bench.arrays import ArraySource
+    from bench.disk import du
     from bench.s3_server import FAKE_AWS, s3_uri, start_s3_server
+    from bench.stage_loop import bare_loop
 else:  # python bench/rehearsal_135m.py: this folder is on the path
+    from arrays import ArraySource
+    from disk import du
     from s3_server import FAKE_AWS, s3_uri, start_s3_server
+    from stage_loop import bare_loop
 
 STUDY = ROOT / "search_spaces" / "rehearsal-135m.yaml"
 # the suite's version (tests/scenarios/test_rehearsal.py): the real width and vocabulary, 2 layers,
@@ -57,17 +63,7 @@ QUICK = ["model.n_layers=2", "model.seq_len=32", "pretrain.mix_fraction=[1.0]", 
 KILL_STEP = 4  # after stage 2's progress checkpoint at step 3 (posttrain.checkpoint_every)
 GOALS = {"bytes": 0.10, "memory": 0.15, "loop": 0.97}
 STAGES = ("pretrain", "posttrain", "finetune")
-
-
-def du(folder: Path) -> int:
-    total = 0
-    for dirpath, _, names in os.walk(folder):
-        for name in names:
-            try:
-                total += os.stat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass  # a file renamed or removed while we walk
-    return total
+STEPS_TIMED = 6  # steps of the loop and of the bare loop, each timed after its first
 
 
 def role_of(proc, cli_pid: int, s3_pid: int, slots: set[int]) -> str:
@@ -206,53 +202,17 @@ def transfer_seconds(store_uri: str, nodes: dict, tmp: Path) -> dict[str, tuple[
     return out
 
 
-def bare_tokens_per_s(shape, vocab: int, seq: int, batch: int, threads: int, lora: dict | None, steps: int) -> float:
-    """A bare PyTorch loop (nanoGPT's: forward, cross-entropy, backward, clip, AdamW) on the same
-    model, batch and threads: tokens/s after its first step."""
-    import torch
-    import torch.nn.functional as F
-
-    from raysweep.train.model import add_lora, build_model
-
-    torch.set_num_threads(threads)
-    model = build_model(shape, vocab, seq, seed=0)
-    if lora:
-        model = add_lora(model, lora, 0.0)
-    model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95))
-    g = torch.Generator().manual_seed(0)
-    t_first = None
-    for _ in range(steps):
-        x = torch.randint(0, vocab, (batch, seq + 1), generator=g)
-        logits = model(input_ids=x[:, :-1]).logits
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        loss.item()
-        if t_first is None:
-            t_first = time.perf_counter()
-    return (steps - 1) * batch * seq / (time.perf_counter() - t_first)
-
-
-def loop_tokens_per_s(shape, vocab: int, seq: int, batch: int, threads: int, lora: dict | None, steps: int, tmp: Path) -> float:
-    """raysweep's per-run loop (raysweep.train.loop.train_run) on the same model, batch and threads
-    as bare_tokens_per_s, alone on the machine: its training steps' tokens/s."""
-    import numpy as np
+def loop_tokens_per_s(shape, vocab: int, blocks, batch: int, threads: int, lora: dict | None, tmp: Path) -> float:
+    """raysweep's per-run loop (raysweep.train.loop.train_run) on the same model, blocks, batch and
+    threads as stage_loop.bare_loop, alone on the machine: tokens/s after its first step."""
     import torch
 
     from raysweep.spec import RunSpec
     from raysweep.train.context import LoopConfig, Worker
     from raysweep.train.loop import train_run
 
-    if __package__:
-        from bench.arrays import ArraySource
-    else:
-        from arrays import ArraySource
-
     torch.set_num_threads(threads)
-    blocks = np.random.default_rng(0).integers(0, vocab, size=(batch * steps, seq + 1)).astype(np.int64)
+    steps, seq = len(blocks) // batch, blocks.shape[1] - 1
     spec = RunSpec(
         stage="posttrain",
         label="loop alone",
@@ -328,6 +288,8 @@ def speed_report(study, after: dict, vocab: int, threads: int, tmp: Path) -> flo
     """The loop against a bare loop of the same model, batch and threads: in the study (sharing the
     2 cores with the node uploads and the S3 server), and alone, one after the other, here. Prints
     them and returns the worst ratio of the loop alone to the bare loop."""
+    import numpy as np
+
     from raysweep.sweep.plan import lora_targets
 
     ratios = []
@@ -339,9 +301,10 @@ def speed_report(study, after: dict, vocab: int, threads: int, tmp: Path) -> flo
             for n in after.values()
             if n["stage"] == stage and bool(n["json"]["spec"].get("lora")) == (tuning == "lora")
         ]
-        batch, seq, adapters = getattr(study, stage).batch_sizes[0], study.model.seq_len, lora if tuning == "lora" else None
-        bare = bare_tokens_per_s(study.model.shape, vocab, seq, batch, threads, adapters, 6)
-        alone = loop_tokens_per_s(study.model.shape, vocab, seq, batch, threads, adapters, 6, tmp)
+        batch, adapters = getattr(study, stage).batch_sizes[0], lora if tuning == "lora" else None
+        blocks = np.random.default_rng(0).integers(0, vocab, size=(batch * STEPS_TIMED, study.model.seq_len + 1)).astype(np.int64)
+        _, bare = bare_loop(study.model.shape, vocab, study.model.seq_len, blocks, batch, STEPS_TIMED, threads, adapters)
+        alone = loop_tokens_per_s(study.model.shape, vocab, blocks, batch, threads, adapters, tmp)
         ratios.append(alone / bare)
         print(
             f"  {stage:<9} {tuning:<4} bare {bare:,.0f}; the loop alone {alone:,.0f} ({alone / bare:.3f}); "

@@ -22,16 +22,23 @@ from pathlib import Path
 import numpy as np
 
 
-def bare_loop(preset: str, vocab: int, seq_len: int, blocks: np.ndarray, batch: int, steps: int) -> tuple[float, float]:
+def bare_loop(
+    preset, vocab: int, seq_len: int, blocks: np.ndarray, batch: int, steps: int, threads: int = 1, lora: dict | None = None
+) -> tuple[float, float]:
+    """nanoGPT's loop (forward, cross-entropy, backward, clip, AdamW) on `preset` (a name or a
+    raysweep.presets.ModelShape), with LoRA adapters (raysweep.train.model.add_lora) where `lora`
+    says: tokens/s over the whole run and after its first step."""
     import torch
     import torch.nn.functional as F
 
-    from raysweep.train.model import build_model
+    from raysweep.train.model import add_lora, build_model
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     model = build_model(preset, vocab, seq_len, seed=0)
+    if lora:
+        model = add_lora(model, lora, 0.0)
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, betas=(0.9, 0.95))
     data = torch.from_numpy(blocks.astype(np.int64))
     t0 = time.perf_counter()
     t_first = None

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.rehearsal_135m import trained_now  # noqa: F401  (the summary's "trained now" counts)
 from bench.s3_server import FAKE_AWS, free_port, s3_uri, start_s3_server  # noqa: F401  (the tests' own names)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +26,17 @@ REDUCED_TREE = [
     "posttrain.patience=100",
 ]
 REDUCED = [*REDUCED_TREE, "max_concurrent_trials=1"]
+
+
+def smoke_cli(out: Path, *overrides: str) -> tuple[list[str], dict]:
+    """The REDUCED smoke study's command line into `out` (with `overrides` after), and its environment."""
+    import sys
+
+    sets = [f"output_dir={out}", *REDUCED, *overrides]
+    cmd = [sys.executable, "-m", "raysweep.main", "--config", str(SMOKE), *[a for s in sets for a in ("--set", s)]]
+    return cmd, {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
 TIMING_METRICS = {"tokens_per_s", "data_wait_share"}  # wall-clock figures: the only metrics that differ between identical runs
 
 

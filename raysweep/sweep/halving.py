@@ -143,16 +143,20 @@ def survivors(n: int, rungs: int, eta: int) -> list[int]:
     return out
 
 
+def grid_by_method(study: Study) -> dict[str, list[Stage2Config]]:
+    """The grid's stage-2 configurations of each method (halving prunes within a method)."""
+    methods: dict[str, list[Stage2Config]] = {}
+    for c in grid(study):
+        methods.setdefault(method_of(c.mix_fraction, c.replay, c.dropout, c.tuning), []).append(c)
+    return methods
+
+
 def planned_nodes(study: Study) -> dict[str, int]:
     """The nodes halving stores at most, from the study alone (what --dry-run's disk lines count):
     a rung node per live configuration at each rung but the last, a probe per stage-3 lr from each,
     and the last rung's configurations' whole stage-2 runs with their stage-3 children."""
     p2 = study.posttrain
-    sizes: dict[str, int] = {}
-    for c in grid(study):
-        method = method_of(c.mix_fraction, c.replay, c.dropout, c.tuning)
-        sizes[method] = sizes.get(method, 0) + 1
-    counts = [survivors(n, len(p2.rungs), p2.eta) for n in sizes.values()]
+    counts = [survivors(len(configs), len(p2.rungs), p2.eta) for configs in grid_by_method(study).values()]
     rungs = sum(sum(c[:-1]) for c in counts)
     final = sum(c[-1] for c in counts)
     return {"rung": rungs, "probe": rungs * len(study.finetune.lr), "posttrain": final, "finetune": final * len(study.finetune.lr)}
@@ -166,10 +170,7 @@ def planned_tokens(study: Study) -> dict:
     p2, p3, seq = study.posttrain, study.finetune, study.model.seq_len
     ft_steps = steps_for(p3.tokens, p3.batch_size, seq)
     ft, probe = ft_steps * p3.batch_size * seq, probe_steps(ft_steps, p2.probe_share) * p3.batch_size * seq
-    methods: dict[str, list[int]] = {}
-    for c in grid(study):
-        tokens = steps_for(p2.tokens, c.batch_size, seq) * c.batch_size * seq
-        methods.setdefault(method_of(c.mix_fraction, c.replay, c.dropout, c.tuning), []).append(tokens)
+    methods = {m: [steps_for(p2.tokens, c.batch_size, seq) * c.batch_size * seq for c in cs] for m, cs in grid_by_method(study).items()}
     total = {"grid": 0, "halving": 0, "per_method": {}}
     for method, each in methods.items():
         counts, mean = survivors(len(each), len(p2.rungs), p2.eta), sum(each) / len(each)

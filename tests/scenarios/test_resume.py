@@ -5,11 +5,9 @@ uninterrupted run's holds: every run once, every metric point once."""
 
 from __future__ import annotations
 
-import ast
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -23,23 +21,10 @@ from tests.helpers import (
     kill_tree,
     mlflow_snapshot,
     node_results,
+    smoke_cli,
+    trained_now,
     with_reference_data,
 )
-
-
-def _study_cli(out) -> tuple[list[str], dict]:
-    """The reduced smoke study's CLI command into `out`, and its environment."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "raysweep.main",
-        "--config",
-        str(SMOKE),
-        "--set",
-        f"output_dir={out}",
-        *[a for r in REDUCED for a in ("--set", r)],
-    ]
-    return cmd, {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def _start_until_a_stage2_checkpoint(cmd: list[str], env: dict, out, log) -> subprocess.Popen:
@@ -61,7 +46,7 @@ def test_sigkilled_driver_resumes_exactly(ray_local, reference, tmp_path):
     want = node_results(ref_out)  # 1 arm, 2 stage-2 runs, 2 stage-3 runs
 
     out = with_reference_data(ref_out, tmp_path / "killed")  # the data is made; the subprocesses train and resume
-    cmd, env = _study_cli(out)
+    cmd, env = smoke_cli(out)
     with (tmp_path / "first.log").open("w") as log:
         proc = _start_until_a_stage2_checkpoint(cmd, env, out, log)
         # the driver's machine dies mid stage 2: the driver and its local Ray instance (every process
@@ -85,8 +70,7 @@ def test_sigkilled_driver_resumes_exactly(ray_local, reference, tmp_path):
     # Ray's own logs (under /tmp/ray) are named in the last line and linked beside the study's
     assert again.stdout.rstrip().splitlines()[-1].startswith("Ray's own logs: /")
     assert (out / "logs" / "ray-session" / "logs").is_dir() and any((out / "logs" / "ray-session" / "logs").glob("raylet*"))
-    line = next(line for line in again.stdout.splitlines() if line.startswith("trained now:"))
-    counts = ast.literal_eval(line.removeprefix("trained now: ").split(";")[0])
+    counts = trained_now(again.stdout)
     assert counts["pretrain"] == 0  # stage 2 had started, so the arm was finished before the kill
     assert sum(counts.values()) == 5 - len(finished)  # exactly the nodes that had not finished
     for key, stamp in finished.items():  # no finished node was retrained
@@ -118,7 +102,7 @@ def test_a_stop_signal_reports_interrupted_and_the_rerun_trains_only_what_is_mis
 
     ref_out, _, ref_mlflow = reference
     out = with_reference_data(ref_out, tmp_path / "stopped")
-    cmd, env = _study_cli(out)
+    cmd, env = smoke_cli(out)
     with (tmp_path / "first.log").open("w") as log:
         proc = _start_until_a_stage2_checkpoint(cmd, env, out, log)
         if name == "SIGINT":

@@ -77,34 +77,20 @@ def test_two_drivers_of_one_study_at_once_train_each_node_once_and_each_counts_i
     two together train every node exactly once; each summary counts what its own process trained
     and what the other finished (both once counted all five: issue 45), and the results equal the
     undisturbed run's."""
-    import ast
-    import os
     import re
     import subprocess
-    import sys
 
-    from tests.helpers import REDUCED, ROOT, node_results
+    from tests.helpers import ROOT, node_results, smoke_cli, trained_now
 
     ref_out = reference[0]
     out = with_reference_data(ref_out, tmp_path / "shared")
     store = out / "checkpoints"
     # whoever takes the arm's lease keeps it 8 s longer, so the other (started at the same moment)
     # surely finds it held, whatever their start-ups cost
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAYSWEEP_INJECT_DELAY": "pretrain@8"}
+    cmd, env = smoke_cli(out, "name=lease", f"tracking_uri={mlflow_server}")
+    env["RAYSWEEP_INJECT_DELAY"] = "pretrain@8"
     procs, logs = {}, {}
     for name in ("first", "second"):
-        cmd = [
-            sys.executable,
-            "-m",
-            "raysweep.main",
-            "--config",
-            str(SMOKE),
-            "--set",
-            "name=lease",
-            "--set",
-            f"tracking_uri={mlflow_server}",
-        ]
-        cmd += ["--set", f"output_dir={out}", *[a for r in REDUCED for a in ("--set", r)]]
         logs[name] = (tmp_path / f"{name}.log").open("w")
         procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=logs[name], stderr=subprocess.STDOUT, start_new_session=True)
     texts, counts, elsewhere = {}, {}, {}
@@ -112,9 +98,8 @@ def test_two_drivers_of_one_study_at_once_train_each_node_once_and_each_counts_i
         assert proc.wait(timeout=600) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
         logs[name].close()
         texts[name] = text = (tmp_path / f"{name}.log").read_text()
-        line = next(x for x in text.splitlines() if x.startswith("trained now:"))
-        counts[name] = ast.literal_eval(line.removeprefix("trained now: ").split(";")[0])
-        found = re.search(r"(\d+) finished meanwhile by another driver sharing the node store", line)
+        counts[name] = trained_now(text)
+        found = re.search(r"(\d+) finished meanwhile by another driver sharing the node store", text)
         elsewhere[name] = int(found.group(1)) if found else 0
     total = {stage: counts["first"][stage] + counts["second"][stage] for stage in counts["first"]}
     assert total == {"pretrain": 1, "posttrain": 2, "finetune": 2}, counts  # every node once, by one of them

@@ -8,18 +8,18 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from raysweep.config import load_study
-from tests.helpers import REDUCED, ROOT, SMOKE, node_results, with_reference_data
+from tests.helpers import REDUCED, ROOT, SMOKE, node_results, smoke_cli, with_reference_data
 
 # progress checkpoints every 4 steps in both trained stages, so each stage has one to wait for
 # (operational settings: the node keys, so the reference's nodes, are the same)
-STOPPED = [*REDUCED, "pretrain.checkpoint_every=4"]
+ARM_CHECKPOINTS = "pretrain.checkpoint_every=4"
+STOPPED = [*REDUCED, ARM_CHECKPOINTS]
 
 
 def _reached(point: str, out: Path, log: Path) -> bool:
@@ -58,14 +58,11 @@ def test_sigterm_to_the_process_group_stops_the_study_cleanly(ray_local, referen
     out = tmp_path / "stopped"
     if point != "data preparation":  # the data is made: the study gets to its point sooner
         with_reference_data(ref_out, out)
-    cmd = [sys.executable, "-m", "raysweep.main", "--config", str(SMOKE), "--set", f"output_dir={out}"]
-    cmd += [a for o in STOPPED for a in ("--set", o)]
+    cmd, env = smoke_cli(out, ARM_CHECKPOINTS)
     log = tmp_path / "first.log"
     with log.open("w") as f:
         # a session of its own, as a batch job or a terminal gives it: its process group is the one signalled
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=f, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
         seen: dict[int, float] = {}
         deadline = time.time() + 400
         while not _reached(point, out, log):

@@ -149,22 +149,17 @@ def probe_local(cfg, key: str) -> None:
         if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
             continue  # a datasets save_to_disk folder: datasets checks its own format when it loads it
         files = _local_files(path, where)
-        records = 0
-        for file in files:
-            for record in _probe_records(file, path, where):
-                if not isinstance(record, dict):
-                    raise CorpusError(
-                        f"{where}: {file}'s record {records + 1} is not an object (a JSON object per line, or an array of them)"
-                    )
-                if render(record, key, cfg.text_field, cfg.template).strip():
-                    break
-                records += 1
-                if records >= PROBE_RECORDS:
-                    break
-            else:
+        records = 0  # read so far, none with text
+        for file, record in itertools.islice(((f, r) for f in files for r in _probe_records(f, path, where)), PROBE_RECORDS):
+            if not isinstance(record, dict):
+                raise CorpusError(f"{where}: {file}'s record {records + 1} is not an object (a JSON object per line, or an array of them)")
+            if render(record, key, cfg.text_field, cfg.template).strip():
+                break
+            records += 1
+        else:
+            if records >= PROBE_RECORDS:  # far enough: the tokenizer says so if no document has text
                 continue
-            break
-        else:  # every file read to its end, and not one document with text
+            # every file read to its end, and not one document with text
             what = f"{files[0]}" if len(files) == 1 else f"{path} ({len(files)} files)"
             if not records:
                 raise CorpusError(f"{where}: {what} holds no records")
