@@ -13,6 +13,7 @@ from analysis.figures import plot_frontiers, plot_lambda, plot_pareto_3d
 from analysis.halving import halving_table, plot_halving
 from analysis.pareto import OBJECTIVES_3D, VIEWS, frontiers, pareto_set, set_shares
 from analysis.runs import COLUMNS
+from analysis.slices import LOSSES, joint_bootstrap, slice_count, slice_verdicts, slices_table
 from analysis.verdict import confidence_words, seed_agreement, seed_verdicts
 from raysweep.storage import atomic_file, disk_full, is_disk_full
 
@@ -165,15 +166,20 @@ def comparison_table(rows: list[dict], baseline: str = "unmixed") -> str:
         )
         lines.append(f"    verdict: {verdict_line(rows, c.a, c.b, (c.x_name, c.y_name))}")
     intervals = confidence_table(rows, baseline)
-    return "\n".join(lines) + "\n" + intervals
+    return "\n".join(lines) + "\n" + intervals + slices_table(rows, baseline)
 
 
 def verdict_line(rows: list[dict], a: str, b: str, view: tuple[str, str], n_boot: int = 1000) -> str:
     """The comparison in words (analysis.verdict), with how sure it is in words that hold for the
-    number of seeds (analysis.verdict.confidence_words); "inconclusive" where the seeds disagree."""
-    v, share = seed_agreement(rows, a, b, view, n_boot=n_boot)
+    number of seeds and held-out slices (analysis.verdict.confidence_words); "inconclusive" where
+    the seeds or the slices disagree."""
+    sliced = [s.kind for s in slice_verdicts(rows, a, b, view)]
+    # with slices the bootstrap draws seeds and slices together (analysis.slices); else seeds alone
+    v, share = seed_agreement(rows, a, b, view, n_boot=0 if sliced else n_boot)
+    if sliced:
+        share = joint_bootstrap(rows, a, b, view, n_boot=n_boot).share(v.kind)
     kinds = [s.kind for s in seed_verdicts(rows, a, b, view)]
-    stands, said = confidence_words(v.kind, kinds, share, n_boot)
+    stands, said = confidence_words(v.kind, kinds, share, n_boot, sliced)
     if not said:
         return v.text
     return f"{v.text} ({said})" if stands else f"inconclusive ({said}): all seeds pooled, {v.text}"
@@ -228,10 +234,17 @@ def write_csvs(rows: list[dict], folder: Path) -> list[Path]:
     texts = {}
     if rows:
         f = io.StringIO(newline="")
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "slices"], extrasaction="ignore")
         w.writeheader()
         w.writerows(sorted(rows, key=lambda r: r["name"]))
         texts["runs.csv"] = f.getvalue()
+    if slice_count(rows) >= 2:  # each run's losses on each held-out slice (analysis.slices)
+        f = io.StringIO(newline="")
+        w = csv.writer(f)
+        w.writerow(["name", "seed", "slice", *LOSSES])
+        for r in sorted(rows, key=lambda r: (r["name"], r["seed"])):
+            w.writerows([r["name"], r["seed"], k, *(s[n] for n in LOSSES)] for k, s in enumerate(r["slices"]))
+        texts["slices.csv"] = f.getvalue()
     for (x, y), infos in frontiers(rows).items():
         f = io.StringIO(newline="")
         w = csv.writer(f)

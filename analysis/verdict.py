@@ -113,21 +113,35 @@ def seed_verdicts(rows: list[dict], a: str, b: str, view: tuple[str, str]) -> li
     return [verdict(_view_points(runs, a, view), _view_points(runs, b, view), a, b, *view) for runs in groups]
 
 
-def confidence_words(full_kind: str, seed_kinds: list[str], share: float | None, n_boot: int) -> tuple[bool, str]:
-    """(whether the verdict stands, how sure it is in words that hold for the seeds at hand). It
-    stands when every seed alone gives the pooled verdict's kind; a bootstrap share is said from
-    MIN_BOOTSTRAP_SEEDS seeds on, with how many distinct resamples it draws from."""
-    n = len(seed_kinds)
-    if n < 2:
+def confidence_words(
+    full_kind: str, seed_kinds: list[str], share: float | None, n_boot: int, slice_kinds: list[str] = ()
+) -> tuple[bool, str]:
+    """(whether the verdict stands, how sure it is in words that hold for the seeds and held-out
+    slices at hand). It stands when every seed alone, and every slice alone (analysis.slices),
+    gives the pooled verdict's kind. A bootstrap share is said only from MIN_BOOTSTRAP_SEEDS
+    units on (seeds, or seeds × slices when slices were scored), with how many distinct
+    resamples it draws from."""
+    n, k = len(seed_kinds), len(slice_kinds)
+    if n < 2 and k < 2:
         return True, ""
-    agree = sum(k == full_kind for k in seed_kinds)
-    stands = agree == n
-    if n < MIN_BOOTSTRAP_SEEDS:  # two seeds
-        return stands, "both seeds agree" if stands else "the two seeds disagree"
-    said = f"{agree} of {n} seeds agree on their own"
-    if share is not None:
-        said += f"; {share:.0%} of {n_boot} seed-bootstrap resamples agree (drawn from {distinct_resamples(n)} distinct ones)"
-    return stands, said
+    parts, stands = [], True
+    if n >= 2:
+        agree = sum(s == full_kind for s in seed_kinds)
+        stands = agree == n
+        if n < MIN_BOOTSTRAP_SEEDS:  # two seeds
+            parts.append("both seeds agree" if stands else "the two seeds disagree")
+        else:
+            parts.append(f"{agree} of {n} seeds agree on their own")
+    if k >= 2:
+        agree = sum(s == full_kind for s in slice_kinds)
+        stands = stands and agree == k
+        parts.append(f"{agree} of {k} held-out slices agree")
+    if share is not None and max(1, n) * max(1, k) >= MIN_BOOTSTRAP_SEEDS and (k >= 2 or n >= MIN_BOOTSTRAP_SEEDS):
+        what, distinct = (
+            ("seed × slice", distinct_resamples(max(1, n)) * distinct_resamples(k)) if k >= 2 else ("seed", distinct_resamples(n))
+        )
+        parts.append(f"{share:.0%} of {n_boot} {what}-bootstrap resamples agree (drawn from {distinct} distinct ones)")
+    return stands, "; ".join(parts)
 
 
 def seed_agreement(

@@ -36,6 +36,7 @@ NAMESPACES = {
     "pass": "a stream's order of blocks in each pass, the first included (raysweep.data.streams.StreamRows)",
     "init": "the initial weights every pretraining arm of a study starts from (paired arms)",
     "heldout": "the held-out blocks every evaluation of a study scores (a seeded sample)",
+    "heldout-slices": "which held-out documents fall in which held-out slice (raysweep.data.slices); the same for every seed",
 }
 
 # What a node's numbers mean beyond its config, part of every arm's key (and so, through the

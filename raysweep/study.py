@@ -143,6 +143,7 @@ def train_language_models(study: Study, tracker, study_run, train: bool, trainer
     """Ray, the data and the tree of `model.kind: lm`; returns (tree, leaf records, timings).
     `train=False` (--sync-mlflow): no Ray, the cached data, nothing trained."""
     from raysweep.data.prepare import prepare
+    from raysweep.sweep.slices import slices_of_tree
     from raysweep.sweep.tree import collect, train_tree
     from raysweep.train.trainer import Trainer
 
@@ -167,7 +168,8 @@ def train_language_models(study: Study, tracker, study_run, train: bool, trainer
 
             said = f"optuna {optuna.__version__}, TPESampler {json.dumps(tpe_options(study.posttrain), sort_keys=True)}"
             tracker.guard("tagging the study run", lambda: tracker.client.set_tag(study_run, SAMPLER, said))
-    return tree, collect(study, data, tree.subtrees), {"ray": t_ray - t0 if train else None, "data": t_data - t_ray}
+    slices = slices_of_tree(study, data, tree, tracker, study_run)  # scored from the stored weights
+    return tree, collect(study, data, tree.subtrees, slices), {"ray": t_ray - t0 if train else None, "data": t_data - t_ray}
 
 
 def train_linear(study: Study, tracker, study_run) -> tuple:
@@ -212,6 +214,7 @@ def write_outputs(study: Study, rows: list[dict], tree, tracker, study_run) -> t
 
 
 def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Path, tracker, timings: dict) -> None:
+    from analysis.slices import slices_summary
     from raysweep.tracking import UI_ENV, UI_PORT, runs_url
 
     ray_said = "no Ray" if timings["ray"] is None else f"Ray start {timings['ray']:.0f}s"  # --sync-mlflow starts none
@@ -224,8 +227,8 @@ def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Pat
     also = f"; {elsewhere} finished meanwhile by another driver sharing the node store" if elsewhere else ""
     print(f"trained now: {tree.trained}; the rest were already finished{also}")
     print(tables)
-    if timings.get("theory"):
-        print(timings["theory"])
+    for line in filter(None, [slices_summary(rows), timings.get("theory")]):
+        print(line)
     if tree.failures:
         print(f"{len(tree.failures)} FAILED:")
         for f in tree.failures:
@@ -340,6 +343,7 @@ def run_study(study: Study, train: bool = True, trainer=None) -> dict:
     what trains each chain of runs (default: the training loop, raysweep.train.trainer.Trainer,
     with the fault drills the environment asks for; the cluster simulation hands in its stand-in)."""
     from analysis.runs import make_row
+    from analysis.slices import slice_agreement
 
     t0 = time.perf_counter()
     if study.model.kind == "lm":
@@ -359,10 +363,10 @@ def run_study(study: Study, train: bool = True, trainer=None) -> dict:
             timings = {"ray": 0.0, "data": 0.0, "theory": theory_text}
             resync = None
         else:
-            from raysweep.sweep.sync import sync_tree
+            from raysweep.sweep.sync import sync_all
 
             tree, records, timings = train_language_models(study, tracker, study_run, train, trainer)
-            resync = lambda run: sync_tree(tracker, run, tree.arms, tree.subtrees)  # noqa: E731
+            resync = lambda run: sync_all(tracker, run, tree)  # noqa: E731
         study_run, timings["mlflow"] = settle_tracking(study, tracker, study_run, resync)
         rows = [make_row(**r) for r in records]
         report, tables = write_outputs(study, rows, tree, tracker, study_run)
@@ -377,7 +381,7 @@ def run_study(study: Study, train: bool = True, trainer=None) -> dict:
         "closing the study's MLflow run",
         tracker.finish_study,
         study_run,
-        {"finetune_runs": len(rows), "failures": len(tree.failures), "diverged": len(tree.diverged)},
+        {"finetune_runs": len(rows), "failures": len(tree.failures), "diverged": len(tree.diverged), **slice_agreement(rows)},
         failed=bool(tree.failures),
     )
     timings["total"] = time.perf_counter() - t0

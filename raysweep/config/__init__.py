@@ -10,6 +10,7 @@ scalar is held fixed. The modules follow the file's sections:
     errors   the two errors          base     strict models, axis checks
     model    model, tokenizer        corpora  D_pre, D_post, D_ft
     stages   the three stages        theory   the linear network (model.kind: linear)
+    analysis how finished checkpoints are judged (held-out slices)
     checks   checks across sections  study    Study: the sections, its hash, its folders
     load     YAML, --set overrides, error messages
 """

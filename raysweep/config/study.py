@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
+from raysweep.config.analysis import AnalysisConfig
 from raysweep.config.base import _Strict
 from raysweep.config.checks import STAGES, cross_checks
 from raysweep.config.corpora import CorporaConfig
@@ -62,6 +63,7 @@ class Study(_Strict):
     posttrain: PosttrainConfig = PosttrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     theory: TheoryConfig = TheoryConfig()
+    analysis: AnalysisConfig = AnalysisConfig()
 
     @field_validator("output_dir", "checkpoint_dir")
     @classmethod
@@ -121,6 +123,7 @@ class Study(_Strict):
                 "max_runs": True,
                 "checkpoint_dir": True,
                 "retries": True,
+                "analysis": True,  # how finished checkpoints are judged, not what they are
                 "model": {"compile"},
                 # how a step is split over forwards, and the memory it is fitted to, change no result
                 **{stage: {**_OPERATIONAL_STAGE_KEYS, **({"keep_weights": True} if stage == "finetune" else {})} for stage in STAGES},

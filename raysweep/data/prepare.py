@@ -18,7 +18,7 @@ from __future__ import annotations
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ from raysweep.data.mixing import (
     take_tokens,
 )
 from raysweep.data.shards import cache_bytes
+from raysweep.data.slices import assign_documents, slice_count
 from raysweep.data.streams import build_plan
 from raysweep.data.tokenizer import eos_id, load_pretrained, load_tokenizer, tokenizer_id, train_tokenizer
 from raysweep.keys import derive_seed, stream_seed
@@ -55,6 +56,7 @@ class StudyData:
     finetune: Stream  # D_ft's fixed-budget training set
     heldout: dict[str, Stream]  # role -> held-out evaluation blocks
     corpora: dict[str, dict]  # role -> what was read (documents, shards, skipped, ...)
+    heldout_slices: dict[str, list[Stream]] = field(default_factory=dict)  # role -> its held-out set's slices ({}: none)
 
 
 def _identity(study: Study, role: str) -> dict:
@@ -116,11 +118,48 @@ def prepare(study: Study, cached_only: bool = False) -> StudyData:
     eos = eos_id(tok_path)
     pretrain, posttrain, finetune, heldout = _streams(study, corpora, eos, tok_id, cache / "streams")
     print("[data] held-out sets: " + heldout_line(study, corpora, heldout), flush=True)
+    slices = heldout_slices(study, corpora, eos, tok_id, cache / "streams")
     mirror = data_mirror(study.checkpoints)
     if mirror and not cached_only:  # workers on other machines fetch what they read from beside the nodes
-        publish([*pretrain.values(), *posttrain.values(), finetune, *heldout.values()], cache, mirror)
+        sliced = [s for role in slices.values() for s in role]
+        publish([*pretrain.values(), *posttrain.values(), finetune, *heldout.values(), *sliced], cache, mirror)
     print(f"[data] all streams ready in {time.perf_counter() - t0:.1f}s", flush=True)
-    return StudyData(tok_path, tok_id, vocab, pretrain, posttrain, finetune, heldout, {r: corpora[r].stats for r in ROLES})
+    stats = {r: corpora[r].stats for r in ROLES}
+    return StudyData(tok_path, tok_id, vocab, pretrain, posttrain, finetune, heldout, stats, slices)
+
+
+def heldout_slices(study: Study, corpora: dict[str, TokenCorpus], eos: int, tok_id: str, where: Path) -> dict[str, list[Stream]]:
+    """Each held-out set cut into `analysis.heldout_slices` disjoint slices of whole documents
+    (raysweep.data.slices), one stream each; fewer where a set is too small for every slice to
+    fill an evaluation, none below two (said on one line either way)."""
+    wanted, seq = study.analysis.heldout_slices, study.model.seq_len
+    if wanted < 2:
+        print(f"[data] held-out slices: none (analysis.heldout_slices is {wanted})", flush=True)
+        return {}
+    eval_tokens = min(study.pretrain.eval_tokens, study.posttrain.eval_tokens, study.finetune.eval_tokens)
+    lengths = {r: corpora[r].heldout.lengths for r in ROLES}
+    k = slice_count(lengths, wanted, seq + 1, eval_tokens)
+    if k < 2:
+        print(
+            f"[data] held-out slices: none; a held-out set is too small for two slices of {eval_tokens:,} tokens "
+            f"(raise corpora.<role>.heldout_docs, or lower eval_tokens)",
+            flush=True,
+        )
+        return {}
+    out = {}
+    for r in ROLES:
+        held = corpora[r].heldout
+        out[r] = [
+            build_plan(f"heldout-{r}-slice{i}of{k}", {r: (held, Selection.whole(rows, held.lengths))}, None, seq, eos, where, tok_id)
+            for i, rows in enumerate(assign_documents(held.lengths, k, r))
+        ]
+    fewer = f" (not {wanted}: the smallest held-out set holds too few tokens for more)" if k < wanted else ""
+    print(
+        f"[data] held-out slices: {k} per set{fewer}, disjoint by document, each scoring up to {eval_tokens:,} tokens; "
+        "every final checkpoint is scored on each after training",
+        flush=True,
+    )
+    return out
 
 
 def heldout_line(study: Study, corpora: dict, heldout: dict) -> str:

@@ -11,6 +11,7 @@ import os
 from raysweep.config import Study
 from raysweep.data.mixing import ROLES, mixture_weight, needed_tokens
 from raysweep.data.shards import INDEX_BYTES_PER_DOC, cache_bytes
+from raysweep.data.slices import needed_tokens as slices_needed_tokens
 from raysweep.memory import PRETRAINED_VOCAB, stage_fits
 from raysweep.presets import estimate_parameters
 from raysweep.sweep.disk import describe_disk, gb, study_disk
@@ -78,9 +79,24 @@ def describe_data(study: Study) -> list[str]:
 
 def heldout_summary(study: Study) -> str:
     c, eval_tokens = study.corpora, min(study.pretrain.eval_tokens, study.posttrain.eval_tokens, study.finetune.eval_tokens)
-    return (
+    line = (
         f"  held-out {c.pre.heldout_docs:,} / {c.post.heldout_docs:,} / {c.ft.heldout_docs:,} documents (pre / post / ft) kept out of "
         f"training; an evaluation scores all of a set, or a seeded sample of {eval_tokens:,} tokens from across it"
+    )
+    return line + "\n" + slices_summary(study, eval_tokens)
+
+
+def slices_summary(study: Study, eval_tokens: int) -> str:
+    """What the held-out slices need and cost (raysweep.data.slices): tokens per held-out set, and
+    the evaluation passes that score every final checkpoint on them after training."""
+    k = study.analysis.heldout_slices
+    if k < 2:
+        return f"  held-out slices: none (analysis.heldout_slices is {k})"
+    need = slices_needed_tokens(k, eval_tokens, study.model.seq_len + 1)
+    return (
+        f"  held-out slices: {k} per held-out set (analysis.heldout_slices), by document, each filling an evaluation of "
+        f"{eval_tokens:,} tokens: each set needs ≥ {need:,} held-out tokens (fewer slices are made where it has less); "
+        f"after training, every final checkpoint is scored on them from its stored weights ({slice_tokens(study):,} tokens, no training)"
     )
 
 
@@ -173,7 +189,24 @@ def describe_compute(study: Study, n_params: int) -> list[str]:
         )
     if "lora" in study.posttrain.tuning:
         lines.append("  compute  (LoRA runs counted at 6·N a token: their backward skips the frozen weights' gradients, ≈ 4·N)")
+    scored = slice_tokens(study)
+    if scored:  # forward passes only: 2·N a token, a third of a training token's 6·N
+        flops = 2 * n_params * scored
+        lines.append(
+            f"  compute  slices    {scored:,} held-out tokens scored after training (forward only), {flops:.3g} FLOPs "
+            f"≈ {gpu_hours(study, flops, scored / 3, short=True)}"
+        )
     return lines
+
+
+def slice_tokens(study: Study) -> int:
+    """Tokens the held-out slices' evaluation passes score after training, at most (0: no slices)."""
+    k = study.analysis.heldout_slices
+    if k < 2 or study.model.kind != "lm":
+        return 0
+    runs = study.run_counts()
+    eval_tokens = min(study.pretrain.eval_tokens, study.posttrain.eval_tokens, study.finetune.eval_tokens)
+    return (runs["posttrain"] + 3 * runs["finetune"]) * k * eval_tokens
 
 
 def describe_transfer(d) -> list[str]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from raysweep.keys import json_key
 from raysweep.nodes import node_diverged, node_done, node_points
-from raysweep.spec import Node, Subtree, finetune_losses, immediate_loss
-from raysweep.tags import FINAL_STEP, NODE_KEY, OUTCOME, SYNCED, SYNCED_RESULT
+from raysweep.spec import FINETUNE_ROLES, IMMEDIATE_ROLE, Node, Subtree, finetune_losses, immediate_loss
+from raysweep.tags import FINAL_STEP, NODE_KEY, OUTCOME, SLICES, SLICES_SIGNATURE, SLICES_STEP, SYNCED, SYNCED_RESULT
 from raysweep.tracking import Tracker
 
 
@@ -102,3 +102,51 @@ def sync_tree(tracker: Tracker, study_run: str | None, arms: list[Node], subtree
         post_run = sync_node(tracker, n2, arm_runs.get(n2.parent))
         for c in children:
             sync_node(tracker, c, post_run)
+
+
+SLICE_NAMES = {"posttrain": {"L_im": IMMEDIATE_ROLE}, "finetune": FINETUNE_ROLES}
+
+
+def slice_metrics(stage: str, losses: list[dict[str, float]]) -> dict[str, float]:
+    """A node's losses per held-out slice as MLflow metrics: `L_ret/slice_2`, ... (the UI groups them by loss)."""
+    return {f"{name}/slice_{k}": by_role[role] for k, by_role in enumerate(losses) for name, role in SLICE_NAMES[stage].items()}
+
+
+def sync_slices(tracker: Tracker, study_run: str | None, subtrees: list[Subtree], signature: str, scored: dict) -> None:
+    """Each scored node's losses per held-out slice (raysweep.sweep.slices) onto its MLflow run, once
+    per signature: one search finds the runs that have them already. Slices scored anew (another
+    signature) go one step further, never a second value at one step."""
+    if not tracker.online or study_run is None or not scored:
+        return
+    from mlflow.entities import Metric, RunTag
+
+    try:
+        have = {
+            r.data.tags.get(NODE_KEY)
+            for r in tracker.client.search_runs(
+                [tracker.experiment_id], filter_string=f"tags.`{SLICES_SIGNATURE}` = '{signature}'", max_results=50_000
+            )
+        }
+        for node in (m for n2, children in subtrees for m in (n2, *children)):
+            key = node.spec.node_key
+            if key not in scored or key in have:
+                continue
+            run = tracker.find_run(NODE_KEY, key)
+            if run is None:
+                continue
+            step = int(run.data.tags[SLICES_STEP]) + 1 if SLICES_STEP in run.data.tags else 0
+            metrics = slice_metrics(node.spec.stage, scored[key])
+            tags = {SLICES_SIGNATURE: signature, SLICES_STEP: step, SLICES: len(scored[key])}
+            tracker.client.log_batch(
+                run.info.run_id,
+                metrics=[Metric(k, float(v), 0, step) for k, v in metrics.items()],
+                tags=[RunTag(k, str(v)) for k, v in tags.items()],
+            )
+    except Exception as e:  # noqa: BLE001 -- the scores are in the node store; a later run logs what is missing
+        tracker.warn_outage("logging the held-out slices' losses", e)
+
+
+def sync_all(tracker: Tracker, study_run: str | None, tree) -> None:
+    """A tree run's nodes and their held-out slices' losses (raysweep.sweep.tree.TreeResult), written again."""
+    sync_tree(tracker, study_run, tree.arms, tree.subtrees)
+    sync_slices(tracker, study_run, tree.subtrees, *tree.slices)

@@ -54,6 +54,7 @@ class TreeResult:
     seconds: float = 0.0
     search: list[dict] | None = None  # the Optuna search's log (posttrain.search: optuna)
     halving: list[dict] | None = None  # every rung's decisions (posttrain.search: halving)
+    slices: tuple[str, dict] = ("", {})  # the held-out slices' signature, node key -> losses per slice (raysweep.sweep.slices)
 
     def absorb(self, other: TreeResult) -> TreeResult:
         """Another tree run of the same search (a round, a rung) counted into this one."""
@@ -269,29 +270,43 @@ def diverged_report(arms: list[Node], subtrees: list[Subtree]) -> list[str]:
     return lines
 
 
-def collect(study: Study, data, subtrees: list[Subtree] | None = None) -> list[dict]:
+def collect(study: Study, data, subtrees: list[Subtree] | None = None, slices: dict | None = None) -> list[dict]:
     """One record per finished stage-3 node (of the grid, or of the subtrees a search ran): what
-    analysis.runs.make_row turns into a runs-table row."""
+    analysis.runs.make_row turns into a runs-table row. `slices`: node key -> losses per held-out
+    slice (raysweep.sweep.slices), where both the leaf and its stage-2 node were scored."""
     subtrees = plan(study, data)[1] if subtrees is None else subtrees
+    slices = slices or {}
     records = []
     for n2, children in subtrees:
         post = node_done(n2.spec.node_dir)
         for c in children:
             done = node_done(c.spec.node_dir)
             if post and done:
-                records.append(leaf_record(c.name, c.tags[METHOD], {**c.params, "finetune_lr": c.params["lr"]}, post, done))
+                per_slice = slice_losses(slices.get(n2.spec.node_key), slices.get(c.spec.node_key))
+                records.append(leaf_record(c.name, c.tags[METHOD], {**c.params, "finetune_lr": c.params["lr"]}, post, done, per_slice))
     return records
 
 
-def leaf_record(name: str, method: str, config: dict, post: dict, done: dict) -> dict:
-    """A finished leaf as the analysis reads it: name, method, config, L_im and its held-out losses."""
-    return {
+def slice_losses(post: list[dict] | None, leaf: list[dict] | None) -> list[dict] | None:
+    """A leaf's L_im (its stage-2 node's) and held-out losses on each slice, by role; None unless both were scored."""
+    if not post or not leaf or len(post) != len(leaf):
+        return None
+    return [{"immediate_loss": immediate_loss(p), "losses": f} for p, f in zip(post, leaf)]
+
+
+def leaf_record(name: str, method: str, config: dict, post: dict, done: dict, slices: list[dict] | None = None) -> dict:
+    """A finished leaf as the analysis reads it: name, method, config, L_im and its held-out losses
+    (and the same on each held-out slice, when scored)."""
+    record = {
         "name": name,
         "method": method,
         "config": config,
         "immediate_loss": immediate_loss(post["result"]["losses"]),
         "losses": done["result"]["losses"],
     }
+    if slices:
+        record["slices"] = slices
+    return record
 
 
 class QueueEvents:

@@ -1,0 +1,161 @@
+"""Every final checkpoint scored on the held-out slices (raysweep.data.slices), after its tree has
+trained: evaluation passes from the stored weights, never training.
+
+What a checkpoint needs: a stage-2 node its D_post loss on each slice (L_im per slice), a stage-3
+node all three (L_ft, L_ret, L_pre per slice). The scores are kept beside the node
+(`<node>.slices.json`, with the slices' signature: the slices' streams and the tokens scored), so a
+study run again scores nothing twice, and a study finished before slices existed gains them on its
+next run with no node trained. Scoring runs as Ray tasks, one per subtree, each reserving what one
+stage-3 worker reserves (its GPU on a GPU cluster); without Ray (--sync-mlflow) only what is
+stored is read.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from raysweep import storage
+from raysweep.keys import json_key
+from raysweep.nodes import node_done
+from raysweep.spec import FINETUNE_ROLES, IMMEDIATE_ROLE, Node, Subtree
+
+SUFFIX = ".slices.json"
+
+
+def slices_path(node_dir: str | Path) -> str:
+    return storage.with_suffix(node_dir, SUFFIX)
+
+
+def signature(slices: dict, eval_tokens: int) -> str:
+    """What a node's slice scores depend on besides its weights: each slice's stream (its plan's
+    folder is named by its content) and the tokens an evaluation scores."""
+    return json_key(
+        {"slices": {r: [Path(s.path).parent.name for s in streams] for r, streams in sorted(slices.items())}, "eval_tokens": eval_tokens}
+    )
+
+
+def roles_of(node: Node) -> tuple[str, ...]:
+    """The held-out sets a final checkpoint is judged on: L_im's for stage 2, all three for stage 3."""
+    return (IMMEDIATE_ROLE,) if node.spec.stage == "posttrain" else tuple(sorted(set(FINETUNE_ROLES.values())))
+
+
+def stored(node: Node, sig: str) -> list[dict[str, float]] | None:
+    """A node's losses per slice (role -> loss), if scored on these slices."""
+    text = storage.read_text(slices_path(node.spec.node_dir))
+    if text is None:
+        return None
+    doc = json.loads(text)
+    return doc["losses"] if doc.get("signature") == sig else None
+
+
+def has_weights(done: dict) -> bool:
+    return "model.safetensors" in done.get("files", {})
+
+
+def jobs(subtrees: list[Subtree], sig: str) -> tuple[list[list[tuple[str, tuple[str, ...]]]], int]:
+    """Per subtree, the finished checkpoints still to score ((node folder, roles)); and how many
+    finished checkpoints cannot be scored because they were stored without weights."""
+    out, weightless = [], 0
+    for n2, children in subtrees:
+        group = []
+        for node in (n2, *children):
+            done = node_done(node.spec.node_dir)
+            if done is None or stored(node, sig) is not None:
+                continue
+            if not has_weights(done):
+                weightless += 1
+                continue
+            group.append((str(node.spec.node_dir), roles_of(node)))
+        if group:
+            out.append(group)
+    return out, weightless
+
+
+def score_group(group: list[tuple[str, tuple[str, ...]]], loop, sources: dict, eval_tokens: int, sig: str, threads: int) -> int:
+    """Score one subtree's checkpoints on every slice and store each one's scores (in a Ray task)."""
+    import torch
+
+    from raysweep.data.streams import sample_blocks
+    from raysweep.nodes import load_weights
+    from raysweep.train.score import score_weights
+
+    torch.set_num_threads(max(1, threads))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    k = len(next(iter(sources.values())))
+    sets = [{r: torch.from_numpy(sample_blocks(src[i].local_plan(), eval_tokens)) for r, src in sources.items()} for i in range(k)]
+    for node_dir, roles in group:
+        losses = score_weights(load_weights(node_dir, loop.tokenizer_id), loop, [{r: s[r] for r in roles} for s in sets], device)
+        storage.write_text(slices_path(node_dir), json.dumps({"signature": sig, "losses": losses}))
+    return len(group)
+
+
+def score_slices(study, data, subtrees: list[Subtree], loop) -> tuple[str, dict[str, list[dict[str, float]]]]:
+    """Score every finished checkpoint of `subtrees` not yet scored on the study's held-out slices
+    (with Ray up); returns the slices' signature and each scored node's losses per slice by node
+    key ({} without slices)."""
+    if not data.heldout_slices:
+        return "", {}
+    from raysweep.data.mirror import data_mirror
+    from raysweep.data.streams import source_of
+
+    sig = signature(data.heldout_slices, loop.eval_tokens)
+    todo, weightless = jobs(subtrees, sig)
+    if weightless:
+        print(
+            f"[slices] {weightless} finished checkpoints were stored without weights (finetune.keep_weights: false) and are not "
+            "scored on the held-out slices; the analysis leaves the slices out",
+            flush=True,
+        )
+    if todo and _ray_up():
+        mirror = data_mirror(study.checkpoints)
+        sources = {r: [source_of(s, study.out / "cache", mirror) for s in streams] for r, streams in data.heldout_slices.items()}
+        _run(todo, loop, sources, sig, study.finetune.resources, len(next(iter(data.heldout_slices.values()))))
+    return sig, {
+        node.spec.node_key: losses for n2, children in subtrees for node in (n2, *children) if (losses := stored(node, sig)) is not None
+    }
+
+
+def _ray_up() -> bool:
+    import ray
+
+    return ray.is_initialized()
+
+
+def _run(todo: list, loop, sources: dict, sig: str, resources, k: int) -> None:
+    """The groups as Ray tasks, one stage-3 worker's reservation each, with a progress line per group."""
+    import ray
+
+    t0, total = time.perf_counter(), sum(len(g) for g in todo)
+    print(f"[slices] scoring {total} finished checkpoints on {k} held-out slices each ({len(todo)} tasks)", flush=True)
+    task = ray.remote(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker, max_retries=1)(score_group)
+    pending = {task.remote(g, loop, sources, loop.eval_tokens, sig, int(resources.cpus_per_worker)): len(g) for g in todo}
+    done = 0
+    while pending:
+        [ref], _ = ray.wait(list(pending))
+        n = pending.pop(ref)
+        try:
+            ray.get(ref)
+            done += n
+        except Exception as e:  # noqa: BLE001 -- a checkpoint that cannot be read is said; the rest are scored
+            print(f"[slices] {n} checkpoints not scored: {str(e).strip().splitlines()[-1]}", file=sys.stderr, flush=True)
+        elapsed = time.perf_counter() - t0
+        print(f"[slices] {done}/{total} scored ({elapsed:.0f}s elapsed, ~{elapsed / max(1, done) * (total - done):.0f}s left)", flush=True)
+
+
+def slices_of_tree(study, data, tree, tracker, study_run) -> dict:
+    """Every finished checkpoint of the tree scored on the held-out slices (raysweep.sweep.slices)
+    and its scores on its MLflow run; a stop while scoring keeps what is scored, as a stop while
+    training does. Returns node key -> losses per slice."""
+    from raysweep.sweep.sync import sync_slices
+    from raysweep.sweep.tree import Interrupted, loop_config
+
+    try:
+        signature, scored = score_slices(study, data, tree.subtrees, loop_config(study, data))
+    except KeyboardInterrupt as stop:
+        raise Interrupted(tree.arms, tree.subtrees, *stop.args) from None
+    sync_slices(tracker, study_run, tree.subtrees, signature, scored)
+    tree.slices = (signature, scored)  # a store rebuilt after the tree gets them again (settle_tracking)
+    return scored
