@@ -42,6 +42,10 @@ class RunSpec:
     seed: int
     dropout: float = 0.0  # residual/attention dropout; with `lora`, the LoRA dropout instead
     lora: dict | None = None  # {"rank", "alpha", "targets"}: train LoRA adapters only, merged into θ at the end
+    # conventions the paper leaves unstated (raysweep.config.conventions); in a node key only when set off these defaults
+    schedule: str = "warmup_cosine"
+    decay_1d: bool = False
+    early_stop_min_delta: float = 1e-4
     init_from: str | None = None  # parent node folder
     early_stop_on: str | None = None  # held-out set whose loss decides early stopping
     patience: int | None = None

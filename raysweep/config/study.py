@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from raysweep.config.analysis import AnalysisConfig
 from raysweep.config.base import _Strict
 from raysweep.config.checks import STAGES, cross_checks
+from raysweep.config.conventions import ConventionsConfig
 from raysweep.config.corpora import CorporaConfig
 from raysweep.config.model import ModelConfig, TokenizerConfig
 from raysweep.config.stages import FinetuneConfig, PosttrainConfig, PretrainConfig
@@ -63,6 +64,7 @@ class Study(_Strict):
     posttrain: PosttrainConfig = PosttrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     theory: TheoryConfig = TheoryConfig()
+    conventions: ConventionsConfig = ConventionsConfig()
     analysis: AnalysisConfig = AnalysisConfig()
 
     @field_validator("output_dir", "checkpoint_dir")
@@ -132,6 +134,9 @@ class Study(_Strict):
         if self.model.kind == "lm":  # fields that do not apply stay out, so older studies keep their hash
             doc.pop("theory")
             doc["model"].pop("kind")
+        doc["conventions"] = self.conventions.off_default(*ConventionsConfig.model_fields)
+        if not doc["conventions"]:  # today's conventions: older studies keep their hash
+            doc.pop("conventions")
         if doc["model"].get("precision") == "auto":  # the default of older studies, which keep their hash
             doc["model"].pop("precision")
         for k in [k for k, v in doc["model"].items() if v is None]:  # shape fields left to the preset

@@ -132,7 +132,7 @@ def heldout_slices(study: Study, corpora: dict[str, TokenCorpus], eos: int, tok_
     """Each held-out set cut into `analysis.heldout_slices` disjoint slices of whole documents
     (raysweep.data.slices), one stream each; fewer where a set is too small for every slice to
     fill an evaluation, none below two (said on one line either way)."""
-    wanted, seq = study.analysis.heldout_slices, study.model.seq_len
+    wanted, seq = study.analysis.heldout_slices, block_len(study) - 1
     if wanted < 2:
         print(f"[data] held-out slices: none (analysis.heldout_slices is {wanted})", flush=True)
         return {}
@@ -169,7 +169,7 @@ def heldout_line(study: Study, corpora: dict, heldout: dict) -> str:
     parts = []
     for r in ROLES:
         blocks = heldout[r].n_blocks
-        scored = min(blocks, max(1, eval_tokens // (study.model.seq_len + 1)))
+        scored = min(blocks, max(1, eval_tokens // block_len(study)))
         how = "all of them" if scored == blocks else f"a seeded sample of {scored:,} from across the set"
         parts.append(f"{r} {corpora[r].stats['heldout_docs']:,} documents in {blocks:,} blocks, an evaluation scores {how}")
     return "; ".join(parts)
@@ -242,8 +242,13 @@ def _tokenize_all(
     return out
 
 
+def block_len(study: Study) -> int:
+    """Tokens per block (conventions.packing): seq_len + 1 (seq_len predictions), or seq_len (seq_len − 1)."""
+    return study.model.seq_len + (study.conventions.packing == "seq_plus_one")
+
+
 def _streams(study: Study, corpora: dict[str, TokenCorpus], eos: int, tok_id: str, where: Path):
-    seq, seed = study.model.seq_len, study.seed
+    seq, seed = block_len(study) - 1, study.seed  # build_plan cuts blocks of seq + 1
     p1, p2 = study.pretrain, study.posttrain
     views = {r: corpora[r].train for r in ROLES}
     lengths = {r: views[r].lengths for r in ROLES}
@@ -261,7 +266,12 @@ def _streams(study: Study, corpora: dict[str, TokenCorpus], eos: int, tok_id: st
         share = mix_share(lengths["post"], order["post"], p1.post_tokens, mix)
         if share.tokens:
             parts["post"] = ("post", share)
-        pretrain[mix] = stream(f"pretrain-mix{mix:g}", parts, derive_seed(seed, "pretrain", mix))
+        # conventions.stage1_mixing "blocks": each corpus packed on its own, in order (no seed); the
+        # pass order then permutes whole blocks. One corpus alone (λ = 0) is the same stream either way
+        apart = study.conventions.stage1_mixing == "blocks" and len(parts) > 1
+        pretrain[mix] = stream(
+            f"pretrain-mix{mix:g}" + ("-blocks" if apart else ""), parts, None if apart else derive_seed(seed, "pretrain", mix)
+        )
     posttrain, built = {}, {}
     for mix in p1.mix_fraction:
         stage2 = complement_share(lengths["post"], order["post"], p1.post_tokens, mix) if p1.mode == "compute_matched" else post_all

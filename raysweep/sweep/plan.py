@@ -128,6 +128,7 @@ def plan_arm(study: Study, data, mix: float) -> Node:
         "warmup_steps": p1.warmup_steps,
         "weight_decay": p1.weight_decay,
         "batch_size": p1.batch_size,
+        **study.conventions.off_default("schedule", "decay_1d"),  # {} by default: older keys stay
     }
     key = node_key("pretrain", mid, hyper, stream.stats, study.seed, {"protocol": TRAINING_PROTOCOL})
     spec = node_spec(
@@ -164,6 +165,7 @@ def plan_posttrain(study: Study, data, arm: Node, cfg: Stage2Config) -> Node:
         "batch_size": cfg.batch_size,
         "dropout": cfg.dropout,
         **({"lora": lora} if lora else {}),
+        **study.conventions.off_default("schedule", "decay_1d", "early_stop_min_delta"),
     }
     key = node_key("posttrain", arm.spec.node_key, hyper, stream.stats, steps, p2.patience, p2.eval_every, study.seed)
     # axes beyond lr and dropout appear in names only when used, so older names stay as they were
@@ -203,7 +205,14 @@ def plan_posttrain(study: Study, data, arm: Node, cfg: Stage2Config) -> Node:
 def plan_finetune(study: Study, data, post: Node, cfg: Stage2Config, lr: float) -> Node:
     """One stage-3 child of a stage-2 node: a fixed D_ft budget at one learning rate."""
     p1, p3, mid, mix = study.pretrain, study.finetune, model_id(study, data), cfg.mix_fraction
-    hyper = {"lr": lr, "min_lr": p3.min_lr, "warmup_steps": p3.warmup_steps, "weight_decay": p3.weight_decay, "batch_size": p3.batch_size}
+    hyper = {
+        "lr": lr,
+        "min_lr": p3.min_lr,
+        "warmup_steps": p3.warmup_steps,
+        "weight_decay": p3.weight_decay,
+        "batch_size": p3.batch_size,
+        **study.conventions.off_default("schedule", "decay_1d"),
+    }
     key = node_key("finetune", post.spec.node_key, hyper, data.finetune.stats, p3.tokens, study.seed)
     path = f"{post.name.removeprefix('posttrain/')}/ft_lr={lr:g}"
     spec = node_spec(

@@ -97,7 +97,7 @@ def build(spec: RunSpec, init_state: dict | None, cfg: LoopConfig, worker: Worke
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model = worker.wrap(model)
     raw = model.module if hasattr(model, "module") else model
-    opt = build_optimizer(model, spec.lr, spec.weight_decay, worker.device)
+    opt = build_optimizer(model, spec.lr, spec.weight_decay, worker.device, spec.decay_1d)
     # the training step may run a compiled graph; evaluation and checkpoints use the plain module
     step_model = torch.compile(model) if cfg.compile else model
     fit = fit_run(spec, cfg, worker, trainable if spec.lora else None)
@@ -155,7 +155,7 @@ def resume(spec: RunSpec, m: Model, log, worker: Worker) -> RunProgress:
 def early_stop(spec: RunSpec, p: RunProgress, evals: dict[str, float], raw) -> bool:
     """Keep the best weights so far; True once `patience` evaluations in a row brought no improvement."""
     current = evals[spec.early_stop_on]
-    if current < p.best - 1e-4:
+    if current < p.best - spec.early_stop_min_delta:
         p.best, p.best_step, p.bad = current, p.step, 0
         p.best_state = host_state(raw.state_dict(), copy=True)
         return False
@@ -196,7 +196,7 @@ def train_steps(spec: RunSpec, m: Model, p: RunProgress, it, cfg: LoopConfig, mo
         p.data_wait += time.perf_counter() - t_wait
         each(cfg.callbacks, "on_batch", spec, p.step, x)
         for g in m.opt.param_groups:
-            g["lr"] = lr_at(p.step, spec.lr, spec.min_lr, spec.warmup_steps, spec.max_steps)
+            g["lr"] = lr_at(p.step, spec.lr, spec.min_lr, spec.warmup_steps, spec.max_steps, spec.schedule)
         loss, norm = forward_backward(m.step_model, m.model, m.opt, x, worker.device, micro_batch=m.micro, precision=cfg.precision)
         for cb in cfg.callbacks:
             loss, norm = cb.on_gradients(spec, p.step, loss, norm)

@@ -1,0 +1,102 @@
+"""The unstated conventions as study options (raysweep.config.conventions): each changes exactly
+what it names, and only a convention set off its default enters a node key."""
+
+import numpy as np
+import pytest
+import torch
+
+from raysweep.config import load_study
+from raysweep.spec import all_nodes
+from raysweep.sweep.plan import plan
+from raysweep.train.loop import RunProgress, early_stop
+from raysweep.train.model import build_model
+from raysweep.train.optimizer import build_optimizer
+from tests.helpers import SMOKE, run_spec
+
+
+def test_defaults_change_no_key_and_no_hash(tmp_path):
+    base = load_study(SMOKE, [f"output_dir={tmp_path}"])
+    same = load_study(SMOKE, [f"output_dir={tmp_path}", "conventions.schedule=warmup_cosine", "conventions.early_stop_min_delta=1e-4"])
+    assert same.content_hash() == base.content_hash()
+    assert load_study(SMOKE, [f"output_dir={tmp_path}", "conventions.decay_1d=true"]).content_hash() != base.content_hash()
+
+
+@pytest.mark.parametrize(
+    ("override", "changed"),
+    [
+        ("conventions.schedule=wsd", {"pretrain", "posttrain", "finetune"}),
+        ("conventions.decay_1d=true", {"pretrain", "posttrain", "finetune"}),
+        ("conventions.early_stop_min_delta=0.01", {"posttrain"}),  # stage 2 alone stops early
+    ],
+)
+def test_a_training_convention_enters_the_keys_of_the_stages_it_changes_and_their_children(smoke_data, override, changed):
+    study, data = smoke_data
+    before = plan(study, data)
+    after = plan(load_study(SMOKE, [f"output_dir={study.out}", override]), data)
+    moved = {a.spec.stage for a, b in zip(all_nodes(*before), all_nodes(*after)) if a.spec.node_key != b.spec.node_key}
+    first = min(changed, key=["pretrain", "posttrain", "finetune"].index)
+    below = {"pretrain": {"pretrain", "posttrain", "finetune"}, "posttrain": {"posttrain", "finetune"}, "finetune": {"finetune"}}[first]
+    assert moved == below  # its own stage and everything trained from it
+    key, value = override.removeprefix("conventions.").split("=")
+    spec = next(n.spec for n in all_nodes(*after) if n.spec.stage == first)
+    assert str(getattr(spec, key)).lower() == value.lower() or getattr(spec, key) == float(value)
+
+
+def test_decay_1d_puts_norm_weights_in_the_decayed_group():
+    model = build_model("debug", 64, 16)
+    cpu = torch.device("cpu")
+    today, every = build_optimizer(model, 1e-3, 0.1, cpu), build_optimizer(model, 1e-3, 0.1, cpu, decay_1d=True)
+    one_d = sum(p.numel() for p in model.parameters() if p.dim() < 2)
+    assert one_d > 0
+    assert sum(p.numel() for p in today.param_groups[1]["params"]) == one_d and today.param_groups[1]["weight_decay"] == 0.0
+    assert sum(p.numel() for p in every.param_groups[0]["params"]) == sum(p.numel() for p in model.parameters())
+    assert not every.param_groups[1]["params"]
+
+
+def test_the_early_stopping_threshold_decides_what_counts_as_better(tmp_path):
+    model = build_model("debug", 64, 16)
+    for delta, improved in ((1e-4, True), (0.01, False)):
+        spec = run_spec(tmp_path / "n", early_stop_on="post", patience=5, early_stop_min_delta=delta)
+        p = RunProgress(best=3.0)
+        early_stop(spec, p, {"post": 2.995}, model)
+        assert (p.best == 2.995) is improved and p.bad == (0 if improved else 1)
+
+
+def test_packing_seq_cuts_blocks_of_seq_len_tokens(smoke_data):
+    """seq: blocks of seq_len tokens (seq_len − 1 predictions each) in training and held-out streams alike."""
+    from raysweep.data.prepare import prepare
+    from raysweep.data.streams import StreamReader
+
+    study, data = smoke_data
+    seq = load_study(SMOKE, [f"output_dir={study.out}", "conventions.packing=seq"])
+    other = prepare(seq)
+    L = study.model.seq_len
+    for streams, block in ((data, L + 1), (other, L)):
+        assert StreamReader(streams.finetune.path).block_len == block
+        assert {StreamReader(s.path).block_len for s in streams.heldout.values()} == {block}
+        assert StreamReader(streams.pretrain[0.5].path).block_len == block
+    # the same tokens, cut shorter: more blocks, one fewer prediction per block
+    assert other.finetune.n_blocks > data.finetune.n_blocks
+    # its streams differ, so does every node trained on them
+    assert all(n.spec.node_key != m.spec.node_key for n, m in zip(all_nodes(*plan(study, data)), all_nodes(*plan(seq, other))))
+
+
+def test_stage1_mixing_blocks_packs_each_corpus_apart(smoke_data):
+    """blocks: the λ > 0 stream holds D_pre's blocks, then D_post's (one block may straddle), and
+    the pass order permutes whole blocks; documents (today): the two are interleaved before packing.
+    λ = 0 has one corpus: the same stream, so the same arm, either way."""
+    from raysweep.data.prepare import prepare
+    from raysweep.data.streams import StreamReader
+
+    study, data = smoke_data
+    apart = prepare(load_study(SMOKE, [f"output_dir={study.out}", "conventions.stage1_mixing=blocks"]))
+    assert apart.pretrain[0.0].path == data.pretrain[0.0].path
+    assert apart.pretrain[0.5].stats["tokens"] == data.pretrain[0.5].stats["tokens"]  # the same shares
+
+    def source_runs(stream):
+        """How many times the stream switches between the two corpora, piece by piece."""
+        reader = StreamReader(stream.path)
+        corpus = np.array(["notation" in str(p) for p in reader.paths])[reader.arrays["file"]]  # D_post's shards
+        return int((corpus[1:] != corpus[:-1]).sum())
+
+    assert source_runs(apart.pretrain[0.5]) == 1 and source_runs(data.pretrain[0.5]) > 10
