@@ -314,6 +314,7 @@ def write_report(
     failures: list[str] = (),
     plotlyjs: str = "inline",
     halving: list[dict] = (),
+    robustness: str = "",
 ) -> Path:
     """The report page. plotlyjs "inline" embeds plotly.js once (≈3.5 MB, opens offline); "cdn" links
     it (a few kB, for pages kept in git such as docs/figures/; needs a network to view). `halving`:
@@ -339,6 +340,7 @@ table{{border-collapse:collapse;font-size:13px}} td,th{{border:1px solid #ccc;pa
 {html.escape(hypervolume_table(rows))}</pre>
 <h2>All three losses at once</h2><pre>{html.escape(pareto_3d_table(rows))}</pre>
 {f"<h2>Search</h2><div>{search_fig}</div><pre>{html.escape(search)}</pre>" if search else ""}
+{f"<h2>Robustness</h2><pre>{html.escape(robustness)}</pre>" if robustness else ""}
 {_failures_html(failures)}<h2>All runs</h2>{runs_table_html(rows)}
 </body></html>"""
     # a temporary file renamed into place: a full disk leaves no half-written report behind

@@ -121,28 +121,11 @@ def settle_tracking(study: Study, tracker, study_run: str | None, resync) -> tup
     return study_run, [f"{said}; what they missed is in the node store: {repair} once the store is reachable"]
 
 
-def cached_data(study: Study):
-    """The study's data for --sync-mlflow: node keys hash the streams' stats, which the data cache
-    holds, so repairing MLflow needs neither Ray nor a tokenizer run (raysweep.data.prepare)."""
-    from raysweep.data.prepare import prepare
-    from raysweep.data.tokenizer import NotCached
-
-    try:
-        return prepare(study, cached_only=True)
-    except NotCached as e:
-        raise StudyInputError(
-            "--sync-mlflow",
-            [
-                f"it reads the study's data cache under {study.out / 'cache'}, which lacks {e}: run the study without "
-                "--sync-mlflow (it trains nothing already finished), or give the output_dir the study ran with"
-            ],
-        ) from None
-
-
 def train_language_models(study: Study, tracker, study_run, train: bool, trainer=None):
     """Ray, the data and the tree of `model.kind: lm`; returns (tree, leaf records, timings).
     `train=False` (--sync-mlflow): no Ray, the cached data, nothing trained."""
-    from raysweep.data.prepare import prepare
+    from raysweep.data.prepare import prepare, prepare_cached
+    from raysweep.robustness import run_variants
     from raysweep.sweep.slices import slices_of_tree
     from raysweep.sweep.tree import collect, train_tree
     from raysweep.train.trainer import Trainer
@@ -152,7 +135,7 @@ def train_language_models(study: Study, tracker, study_run, train: bool, trainer
         init_ray()
     trainer = (trainer or Trainer.from_env()) if train else None  # None: nothing trained
     t_ray = time.perf_counter()
-    data = prepare(study) if train else cached_data(study)
+    data = prepare(study) if train else prepare_cached(study)
     t_data = time.perf_counter()
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, write_data_summary(data, study.out / "data.json"))
     tree = train_tree(study, data, tracker, study_run, trainer)
@@ -169,6 +152,8 @@ def train_language_models(study: Study, tracker, study_run, train: bool, trainer
             said = f"optuna {optuna.__version__}, TPESampler {json.dumps(tpe_options(study.posttrain), sort_keys=True)}"
             tracker.guard("tagging the study run", lambda: tracker.client.set_tag(study_run, SAMPLER, said))
     slices = slices_of_tree(study, data, tree, tracker, study_run)  # scored from the stored weights
+    if study.robustness and train:  # each variant's tree, sharing every node its change leaves alone
+        tree.variants = run_variants(study, data, tree, trainer, open_tracking, prepare)
     return tree, collect(study, data, tree.subtrees, slices), {"ray": t_ray - t0 if train else None, "data": t_data - t_ray}
 
 
@@ -193,11 +178,13 @@ def write_outputs(study: Study, rows: list[dict], tree, tracker, study_run) -> t
     """The report, the frontier tables and the CSVs, each also an artifact of the study's run."""
     from analysis.halving import halving_table
     from analysis.report import comparison_table, frontier_tables, hypervolume_table, lambda_table, write_csvs, write_report, write_whole
+    from analysis.robustness import robustness_table
 
     out = study.out
     log = tree.halving or []
     failures = tree.failures + tree.diverged
-    report = write_report(rows, out / "report.html", title=f"raysweep study {study.name!r}", failures=failures, halving=log)
+    robust = robustness_table(rows, [(v.label, v.rows) for v in tree.variants])
+    report = write_report(rows, out / "report.html", f"raysweep study {study.name!r}", failures, halving=log, robustness=robust)
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, report)
     tables = (
         frontier_tables(rows)
@@ -205,6 +192,7 @@ def write_outputs(study: Study, rows: list[dict], tree, tracker, study_run) -> t
         + comparison_table(rows)
         + hypervolume_table(rows)
         + ("\n" + halving_table(log) if log else "")
+        + ("\n" + robust if robust else "")
     )
     write_whole(out / "frontiers.txt", tables, "writing the frontier tables")
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, out / "frontiers.txt")
@@ -214,6 +202,7 @@ def write_outputs(study: Study, rows: list[dict], tree, tracker, study_run) -> t
 
 
 def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Path, tracker, timings: dict) -> None:
+    from analysis.robustness import robustness_line
     from analysis.slices import slices_summary
     from raysweep.tracking import UI_ENV, UI_PORT, runs_url
 
@@ -227,7 +216,8 @@ def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Pat
     also = f"; {elsewhere} finished meanwhile by another driver sharing the node store" if elsewhere else ""
     print(f"trained now: {tree.trained}; the rest were already finished{also}")
     print(tables)
-    for line in filter(None, [slices_summary(rows), timings.get("theory")]):
+    variants = [(v.label, v.rows) for v in tree.variants]
+    for line in filter(None, [slices_summary(rows), robustness_line(rows, variants), timings.get("theory")]):
         print(line)
     if tree.failures:
         print(f"{len(tree.failures)} FAILED:")
@@ -342,6 +332,7 @@ def run_study(study: Study, train: bool = True, trainer=None) -> dict:
     (--sync-mlflow) trains nothing and brings MLflow up to date from the node store. `trainer`:
     what trains each chain of runs (default: the training loop, raysweep.train.trainer.Trainer,
     with the fault drills the environment asks for; the cluster simulation hands in its stand-in)."""
+    from analysis.robustness import robustness_metrics
     from analysis.runs import make_row
     from analysis.slices import slice_agreement
 
@@ -381,7 +372,13 @@ def run_study(study: Study, train: bool = True, trainer=None) -> dict:
         "closing the study's MLflow run",
         tracker.finish_study,
         study_run,
-        {"finetune_runs": len(rows), "failures": len(tree.failures), "diverged": len(tree.diverged), **slice_agreement(rows)},
+        {
+            "finetune_runs": len(rows),
+            "failures": len(tree.failures),
+            "diverged": len(tree.diverged),
+            **slice_agreement(rows),
+            **robustness_metrics(rows, [(v.label, v.rows) for v in getattr(tree, "variants", [])]),
+        },
         failed=bool(tree.failures),
     )
     timings["total"] = time.perf_counter() - t0

@@ -54,3 +54,33 @@ class ConventionsConfig(_Strict):
         """The named conventions set off their defaults: what a node key gains (nothing by default)."""
         default = ConventionsConfig()
         return {n: getattr(self, n) for n in names if getattr(self, n) != getattr(default, n)}
+
+
+def variant_label(change: dict) -> str:
+    """A robustness variant's name: `schedule=wsd`, `decay_1d=true`."""
+    [(key, value)] = change.items()
+    return f"{key}={str(value).lower() if isinstance(value, bool) else value}"
+
+
+def check_variants(base: ConventionsConfig, variants: list[dict]) -> list[ConventionsConfig]:
+    """Each `robustness` entry as the conventions it runs under: one convention changed from the
+    study's own. ValueError naming the entry otherwise."""
+    out = []
+    for i, change in enumerate(variants):
+        where = f"robustness[{i}]"
+        if len(change) != 1:
+            raise ValueError(f"{where}: a variant changes one convention, e.g. {{schedule: wsd}}; got {dict(change)}")
+        [(key, value)] = change.items()
+        if key not in ConventionsConfig.model_fields:
+            raise ValueError(f"{where}: {key!r} is no convention; one of {', '.join(ConventionsConfig.model_fields)}")
+        try:
+            changed = ConventionsConfig(**{**base.model_dump(), key: value})
+        except ValueError as e:
+            first = e.errors()[0] if hasattr(e, "errors") else {"msg": str(e)}
+            raise ValueError(f"{where}.{key}: {first['msg']}") from None
+        if changed == base:
+            raise ValueError(f"{where}.{key}: {value!r} is the study's own convention; a variant must change it")
+        if changed in out:
+            raise ValueError(f"{where}: the same variant twice ({variant_label(change)})")
+        out.append(changed)
+    return out

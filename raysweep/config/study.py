@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from raysweep.config.analysis import AnalysisConfig
 from raysweep.config.base import _Strict
 from raysweep.config.checks import STAGES, cross_checks
-from raysweep.config.conventions import ConventionsConfig
+from raysweep.config.conventions import ConventionsConfig, check_variants
 from raysweep.config.corpora import CorporaConfig
 from raysweep.config.model import ModelConfig, TokenizerConfig
 from raysweep.config.stages import FinetuneConfig, PosttrainConfig, PretrainConfig
@@ -66,6 +66,13 @@ class Study(_Strict):
     theory: TheoryConfig = TheoryConfig()
     conventions: ConventionsConfig = ConventionsConfig()
     analysis: AnalysisConfig = AnalysisConfig()
+    robustness: list[dict[str, str | bool | float]] = Field(
+        [],
+        description="variants the study's comparison is run again under, each one convention changed (e.g. "
+        "[{schedule: wsd}, {decay_1d: true}]): every node whose key does not change is shared; the summary and the "
+        "report give each variant's verdict beside the study's own. Each variant tracks into an MLflow experiment "
+        "of its own (<name>.<convention>=<value>). Not part of the study's hash",
+    )
 
     @field_validator("output_dir", "checkpoint_dir")
     @classmethod
@@ -100,6 +107,9 @@ class Study(_Strict):
     def _cross_checks(self) -> Study:
         """The checks that span several sections (raysweep.config.checks); the first problem found is reported."""
         cross_checks(self)
+        if self.robustness and self.model.kind != "lm":
+            raise ValueError("robustness: the linear theory backend has no conventions to vary; remove the section")
+        check_variants(self.conventions, self.robustness)
         return self
 
     # ---- derived values (never stored, so they cannot disagree with the fields) ----
@@ -126,6 +136,7 @@ class Study(_Strict):
                 "checkpoint_dir": True,
                 "retries": True,
                 "analysis": True,  # how finished checkpoints are judged, not what they are
+                "robustness": True,  # other studies run beside this one (each with its own hash)
                 "model": {"compile"},
                 # how a step is split over forwards, and the memory it is fitted to, change no result
                 **{stage: {**_OPERATIONAL_STAGE_KEYS, **({"keep_weights": True} if stage == "finetune" else {})} for stage in STAGES},

@@ -128,6 +128,23 @@ def prepare(study: Study, cached_only: bool = False) -> StudyData:
     return StudyData(tok_path, tok_id, vocab, pretrain, posttrain, finetune, heldout, stats, slices)
 
 
+def prepare_cached(study: Study) -> StudyData:
+    """The study's data for --sync-mlflow: node keys hash the streams' stats, which the data cache
+    holds, so repairing MLflow needs neither Ray nor a tokenizer run (`prepare` with cached_only)."""
+    from raysweep.data.tokenizer import NotCached
+
+    try:
+        return prepare(study, cached_only=True)
+    except NotCached as e:
+        raise StudyInputError(
+            "--sync-mlflow",
+            [
+                f"it reads the study's data cache under {study.out / 'cache'}, which lacks {e}: run the study without "
+                "--sync-mlflow (it trains nothing already finished), or give the output_dir the study ran with"
+            ],
+        ) from None
+
+
 def heldout_slices(study: Study, corpora: dict[str, TokenCorpus], eos: int, tok_id: str, where: Path) -> dict[str, list[Stream]]:
     """Each held-out set cut into `analysis.heldout_slices` disjoint slices of whole documents
     (raysweep.data.slices), one stream each; fewer where a set is too small for every slice to

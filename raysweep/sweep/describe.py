@@ -138,12 +138,40 @@ def describe_tree(study: Study) -> str:
         f" ≈ {gpu_hours(study, flops, t1 + t2 + t3)}",
         *describe_compute(study, n_params),
         *describe_halving(study),
+        *describe_robustness(study),
         *describe_memory(study),
         *describe_disk(*disk_of(study, vocab)),
         *describe_transfer(disk_of(study, vocab)[0]),
         f"  output: {study.out}",
     ]
     return "\n".join(lines)
+
+
+def variant_cost(study: Study, change: dict) -> tuple[float, float]:
+    """(runs, tokens) a robustness variant trains anew: the nodes whose key its change moves
+    (raysweep.robustness). A stage-2-only change keeps the arms; a stage-1 mixing change keeps the
+    arm without D_post (λ = 0) and its subtree; every other change moves every node."""
+    sizes, (t1, t2, t3) = study.run_counts(), stage_tokens(study)
+    [key] = change
+    if key == "early_stop_min_delta":
+        return sizes["posttrain"] + sizes["finetune"], t2 + t3
+    share = sum(m > 0 for m in study.pretrain.mix_fraction) / len(study.pretrain.mix_fraction) if key == "stage1_mixing" else 1.0
+    return share * sum(sizes.values()), share * (t1 + t2 + t3)
+
+
+def describe_robustness(study: Study) -> list[str]:
+    """What the robustness section adds before any compute: per variant, the runs and tokens trained anew."""
+    if not study.robustness:
+        return []
+    from raysweep.config.conventions import variant_label
+
+    costs = [(variant_label(c), *variant_cost(study, c)) for c in study.robustness]
+    each = "; ".join(f"{label}: {runs:,.0f} runs, {tokens:,.0f} tokens" for label, runs, tokens in costs)
+    runs, tokens = sum(c[1] for c in costs), sum(c[2] for c in costs)
+    return [
+        f"  robust.  {len(costs)} variants of the study's conventions add {runs:,.0f} runs and ≤ {tokens:,.0f} training tokens "
+        f"(nodes a change leaves alone are shared): {each}"
+    ]
 
 
 def describe_halving(study: Study) -> list[str]:

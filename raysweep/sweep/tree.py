@@ -54,6 +54,7 @@ class TreeResult:
     seconds: float = 0.0
     search: list[dict] | None = None  # the Optuna search's log (posttrain.search: optuna)
     halving: list[dict] | None = None  # every rung's decisions (posttrain.search: halving)
+    variants: list = field(default_factory=list)  # raysweep.robustness.VariantResult per robustness variant
     slices: tuple[str, dict] = ("", {})  # the held-out slices' signature, node key -> losses per slice (raysweep.sweep.slices)
 
     def absorb(self, other: TreeResult) -> TreeResult:

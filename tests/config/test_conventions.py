@@ -1,6 +1,8 @@
 """The unstated conventions as study options (raysweep.config.conventions): each changes exactly
 what it names, and only a convention set off its default enters a node key."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -100,3 +102,31 @@ def test_stage1_mixing_blocks_packs_each_corpus_apart(smoke_data):
         return int((corpus[1:] != corpus[:-1]).sum())
 
     assert source_runs(apart.pretrain[0.5]) == 1 and source_runs(data.pretrain[0.5]) > 10
+
+
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        ("{schedule: linear}", "robustness[0].schedule: Input should be"),
+        ("{lr: 0.1}", "robustness[0]: 'lr' is no convention"),
+        ("{packing: seq_plus_one}", "robustness[0].packing: 'seq_plus_one' is the study's own convention"),
+        ("{schedule: wsd, decay_1d: true}", "robustness[0]: a variant changes one convention"),
+    ],
+)
+def test_a_bad_robustness_variant_is_refused_with_its_entry_named(tmp_path, entry, said):
+    from raysweep.config import StudyConfigError
+
+    with pytest.raises(StudyConfigError, match=re.escape(said)):
+        load_study(SMOKE, [f"output_dir={tmp_path}", f"robustness=[{entry}]"])
+
+
+def test_a_variant_is_the_study_under_another_name_sharing_its_folders(tmp_path):
+    from raysweep.robustness import variant_study
+
+    study = load_study(SMOKE, [f"output_dir={tmp_path}", "robustness=[{decay_1d: true}]"])
+    v = variant_study(study, {"decay_1d": True})
+    assert v.name == "smoke.decay_1d-true" and v.conventions.decay_1d and not v.robustness
+    assert (v.out, v.checkpoints) == (study.out, study.checkpoints)
+    assert v.content_hash() != study.content_hash()
+    # the section is no part of the study's identity: the study's own run is the same with or without it
+    assert study.content_hash() == load_study(SMOKE, [f"output_dir={tmp_path}"]).content_hash()
