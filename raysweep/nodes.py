@@ -28,6 +28,7 @@ from raysweep.keys import file_digest
 from raysweep.spec import RunSpec
 
 NODE_FILE = "node.json"  # written last: a node folder with this file is complete
+SLICES_SUFFIX = ".slices.json"  # beside a node: its scores on the held-out slices (raysweep.sweep.slices)
 METRICS_FILE = "metrics.json"  # every metric point the run logged: [key, value, timestamp ms, step]
 
 
@@ -42,6 +43,10 @@ def node_done(node_dir: str | Path) -> dict | None:
     """The node.json of a finished node (a local folder or a URI, raysweep.storage), or None."""
     text = storage.read_text(storage.join(node_dir, NODE_FILE))
     return json.loads(text) if text is not None else None
+
+
+def slices_path(node_dir: str | Path) -> str:
+    return storage.with_suffix(node_dir, SLICES_SUFFIX)
 
 
 def diverged_path(node_dir: str | Path) -> str:
@@ -82,7 +87,9 @@ def verify_node(node_dir: str | Path, full: bool = True) -> str | None:
 
 
 def quarantine(node_dir: str | Path, problem: str) -> str:
-    """Move a corrupt node out of the store (kept beside it for a post-mortem); it is trained again."""
+    """Move a corrupt node out of the store (kept beside it for a post-mortem); it is trained again,
+    and scored again on the held-out slices (its scores were of the weights now found corrupt)."""
+    storage.delete(slices_path(node_dir))
     if storage.is_remote(node_dir):  # without node.json the node is unfinished; the local copy goes
         storage.delete(storage.join(node_dir, NODE_FILE))
         shutil.rmtree(storage.cache_dir(str(node_dir)), ignore_errors=True)

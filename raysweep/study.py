@@ -327,14 +327,23 @@ def report_disk_full(study: Study, tracker, study_run: str | None, error: OSErro
     return stopped_summary(tracker, seconds, failures=[str(error)], disk_full=str(error))
 
 
+def finish_study_run(tracker, study_run: str | None, rows: list[dict], tree) -> None:
+    """The study's MLflow run closed with its summary: runs, failures, and how far its verdict holds."""
+    from analysis.robustness import robustness_metrics
+    from analysis.slices import slice_agreement
+
+    variants = [(v.label, v.rows) for v in getattr(tree, "variants", [])]
+    summary = {"finetune_runs": len(rows), "failures": len(tree.failures), "diverged": len(tree.diverged)}
+    summary |= slice_agreement(rows) | robustness_metrics(rows, variants)
+    tracker.guard("closing the study's MLflow run", tracker.finish_study, study_run, summary, failed=bool(tree.failures))
+
+
 def run_study(study: Study, train: bool = True, trainer=None) -> dict:
     """Prepare data, train the tree, write the report; returns the summary. `train=False`
     (--sync-mlflow) trains nothing and brings MLflow up to date from the node store. `trainer`:
     what trains each chain of runs (default: the training loop, raysweep.train.trainer.Trainer,
     with the fault drills the environment asks for; the cluster simulation hands in its stand-in)."""
-    from analysis.robustness import robustness_metrics
     from analysis.runs import make_row
-    from analysis.slices import slice_agreement
 
     t0 = time.perf_counter()
     if study.model.kind == "lm":
@@ -368,19 +377,7 @@ def run_study(study: Study, train: bool = True, trainer=None) -> dict:
             return report_disk_full(study, tracker, study_run, e, time.perf_counter() - t0)
         close_failed(study, tracker, study_run, e)
         raise
-    tracker.guard(
-        "closing the study's MLflow run",
-        tracker.finish_study,
-        study_run,
-        {
-            "finetune_runs": len(rows),
-            "failures": len(tree.failures),
-            "diverged": len(tree.diverged),
-            **slice_agreement(rows),
-            **robustness_metrics(rows, [(v.label, v.rows) for v in getattr(tree, "variants", [])]),
-        },
-        failed=bool(tree.failures),
-    )
+    finish_study_run(tracker, study_run, rows, tree)
     timings["total"] = time.perf_counter() - t0
     print_summary(study, rows, tree, tables, report, tracker, timings)
     return {

@@ -15,6 +15,7 @@ SYNCED_RESULT = "raysweep.synced_result"  # the key of the stored result a node 
 SLICES_SIGNATURE = "raysweep.slices_signature"  # the held-out slices a run's per-slice metrics were scored on
 SLICES_STEP = "raysweep.slices_step"  # the step they were logged at (one more for each new signature)
 SLICES = "raysweep.slices"  # how many slices the latest signature has (older metrics of more slices may remain)
+SLICES_KEY = "raysweep.slices_key"  # the key of the losses logged: a node scored again with other values logs them again
 FINAL_STEP = "raysweep.final_step"  # the step of those final metrics: +1 each time the result is a new one
 FINISHES = "raysweep.finishes"  # on the study run: how many summary points it has (see tracking.finish_study)
 FAILURE = "raysweep.failure"  # on a study run that stopped on an error: the error's message

@@ -248,6 +248,11 @@ def example_rows() -> list[dict]:
     return rows
 
 
+def sliced(rows, shifts):
+    """Rows scored on len(shifts) slices: slice k's losses are the row's plus shifts[k] (a function of the row)."""
+    return [{**r, "slices": [{n: r[n] + f(r) for n in ("L_im", "L_ft", "L_ret", "L_pre")} for f in shifts]} for r in rows]
+
+
 def token_view(folder, docs: list[np.ndarray], label: str, max_bytes: int = 1 << 30):
     """A TokenView over shards written from `docs` (several shard files when max_bytes is small)."""
     from raysweep.data.shards import ShardWriter, TokenView

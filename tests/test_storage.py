@@ -191,7 +191,9 @@ def test_a_study_runs_and_resumes_on_s3_with_the_local_cache_wiped(ray_local, re
     assert first["failures"] == [] and first["trained"] == {"pretrain": 1, "posttrain": 1, "finetune": 1}
     stored = _objects(uri)
     nodes = [p for p in stored if not p.startswith("data/")]
-    assert len(nodes) == 9 and sum(p.endswith("/node.json") for p in nodes) == 3 and not any(".resume" in p for p in nodes)
+    # 3 files per node, and the stage-2 and stage-3 nodes' held-out slices' scores beside them
+    assert len(nodes) == 11 and sum(p.endswith("/node.json") for p in nodes) == 3 and not any(".resume" in p for p in nodes)
+    assert sum(p.endswith(".slices.json") for p in nodes) == 2
     # the data the workers read is published beside the nodes: every stream's plan and the token shards it reads
     plans = [p for p in stored if p.startswith("data/streams/") and p.endswith("/plan.json")]
     assert {p.split("/")[2].split("-")[0] for p in plans} >= {"pretrain", "posttrain", "finetune"}

@@ -19,14 +19,8 @@ from pathlib import Path
 
 from raysweep import storage
 from raysweep.keys import json_key
-from raysweep.nodes import node_done
+from raysweep.nodes import node_done, slices_path
 from raysweep.spec import FINETUNE_ROLES, IMMEDIATE_ROLE, Node, Subtree
-
-SUFFIX = ".slices.json"
-
-
-def slices_path(node_dir: str | Path) -> str:
-    return storage.with_suffix(node_dir, SUFFIX)
 
 
 def signature(slices: dict, eval_tokens: int) -> str:

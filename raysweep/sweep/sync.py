@@ -11,7 +11,7 @@ from __future__ import annotations
 from raysweep.keys import json_key
 from raysweep.nodes import node_diverged, node_done, node_points
 from raysweep.spec import FINETUNE_ROLES, IMMEDIATE_ROLE, Node, Subtree, finetune_losses, immediate_loss
-from raysweep.tags import FINAL_STEP, NODE_KEY, OUTCOME, SLICES, SLICES_SIGNATURE, SLICES_STEP, SYNCED, SYNCED_RESULT
+from raysweep.tags import FINAL_STEP, NODE_KEY, OUTCOME, SLICES, SLICES_KEY, SLICES_SIGNATURE, SLICES_STEP, SYNCED, SYNCED_RESULT
 from raysweep.tracking import Tracker
 
 
@@ -113,30 +113,30 @@ def slice_metrics(stage: str, losses: list[dict[str, float]]) -> dict[str, float
 
 
 def sync_slices(tracker: Tracker, study_run: str | None, subtrees: list[Subtree], signature: str, scored: dict) -> None:
-    """Each scored node's losses per held-out slice (raysweep.sweep.slices) onto its MLflow run, once
-    per signature: one search finds the runs that have them already. Slices scored anew (another
-    signature) go one step further, never a second value at one step."""
+    """Each scored node's losses per held-out slice (raysweep.sweep.slices) onto its MLflow run, once:
+    one search finds the runs that have these losses already. Slices scored anew (another signature,
+    or a node trained again) go one step further, never a second value at one step."""
     if not tracker.online or study_run is None or not scored:
         return
     from mlflow.entities import Metric, RunTag
 
     try:
         have = {
-            r.data.tags.get(NODE_KEY)
+            (r.data.tags.get(NODE_KEY), r.data.tags.get(SLICES_KEY))
             for r in tracker.client.search_runs(
                 [tracker.experiment_id], filter_string=f"tags.`{SLICES_SIGNATURE}` = '{signature}'", max_results=50_000
             )
         }
         for node in (m for n2, children in subtrees for m in (n2, *children)):
             key = node.spec.node_key
-            if key not in scored or key in have:
+            if key not in scored or (key, json_key(scored[key])) in have:
                 continue
             run = tracker.find_run(NODE_KEY, key)
             if run is None:
                 continue
             step = int(run.data.tags[SLICES_STEP]) + 1 if SLICES_STEP in run.data.tags else 0
             metrics = slice_metrics(node.spec.stage, scored[key])
-            tags = {SLICES_SIGNATURE: signature, SLICES_STEP: step, SLICES: len(scored[key])}
+            tags = {SLICES_SIGNATURE: signature, SLICES_STEP: step, SLICES: len(scored[key]), SLICES_KEY: json_key(scored[key])}
             tracker.client.log_batch(
                 run.info.run_id,
                 metrics=[Metric(k, float(v), 0, step) for k, v in metrics.items()],

@@ -3,8 +3,7 @@ own function applied to the variant's runs, and a flip is counted and named."""
 
 from analysis.report import verdict_line
 from analysis.robustness import holds, robustness_line, robustness_metrics, robustness_table, view_verdict
-from tests.analysis.test_slices import sliced
-from tests.helpers import example_rows
+from tests.helpers import example_rows, sliced
 
 VIEW = ("L_ret", "L_ft")
 

@@ -7,14 +7,9 @@ from hypothesis import strategies as st
 from analysis.report import verdict_line
 from analysis.slices import joint_bootstrap, on_slices, slice_count, slice_hypervolume_diffs, slice_verdicts, slices_summary, slices_table
 from analysis.verdict import verdict
-from tests.helpers import example_rows
+from tests.helpers import example_rows, sliced
 
 VIEW = ("L_ret", "L_ft")
-
-
-def sliced(rows, shifts):
-    """Rows scored on len(shifts) slices: slice k's losses are the row's plus shifts[k] (a function of the row)."""
-    return [{**r, "slices": [{n: r[n] + f(r) for n in ("L_im", "L_ft", "L_ret", "L_pre")} for f in shifts]} for r in rows]
 
 
 def test_a_set_of_slices_scores_the_mean_of_their_losses():
