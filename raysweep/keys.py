@@ -36,6 +36,7 @@ NAMESPACES = {
     "pass": "a stream's order of blocks in each pass, the first included (raysweep.data.streams.StreamRows)",
     "init": "the initial weights every pretraining arm of a study starts from (paired arms)",
     "heldout": "the held-out blocks every evaluation of a study scores (a seeded sample)",
+    "heldout-carving": "which documents conventions.heldout_carving 'position' holds out of a carved corpus (raysweep.data.corpus)",
     "heldout-slices": "which held-out documents fall in which held-out slice (raysweep.data.slices); the same for every seed",
 }
 

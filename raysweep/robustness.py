@@ -19,7 +19,7 @@ from raysweep.config.conventions import check_variants, variant_label
 from raysweep.storage import is_remote
 
 # what a convention changes: the data (streams made again) or only how runs train
-DATA_CONVENTIONS = {"packing", "stage1_mixing"}
+DATA_CONVENTIONS = {"packing", "stage1_mixing", "heldout_carving"}
 
 
 @dataclass

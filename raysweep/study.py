@@ -216,8 +216,7 @@ def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Pat
     also = f"; {elsewhere} finished meanwhile by another driver sharing the node store" if elsewhere else ""
     print(f"trained now: {tree.trained}; the rest were already finished{also}")
     print(tables)
-    variants = [(v.label, v.rows) for v in tree.variants]
-    for line in filter(None, [slices_summary(rows), robustness_line(rows, variants), timings.get("theory")]):
+    for line in filter(None, [slices_summary(rows), timings.get("theory")]):
         print(line)
     if tree.failures:
         print(f"{len(tree.failures)} FAILED:")
@@ -241,6 +240,8 @@ def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Pat
     else:
         print("  UNREACHABLE during this run; every result is in the node store. Once it is back:")
         print("             the same command with --sync-mlflow (trains nothing, idempotent)")
+    if said := robustness_line(rows, [(v.label, v.rows) for v in tree.variants]):
+        print(said)  # the study's last word: how far its verdict holds
     print("=" * 78)
 
 

@@ -21,6 +21,7 @@ def cross_checks(study: Study) -> None:
         check_linear(study)
         return  # token budgets, batches and workers do not apply to it
     check_shared_resources(study)
+    check_carving(study)
     check_halving(study)
     check_compute_matched(study)
     check_batches(study)
@@ -29,6 +30,19 @@ def cross_checks(study: Study) -> None:
     problem = memory_problem(study)
     if problem:
         raise ValueError(problem)
+
+
+def check_carving(study: Study) -> None:
+    """Another held-out carving is asked (conventions or a robustness variant) only where some
+    corpus carves its held-out documents from its one split; elsewhere it would change nothing."""
+    asked = study.conventions.heldout_carving != "hash" or any("heldout_carving" in v for v in study.robustness)
+    corpora = (study.corpora.pre, study.corpora.post, study.corpora.ft)
+    carved = [c for c in corpora if c.source in ("hub", "local") and not c.heldout_split and not c.heldout_path]
+    if asked and not carved:
+        raise ValueError(
+            "conventions.heldout_carving: no corpus of this study carves its held-out documents (built-in corpora and given "
+            "held-out splits are held out as they come), so another carving would change nothing; remove it"
+        )
 
 
 def check_run_count(study: Study) -> None:

@@ -43,6 +43,14 @@ class ConventionsConfig(_Strict):
         "seq_len predictions each. seq: blocks of seq_len tokens with shifted labels, seq_len − 1 predictions each "
         "(Hugging Face's group_texts). The paper does not say",
     )
+    heldout_carving: Literal["hash", "position"] = Field(
+        "hash",
+        description="how a corpus without a held-out split of its own (hub with heldout_fraction, local without "
+        "heldout_path) is carved. hash: a document is held out when its text's hash falls below heldout_fraction, so "
+        "every copy of a held-out text stays out of training. position: when a seeded draw for its position does (the "
+        "first share of a seeded shuffle), so copies of a held-out text may be trained on. The paper does not say how "
+        "its held-out D_post was made. Built-in corpora and given held-out splits are held out as they come",
+    )
     stage1_mixing: Literal["documents", "blocks"] = Field(
         "documents",
         description="how λ·|D_post| enters stage 1. documents: D_pre and D_post documents interleaved in a seeded order, "

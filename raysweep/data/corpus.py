@@ -29,7 +29,7 @@ from raysweep.data.corpora.synthetic import GENERATOR_VERSION
 from raysweep.data.shard_tasks import report, run_tasks
 from raysweep.data.shards import TokenView, token_dtype, verify_shard
 from raysweep.data.tokenizer import NotCached
-from raysweep.keys import json_key
+from raysweep.keys import derive_seed, json_key
 from raysweep.storage import write_text
 
 TOKENS_VERSION = 1  # bump when reading, carving or the shard format changes, so caches are rebuilt
@@ -175,16 +175,36 @@ def _read_split(r: _Reader, shards: list[ShardSource], split: str, enough, wave:
             return index, True, prefixes
 
 
+def position_carved(n: int, fraction: float, key: str) -> np.ndarray:
+    """conventions.heldout_carving "position": document i is held out when the i-th draw of a
+    stream seeded by the corpus's key falls below `fraction` (the first share of a seeded shuffle,
+    in expectation). By position, not text: the same for every read size (a stream's first n draws
+    do not depend on how many follow), but copies of a held-out text may stay in training."""
+    return np.random.default_rng(derive_seed(0, "heldout-carving", key)).random(n) < fraction
+
+
 def _train_rows(
-    index: dict, held: set[int] | None, carving: bool, heldout_docs: int, need: int | None, cap: int | None
+    index: dict,
+    held: set[int] | None,
+    carving: bool,
+    heldout_docs: int,
+    need: int | None,
+    cap: int | None,
+    by_position: tuple[float, str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict, bool]:
     """(train rows, carved held-out rows, what was skipped, whether the budget was met) of a split's
-    documents, in order: the sequential rule of the module docstring, vectorized."""
+    documents, in order: the sequential rule of the module docstring, vectorized. `by_position`
+    ((fraction, corpus key)): carve by position instead of by text hash (position_carved)."""
     n = len(index["lengths"])
     hashes = index["hashes"]
     is_held = np.zeros(n, dtype=bool)
     copies = np.zeros(n, dtype=bool)
-    if carving:
+    if carving and by_position is not None:
+        positions = np.flatnonzero(position_carved(n, *by_position))
+        is_held[positions[:heldout_docs]] = True
+        index = {**index, "carved": np.isin(np.arange(n), positions)}
+        train = ~index["carved"]
+    elif carving:
         positions = np.flatnonzero(index["carved"])
         _, first = np.unique(hashes[positions], return_index=True)
         firsts = np.sort(positions[first])  # the first document of each carved text, in order
@@ -263,12 +283,14 @@ def tokenize_corpus(
     wave: int = 2,
     parallel: bool = True,
     cached_only: bool = False,
+    carving: str = "hash",
 ) -> TokenCorpus:
     """Read (or reuse) a corpus as token shards and cut its train and held-out views; see the module
     docstring. `need_tokens`: the training tokens the study's budgets ask (hub and local sources
     are read until their training documents hold them); `wave`: shards read side by side;
     `parallel`: in Ray Data tasks (else in this process, one after another); `cached_only`: read
-    nothing from the source, raise NotCached where the cache lacks a shard."""
+    nothing from the source, raise NotCached where the cache lacks a shard; `carving`
+    (conventions.heldout_carving): how held-out documents are carved from a single split."""
     t0 = time.perf_counter()
     folder = corpus_folder(cfg, seed, root, tokenizer_id)
     dtype = token_dtype(vocab_size).name
@@ -288,11 +310,13 @@ def tokenize_corpus(
     if cfg.source == "hub":
         counts.update({"train": len(train_shards), **({"heldout": len(given)} if given else {})})
 
+    by_position = (cfg.heldout_fraction, key) if carving == "position" else None
+
     def enough(ix) -> bool:
-        return _train_rows(ix, held, given is None, cfg.heldout_docs, need, cap)[3] if (need or cap) else False
+        return _train_rows(ix, held, given is None, cfg.heldout_docs, need, cap, by_position)[3] if (need or cap) else False
 
     index, exhausted, prefixes = _read_split(reader, train_shards, "train", enough, len(train_shards) if synthetic else wave)
-    train_rows, carved_rows, skipped, met = _train_rows(index, held, given is None, cfg.heldout_docs, need, cap)
+    train_rows, carved_rows, skipped, met = _train_rows(index, held, given is None, cfg.heldout_docs, need, cap, by_position)
     _check_rows(cfg, key, index, train_rows, skipped)
     if given is not None:
         heldout = _view(cfg.label, folder, dtype, held_index, np.arange(min(cfg.heldout_docs, len(held_index["lengths"]))))
@@ -305,4 +329,6 @@ def tokenize_corpus(
         cfg, train, heldout, given is not None, index, manifest, prefixes, len(train_shards), skipped, exhausted and not met, need
     )
     stats["seconds"] = round(time.perf_counter() - t0, 2)
+    if given is None and carving != "hash":
+        stats["heldout"] = f"carved by {carving}"
     return TokenCorpus(train, heldout, stats)

@@ -245,6 +245,7 @@ def _tokenize_all(
                 wave,
                 in_ray_tasks(getattr(study.corpora, r), ray_up),
                 cached_only,
+                study.conventions.heldout_carving,
             )
             for r in ROLES
         }

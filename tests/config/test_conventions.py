@@ -111,6 +111,7 @@ def test_stage1_mixing_blocks_packs_each_corpus_apart(smoke_data):
         ("{lr: 0.1}", "robustness[0]: 'lr' is no convention"),
         ("{packing: seq_plus_one}", "robustness[0].packing: 'seq_plus_one' is the study's own convention"),
         ("{schedule: wsd, decay_1d: true}", "robustness[0]: a variant changes one convention"),
+        ("{heldout_carving: position}", "conventions.heldout_carving: no corpus of this study carves"),  # built-in corpora only
     ],
 )
 def test_a_bad_robustness_variant_is_refused_with_its_entry_named(tmp_path, entry, said):

@@ -470,3 +470,28 @@ def test_the_cli_refuses_an_unreadable_local_corpus_before_ray(tmp_path):
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "corpora.post.path: cannot read" in proc.stderr and "[data]" not in proc.stdout
     assert "1 problem with what the study points at" in proc.stderr and "in the study config" not in proc.stderr  # the file is valid
+
+
+def test_carving_by_position_holds_out_other_documents_and_may_train_on_a_held_out_text(tmp_path, tokenizer):
+    """conventions.heldout_carving: position carves by a seeded draw per document, not by text, so
+    the held-out set changes, each document is still in one place, and a held-out text's copy may be
+    trained on (what hash carving never allows)."""
+    from raysweep.data.corpus import position_carved, tokenize_corpus
+
+    texts = [f"tune number {k % 40}" for k in range(200)]  # every text five times
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    cfg = CorpusConfig(source="local", path=str(tmp_path / "c.jsonl"), heldout_docs=30, heldout_fraction=0.1)
+    path, tok_id = tokenizer
+
+    def read(carving, where):
+        return tokenize_corpus(cfg, "corpora.post", 0, tmp_path / where, path, tok_id, 300, None, wave=1, parallel=False, carving=carving)
+
+    by_hash, by_position = read("hash", "a"), read("position", "b")
+    assert by_position.stats["heldout"] == "carved by position" and by_hash.stats["heldout"] == "carved"
+    held_h, held_p = by_hash.heldout.hashes.tolist(), by_position.heldout.hashes.tolist()
+    assert set(held_h) != set(held_p)
+    assert not set(by_hash.train.hashes.tolist()) & set(held_h)
+    assert set(by_position.train.hashes.tolist()) & set(held_p)  # copies of held-out texts trained on
+    assert len(by_position.train.lengths) + len(held_p) + by_position.stats["skipped"]["carved_beyond_heldout_docs"] == len(texts)
+    assert (position_carved(50, 0.1, "k") == position_carved(200, 0.1, "k")[:50]).all()  # the same for every read size
+    assert read("position", "c").heldout.hashes.tolist() == held_p  # and for every run
