@@ -11,6 +11,7 @@ scalar is held fixed. The modules follow the file's sections:
     model    model, tokenizer        corpora  D_pre, D_post, D_ft
     stages   the three stages        theory   the linear network (model.kind: linear)
     analysis how finished checkpoints are judged (held-out slices)
+    conventions  the protocol choices the paper leaves unstated; the robustness variants of them
     checks   checks across sections  study    Study: the sections, its hash, its folders
     load     YAML, --set overrides, error messages
 """

@@ -33,3 +33,11 @@ def test_a_stage_2_variant_shares_the_arms_and_leaves_the_study_s_runs_alone(smo
     assert len(variant_rows) == len(result["rows"]) and all(len(r["slices"]) >= 2 for r in variant_rows)
     # the arms are the study's own: the same node under both
     assert len(list((out / "checkpoints" / "pretrain").glob("*/node.json"))) == 2
+    # the analysis CLI reads the variants back from the store (every seed tracked into them)
+    from analysis.__main__ import main as analysis_main
+
+    assert (
+        analysis_main(["--tracking-uri", result["tracking_uri"], "--experiment", robust.name, "--out", str(tmp_path), "--robustness"]) == 0
+    )
+    said = capsys.readouterr().out
+    assert "early_stop_min_delta=0.01" in said and "robustness: the verdict holds under " in said
