@@ -171,6 +171,23 @@ def save_node(
         uploader.submit(storage.upload_dir, final, spec.node_dir, NODE_FILE)
 
 
+def drop_weights(node_dir: str | Path, why: str) -> bool:
+    """A finished node's weights deleted, its losses, metric points and record kept (node.json says
+    why, and lists its files without them, so it stays intact). For nodes nothing will load again:
+    a halving rung whose configuration was pruned. False where there were none to drop."""
+    done = node_done(node_dir)
+    if done is None or "model.safetensors" not in done.get("files", {}):
+        return False
+    done["files"] = {k: v for k, v in done["files"].items() if k != "model.safetensors"}
+    done["weights_dropped"] = why
+    # the record first: a stop between the two leaves unlisted weights (harmless), never a listed file missing
+    storage.write_text(storage.join(node_dir, NODE_FILE), json.dumps(done, indent=1))
+    storage.delete(storage.join(node_dir, "model.safetensors"))
+    if storage.is_remote(node_dir):  # the local copy of it, if this machine downloaded one
+        shutil.rmtree(storage.cache_dir(str(node_dir)), ignore_errors=True)
+    return True
+
+
 def save_diverged(node_dir: str | Path, lr: float, step: int, error: str, points: list) -> None:
     """Record a run whose loss became non-finite (its outcome, never retried); its progress goes."""
     storage.write_text(

@@ -55,6 +55,7 @@ class StudyDisk:
     keep_leaf_weights: bool
     data: int | None  # token shards and their index (None: generated corpora, not estimated)
     mlflow: int
+    rung_peak: int = 0  # halving: the rung nodes with weights at once, at most (before a rung's pruned ones drop theirs)
 
     @property
     def nodes_end(self) -> int:
@@ -70,7 +71,7 @@ class StudyDisk:
         in_stage2 = post.progress_peak - post.node_bytes - leaves * leaf.node_bytes if post.progress_bytes else 0
         in_leaf = leaf.progress_peak - leaf.node_bytes if leaf.progress_bytes else 0
         end = self.nodes_end + self.slots * max(0, in_stage2, in_leaf)
-        return max(end, arm.runs * max(arm.node_bytes, arm.progress_peak))
+        return max(end, arm.runs * max(arm.node_bytes, arm.progress_peak), arm.runs * arm.node_bytes + self.rung_peak)
 
 
 def lora_parameters(study: Study, vocab: int) -> int:
@@ -129,15 +130,23 @@ def study_disk(study: Study, vocab: int, slots: int, data: int | None) -> StudyD
             progress_bytes=(n * WEIGHT_BYTES + trained * ADAM_BYTES + best + run_points * POINT_JSON_BYTES) if checkpoints else 0,
             rewrites=bool(checkpoints) and (steps - 1) // cfg.checkpoint_every >= 2,
         )
+    rung_peak = 0
     if "rung" in counts:  # halving: a rung node is a stage-2 node cut short (its weights, fewer points); a probe keeps no weights
         post = stages["posttrain"]
-        stages["rung"] = StageDisk(runs=counts["rung"], node_bytes=post.node_bytes, progress_bytes=0)
+        # a pruned configuration's rung drops its weights once decided: its record stays
+        weights = stored * WEIGHT_BYTES
+        stages["rung"] = StageDisk(runs=counts["rung_weights"], node_bytes=post.node_bytes, progress_bytes=0)
+        stages["pruned rung"] = StageDisk(
+            runs=counts["rung"] - counts["rung_weights"], node_bytes=post.node_bytes - weights, progress_bytes=0
+        )
+        rung_peak = counts["rung_weights_peak"] * post.node_bytes
         stages["probe"] = StageDisk(runs=counts["probe"], node_bytes=FINAL_POINTS * POINT_JSON_BYTES + NODE_FIXED_BYTES, progress_bytes=0)
         total_points += (counts["rung"] + counts["probe"]) * FINAL_POINTS
     items = (
         counts["pretrain"] + counts["posttrain"] + counts.get("rung", 0)
     )  # what the slots take: arms, stage-2 runs (and rungs) with their children
     return StudyDisk(
+        rung_peak=rung_peak,
         stages=stages,
         slots=max(1, min(slots, items)),
         leaf_weights=counts["finetune"] * stored * WEIGHT_BYTES,
@@ -174,10 +183,12 @@ def describe_disk(d: StudyDisk, slots_from: str) -> list[str]:
         f"  disk     data cache {gb(d.data) if d.data is not None else 'megabytes (generated corpora)'} · MLflow ≈ {gb(d.mlflow)}",
     ]
     if "rung" in d.stages:
-        rung, post, leaf = d.stages["rung"], d.stages["posttrain"], d.stages["finetune"]
+        rung, pruned, post, leaf = d.stages["rung"], d.stages["pruned rung"], d.stages["posttrain"], d.stages["finetune"]
         lines.insert(
             1,
-            f"  disk     halving keeps {rung.runs} rung nodes ({gb(rung.runs * rung.node_bytes)}, weights included) and "
-            f"{d.stages['probe'].runs} probes (no weights); {post.runs} stage-2 runs train whole, with {leaf.runs} stage-3 runs",
+            f"  disk     halving keeps {rung.runs + pruned.runs} rung nodes: the {rung.runs} whose configuration went on with their "
+            f"weights ({gb(rung.runs * rung.node_bytes)}), the {pruned.runs} pruned ones without (dropped once their rung is "
+            f"decided; {gb(d.rung_peak)} of rungs at most before), and {d.stages['probe'].runs} probes (no weights); "
+            f"{post.runs} stage-2 runs train whole, with {leaf.runs} stage-3 runs",
         )
     return lines

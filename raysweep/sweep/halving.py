@@ -28,7 +28,7 @@ from dataclasses import replace
 from raysweep import storage
 from raysweep.config import Study
 from raysweep.keys import derive_seed, node_key
-from raysweep.nodes import node_done
+from raysweep.nodes import drop_weights, node_done
 from raysweep.spec import Node, balanced_point, finetune_losses
 from raysweep.sweep.plan import Stage2Config, grid, method_of, plan, plan_finetune, plan_posttrain, steps_for
 from raysweep.tags import METHOD, PROBE
@@ -159,7 +159,18 @@ def planned_nodes(study: Study) -> dict[str, int]:
     counts = [survivors(len(configs), len(p2.rungs), p2.eta) for configs in grid_by_method(study).values()]
     rungs = sum(sum(c[:-1]) for c in counts)
     final = sum(c[-1] for c in counts)
-    return {"rung": rungs, "probe": rungs * len(study.finetune.lr), "posttrain": final, "finetune": final * len(study.finetune.lr)}
+    # a pruned configuration's rung drops its weights once decided (run_halving): the kept rungs keep
+    # theirs; at rung r the store holds the kept rungs before it and every rung of r, until r is decided
+    kept = sum(sum(c[1:]) for c in counts)
+    peak = max((sum(sum(c[1 : r + 1]) + c[r] for c in counts) for r in range(len(p2.rungs) - 1)), default=0)
+    return {
+        "rung": rungs,
+        "rung_weights": kept,
+        "rung_weights_peak": peak,
+        "probe": rungs * len(study.finetune.lr),
+        "posttrain": final,
+        "finetune": final * len(study.finetune.lr),
+    }
 
 
 def planned_tokens(study: Study) -> dict:
@@ -300,6 +311,9 @@ def run_halving(study: Study, data, train_nodes: Callable):
         for d in decisions:
             if not d["kept"]:
                 print(f"[halving] rung {index + 1}: pruned {d['config']} ({d['method']}): {d['reason']}", flush=True)
+                head = probed[d["config"]][0]
+                if head.spec.rung_of is not None:  # its probes are stored: nothing loads these weights again
+                    drop_weights(head.spec.node_dir, f"halving pruned {d['config']} at rung {index + 1}")
     final_arms, final = plan(study, data, [runs[name][0] for name in live])
     print(f"[halving] final: {len(live)} stage-2 configurations train to the end, with their stage-3 runs", flush=True)
     result = train_nodes(final_arms, final)

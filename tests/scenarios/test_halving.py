@@ -29,6 +29,12 @@ def test_a_halving_search_ends_on_the_grids_nodes_and_resumes_without_training_t
     log = json.loads((out / "halving.json").read_text())
     assert [(e["rung"], e["kept"]) for e in log] == [(1, True), (1, False), (2, True)]
     assert all(e["method"] == "mixed" for e in log) and log[1]["reason"]
+    # the pruned configuration's rung keeps its losses and record, not its weights; the kept ones keep theirs
+    rungs = [(json.loads(p.read_text())["spec"]["rung_of"]["label"], p.parent) for p in (out / "checkpoints" / "rung").glob("*/node.json")]
+    pruned = [d for label, d in rungs if label.removeprefix("posttrain ") == log[1]["config"]]
+    assert len(rungs) == 3 and len(pruned) == 1 and not (pruned[0] / "model.safetensors").exists()
+    assert "halving pruned" in json.loads((pruned[0] / "node.json").read_text())["weights_dropped"]
+    assert all((d / "model.safetensors").exists() for _, d in rungs if d not in pruned)
 
     monkeypatch.delenv("RAYSWEEP_INJECT_FAILURE")
     second = run_study(study)
@@ -89,13 +95,15 @@ def test_a_sigkilled_halving_search_resumes_without_training_anything_twice(refe
             assert time.time() < deadline, "the first rung's probes never appeared"
             time.sleep(0.1)
         kill_tree(proc)
-    finished = {p.parent.name: p.stat().st_mtime_ns for p in (out / "checkpoints").glob("*/*/node.json")}
+    # who trained each node (a driver call's own id): a pruned rung's node.json is rewritten when its
+    # weights are dropped, so its mtime is no witness
+    finished = {p.parent.name: json.loads(p.read_text())["trained_by"] for p in (out / "checkpoints").glob("*/*/node.json")}
     assert len(finished) >= 5  # the arm, two rungs, two probes
 
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    for key, stamp in finished.items():  # nothing stored before the kill is trained again
-        assert next((out / "checkpoints").glob(f"*/{key}/node.json")).stat().st_mtime_ns == stamp, key
+    for key, trainer in finished.items():  # nothing stored before the kill is trained again
+        assert json.loads(next((out / "checkpoints").glob(f"*/{key}/node.json")).read_text())["trained_by"] == trainer, key
     mine, grid = node_results(out), node_results(ref_out)
     ends = [k for k in mine if k in grid and k not in finished]  # the survivor's stage-2 and stage-3 nodes
     assert len(ends) == 2 and all(mine[k]["losses"] == grid[k]["losses"] for k in ends)

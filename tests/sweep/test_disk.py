@@ -110,7 +110,12 @@ def test_halving_counts_its_rung_nodes_and_only_the_survivors_whole_runs():
     assert planned["finetune"] == planned["posttrain"] * len(study.finetune.lr) < 270
     d = study_disk(study, PRETRAINED_VOCAB, 16, None)
     grid_disk = study_disk(grid_study, PRETRAINED_VOCAB, 16, None)
-    assert d.stages["rung"].runs == planned["rung"] and d.stages["rung"].node_bytes == d.stages["posttrain"].node_bytes
+    # the rungs whose configuration went on keep their weights; a pruned one's are dropped once decided
+    kept = sum(sum(c[1:]) for c in counts)
+    assert d.stages["rung"].runs == planned["rung_weights"] == kept and d.stages["rung"].node_bytes == d.stages["posttrain"].node_bytes
+    assert d.stages["pruned rung"].runs == planned["rung"] - kept and d.stages["pruned rung"].node_bytes < 1e6
+    # before the first rung is decided, all its rung nodes hold weights: the peak counts them
+    assert planned["rung_weights_peak"] >= sum(c[0] for c in counts) and d.nodes_peak >= d.rung_peak > 0
     assert d.stages["probe"].node_bytes < 1e6  # losses and points only
     assert d.nodes_end == sum(s.runs * s.node_bytes for s in d.stages.values()) < grid_disk.nodes_end
     [line] = [x for x in describe_disk(d, "max_concurrent_trials") if "halving keeps" in x]
