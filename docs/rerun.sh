@@ -29,7 +29,7 @@ run() {  # run <experiment name> <study file> [--set ...]
     --out "docs/figures/$name" --plotlyjs cdn | tee "runs/$name/analysis.txt"
 }
 studies=("$@")
-[ ${#studies[@]} -gt 0 ] || studies=(theory theory-rho05 lambda frontier replay-dropout lora compute-matched lambda-long frontier-long)
+[ ${#studies[@]} -gt 0 ] || studies=(theory theory-rho05 lambda frontier replay-dropout lora compute-matched lambda-long frontier-long robustness)
 for s in "${studies[@]}"; do
   case $s in
     theory) theory theory ;;
@@ -38,6 +38,10 @@ for s in "${studies[@]}"; do
     lambda-long) run twin-lambda-long search_spaces/twins/lambda.yaml \
         --set "pretrain.mix_fraction=[0.0, 1.0]" --set posttrain.tokens=1440000 ;;
     frontier-long) run twin-frontier-long search_spaces/twins/frontier.yaml --set posttrain.tokens=1440000 ;;
+    robustness)  # every convention variant and held-out slice; the variants read back with --robustness
+      run twin-robustness search_spaces/twins/robustness.yaml
+      python -m analysis --tracking-uri sqlite:///runs/twin-robustness/mlflow.db --experiment twin-robustness \
+        --robustness --out docs/figures/twin-robustness --plotlyjs cdn | tee runs/twin-robustness/robustness.txt ;;
     *) run "twin-$s" "search_spaces/twins/$s.yaml" ;;
   esac
 done

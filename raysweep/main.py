@@ -48,12 +48,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def check_plan(study, source: str) -> None:
+    """What the config alone cannot check, before anything runs: a halving budget no η can keep."""
+    if study.posttrain.search == "halving":
+        from raysweep.sweep.halving import eta_of
+
+        try:
+            eta_of(study)
+        except ValueError as e:
+            raise StudyConfigError(source, [str(e)]) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     from raysweep.sweep.describe import describe_tree
 
     args = parse_args(argv)
     try:
         study = load_study(args.config, args.overrides)
+        check_plan(study, str(args.config or "the default study"))
     except StudyConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

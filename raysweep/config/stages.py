@@ -125,6 +125,13 @@ class PosttrainConfig(_StageConfig):
     eta: int = Field(
         3, ge=2, le=1000, description="search: halving: at each rung, the best ceil(n / eta) configurations of each method go on"
     )
+    budget_share: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="search: halving: the stage-2 + stage-3 tokens the search may spend, as a share of the grid's; eta "
+        "becomes the smallest that keeps within it (--dry-run prints it). none: eta as given",
+    )
     probe_share: float = Field(
         0.1,
         gt=0,

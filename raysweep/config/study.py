@@ -158,4 +158,6 @@ class Study(_Strict):
         for key in ("search", "trials", "optuna_batch", "rungs", "eta", "probe_share"):
             if key not in own:
                 doc["posttrain"].pop(key)
+        if search != "halving" or doc["posttrain"]["budget_share"] is None:  # unset: older studies keep their hash
+            doc["posttrain"].pop("budget_share")
         return json_key(doc)

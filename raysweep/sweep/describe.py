@@ -179,12 +179,13 @@ def describe_halving(study: Study) -> list[str]:
     p2 = study.posttrain
     if p2.search != "halving":
         return []
-    from raysweep.sweep.halving import planned_tokens
+    from raysweep.sweep.halving import eta_of, planned_tokens
 
-    t = planned_tokens(study)
+    t, eta = planned_tokens(study), eta_of(study)
     counts = "; ".join(f"{m} {' → '.join(map(str, n))}" for m, n in t["per_method"].items())
+    chosen = f" (the smallest η within posttrain.budget_share {p2.budget_share:g})" if p2.budget_share is not None else ""
     return [
-        f"  halving  rungs at {', '.join(f'{s:.3g}' for s in p2.rungs)} of each stage-2 run, the best 1/{p2.eta} of each method going on "
+        f"  halving  rungs at {', '.join(f'{s:.3g}' for s in p2.rungs)} of each stage-2 run, the best 1/{eta}{chosen} of each method going on "
         f"({counts} configurations), probes of {p2.probe_share:g} of a stage-3 run at each stage-3 lr",
         f"           stage-2 + stage-3 tokens at most: {t['halving']:,} against the grid's {t['grid']:,} ({t['halving'] / t['grid']:.0%})",
     ]

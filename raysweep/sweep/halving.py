@@ -156,7 +156,7 @@ def planned_nodes(study: Study) -> dict[str, int]:
     a rung node per live configuration at each rung but the last, a probe per stage-3 lr from each,
     and the last rung's configurations' whole stage-2 runs with their stage-3 children."""
     p2 = study.posttrain
-    counts = [survivors(len(configs), len(p2.rungs), p2.eta) for configs in grid_by_method(study).values()]
+    counts = [survivors(len(configs), len(p2.rungs), eta_of(study)) for configs in grid_by_method(study).values()]
     rungs = sum(sum(c[:-1]) for c in counts)
     final = sum(c[-1] for c in counts)
     # a pruned configuration's rung drops its weights once decided (run_halving): the kept rungs keep
@@ -173,18 +173,39 @@ def planned_nodes(study: Study) -> dict[str, int]:
     }
 
 
-def planned_tokens(study: Study) -> dict:
+def eta_of(study: Study) -> int:
+    """The η the search prunes with: `posttrain.eta`, or with `posttrain.budget_share` the smallest
+    η whose planned tokens (planned_tokens) stay within that share of the grid's. ValueError naming
+    the key where no η can (the first rung alone costs more)."""
+    p2 = study.posttrain
+    if p2.budget_share is None:
+        return p2.eta
+    most = max(2, max(len(c) for c in grid_by_method(study).values()))
+    for eta in range(2, most + 1):
+        t = planned_tokens(study, eta)
+        if t["halving"] <= p2.budget_share * t["grid"]:
+            return eta
+    t = planned_tokens(study, most)
+    raise ValueError(
+        f"posttrain.budget_share: {p2.budget_share:g} of the grid's tokens is less than halving spends with any η "
+        f"(at least {t['halving'] / t['grid']:.0%}: every configuration trains to the first rung and is probed); "
+        "raise it, or put the first of posttrain.rungs earlier, or lower posttrain.probe_share"
+    )
+
+
+def planned_tokens(study: Study, eta: int | None = None) -> dict:
     """Halving's stage-2 + stage-3 training tokens at most (no run stopping early), against the
     grid's, from the study alone (what --dry-run prints): per method, the configurations at each
     rung (`survivors`) train that rung's share of an average configuration's steps, with a probe
     per stage-3 lr before the last rung; the last rung's get their full stage-3 runs."""
     p2, p3, seq = study.posttrain, study.finetune, study.model.seq_len
+    eta = eta_of(study) if eta is None else eta
     ft_steps = steps_for(p3.tokens, p3.batch_size, seq)
     ft, probe = ft_steps * p3.batch_size * seq, probe_steps(ft_steps, p2.probe_share) * p3.batch_size * seq
     methods = {m: [steps_for(p2.tokens, c.batch_size, seq) * c.batch_size * seq for c in cs] for m, cs in grid_by_method(study).items()}
     total = {"grid": 0, "halving": 0, "per_method": {}}
     for method, each in methods.items():
-        counts, mean = survivors(len(each), len(p2.rungs), p2.eta), sum(each) / len(each)
+        counts, mean = survivors(len(each), len(p2.rungs), eta), sum(each) / len(each)
         shares = [0.0, *p2.rungs]
         stage2 = sum(n * (shares[r + 1] - shares[r]) * mean for r, n in enumerate(counts))
         probes = sum(counts[:-1]) * len(p3.lr) * probe
@@ -281,7 +302,7 @@ def run_halving(study: Study, data, train_nodes: Callable):
     (raysweep.sweep.tree.train_nodes, handed in), over the live configurations' rungs and probes,
     then one over the survivors' whole runs and their stage-3 children. Returns the TreeResult of
     the whole search (the survivors' subtrees; every rung's decisions in `halving`)."""
-    p2 = study.posttrain
+    p2, eta = study.posttrain, eta_of(study)
     configs = grid(study)
     arms, _ = plan(study, data, [])
     arm_of = {a.params["mix_fraction"]: a for a in arms}
@@ -303,7 +324,7 @@ def run_halving(study: Study, data, train_nodes: Callable):
         methods: dict[str, dict[str, list[Point]]] = {}
         for name in live:
             methods.setdefault(runs[name][1].tags[METHOD], {})[name] = points.get(name, [])
-        decisions = select(methods, p2.eta)
+        decisions = select(methods, eta)
         for d in decisions:
             mine = points.get(d["config"], [])
             log.append({"rung": index + 1, "share": share, **d, "points": mine, "best": balanced_point(mine)})

@@ -82,3 +82,30 @@ def test_the_dry_run_says_what_halving_plans_against_the_grid():
 
     text = describe_tree(load_study(ROOT / "search_spaces" / "paper-135m-frontier.yaml", ["posttrain.search=halving"]))
     assert "mixed 15 → 5 → 2" in text and "against the grid's" in text and "at most (halving prunes them)" in text
+
+
+def test_a_budget_share_picks_the_smallest_eta_that_keeps_within_it(capsys):
+    """posttrain.budget_share (issue 47): η becomes the smallest whose planned tokens stay within
+    that share of the grid's; an unreachable share is refused naming the key, before anything runs;
+    unset, the study and its hash are as before."""
+    from raysweep.config import load_study
+    from raysweep.main import main
+    from raysweep.sweep.halving import eta_of, planned_tokens
+    from tests.helpers import ROOT
+
+    paper = "search_spaces/paper-135m-frontier.yaml"
+    base = load_study(ROOT / paper, ["posttrain.search=halving"])
+    assert eta_of(base) == base.posttrain.eta
+    assert load_study(ROOT / paper, ["posttrain.search=halving", "posttrain.budget_share=null"]).content_hash() == base.content_hash()
+    for share in (0.5, 0.3, 0.2):
+        study = load_study(ROOT / paper, ["posttrain.search=halving", f"posttrain.budget_share={share}"])
+        eta = eta_of(study)
+        t = planned_tokens(study)
+        assert t["halving"] <= share * t["grid"]
+        if eta > 2:  # one less would spend more than the share
+            before = planned_tokens(study, eta - 1)
+            assert before["halving"] > share * before["grid"]
+    assert (
+        main(["--config", str(ROOT / paper), "--set", "posttrain.search=halving", "--set", "posttrain.budget_share=0.05", "--dry-run"]) == 2
+    )
+    assert "posttrain.budget_share: 0.05 of the grid's tokens is less than halving spends with any η" in capsys.readouterr().err
