@@ -14,7 +14,7 @@ from analysis.halving import halving_table, plot_halving
 from analysis.pareto import OBJECTIVES_3D, VIEWS, frontiers, pareto_set, set_shares
 from analysis.runs import COLUMNS
 from analysis.slices import LOSSES, joint_bootstrap, slice_count, slice_verdicts, slices_table
-from analysis.verdict import confidence_words, seed_agreement, seed_verdicts
+from analysis.verdict import MIN_BOOTSTRAP_SEEDS, confidence_words, seed_agreement, seed_verdicts
 from raysweep.storage import atomic_file, disk_full, is_disk_full
 
 _NAMES = {"L_ret": "L_ret (D_post after fine-tuning)", "L_ft": "L_ft (D_ft)", "L_pre": "L_pre (D_pre after fine-tuning)"}
@@ -174,8 +174,10 @@ def verdict_line(rows: list[dict], a: str, b: str, view: tuple[str, str], n_boot
     number of seeds and held-out slices (analysis.verdict.confidence_words); "inconclusive" where
     the seeds or the slices disagree."""
     sliced = [s.kind for s in slice_verdicts(rows, a, b, view)]
-    # with slices the bootstrap draws seeds and slices together (analysis.slices); else seeds alone
-    v, share = seed_agreement(rows, a, b, view, n_boot=0 if sliced else n_boot)
+    # with slices the bootstrap draws seeds and slices together (analysis.slices); else seeds alone,
+    # and only from MIN_BOOTSTRAP_SEEDS seeds on (below, its share is not said: none is drawn)
+    seeds = len({r["seed"] for r in rows if r["method"] in (a, b)})
+    v, share = seed_agreement(rows, a, b, view, n_boot=n_boot if not sliced and seeds >= MIN_BOOTSTRAP_SEEDS else 0)
     if sliced:
         share = joint_bootstrap(rows, a, b, view, n_boot=n_boot).share(v.kind)
     kinds = [s.kind for s in seed_verdicts(rows, a, b, view)]
