@@ -131,3 +131,19 @@ def test_a_variant_is_the_study_under_another_name_sharing_its_folders(tmp_path)
     assert v.content_hash() != study.content_hash()
     # the section is no part of the study's identity: the study's own run is the same with or without it
     assert study.content_hash() == load_study(SMOKE, [f"output_dir={tmp_path}"]).content_hash()
+
+
+def test_the_dry_run_says_what_each_robustness_variant_adds(tmp_path):
+    """A stage-2-only change retrains stages 2 and 3; stage-1 mixing only the arms with D_post in
+    them and below; any other change everything."""
+    from raysweep.sweep.describe import describe_tree, stage_tokens, variant_cost
+
+    study = load_study(
+        SMOKE, [f"output_dir={tmp_path}", "robustness=[{early_stop_min_delta: 0.01}, {stage1_mixing: blocks}, {packing: seq}]"]
+    )
+    sizes, (t1, t2, t3) = study.run_counts(), stage_tokens(study)
+    assert variant_cost(study, {"early_stop_min_delta": 0.01}) == (sizes["posttrain"] + sizes["finetune"], t2 + t3)
+    assert variant_cost(study, {"stage1_mixing": "blocks"}) == (sum(sizes.values()) / 2, (t1 + t2 + t3) / 2)  # λ ∈ {0, 0.5}
+    assert variant_cost(study, {"packing": "seq"}) == (sum(sizes.values()), t1 + t2 + t3)
+    [line] = [x for x in describe_tree(study).splitlines() if x.startswith("  robust.")]
+    assert "3 variants" in line and "early_stop_min_delta=0.01: 16 runs" in line and "stage1_mixing=blocks: 9 runs" in line
