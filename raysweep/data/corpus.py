@@ -328,7 +328,6 @@ def tokenize_corpus(
     stats = _stats(
         cfg, train, heldout, given is not None, index, manifest, prefixes, len(train_shards), skipped, exhausted and not met, need
     )
-    stats["seconds"] = round(time.perf_counter() - t0, 2)
-    if given is None and carving != "hash":
-        stats["heldout"] = f"carved by {carving}"
+    carved_by = {"heldout": f"carved by {carving}"} if given is None and carving != "hash" else {}
+    stats |= {"seconds": round(time.perf_counter() - t0, 2), **carved_by}
     return TokenCorpus(train, heldout, stats)
