@@ -13,7 +13,7 @@ from analysis.figures import plot_frontiers, plot_lambda, plot_pareto_3d
 from analysis.halving import halving_table, plot_halving
 from analysis.pareto import OBJECTIVES_3D, VIEWS, frontiers, pareto_set, set_shares
 from analysis.runs import COLUMNS
-from analysis.slices import LOSSES, joint_bootstrap, slice_count, slice_verdicts, slices_table
+from analysis.slices import LOSSES, joint_bootstrap, larger_front, slice_count, slice_verdicts, slices_table
 from analysis.verdict import MIN_BOOTSTRAP_SEEDS, confidence_words, seed_agreement, seed_verdicts
 from raysweep.storage import atomic_file, disk_full, is_disk_full
 
@@ -173,18 +173,19 @@ def verdict_line(rows: list[dict], a: str, b: str, view: tuple[str, str], n_boot
     """The comparison in words (analysis.verdict), with how sure it is in words that hold for the
     number of seeds and held-out slices (analysis.verdict.confidence_words); "inconclusive" where
     the seeds or the slices disagree."""
-    sliced = [s.kind for s in slice_verdicts(rows, a, b, view)]
+    sliced = [s.key for s in slice_verdicts(rows, a, b, view)]
     # with slices the bootstrap draws seeds and slices together (analysis.slices); else seeds alone,
     # and only from MIN_BOOTSTRAP_SEEDS seeds on (below, its share is not said: none is drawn)
     seeds = len({r["seed"] for r in rows if r["method"] in (a, b)})
     v, share = seed_agreement(rows, a, b, view, n_boot=n_boot if not sliced and seeds >= MIN_BOOTSTRAP_SEEDS else 0)
     if sliced:
-        share = joint_bootstrap(rows, a, b, view, n_boot=n_boot).share(v.kind)
-    kinds = [s.kind for s in seed_verdicts(rows, a, b, view)]
-    stands, said = confidence_words(v.kind, kinds, share, n_boot, sliced)
+        share = joint_bootstrap(rows, a, b, view, n_boot=n_boot).share(v.key)
+    keys = [s.key for s in seed_verdicts(rows, a, b, view)]
+    stands, said = confidence_words(v.key, keys, share, n_boot, sliced)
+    text = v.text + larger_front(v)  # where the fronts cross, which is larger: part of what must agree (Verdict.key)
     if not said:
-        return v.text
-    return f"{v.text} ({said})" if stands else f"inconclusive ({said}): all seeds pooled, {v.text}"
+        return text
+    return f"{text} ({said})" if stands else f"inconclusive ({said}): all seeds pooled, {text}"
 
 
 def confidence_table(rows: list[dict], baseline: str = "unmixed", n_boot: int = 1000) -> str:

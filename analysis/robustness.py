@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from analysis.compare import bootstrap
 from analysis.pareto import VIEWS
-from analysis.slices import joint_bootstrap, slice_count, slice_verdicts
+from analysis.slices import joint_bootstrap, larger_front, slice_count, slice_verdicts
 from analysis.verdict import MIN_BOOTSTRAP_SEEDS, Verdict, _view_points, verdict
 
 OWN = "(the study's own)"
@@ -55,11 +55,11 @@ def robustness_table(rows: list[dict], variants: list[tuple[str, list[dict]]], b
         for view in VIEWS:
             own = view_verdict(rows, m, baseline, view)
             lines.append(f"  ({view[0]}, {view[1]}) {m} vs {baseline}:")
-            lines.append(f"    {OWN:<{w}}  {hv_interval(rows, m, baseline, view, n_boot):<28} {own.text}")
+            lines.append(f"    {OWN:<{w}}  {hv_interval(rows, m, baseline, view, n_boot):<28} {own.text}{larger_front(own)}")
             for label, vrows in variants:
                 v = view_verdict(vrows, m, baseline, view)
-                mark = "same verdict" if v.kind == own.kind else "FLIPS"
-                lines.append(f"    {label:<{w}}  {hv_interval(vrows, m, baseline, view, n_boot):<28} {mark}: {v.text}")
+                mark = "same verdict" if v.key == own.key else "FLIPS"
+                lines.append(f"    {label:<{w}}  {hv_interval(vrows, m, baseline, view, n_boot):<28} {mark}: {v.text}{larger_front(v)}")
     return "\n".join(lines) + "\n"
 
 
@@ -70,12 +70,12 @@ def holds(rows: list[dict], variants: list[tuple[str, list[dict]]], baseline: st
     methods = pairs(rows, baseline)
     per_view = {}
     for view in VIEWS:
-        own = {m: view_verdict(rows, m, baseline, view).kind for m in methods}
-        v_ok = sum(all(view_verdict(vr, m, baseline, view).kind == own[m] for m in methods) for _, vr in variants)
-        s_ok = sum(v.kind == own[m] for m in methods for v in slice_verdicts(rows, m, baseline, view))
+        own = {m: view_verdict(rows, m, baseline, view).key for m in methods}
+        v_ok = sum(all(view_verdict(vr, m, baseline, view).key == own[m] for m in methods) for _, vr in variants)
+        s_ok = sum(v.key == own[m] for m in methods for v in slice_verdicts(rows, m, baseline, view))
         per_view[view] = (v_ok, s_ok, len(methods) * slice_count(rows))
     every = sum(
-        all(view_verdict(vr, m, baseline, view).kind == view_verdict(rows, m, baseline, view).kind for m in methods for view in VIEWS)
+        all(view_verdict(vr, m, baseline, view).key == view_verdict(rows, m, baseline, view).key for m in methods for view in VIEWS)
         for _, vr in variants
     )
     slices_ok = sum(s for _, s, _ in per_view.values())

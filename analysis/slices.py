@@ -72,7 +72,7 @@ class SliceBootstrap:
     distinct: int  # how many different resamples there are to draw
     level: float
     hypervolume_diff: Interval  # on all slices together, fixed reference point
-    kinds: tuple[str, ...]  # each resample's verdict kind
+    kinds: tuple[str, ...]  # each resample's verdict key (Verdict.key: its kind, and where fronts cross the larger one)
 
     def share(self, kind: str) -> float:
         return float(np.mean([k == kind for k in self.kinds])) if self.kinds else float("nan")
@@ -97,7 +97,7 @@ def joint_bootstrap(
     for seed_draw in resampled_seeds(seeds, n_boot, seed):
         sample = on_slices([r for s in seed_draw for r in by_seed[s]], rng.choice(k, size=k, replace=True))
         diffs.append(_hv_diff(sample, a, b, view, ref))
-        kinds.append(verdict(_view_points(sample, a, view), _view_points(sample, b, view), a, b, *view).kind)
+        kinds.append(verdict(_view_points(sample, a, view), _view_points(sample, b, view), a, b, *view, ref).key)
     return SliceBootstrap(
         len(seeds),
         k,
@@ -107,6 +107,11 @@ def joint_bootstrap(
         _interval(diffs, _hv_diff(whole, a, b, view, ref), level),
         tuple(kinds),
     )
+
+
+def larger_front(v: Verdict) -> str:
+    """Where the fronts cross, which holds the larger hypervolume (what Verdict.key adds to the kind)."""
+    return f", {v.a if v.lean > 0 else v.b}'s the larger" if v.kind == "cross" and v.lean == v.lean and v.lean != 0 else ""
 
 
 def slices_table(rows: list[dict], baseline: str = "unmixed", n_boot: int = 1000) -> str:
@@ -129,8 +134,8 @@ def slices_table(rows: list[dict], baseline: str = "unmixed", n_boot: int = 1000
         for m in methods:
             per = slice_verdicts(rows, m, baseline, view)
             main = verdict(_view_points(rows, m, view), _view_points(rows, baseline, view), m, baseline, *view)
-            agree = sum(v.kind == main.kind for v in per)
-            odd = [f"slice {i}: {v.text}" for i, v in enumerate(per) if v.kind != main.kind]
+            agree = sum(v.key == main.key for v in per)
+            odd = [f"slice {i}: {v.text}{larger_front(v)}" for i, v in enumerate(per) if v.key != main.key]
             diffs = " ".join(f"{d:+.3f}" for d in slice_hypervolume_diffs(rows, m, baseline, view))
             jb = joint_bootstrap(rows, m, baseline, view, n_boot=n_boot)
             hv = jb.hypervolume_diff
@@ -159,7 +164,7 @@ def slices_summary(rows: list[dict], baseline: str = "unmixed") -> str:
         views = []
         for view in VIEWS:
             main = verdict(_view_points(rows, m, view), _view_points(rows, baseline, view), m, baseline, *view)
-            agree = sum(v.kind == main.kind for v in slice_verdicts(rows, m, baseline, view))
+            agree = sum(v.key == main.key for v in slice_verdicts(rows, m, baseline, view))
             views.append(f"{agree} of {k} slices in ({view[0]}, {view[1]})")
         parts.append(" and ".join(views) + f" ({m} vs {baseline})")
     return "held-out slices: the verdict holds in " + "; ".join(parts)
@@ -176,6 +181,6 @@ def slice_agreement(rows: list[dict], baseline: str = "unmixed") -> dict[str, fl
     for m in sorted({r["method"] for r in rows} - {baseline}):
         for view in VIEWS:
             main = verdict(_view_points(rows, m, view), _view_points(rows, baseline, view), m, baseline, *view)
-            agree = sum(v.kind == main.kind for v in slice_verdicts(rows, m, baseline, view))
+            agree = sum(v.key == main.key for v in slice_verdicts(rows, m, baseline, view))
             out[f"slices_agree.{m}_vs_{baseline}.{view[0]}_{view[1]}".replace("+", "_")] = agree / k
     return out

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.compare import _front_points, resampled_seeds, seed_groups
+from analysis.compare import _front_points, hypervolume_2d, reference_point, resampled_seeds, seed_groups
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,17 @@ class Verdict:
     kind: str  # "a" (A dominates B), "b" (B dominates A), "same", "cross", "none" (a front is empty)
     a_better: tuple[tuple[float, float], ...]  # x ranges [lo, hi) where A's curve is lower
     b_better: tuple[tuple[float, float], ...]
+    lean: float = math.nan  # hypervolume of A's front minus B's, on one reference point (the worst of both + 5%)
+
+    @property
+    def key(self) -> str:
+        """What two verdicts must share to agree: the kind, and where the fronts cross, which front
+        holds the larger hypervolume. Two crossings that favour different methods are different
+        verdicts: the twin that first showed it crossed under every convention while the larger
+        front changed side (docs/results.md, 2026-12-07)."""
+        if self.kind != "cross" or not math.isfinite(self.lean) or self.lean == 0:
+            return self.kind
+        return "cross, A larger" if self.lean > 0 else "cross, B larger"
 
     @property
     def text(self) -> str:
@@ -53,18 +64,24 @@ def attained(front: np.ndarray, t: np.ndarray) -> np.ndarray:
     return out
 
 
-def verdict(a: np.ndarray, b: np.ndarray, a_name: str, b_name: str, x_name: str = "x", y_name: str = "y") -> Verdict:
-    """Which front is better where, from two (n, 2) point sets (x, y); non-finite points ignored."""
+def verdict(
+    a: np.ndarray, b: np.ndarray, a_name: str, b_name: str, x_name: str = "x", y_name: str = "y", reference: tuple | None = None
+) -> Verdict:
+    """Which front is better where, from two (n, 2) point sets (x, y); non-finite points ignored.
+    Its `lean` is the hypervolume difference on `reference` (default: the worst finite point of
+    either set + 5% of the range, analysis.compare.reference_point, as the comparison tables use)."""
     fa, fb = _front_points(a), _front_points(b)
     if not len(fa) or not len(fb):
         return Verdict(a_name, b_name, x_name, y_name, "none", (), ())
+    ref = reference if reference is not None else reference_point(np.vstack([np.reshape(a, (-1, 2)), np.reshape(b, (-1, 2))]))
+    lean = hypervolume_2d(fa, ref) - hypervolume_2d(fb, ref)
     ts = np.unique(np.concatenate([fa[:, 0], fb[:, 0]]))  # the curves are constant on [ts[i], ts[i+1])
     ya, yb = attained(fa, ts), attained(fb, ts)
     ends = np.append(ts[1:], math.inf)
     a_better = _merge([(lo, hi) for lo, hi, p, q in zip(ts, ends, ya, yb) if p < q])
     b_better = _merge([(lo, hi) for lo, hi, p, q in zip(ts, ends, ya, yb) if q < p])
     kind = "same" if not a_better and not b_better else "a" if not b_better else "b" if not a_better else "cross"
-    return Verdict(a_name, b_name, x_name, y_name, kind, a_better, b_better)
+    return Verdict(a_name, b_name, x_name, y_name, kind, a_better, b_better, lean)
 
 
 def _merge(spans: list[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
@@ -85,7 +102,7 @@ def _ranges(x_name: str, spans: tuple[tuple[float, float], ...]) -> str:
 
 
 def agreement(kinds: list[str], kind: str) -> float:
-    """Share of resampled verdicts (e.g. a seed bootstrap's) of the same kind as the full data's."""
+    """Share of resampled verdicts (e.g. a seed bootstrap's) with the same key (Verdict.key) as the full data's."""
     return float(np.mean([k == kind for k in kinds])) if kinds else math.nan
 
 
@@ -154,10 +171,13 @@ def seed_agreement(
     by_seed = {s: (_view_points(runs, a, view), _view_points(runs, b, view)) for s, runs in seed_groups(rows, a, b).items()}
     seeds = list(by_seed)
 
+    every = np.vstack([p for pair in by_seed.values() for p in pair]) if seeds else np.zeros((0, 2))
+    ref = reference_point(every)  # the full data's, fixed across resamples (as analysis.compare.bootstrap)
+
     def one(draw) -> Verdict:
-        return verdict(np.vstack([by_seed[s][0] for s in draw]), np.vstack([by_seed[s][1] for s in draw]), a, b, x, y)
+        return verdict(np.vstack([by_seed[s][0] for s in draw]), np.vstack([by_seed[s][1] for s in draw]), a, b, x, y, ref)
 
     full = one(seeds) if seeds else Verdict(a, b, x, y, "none", (), ())
     if len(seeds) < 2:
         return full, None
-    return full, agreement([one(draw).kind for draw in resampled_seeds(seeds, n_boot, seed)], full.kind)
+    return full, agreement([one(draw).key for draw in resampled_seeds(seeds, n_boot, seed)], full.key)
