@@ -119,9 +119,13 @@ def _ray_up() -> bool:
 
 
 def _run(todo: list, loop, sources: dict, sig: str, resources, k: int) -> None:
-    """The groups as Ray tasks, one stage-3 worker's reservation each, with a progress line per group."""
+    """The groups as Ray tasks, one stage-3 worker's reservation each and as many as the cluster
+    fits at once (a task's start, importing torch and transformers, costs more than scoring a small
+    subtree: on 2 cores one task per subtree took 19–37 s for the twins' 16 checkpoints), with a
+    progress line per task."""
     import ray
 
+    todo = deal(todo, _fits(ray.cluster_resources(), resources))
     t0, total = time.perf_counter(), sum(len(g) for g in todo)
     print(f"[slices] scoring {total} finished checkpoints on {k} held-out slices each ({len(todo)} tasks)", flush=True)
     task = ray.remote(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker, max_retries=1)(score_group)
@@ -137,6 +141,22 @@ def _run(todo: list, loop, sources: dict, sig: str, resources, k: int) -> None:
             print(f"[slices] {n} checkpoints not scored: {str(e).strip().splitlines()[-1]}", file=sys.stderr, flush=True)
         elapsed = time.perf_counter() - t0
         print(f"[slices] {done}/{total} scored ({elapsed:.0f}s elapsed, ~{elapsed / max(1, done) * (total - done):.0f}s left)", flush=True)
+
+
+MAX_SUBTREES_PER_TASK = 8  # beyond the tasks the cluster fits, more tasks: a progress line every few subtrees
+
+
+def deal(groups: list[list], fits: int) -> list[list]:
+    """Subtrees' checkpoints dealt out in turn to as many tasks as fit at once, more where a task
+    would hold over MAX_SUBTREES_PER_TASK subtrees; every checkpoint in exactly one task."""
+    n = min(len(groups), max(fits, -(-len(groups) // MAX_SUBTREES_PER_TASK)))
+    return [sum(groups[i::n], []) for i in range(n)]
+
+
+def _fits(cluster: dict, resources) -> int:
+    """How many scoring tasks of one stage-3 worker's reservation the cluster holds at once."""
+    want = {"CPU": resources.cpus_per_worker, **({"GPU": resources.gpus_per_worker} if resources.gpus_per_worker else {})}
+    return max(1, min(int(cluster.get(k, 0) // v) for k, v in want.items()))
 
 
 def slices_of_tree(study, data, tree, tracker, study_run) -> dict:
