@@ -24,7 +24,11 @@ def node_dir(request, tmp_path, monkeypatch):
     from tests.helpers import s3_uri
 
     port, _ = request.getfixturevalue("s3_server")
-    return storage.join(s3_uri(port, "leases", tmp_path.name), "posttrain", "k1")
+    root = s3_uri(port, "leases", tmp_path.name)
+    # the bucket made now (pyarrow makes it on a first write; boto3's conditional write does not, and
+    # answered NoSuchBucket when this test happened to be the first on its worker to use it)
+    storage.write_text(storage.join(root, "bucket-made"), "")
+    return storage.join(root, "posttrain", "k1")
 
 
 def test_a_free_lease_is_taken_and_released(node_dir):
