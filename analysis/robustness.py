@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from analysis.compare import bootstrap
 from analysis.pareto import VIEWS
-from analysis.slices import joint_bootstrap, larger_front, slice_count, slice_verdicts
-from analysis.verdict import MIN_BOOTSTRAP_SEEDS, Verdict, _view_points, verdict
+from analysis.slices import agreeing_slices, joint_bootstrap, larger_front, slice_count
+from analysis.verdict import MIN_BOOTSTRAP_SEEDS, view_verdict
 
 OWN = "(the study's own)"
 
@@ -17,10 +17,6 @@ def pairs(rows: list[dict], baseline: str = "unmixed") -> list[str]:
     """The methods compared against the baseline."""
     methods = {r["method"] for r in rows}
     return sorted(methods - {baseline}) if baseline in methods else []
-
-
-def view_verdict(rows: list[dict], a: str, b: str, view: tuple[str, str]) -> Verdict:
-    return verdict(_view_points(rows, a, view), _view_points(rows, b, view), a, b, *view)
 
 
 def hv_interval(rows: list[dict], a: str, b: str, view: tuple[str, str], n_boot: int) -> str:
@@ -68,16 +64,14 @@ def holds(rows: list[dict], variants: list[tuple[str, list[dict]]], baseline: st
     own (in every view), and held-out slices (of the study's own runs, per view and comparison) on
     which it is; with the per-view counts."""
     methods = pairs(rows, baseline)
-    per_view = {}
-    for view in VIEWS:
-        own = {m: view_verdict(rows, m, baseline, view).key for m in methods}
-        v_ok = sum(all(view_verdict(vr, m, baseline, view).key == own[m] for m in methods) for _, vr in variants)
-        s_ok = sum(v.key == own[m] for m in methods for v in slice_verdicts(rows, m, baseline, view))
-        per_view[view] = (v_ok, s_ok, len(methods) * slice_count(rows))
-    every = sum(
-        all(view_verdict(vr, m, baseline, view).key == view_verdict(rows, m, baseline, view).key for m in methods for view in VIEWS)
-        for _, vr in variants
-    )
+    own = {(m, view): view_verdict(rows, m, baseline, view).key for m in methods for view in VIEWS}
+    # per variant and view: whether every comparison's verdict is the study's own there
+    same = [{view: all(view_verdict(vr, m, baseline, view).key == own[m, view] for m in methods) for view in VIEWS} for _, vr in variants]
+    agreeing = agreeing_slices(rows, baseline)
+    per_view = {
+        view: (sum(s[view] for s in same), sum(agreeing[m, view] for m in methods), len(methods) * slice_count(rows)) for view in VIEWS
+    }
+    every = sum(all(s.values()) for s in same)
     slices_ok = sum(s for _, s, _ in per_view.values())
     slices_all = sum(t for _, _, t in per_view.values())
     return {"variants": (every, len(variants)), "slices": (slices_ok, slices_all), "per_view": per_view, "methods": methods}

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.compare import Interval, _interval, hypervolume_2d, reference_point, resampled_seeds, seed_groups
-from analysis.verdict import MIN_BOOTSTRAP_SEEDS, Verdict, _view_points, distinct_resamples, verdict
+from analysis.compare import Interval, _interval, reference_point, resampled_seeds, seed_groups
+from analysis.verdict import MIN_BOOTSTRAP_SEEDS, Verdict, _view_points, distinct_resamples, verdict, view_verdict
 
 LOSSES = ("L_im", "L_ft", "L_ret", "L_pre")
 
@@ -36,30 +36,18 @@ def on_slices(rows: list[dict], ks) -> list[dict]:
 
 def slice_verdicts(rows: list[dict], a: str, b: str, view: tuple[str, str]) -> list[Verdict]:
     """The verdict of A vs B in `view` on each slice alone (all seeds pooled), slices in order."""
-    out = []
-    for k in range(slice_count(rows)):
-        sliced = on_slices(rows, [k])
-        out.append(verdict(_view_points(sliced, a, view), _view_points(sliced, b, view), a, b, *view))
-    return out
-
-
-def _hv_diff(rows: list[dict], a: str, b: str, view: tuple[str, str], ref: tuple[float, float]) -> float:
-    return hypervolume_2d(_view_points(rows, a, view), ref) - hypervolume_2d(_view_points(rows, b, view), ref)
-
-
-def _reference(rows: list[dict], a: str, b: str, view: tuple[str, str]) -> tuple[float, float]:
-    x, y = view
-    return reference_point(np.array([[r[x], r[y]] for r in rows if r["method"] in (a, b)], dtype=float).reshape(-1, 2))
+    return [view_verdict(on_slices(rows, [k]), a, b, view) for k in range(slice_count(rows))]
 
 
 def slice_hypervolume_diffs(rows: list[dict], a: str, b: str, view: tuple[str, str]) -> list[float]:
     """Hypervolume of A's front minus B's on each slice alone, each on its own slice's reference
-    point (the worst point of either on that slice plus 5% of the range, as for the whole set)."""
-    out = []
-    for k in range(slice_count(rows)):
-        sliced = on_slices(rows, [k])
-        out.append(_hv_diff(sliced, a, b, view, _reference(sliced, a, b, view)))
-    return out
+    point (the worst point of either on that slice plus 5% of the range, as for the whole set):
+    each slice's verdict's lean."""
+    return [v.lean for v in slice_verdicts(rows, a, b, view)]
+
+
+def _reference(rows: list[dict], a: str, b: str, view: tuple[str, str]) -> tuple[float, float]:
+    return reference_point(np.vstack([_view_points(rows, a, view), _view_points(rows, b, view)]))
 
 
 @dataclass(frozen=True)
@@ -96,15 +84,16 @@ def joint_bootstrap(
     diffs, kinds = [], []
     for seed_draw in resampled_seeds(seeds, n_boot, seed):
         sample = on_slices([r for s in seed_draw for r in by_seed[s]], rng.choice(k, size=k, replace=True))
-        diffs.append(_hv_diff(sample, a, b, view, ref))
-        kinds.append(verdict(_view_points(sample, a, view), _view_points(sample, b, view), a, b, *view, ref).key)
+        v = verdict(_view_points(sample, a, view), _view_points(sample, b, view), a, b, *view, ref)
+        diffs.append(v.lean)
+        kinds.append(v.key)
     return SliceBootstrap(
         len(seeds),
         k,
         n_boot,
         distinct_resamples(len(seeds)) * distinct_resamples(k),
         level,
-        _interval(diffs, _hv_diff(whole, a, b, view, ref), level),
+        _interval(diffs, verdict(_view_points(whole, a, view), _view_points(whole, b, view), a, b, *view, ref).lean, level),
         tuple(kinds),
     )
 
@@ -133,7 +122,7 @@ def slices_table(rows: list[dict], baseline: str = "unmixed", n_boot: int = 1000
     for view in VIEWS:
         for m in methods:
             per = slice_verdicts(rows, m, baseline, view)
-            main = verdict(_view_points(rows, m, view), _view_points(rows, baseline, view), m, baseline, *view)
+            main = view_verdict(rows, m, baseline, view)
             agree = sum(v.key == main.key for v in per)
             odd = [f"slice {i}: {v.text}{larger_front(v)}" for i, v in enumerate(per) if v.key != main.key]
             diffs = " ".join(f"{d:+.3f}" for d in slice_hypervolume_diffs(rows, m, baseline, view))
@@ -151,36 +140,36 @@ def slices_table(rows: list[dict], baseline: str = "unmixed", n_boot: int = 1000
     return "\n".join(lines) + "\n"
 
 
-def slices_summary(rows: list[dict], baseline: str = "unmixed") -> str:
-    """One line for the end of a study: in how many slices each comparison's verdict holds; '' without slices."""
+def agreeing_slices(rows: list[dict], baseline: str = "unmixed") -> dict[tuple[str, tuple[str, str]], int]:
+    """Per method (against the baseline) and view, how many slices alone give the whole set's verdict (Verdict.key)."""
     from analysis.pareto import VIEWS
 
+    out = {}
+    for m in sorted({r["method"] for r in rows} - {baseline}):
+        for view in VIEWS:
+            main = view_verdict(rows, m, baseline, view)
+            out[m, view] = sum(v.key == main.key for v in slice_verdicts(rows, m, baseline, view))
+    return out
+
+
+def slices_summary(rows: list[dict], baseline: str = "unmixed") -> str:
+    """One line for the end of a study: in how many slices each comparison's verdict holds; '' without slices."""
     k = slice_count(rows)
-    methods = sorted({r["method"] for r in rows} - {baseline})
     if k < 2 or baseline not in {r["method"] for r in rows}:
         return ""
-    parts = []
-    for m in methods:
-        views = []
-        for view in VIEWS:
-            main = verdict(_view_points(rows, m, view), _view_points(rows, baseline, view), m, baseline, *view)
-            agree = sum(v.key == main.key for v in slice_verdicts(rows, m, baseline, view))
-            views.append(f"{agree} of {k} slices in ({view[0]}, {view[1]})")
-        parts.append(" and ".join(views) + f" ({m} vs {baseline})")
+    per_method: dict[str, list[str]] = {}
+    for (m, (x, y)), agree in agreeing_slices(rows, baseline).items():
+        per_method.setdefault(m, []).append(f"{agree} of {k} slices in ({x}, {y})")
+    parts = [" and ".join(views) + f" ({m} vs {baseline})" for m, views in per_method.items()]
     return "held-out slices: the verdict holds in " + "; ".join(parts)
 
 
 def slice_agreement(rows: list[dict], baseline: str = "unmixed") -> dict[str, float]:
     """Per method and view, the share of slices whose verdict is the whole set's (MLflow metrics of the study's run)."""
-    from analysis.pareto import VIEWS
-
     k = slice_count(rows)
-    out = {}
     if k < 2:
-        return out
-    for m in sorted({r["method"] for r in rows} - {baseline}):
-        for view in VIEWS:
-            main = verdict(_view_points(rows, m, view), _view_points(rows, baseline, view), m, baseline, *view)
-            agree = sum(v.key == main.key for v in slice_verdicts(rows, m, baseline, view))
-            out[f"slices_agree.{m}_vs_{baseline}.{view[0]}_{view[1]}".replace("+", "_")] = agree / k
-    return out
+        return {}
+    return {
+        f"slices_agree.{m}_vs_{baseline}.{x}_{y}".replace("+", "_"): agree / k
+        for (m, (x, y)), agree in agreeing_slices(rows, baseline).items()
+    }

@@ -71,10 +71,10 @@ def verdict(
     Its `lean` is the hypervolume difference on `reference` (default: the worst finite point of
     either set + 5% of the range, analysis.compare.reference_point, as the comparison tables use)."""
     fa, fb = _front_points(a), _front_points(b)
-    if not len(fa) or not len(fb):
-        return Verdict(a_name, b_name, x_name, y_name, "none", (), ())
     ref = reference if reference is not None else reference_point(np.vstack([np.reshape(a, (-1, 2)), np.reshape(b, (-1, 2))]))
     lean = hypervolume_2d(fa, ref) - hypervolume_2d(fb, ref)
+    if not len(fa) or not len(fb):
+        return Verdict(a_name, b_name, x_name, y_name, "none", (), (), lean)
     ts = np.unique(np.concatenate([fa[:, 0], fb[:, 0]]))  # the curves are constant on [ts[i], ts[i+1])
     ya, yb = attained(fa, ts), attained(fb, ts)
     ends = np.append(ts[1:], math.inf)
@@ -122,6 +122,11 @@ def _view_points(runs: list[dict], method: str, view: tuple[str, str]) -> np.nda
     """`method`'s runs as an (n, 2) array of the view's two losses."""
     x, y = view
     return np.array([[r[x], r[y]] for r in runs if r["method"] == method], dtype=float).reshape(-1, 2)
+
+
+def view_verdict(rows: list[dict], a: str, b: str, view: tuple[str, str]) -> Verdict:
+    """The verdict of A vs B in `view` from runs-table rows."""
+    return verdict(_view_points(rows, a, view), _view_points(rows, b, view), a, b, *view)
 
 
 def seed_verdicts(rows: list[dict], a: str, b: str, view: tuple[str, str]) -> list[Verdict]:
