@@ -57,6 +57,9 @@ def _ddp_worker(rank: int, port: int, micro: int, x: torch.Tensor, out: str) -> 
     forward_backward(model, model, opt, share, CPU, micro_batch=micro)
     if rank == 0:
         torch.save({"grads": {n.removeprefix("module."): p.grad for n, p in model.named_parameters()}, "syncs": len(calls)}, out)
+    # Both ranks tear gloo down together: a rank that destroys its group while its peer still holds
+    # the connection aborted once in CI ("terminate called without an active exception").
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
