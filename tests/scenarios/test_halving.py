@@ -1,7 +1,7 @@
 """`posttrain.search: halving` on the reduced smoke tree (one arm, two stage-2 lrs, one stage-3 lr),
 from the reference study's data and arm: the survivor's nodes are the grid's own (key and losses),
-a search stopped before its end goes on without training anything twice, and probes stay off the
-frontier tables."""
+a search stopped before its end goes on without training anything twice and makes the decisions an
+uninterrupted one makes, and probes stay off the frontier tables."""
 
 from __future__ import annotations
 
@@ -11,20 +11,35 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from raysweep.config import load_study
 from raysweep.study import run_study
 from tests.helpers import REDUCED, ROOT, SMOKE, kill_tree, node_results, with_reference_data
 
+# one worker runs both tests, so the search the second compares its decisions with is run once
+pytestmark = pytest.mark.xdist_group("halving")
 
-def test_a_halving_search_ends_on_the_grids_nodes_and_resumes_without_training_twice(reference, tmp_path, monkeypatch):
-    ref_out = reference[0]
-    out = with_reference_data(ref_out, tmp_path / "halving", arm_to=tmp_path / "halving" / "checkpoints")
+
+@pytest.fixture(scope="module")
+def searched(reference, tmp_path_factory):
+    """A halving search whose first attempt fails on its very last step, the survivor's stage-3 run
+    (every decision made, none interrupted): (its overrides, output folder, first summary)."""
+    out = tmp_path_factory.mktemp("halving")
+    with_reference_data(reference[0], out, arm_to=out / "checkpoints")
     overrides = [f"output_dir={out}", *REDUCED, "posttrain.search=halving", "retries=0"]
-    study = load_study(SMOKE, overrides)
+    os.environ["RAYSWEEP_INJECT_FAILURE"] = "finetune λ"
+    try:
+        first = run_study(load_study(SMOKE, overrides))
+    finally:
+        del os.environ["RAYSWEEP_INJECT_FAILURE"]
+    return overrides, out, first
 
-    # the first attempt fails on its last step, the survivor's stage-3 run
-    monkeypatch.setenv("RAYSWEEP_INJECT_FAILURE", "finetune λ")
-    first = run_study(study)
+
+def test_a_halving_search_ends_on_the_grids_nodes_and_resumes_without_training_twice(reference, searched, tmp_path):
+    ref_out = reference[0]
+    overrides, out, first = searched
+    study = load_study(SMOKE, overrides)
     assert len(first["failures"]) == 1 and first["trained"] == {"pretrain": 0, "posttrain": 1, "finetune": 0, "rung": 3, "probe": 3}
     log = json.loads((out / "halving.json").read_text())
     assert [(e["rung"], e["kept"]) for e in log] == [(1, True), (1, False), (2, True)]
@@ -36,7 +51,6 @@ def test_a_halving_search_ends_on_the_grids_nodes_and_resumes_without_training_t
     assert "halving pruned" in json.loads((pruned[0] / "node.json").read_text())["weights_dropped"]
     assert all((d / "model.safetensors").exists() for _, d in rungs if d not in pruned)
 
-    monkeypatch.delenv("RAYSWEEP_INJECT_FAILURE")
     second = run_study(study)
     assert second["failures"] == [] and second["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 1}  # nothing twice
     assert run_study(study)["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0}
@@ -78,32 +92,42 @@ def test_a_halving_search_ends_on_the_grids_nodes_and_resumes_without_training_t
     assert len(probes) == 6
 
 
-def test_a_sigkilled_halving_search_resumes_without_training_anything_twice(reference, tmp_path):
-    """The driver and its Ray instance SIGKILLed once the first rung is decided (both rungs and
-    their probes stored): the same command again trains no stored node again and ends on the
-    grid's nodes."""
+@pytest.mark.parametrize("when", ["rung 1 probed", "mid-rung"])
+def test_a_sigkilled_halving_search_resumes_without_training_anything_twice(reference, searched, tmp_path, when):
+    """The driver and its Ray instance SIGKILLed once the first rung is probed (both rungs and
+    their probes stored), or in the middle of it (both rungs stored, one probe stored and the other
+    in flight, held there by an injected delay): the same command again trains no stored node again,
+    makes the uninterrupted search's decisions (same points, same configurations kept) and ends on
+    the grid's nodes."""
     ref_out = reference[0]
     out = with_reference_data(ref_out, tmp_path / "killed", arm_to=tmp_path / "killed" / "checkpoints")
     sets = [f"output_dir={out}", *REDUCED, "posttrain.search=halving"]
     cmd = [sys.executable, "-m", "raysweep.main", "--config", str(SMOKE), *[a for s in sets for a in ("--set", s)]]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # mid-rung: the second configuration's probe (the queue's last item of the rung) sleeps until killed
+    held = {**env, "RAYSWEEP_INJECT_DELAY": "probe λ=0.5 lr=0.003@600"} if when == "mid-rung" else env
+    probes_at_kill = 2 if when == "rung 1 probed" else 1
     with (tmp_path / "first.log").open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=held, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.time() + 400
-        while len(list((out / "checkpoints").glob("probe/*/node.json"))) < 2:
+        while len(list((out / "checkpoints").glob("probe/*/node.json"))) < probes_at_kill or (
+            when == "mid-rung" and "RAYSWEEP_INJECT_DELAY" not in (tmp_path / "first.log").read_text()
+        ):
             assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-            assert time.time() < deadline, "the first rung's probes never appeared"
+            assert time.time() < deadline, f"the first rung never reached the kill point ({when})"
             time.sleep(0.1)
         kill_tree(proc)
     # who trained each node (a driver call's own id): a pruned rung's node.json is rewritten when its
     # weights are dropped, so its mtime is no witness
     finished = {p.parent.name: json.loads(p.read_text())["trained_by"] for p in (out / "checkpoints").glob("*/*/node.json")}
-    assert len(finished) >= 5  # the arm, two rungs, two probes
+    assert len(finished) == 3 + probes_at_kill  # the arm, two rungs, the probes stored
+    assert not (out / "halving.json").exists()  # no decision made yet
 
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     for key, trainer in finished.items():  # nothing stored before the kill is trained again
         assert json.loads(next((out / "checkpoints").glob(f"*/{key}/node.json")).read_text())["trained_by"] == trainer, key
+    assert json.loads((out / "halving.json").read_text()) == json.loads((searched[1] / "halving.json").read_text())
     mine, grid = node_results(out), node_results(ref_out)
     ends = [k for k in mine if k in grid and k not in finished]  # the survivor's stage-2 and stage-3 nodes
     assert len(ends) == 2 and all(mine[k]["losses"] == grid[k]["losses"] for k in ends)
