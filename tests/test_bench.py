@@ -83,3 +83,28 @@ def test_the_halving_bench_counts_each_stage_2_run_once_at_its_furthest_piece(tm
     node("finetune", "f1", "finetune", 50)
     node("pretrain", "arm", "pretrain", 5000)  # arms are the same for both: not counted
     assert tokens_spent(tmp_path) == {"posttrain": 1000, "probe": 20, "finetune": 50}
+
+
+def test_the_halving_rules_replay_spends_what_a_search_would_and_no_rule_beats_the_oracle():
+    """bench/halving_rules.py: a replayed schedule pays each configuration's stage-2 steps up to its
+    last rung (all of them for a survivor), a probe per stage-3 lr at each rung it is probed at, and
+    the survivors' stage-3 runs; keeping everything costs the grid plus the probes; and no rule
+    ending with k configurations keeps more hypervolume than the best k (the oracle)."""
+    from bench.halving_rules import Seed, oracle, replay, score
+
+    def pts(x: float) -> list:  # three stage-3 lrs: one front point, two dominated ones
+        return [(x, 3 - x), (x + 1, 4 - x), (x + 2, 5 - x)]
+
+    configs = {f"c{i}": i * 0.5 for i in range(4)}
+    method = {c: ("mixed" if i < 2 else "unmixed") for i, c in enumerate(configs)}
+    probes = {(0.1, r): {c: [(p[0] + 1, p[1] + 1) for p in pts(x)] for c, x in configs.items()} for r in range(4)}
+    stage2 = {c: (100, 90, 90) for c in configs}  # 100 tokens a step, 90 steps, none stopped early
+    seed = Seed(method, {c: pts(x) for c, x in configs.items()}, probes, stage2, 1000, {0.1: 10}, 4 * 9000 + 12 * 1000)
+    everything = replay(seed, [0], 0.1, [2])
+    assert everything["tokens"] == seed.grid_tokens + 4 * 3 * 10 and sorted(everything["kept"]) == sorted(configs)
+    one = replay(seed, [0], 0.1, [1])  # rung 1/9 of 90 steps: 10 steps, then one of each method goes on
+    assert one["tokens"] == 2 * 10 * 100 + 2 * 90 * 100 + 4 * 3 * 10 + 2 * 3 * 1000
+    for k in (1, 2):
+        kept = replay(seed, [0], 0.1, [k])["kept"]
+        shares, _ = score(seed, kept)
+        assert all(shares[m] <= best + 1e-12 for m, best in oracle(seed, k).items())
