@@ -14,32 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.pareto import FrontierInfo, frontier, pareto_mask
-
-
-def _front_points(points: np.ndarray) -> np.ndarray:
-    pts = np.asarray(points, dtype=float).reshape(-1, 2)
-    pts = pts[np.isfinite(pts).all(axis=1)]
-    front = pts[pareto_mask(pts)] if len(pts) else pts
-    front = np.unique(front, axis=0)  # duplicates add no area
-    return front[np.lexsort((front[:, 1], front[:, 0]))]
-
-
-def hypervolume_2d(points: np.ndarray, reference: tuple[float, float]) -> float:
-    """Area dominated by `points` (n, 2) and bounded by `reference`; points beyond it add nothing."""
-    rx, ry = reference
-    front = _front_points(points)
-    front = front[(front[:, 0] < rx) & (front[:, 1] < ry)]
-    area = 0.0
-    for i, (x, y) in enumerate(front):
-        next_x = front[i + 1, 0] if i + 1 < len(front) else rx
-        area += (next_x - x) * (ry - y)  # front sorted by x, so y falls as x rises
-    return float(area)
+from analysis.pareto import FrontierInfo, frontier
+from raysweep.frontier import front_points, hypervolume_2d, reference_point  # shared with halving's search
 
 
 def dominated_share(a: np.ndarray, b: np.ndarray) -> float:
     """Share of B's front points dominated by some point of A's front (nan if B has none)."""
-    fa, fb = _front_points(a), _front_points(b)
+    fa, fb = front_points(a), front_points(b)
     if len(fb) == 0:
         return float("nan")
     hit = [bool(((fa <= p).all(axis=1) & (fa < p).any(axis=1)).any()) for p in fb]
@@ -51,7 +32,7 @@ def front_y_at(front: np.ndarray, x: np.ndarray) -> np.ndarray:
 
     Along a Pareto front y falls as x rises, so the interpolation is monotone; outside the
     front's x range it is nan (no extrapolation)."""
-    f = _front_points(front)  # sorted by x; x strictly increasing on a front without duplicates
+    f = front_points(front)  # sorted by x; x strictly increasing on a front without duplicates
     if not len(f):
         return np.full(len(x), np.nan)
     return np.interp(x, f[:, 0], f[:, 1], left=np.nan, right=np.nan)
@@ -63,7 +44,7 @@ def matched_gap(a: np.ndarray, b: np.ndarray, grid: int = 512) -> float:
     Positive: A reaches a lower y than B at the same x. nan when either front is empty or their
     x ranges do not overlap (then there is no matched x to compare at).
     """
-    fa, fb = _front_points(a), _front_points(b)
+    fa, fb = front_points(a), front_points(b)
     if not len(fa) or not len(fb):
         return float("nan")
     lo = max(fa[:, 0].min(), fb[:, 0].min())
@@ -89,16 +70,6 @@ class Comparison:
     share_of_a_dominated_by_b: float
     y_gap_at_matched_x: float  # > 0: A's y is lower than B's at the same x
     x_gap_at_matched_y: float  # > 0: A's x is lower than B's at the same y (in (L_ret, L_ft): the L_ret gap at matched L_ft)
-
-
-def reference_point(points: np.ndarray, margin: float = 0.05) -> tuple[float, float]:
-    """The worst finite point plus `margin` of the range on each axis, so every point counts."""
-    pts = np.asarray(points, dtype=float).reshape(-1, 2)
-    pts = pts[np.isfinite(pts).all(axis=1)]
-    if not len(pts):
-        return (float("nan"), float("nan"))
-    span = np.ptp(pts, axis=0)
-    return tuple(float(v) for v in pts.max(axis=0) + margin * np.where(span > 0, span, 1.0))
 
 
 def compare(a: FrontierInfo, b: FrontierInfo, margin: float = 0.05, reference: tuple[float, float] | None = None) -> Comparison:

@@ -6,26 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def pareto_mask(points: np.ndarray) -> np.ndarray:
-    """Boolean mask of the non-dominated rows of `points` (n, d); lower is better on every column.
-
-    A point is dominated when another point is <= on every axis and < on at least one.
-    Exact duplicates do not dominate each other, so both copies of a frontier point stay.
-    Rows with NaN are never on the front (callers count them: see FrontierInfo.excluded).
-    """
-    pts = np.asarray(points, dtype=float)
-    if pts.ndim != 2:
-        raise ValueError(f"points must be (n, d), got shape {pts.shape}")
-    finite = np.isfinite(pts).all(axis=1)
-    mask = np.zeros(len(pts), dtype=bool)
-    idx = np.flatnonzero(finite)
-    sub = pts[idx]
-    for j, p in zip(idx, sub):
-        le = (sub <= p).all(axis=1)
-        lt = (sub < p).any(axis=1)
-        mask[j] = not (le & lt).any()
-    return mask
+from raysweep.frontier import pareto_mask  # the definition halving's search shares
 
 
 @dataclass(frozen=True)

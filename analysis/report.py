@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.compare import bootstrap, compare, hypervolume_2d, reference_point
+from analysis.compare import bootstrap, compare
 from analysis.curves import lambda_curves
 from analysis.figures import plot_frontiers, plot_lambda, plot_pareto_3d
 from analysis.halving import halving_table, plot_halving
@@ -15,6 +15,7 @@ from analysis.pareto import OBJECTIVES_3D, VIEWS, frontiers, pareto_set, set_sha
 from analysis.runs import COLUMNS
 from analysis.slices import LOSSES, joint_bootstrap, larger_front, slice_count, slice_verdicts, slices_table
 from analysis.verdict import MIN_BOOTSTRAP_SEEDS, confidence_words, seed_agreement, seed_verdicts
+from raysweep.frontier import hypervolume_2d, reference_point
 from raysweep.storage import atomic_file, disk_full, is_disk_full
 
 _NAMES = {"L_ret": "L_ret (D_post after fine-tuning)", "L_ft": "L_ft (D_ft)", "L_pre": "L_pre (D_pre after fine-tuning)"}

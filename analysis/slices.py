@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.compare import Interval, _interval, reference_point, resampled_seeds, seed_groups
+from analysis.compare import Interval, _interval, resampled_seeds, seed_groups
 from analysis.verdict import MIN_BOOTSTRAP_SEEDS, Verdict, _view_points, distinct_resamples, verdict, view_verdict
+from raysweep.frontier import reference_point
 
 LOSSES = ("L_im", "L_ft", "L_ret", "L_pre")
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.compare import _front_points, hypervolume_2d, reference_point, resampled_seeds, seed_groups
+from analysis.compare import resampled_seeds, seed_groups
+from raysweep.frontier import front_points, hypervolume_2d, reference_point
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Verdict:
 
 def attained(front: np.ndarray, t: np.ndarray) -> np.ndarray:
     """y_front(t): the lowest y of the points with x <= t (inf where there is none)."""
-    f = _front_points(front)
+    f = front_points(front)
     out = np.full(len(t), np.inf)
     for x, y in f:
         out = np.where(np.asarray(t) >= x, np.minimum(out, y), out)
@@ -70,7 +71,7 @@ def verdict(
     """Which front is better where, from two (n, 2) point sets (x, y); non-finite points ignored.
     Its `lean` is the hypervolume difference on `reference` (default: the worst finite point of
     either set + 5% of the range, analysis.compare.reference_point, as the comparison tables use)."""
-    fa, fb = _front_points(a), _front_points(b)
+    fa, fb = front_points(a), front_points(b)
     ref = reference if reference is not None else reference_point(np.vstack([np.reshape(a, (-1, 2)), np.reshape(b, (-1, 2))]))
     lean = hypervolume_2d(fa, ref) - hypervolume_2d(fb, ref)
     if not len(fa) or not len(fb):

@@ -111,9 +111,9 @@ def grid_order(checkpoints: Path) -> dict[str, list[str]]:
 
 
 def one_seed(seed: int, root: Path, extra: list[str]) -> dict:
-    from analysis.compare import hypervolume_2d, reference_point
     from analysis.verdict import verdict
     from raysweep.config import load_study
+    from raysweep.frontier import hypervolume_2d, reference_point
     from raysweep.study import run_study
 
     grid_out, halving_out = root / f"seed{seed}" / "grid", root / f"seed{seed}" / "halving"

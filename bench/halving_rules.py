@@ -162,8 +162,8 @@ def _choose(points: dict[str, list], before: dict[str, list] | None, keep: int, 
 
 def score(seed: Seed, kept: list[str]) -> tuple[dict[str, float], bool]:
     """Each method's share of the grid's hypervolume, and whether the verdict equals the grid's."""
-    from analysis.compare import hypervolume_2d, reference_point
     from analysis.verdict import verdict
+    from raysweep.frontier import hypervolume_2d, reference_point
 
     def pts(configs, m):
         return np.array([p for c in configs if seed.method[c] == m for p in seed.final[c]], float).reshape(-1, 2)

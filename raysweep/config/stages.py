@@ -118,12 +118,14 @@ class PosttrainConfig(_StageConfig):
         "grid",
         description="grid: every combination of the axes (the paper); optuna: `trials` configurations per λ chosen by Optuna from the stage-3 children's (L_ret, L_ft), lr log-uniform between the smallest and largest of `lr`, the other axes picked from their lists (raysweep/sweep/search.py); halving: the grid, pruned per method at each of `rungs` from short stage-3 probes, the best 1/eta going on (raysweep/sweep/halving.py)",
     )
+    # one early rung, a quarter going on: of the schedules replayed in bench/halving_rules.py the one
+    # that kept most of each method's grid hypervolume within 40% of the grid's tokens (bench/RESULTS.md)
     rungs: list[float] = Field(
-        [1 / 9, 1 / 3, 1.0],
+        [1 / 9, 1.0],
         description="search: halving: the shares of each stage-2 run's step budget at which its configurations are compared and pruned, rising, the last 1 (the end)",
     )
     eta: int = Field(
-        3, ge=2, le=1000, description="search: halving: at each rung, the best ceil(n / eta) configurations of each method go on"
+        4, ge=2, le=1000, description="search: halving: at each rung, the best ceil(n / eta) configurations of each method go on"
     )
     budget_share: float | None = Field(
         None,

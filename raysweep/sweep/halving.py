@@ -27,6 +27,7 @@ from dataclasses import replace
 
 from raysweep import storage
 from raysweep.config import Study
+from raysweep.frontier import dominates, front_ranks, hypervolume_2d, reference_point
 from raysweep.keys import derive_seed, node_key
 from raysweep.nodes import drop_weights, node_done
 from raysweep.spec import Node, balanced_point, finetune_losses
@@ -50,51 +51,24 @@ def probe_steps(steps: int, share: float) -> int:
     return max(1, round(share * steps))
 
 
-def dominates(a: Point, b: Point) -> bool:
-    return a[0] <= b[0] and a[1] <= b[1] and a != b
-
-
-def front_ranks(points: list[Point]) -> list[int]:
-    """Non-dominated sorting: 0 for the points no other point dominates, 1 for those dominated only
-    by rank-0 points, and so on."""
-    ranks, left, r = [0] * len(points), set(range(len(points))), 0
-    while left:
-        layer = {i for i in left if not any(dominates(points[j], points[i]) for j in left)}
-        for i in layer:
-            ranks[i] = r
-        left -= layer
-        r += 1
-    return ranks
-
-
-def hypervolume(points: list[Point], ref: Point) -> float:
-    """The area the points dominate below `ref` (both objectives minimised)."""
-    area, floor = 0.0, ref[1]
-    for x, y in sorted(p for p in points if p[0] < ref[0] and p[1] < ref[1]):
-        if y < floor:
-            area += (ref[0] - x) * (floor - y)
-            floor = y
-    return area
-
-
 def rank_configs(points: dict[str, list[Point]], margin: float = 0.05) -> list[dict]:
     """The configurations of one method, best first: by the best non-dominated rank among their
     points; within a rank, greedily by the hypervolume their points add to those of every
     configuration before them (so the kept set covers the front, its corners included); then by
     name. A configuration with no finite point comes last. The reference point is the worst of the
-    method's points plus `margin` of their range (as the analysis's), so a corner point counts."""
+    method's points plus `margin` of their range (raysweep.frontier.reference_point, the analysis's
+    own), so a corner point counts."""
     owned = [(c, p) for c, ps in points.items() for p in ps if all(map(math.isfinite, p))]
     ranks = front_ranks([p for _, p in owned])
     best = {c: min((r for (o, _), r in zip(owned, ranks) if o == c), default=math.inf) for c in points}
-    xs, ys = [p[0] for _, p in owned] or [0.0], [p[1] for _, p in owned] or [0.0]
-    ref = (max(xs) + margin * (max(xs) - min(xs)) + 1e-9, max(ys) + margin * (max(ys) - min(ys)) + 1e-9)
+    ref = reference_point([p for _, p in owned], margin)
     mine = {c: [p for o, p in owned if o == c] for c in points}
     order, before = [], []
     for rank in sorted(set(best.values())):
         layer = sorted(c for c in points if best[c] == rank)
         while layer:
-            base = hypervolume(before, ref)
-            gains = {c: hypervolume(before + mine[c], ref) - base for c in layer}
+            base = hypervolume_2d(before, ref)
+            gains = {c: hypervolume_2d(before + mine[c], ref) - base for c in layer}
             c = max(layer, key=lambda c: (gains[c], -layer.index(c)))
             order.append({"config": c, "rank": rank if math.isfinite(rank) else None, "added_hypervolume": gains[c]})
             before += mine[c]

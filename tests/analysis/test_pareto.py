@@ -6,43 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analysis.figures import plot_frontiers
-from analysis.pareto import frontier, frontiers, pareto_mask
+from analysis.pareto import frontier, frontiers
 from analysis.report import frontier_tables, write_report
 from tests.helpers import example_rows
-
-# small integer grids make ties and exact duplicates common
-coord = st.one_of(st.integers(0, 5).map(float), st.just(math.nan))
-cloud = st.lists(st.tuples(coord, coord), min_size=0, max_size=40)
-
-
-def brute_force(pts):
-    out = []
-    for i, p in enumerate(pts):
-        if not all(math.isfinite(v) for v in p):
-            out.append(False)
-            continue
-        dominated = any(
-            all(math.isfinite(v) for v in q) and all(a <= b for a, b in zip(q, p)) and any(a < b for a, b in zip(q, p))
-            for j, q in enumerate(pts)
-            if j != i
-        )
-        out.append(not dominated)
-    return out
-
-
-@given(cloud)
-def test_pareto_mask_equals_brute_force(pts):
-    arr = np.array(pts, dtype=float).reshape(-1, 2)
-    assert pareto_mask(arr).tolist() == brute_force(pts)
-
-
-@given(st.lists(st.tuples(st.floats(0, 10), st.floats(0, 10), st.floats(0, 10)), min_size=1, max_size=30))
-def test_no_dominated_point_on_a_3d_front(pts):
-    arr = np.array(pts)
-    mask = pareto_mask(arr)
-    assert mask.any()
-    for i in np.flatnonzero(mask):
-        assert not any((arr[j] <= arr[i]).all() and (arr[j] < arr[i]).any() for j in range(len(arr)))
 
 
 def test_frontier_counts_non_finite_rows():

@@ -17,6 +17,8 @@ from raysweep.config import load_study
 from raysweep.study import run_study
 from tests.helpers import REDUCED, ROOT, SMOKE, kill_tree, node_results, with_reference_data
 
+# two rungs (the defaults have one), so a search has a rung to resume after and one to resume in
+LADDER = ["posttrain.search=halving", "posttrain.rungs=[0.1111111111111111, 0.3333333333333333, 1.0]", "posttrain.eta=3"]
 # one worker runs both tests, so the search the second compares its decisions with is run once
 pytestmark = pytest.mark.xdist_group("halving")
 
@@ -27,7 +29,7 @@ def searched(reference, tmp_path_factory):
     (every decision made, none interrupted): (its overrides, output folder, first summary)."""
     out = tmp_path_factory.mktemp("halving")
     with_reference_data(reference[0], out, arm_to=out / "checkpoints")
-    overrides = [f"output_dir={out}", *REDUCED, "posttrain.search=halving", "retries=0"]
+    overrides = [f"output_dir={out}", *REDUCED, *LADDER, "retries=0"]
     os.environ["RAYSWEEP_INJECT_FAILURE"] = "finetune λ"
     try:
         first = run_study(load_study(SMOKE, overrides))
@@ -101,7 +103,7 @@ def test_a_sigkilled_halving_search_resumes_without_training_anything_twice(refe
     the grid's nodes."""
     ref_out = reference[0]
     out = with_reference_data(ref_out, tmp_path / "killed", arm_to=tmp_path / "killed" / "checkpoints")
-    sets = [f"output_dir={out}", *REDUCED, "posttrain.search=halving"]
+    sets = [f"output_dir={out}", *REDUCED, *LADDER]
     cmd = [sys.executable, "-m", "raysweep.main", "--config", str(SMOKE), *[a for s in sets for a in ("--set", s)]]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # mid-rung: the second configuration's probe (the queue's last item of the rung) sleeps until killed

@@ -1,39 +1,17 @@
-"""raysweep.sweep.halving's arithmetic (pure): rung and probe steps, non-dominated sorting,
-hypervolume, and the per-method selection with its reasons."""
+"""raysweep.sweep.halving's arithmetic (pure): rung and probe steps and the per-method selection
+with its reasons (its fronts and areas are raysweep.frontier's, tests/test_frontier.py)."""
 
 from __future__ import annotations
 
 import math
 
-from hypothesis import given
-from hypothesis import strategies as st
-
-from raysweep.sweep.halving import dominates, front_ranks, hypervolume, probe_steps, rank_configs, rung_step, select
-
-points_st = st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)).map(lambda p: (float(p[0]), float(p[1]))), max_size=25)
+from raysweep.sweep.halving import probe_steps, rank_configs, rung_step, select
 
 
 def test_rungs_and_probes_are_shares_of_their_runs_steps():
     assert [rung_step(58, s) for s in (1 / 9, 1 / 3, 1.0)] == [6, 19, 58]
     assert rung_step(3, 0.01) == 1 and rung_step(3, 0.9) == 3  # a short run trains whole at that rung
     assert probe_steps(15, 0.1) == 2 and probe_steps(4, 0.1) == 1
-
-
-@given(points_st)
-def test_non_dominated_sorting_puts_each_point_one_layer_below_a_point_that_dominates_it(points):
-    ranks = front_ranks(points)
-    for i, p in enumerate(points):
-        dominated_by = [ranks[j] for j, q in enumerate(points) if dominates(q, p)]
-        assert ranks[i] == (max(dominated_by) + 1 if dominated_by else 0)
-
-
-@given(points_st, st.tuples(st.integers(0, 20), st.integers(0, 20)))
-def test_hypervolume_never_falls_when_a_point_is_added_and_a_dominated_one_adds_nothing(points, extra):
-    ref = (21.0, 21.0)
-    extra = (float(extra[0]), float(extra[1]))
-    assert hypervolume([*points, extra], ref) >= hypervolume(points, ref)
-    if any(dominates(q, extra) or q == extra for q in points):
-        assert hypervolume([*points, extra], ref) == hypervolume(points, ref)
 
 
 def test_configurations_rank_by_their_best_layer_then_by_the_hypervolume_they_add():
@@ -63,7 +41,8 @@ def test_the_planned_tokens_follow_the_survivors_of_each_method():
     from tests.helpers import SMOKE
 
     assert survivors(12, 3, 3) == [12, 4, 2] and survivors(5, 1, 3) == [5]
-    study = load_study(SMOKE, ["posttrain.search=halving", "posttrain.lr=[1e-3, 2e-3, 3e-3, 5e-3]", "finetune.tokens=16000"])
+    ladder = ["posttrain.rungs=[0.1111111111111111, 0.3333333333333333, 1.0]", "posttrain.eta=3"]  # two rungs before the end
+    study = load_study(SMOKE, ["posttrain.search=halving", *ladder, "posttrain.lr=[1e-3, 2e-3, 3e-3, 5e-3]", "finetune.tokens=16000"])
     plan = planned_tokens(study)
     assert plan["per_method"] == {"unmixed": [4, 2, 1], "mixed": [4, 2, 1]}
     seq, stage2 = 64, (30000 // (8 * 64)) * 8 * 64  # every configuration: batch 8, 58 steps
@@ -81,7 +60,12 @@ def test_the_dry_run_says_what_halving_plans_against_the_grid():
     from tests.helpers import ROOT
 
     text = describe_tree(load_study(ROOT / "search_spaces" / "paper-135m-frontier.yaml", ["posttrain.search=halving"]))
-    assert "mixed 15 → 5 → 2" in text and "against the grid's" in text and "at most (halving prunes them)" in text
+    assert (
+        "mixed 15 → 4;" in text
+        and "rungs at 0.111, 1 of each stage-2 run, the best 1/4" in text
+        and "against the grid's" in text
+        and "at most (halving prunes them)" in text
+    )
 
 
 def test_a_budget_share_picks_the_smallest_eta_that_keeps_within_it(capsys):
