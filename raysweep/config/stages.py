@@ -3,6 +3,7 @@ sweep axes (a list is an axis; `lrs` and `batch_sizes` read every stage the same
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -22,6 +23,13 @@ class ResourcesConfig(_Strict):
         "(80 GB, an H100, where the dry run sees none) or this machine's RAM. The memory model (raysweep/memory.py) picks "
         "micro-batches against it. Operational: not part of any node key",
     )
+
+
+# A stage's settings that change how its runs are computed, not what they compute: in no node key;
+# every RunSpec gets them (_StageConfig.operational), and the study's hash leaves them out but for
+# checkpoint_every, which studies hashed before this rule (they keep their hash).
+OPERATIONAL = ("checkpoint_every", "micro_batch_size", "activation_checkpointing", "resources.memory_gb")
+HASHED_OPERATIONAL = ("checkpoint_every",)
 
 
 class _StageConfig(_Strict):
@@ -49,6 +57,10 @@ class _StageConfig(_Strict):
         "a fraction of the activation memory): for a micro-batch that would not fit otherwise. Operational: not part of any node key",
     )
     resources: ResourcesConfig = Field(ResourcesConfig(), description="compute per run of this stage")
+
+    def operational(self) -> dict:
+        """The OPERATIONAL settings by their last name (RunSpec's fields)."""
+        return {path.rpartition(".")[2]: attrgetter(path)(self) for path in OPERATIONAL}
 
     @field_validator("micro_batch_size")
     @classmethod

@@ -13,13 +13,23 @@ from raysweep.config.checks import STAGES, cross_checks
 from raysweep.config.conventions import ConventionsConfig, check_variants
 from raysweep.config.corpora import CorporaConfig
 from raysweep.config.model import ModelConfig, TokenizerConfig
-from raysweep.config.stages import FinetuneConfig, PosttrainConfig, PretrainConfig
+from raysweep.config.stages import HASHED_OPERATIONAL, OPERATIONAL, FinetuneConfig, PosttrainConfig, PretrainConfig
 from raysweep.config.theory import TheoryConfig
 from raysweep.keys import json_key
 from raysweep.storage import is_remote
 
+
+def _excluded(paths: list[str]) -> dict:
+    """pydantic's `exclude` for dotted field paths: ["a", "b.c"] -> {"a": True, "b": {"c"}}."""
+    out: dict = {}
+    for path in paths:
+        head, _, tail = path.partition(".")
+        out[head] = out.get(head, set()) | {tail} if tail else True
+    return out
+
+
 # how a step is split over forwards, and the memory it is fitted to, change no result: out of the study's hash
-_OPERATIONAL_STAGE_KEYS = {"micro_batch_size": True, "activation_checkpointing": True, "resources": {"memory_gb"}}
+_OPERATIONAL_STAGE_KEYS = _excluded([p for p in OPERATIONAL if p not in HASHED_OPERATIONAL])
 
 
 class Study(_Strict):

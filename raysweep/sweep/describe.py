@@ -14,6 +14,7 @@ from raysweep.data.shards import INDEX_BYTES_PER_DOC, cache_bytes
 from raysweep.data.slices import needed_tokens as slices_needed_tokens
 from raysweep.memory import PRETRAINED_VOCAB, stage_fits
 from raysweep.presets import estimate_parameters
+from raysweep.spec import share_tokens
 from raysweep.sweep.disk import describe_disk, gb, study_disk
 
 # Tokenization rate per CPU, measured by bench/data_scale.py (bench/RESULTS.md, 2026-12-01: this
@@ -47,10 +48,10 @@ def stage_tokens(study: Study) -> tuple[float, float, float]:
     """Tokens each level trains on at most: stage 1 (every arm), stage 2 (every run), stage 3."""
     p1, p2, p3 = study.pretrain, study.posttrain, study.finetune
     sizes = study.run_counts()
-    t1 = sum(p1.tokens + mix * p1.post_tokens for mix in p1.mix_fraction)
+    t1 = sum(p1.tokens + share_tokens(p1.post_tokens, mix) for mix in p1.mix_fraction)
     per_arm = sizes["posttrain"] // sizes["pretrain"]
     if p1.mode == "compute_matched":  # stage 2 makes one pass over the (1−λ)·|D_post| stage 1 left
-        t2 = per_arm * sum(min(p2.tokens, (1 - mix) * p1.post_tokens) for mix in p1.mix_fraction)
+        t2 = per_arm * sum(min(p2.tokens, p1.post_tokens - share_tokens(p1.post_tokens, mix)) for mix in p1.mix_fraction)
     else:
         t2 = sizes["posttrain"] * p2.tokens
     return t1, t2, sizes["finetune"] * p3.tokens

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from raysweep.config import Study
 from raysweep.presets import estimate_parameters, shape_of
+from raysweep.spec import share_tokens
 
 WEIGHT_BYTES = 4  # fp32 weights (what the loop trains and the node store keeps)
 ADAM_BYTES = 8  # AdamW's exp_avg and exp_avg_sq, fp32, per trained parameter
@@ -113,7 +114,7 @@ def study_disk(study: Study, vocab: int, slots: int, data: int | None) -> StudyD
     stages, total_points = {}, 0
     for stage in ("pretrain", "posttrain", "finetune"):
         cfg = getattr(study, stage)
-        tokens = cfg.tokens + (max(study.pretrain.mix_fraction) * study.pretrain.post_tokens if stage == "pretrain" else 0)
+        tokens = cfg.tokens + (share_tokens(study.pretrain.post_tokens, max(study.pretrain.mix_fraction)) if stage == "pretrain" else 0)
         batch = min(cfg.batch_sizes) if stage == "posttrain" else cfg.batch_size
         steps = int(tokens // (batch * seq))
         run_points = points(steps, cfg.eval_every)

@@ -93,16 +93,6 @@ def model_id(study: Study, data) -> dict:
     return mid
 
 
-def operational(cfg) -> dict:
-    """A stage's settings that change how a run is computed, not what it computes (in no key)."""
-    return {
-        "checkpoint_every": cfg.checkpoint_every,
-        "micro_batch_size": cfg.micro_batch_size,
-        "activation_checkpointing": cfg.activation_checkpointing,
-        "memory_gb": cfg.resources.memory_gb,
-    }
-
-
 def node_spec(study: Study, stage: str, key: str, cfg, hyper: dict, **fields) -> RunSpec:
     """A node's RunSpec: its folder in the node store (from its stage and key), its stage's
     evaluation period and operational settings, its hyperparameters, and the node's own `fields`."""
@@ -111,7 +101,7 @@ def node_spec(study: Study, stage: str, key: str, cfg, hyper: dict, **fields) ->
         node_key=key,
         node_dir=storage.join(study.checkpoints, stage, key),
         eval_every=cfg.eval_every,
-        **operational(cfg),
+        **cfg.operational(),
         **hyper,
         **fields,
     )

@@ -102,23 +102,27 @@ def test_model_compile_reaches_the_training_loop_and_no_node_key(smoke_data, smo
     assert [a.spec.node_key for a in plan(compiled, data)[0]] == [a.spec.node_key for a in plan(study, data)[0]]  # operational
 
 
-def test_micro_batches_and_activation_checkpointing_reach_the_runs_and_no_node_key(smoke_data, smoke_out):
+def test_every_operational_setting_reaches_the_runs_and_no_node_key(smoke_data, smoke_out):
+    """raysweep.config.stages.OPERATIONAL, the one list of them: each reaches its stage's RunSpecs,
+    none enters a node key, and only HASHED_OPERATIONAL enters the study's hash."""
+    from raysweep.config.stages import HASHED_OPERATIONAL, OPERATIONAL
+
     study, data = smoke_data
-    changed = load_study(
-        SMOKE,
-        [
-            f"output_dir={smoke_out}",
-            "posttrain.micro_batch_size=1",
-            "posttrain.activation_checkpointing=true",
-            "pretrain.micro_batch_size=2",
-        ],
-    )
-    (arms, subtrees), (arms2, subtrees2) = plan(study, data), plan(changed, data)
+    values = {"checkpoint_every": 7, "micro_batch_size": 1, "activation_checkpointing": True, "resources.memory_gb": 3.0}
+    assert set(values) == set(OPERATIONAL)  # a setting added to the list is added here
     key = lambda a, s: [a_.spec.node_key for a_ in a] + [m.spec.node_key for n2, c in s for m in (n2, *c)]
-    assert key(arms2, subtrees2) == key(arms, subtrees)  # operational
-    assert arms2[0].spec.micro_batch_size == 2 and arms[0].spec.micro_batch_size == "auto"
-    n2 = subtrees2[0][0].spec
-    assert n2.micro_batch_size == 1 and n2.activation_checkpointing and not subtrees2[0][1][0].spec.activation_checkpointing
+    for path, value in values.items():
+        # a stage-2 run's children share its worker group, so its resources are theirs too
+        sets = [f"{stage}.{path}={value}" for stage in (("posttrain", "finetune") if path.startswith("resources") else ("posttrain",))]
+        changed = load_study(SMOKE, [f"output_dir={smoke_out}", *sets, "pretrain.micro_batch_size=2"])
+        (arms, subtrees), (arms2, subtrees2) = plan(study, data), plan(changed, data)
+        assert key(arms2, subtrees2) == key(arms, subtrees), path  # operational
+        assert getattr(subtrees2[0][0].spec, path.rpartition(".")[2]) == value != getattr(subtrees[0][0].spec, path.rpartition(".")[2])
+        assert arms2[0].spec.micro_batch_size == 2 and arms[0].spec.micro_batch_size == "auto"
+        same_hash = load_study(SMOKE, [f"output_dir={smoke_out}", *sets]).content_hash() == study.content_hash()
+        assert same_hash == (path not in HASHED_OPERATIONAL), path
+    n2 = plan(load_study(SMOKE, [f"output_dir={smoke_out}", "posttrain.activation_checkpointing=true"]), data)[1][0]
+    assert n2[0].spec.activation_checkpointing and not n2[1][0].spec.activation_checkpointing  # its stage's runs only
 
 
 def test_every_arm_of_a_seed_starts_from_the_same_weights(smoke_data, smoke_out):
