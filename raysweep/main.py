@@ -17,6 +17,12 @@ from pathlib import Path
 # Ray added a line about its own settings. raysweep's own lines pass unfolded; Ray's messages are still
 # folded. Read when Ray is imported, so set before anything imports it.
 os.environ.setdefault("RAY_DEDUP_LOGS_ALLOW_REGEX", r"^\[(pretrain|posttrain|finetune|tree|data|mlflow|checkpoint)\b")
+# A worker's lines reach the terminal as the driver's own: raysweep's start with their run's label,
+# so Ray's "(slot_trial pid=…)" prefix, in colour, says nothing a reader needs; and escape codes
+# garble a log file or a CI log. Ray reads the first when imported, the second when it prints.
+os.environ.setdefault("RAY_DISABLE_WORKER_LOG_PREFIX", "1")
+if not sys.stdout.isatty():
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")
 
 from raysweep import packages  # noqa: E402
 from raysweep.config import StudyConfigError, load_study  # noqa: E402

@@ -64,6 +64,9 @@ def test_sigkilled_driver_resumes_exactly(ray_local, reference, tmp_path):
     # libraries' own messages are in the log file the summary names (MLflow's migrations among them)
     foreign = foreign_lines(again.stdout + again.stderr)
     assert len(foreign) <= 5, "\n".join(foreign)
+    # workers' lines as the driver's own (issue 46, item 7): no Ray prefix, no colour codes in a file
+    assert "pid=" not in again.stdout + again.stderr and "\x1b[" not in again.stdout + again.stderr
+    assert any(line.startswith("[posttrain ") for line in again.stdout.splitlines())
     libraries = out / "logs" / "libraries.log"
     assert f"libraries' own messages: {libraries}" in again.stdout
     assert "Creating initial MLflow database tables" in libraries.read_text()  # written by the first, killed run
