@@ -35,7 +35,7 @@ def variant_study(study: Study, change: dict) -> Study:
     [conventions] = check_variants(study.conventions, [change])
     slug = variant_label(change).replace("=", "-")
     where = study.checkpoints if is_remote(str(study.checkpoints)) else str(study.checkpoints)
-    return study.model_copy(
+    variant = study.model_copy(
         update={
             "name": f"{study.name}.{slug}"[:100],
             "conventions": conventions,
@@ -44,6 +44,8 @@ def variant_study(study: Study, change: dict) -> Study:
             "checkpoint_dir": str(where).replace("{", "{{").replace("}", "}}"),
         }
     )
+    variant._variant = slug  # its search's log goes beside, not over, the study's (Study.own_file)
+    return variant
 
 
 def run_variants(study: Study, data, base_tree, trainer, open_tracking, prepare) -> list[VariantResult]:

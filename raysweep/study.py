@@ -140,9 +140,9 @@ def train_language_models(study: Study, tracker, study_run, train: bool, trainer
     tracker.guard("logging an artifact", tracker.log_artifact, study_run, write_data_summary(data, study.out / "data.json"))
     tree = train_tree(study, data, tracker, study_run, trainer)
     if tree.halving is not None:
-        tracker.guard("logging an artifact", tracker.log_artifact, study_run, study.out / "halving.json")
+        tracker.guard("logging an artifact", tracker.log_artifact, study_run, study.own_file("halving.json"))
     if tree.search is not None:
-        tracker.guard("logging an artifact", tracker.log_artifact, study_run, study.out / "search.json")
+        tracker.guard("logging an artifact", tracker.log_artifact, study_run, study.own_file("search.json"))
         if study_run is not None:  # the proposals depend on the sampler's code too: say which made them
             import optuna
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from raysweep.config.analysis import AnalysisConfig
 from raysweep.config.base import _Strict
@@ -122,10 +122,19 @@ class Study(_Strict):
         check_variants(self.conventions, self.robustness)
         return self
 
+    # a robustness variant's convention change ("schedule-wsd", raysweep.robustness), set on the copy
+    # the study makes of itself: neither a setting nor part of the hash
+    _variant: str | None = PrivateAttr(None)
+
     # ---- derived values (never stored, so they cannot disagree with the fields) ----
     @property
     def out(self) -> Path:
         return Path(self.output_dir.format(name=self.name)).expanduser().resolve()
+
+    def own_file(self, name: str) -> Path:
+        """A file only this study writes in its output folder (a search's log): `name` there, or for a
+        robustness variant, which shares the folder, robustness/<variant>/`name`."""
+        return self.out / name if self._variant is None else self.out / "robustness" / self._variant / name
 
     @property
     def checkpoints(self) -> Path | str:

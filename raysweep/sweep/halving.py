@@ -315,5 +315,7 @@ def run_halving(study: Study, data, train_nodes: Callable):
     total = result if total is None else total.absorb(result)
     total.subtrees = final
     total.halving = log
-    (study.out / "halving.json").write_text(json.dumps(log, indent=1))
+    path = study.own_file("halving.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(log, indent=1))
     return total

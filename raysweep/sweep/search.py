@@ -151,7 +151,8 @@ def run_search(study: Study, data, train_nodes: Callable):
         return told
 
     log = search_loop(study, train_round)
-    path = study.out / "search.json"
+    path = study.own_file("search.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(log, indent=1))
     best = {
         mix: min(
