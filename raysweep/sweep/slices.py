@@ -49,27 +49,33 @@ def has_weights(done: dict) -> bool:
     return "model.safetensors" in done.get("files", {})
 
 
-def jobs(subtrees: list[Subtree], sig: str) -> tuple[list[list[tuple[str, tuple[str, ...]]]], int]:
-    """Per subtree, the finished checkpoints still to score ((node folder, roles)); and how many
-    finished checkpoints cannot be scored because they were stored without weights."""
-    out, weightless = [], 0
+def jobs(subtrees: list[Subtree], sig: str) -> tuple[list[list[tuple[str, tuple[str, ...]]]], int, dict[str, list]]:
+    """Per subtree, the finished checkpoints still to score ((node folder, roles)); how many finished
+    checkpoints cannot be scored because they were stored without weights; and the scores already
+    stored, by node folder (each node's scores are read once, here: a read is a request on an object
+    store)."""
+    out, weightless, known = [], 0, {}
     for n2, children in subtrees:
         group = []
         for node in (n2, *children):
             done = node_done(node.spec.node_dir)
-            if done is None or stored(node, sig) is not None:
+            if done is None:
                 continue
-            if not has_weights(done):
+            losses = stored(node, sig)
+            if losses is not None:
+                known[str(node.spec.node_dir)] = losses
+            elif not has_weights(done):
                 weightless += 1
-                continue
-            group.append((str(node.spec.node_dir), roles_of(node)))
+            else:
+                group.append((str(node.spec.node_dir), roles_of(node)))
         if group:
             out.append(group)
-    return out, weightless
+    return out, weightless, known
 
 
-def score_group(group: list[tuple[str, tuple[str, ...]]], loop, sources: dict, eval_tokens: int, sig: str, threads: int) -> int:
-    """Score one subtree's checkpoints on every slice and store each one's scores (in a Ray task)."""
+def score_group(group: list[tuple[str, tuple[str, ...]]], loop, sources: dict, eval_tokens: int, sig: str, threads: int) -> dict[str, list]:
+    """Score one subtree's checkpoints on every slice and store each one's scores (in a Ray task);
+    returns them by node folder."""
     import torch
 
     from raysweep.data.streams import sample_blocks
@@ -80,10 +86,11 @@ def score_group(group: list[tuple[str, tuple[str, ...]]], loop, sources: dict, e
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     k = len(next(iter(sources.values())))
     sets = [{r: torch.from_numpy(sample_blocks(src[i].local_plan(), eval_tokens)) for r, src in sources.items()} for i in range(k)]
+    scores = {}
     for node_dir, roles in group:
-        losses = score_weights(load_weights(node_dir, loop.tokenizer_id), loop, [{r: s[r] for r in roles} for s in sets], device)
-        storage.write_text(slices_path(node_dir), json.dumps({"signature": sig, "losses": losses}))
-    return len(group)
+        scores[node_dir] = score_weights(load_weights(node_dir, loop.tokenizer_id), loop, [{r: s[r] for r in roles} for s in sets], device)
+        storage.write_text(slices_path(node_dir), json.dumps({"signature": sig, "losses": scores[node_dir]}))
+    return scores
 
 
 def score_slices(study, data, subtrees: list[Subtree], loop) -> tuple[str, dict[str, list[dict[str, float]]]]:
@@ -96,7 +103,7 @@ def score_slices(study, data, subtrees: list[Subtree], loop) -> tuple[str, dict[
     from raysweep.data.streams import source_of
 
     sig = signature(data.heldout_slices, loop.eval_tokens)
-    todo, weightless = jobs(subtrees, sig)
+    todo, weightless, scores = jobs(subtrees, sig)
     if weightless:
         print(
             f"[slices] {weightless} finished checkpoints were stored without weights (finetune.keep_weights: false) and are not "
@@ -106,10 +113,9 @@ def score_slices(study, data, subtrees: list[Subtree], loop) -> tuple[str, dict[
     if todo and _ray_up():
         mirror = data_mirror(study.checkpoints)
         sources = {r: [source_of(s, study.out / "cache", mirror) for s in streams] for r, streams in data.heldout_slices.items()}
-        _run(todo, loop, sources, sig, study.finetune.resources, len(next(iter(data.heldout_slices.values()))))
-    return sig, {
-        node.spec.node_key: losses for n2, children in subtrees for node in (n2, *children) if (losses := stored(node, sig)) is not None
-    }
+        scores |= _run(todo, loop, sources, sig, study.finetune.resources, len(next(iter(data.heldout_slices.values()))))
+    nodes = [node for n2, children in subtrees for node in (n2, *children)]
+    return sig, {node.spec.node_key: scores[str(node.spec.node_dir)] for node in nodes if str(node.spec.node_dir) in scores}
 
 
 def _ray_up() -> bool:
@@ -118,11 +124,11 @@ def _ray_up() -> bool:
     return ray.is_initialized()
 
 
-def _run(todo: list, loop, sources: dict, sig: str, resources, k: int) -> None:
+def _run(todo: list, loop, sources: dict, sig: str, resources, k: int) -> dict[str, list]:
     """The groups as Ray tasks, one stage-3 worker's reservation each and as many as the cluster
     fits at once (a task's start, importing torch and transformers, costs more than scoring a small
     subtree: on 2 cores one task per subtree took 19–37 s for the twins' 16 checkpoints), with a
-    progress line per task."""
+    progress line per task. Returns the scores by node folder (a failed task's nodes missing)."""
     import ray
 
     todo = deal(todo, _fits(ray.cluster_resources(), resources))
@@ -130,17 +136,18 @@ def _run(todo: list, loop, sources: dict, sig: str, resources, k: int) -> None:
     print(f"[slices] scoring {total} finished checkpoints on {k} held-out slices each ({len(todo)} tasks)", flush=True)
     task = ray.remote(num_cpus=resources.cpus_per_worker, num_gpus=resources.gpus_per_worker, max_retries=1)(score_group)
     pending = {task.remote(g, loop, sources, loop.eval_tokens, sig, int(resources.cpus_per_worker)): len(g) for g in todo}
-    done = 0
+    done, scores = 0, {}
     while pending:
         [ref], _ = ray.wait(list(pending))
         n = pending.pop(ref)
         try:
-            ray.get(ref)
+            scores |= ray.get(ref)
             done += n
         except Exception as e:  # noqa: BLE001 -- a checkpoint that cannot be read is said; the rest are scored
             print(f"[slices] {n} checkpoints not scored: {str(e).strip().splitlines()[-1]}", file=sys.stderr, flush=True)
         elapsed = time.perf_counter() - t0
         print(f"[slices] {done}/{total} scored ({elapsed:.0f}s elapsed, ~{elapsed / max(1, done) * (total - done):.0f}s left)", flush=True)
+    return scores
 
 
 MAX_SUBTREES_PER_TASK = 8  # beyond the tasks the cluster fits, more tasks: a progress line every few subtrees
