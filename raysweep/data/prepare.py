@@ -40,7 +40,7 @@ from raysweep.data.mixing import (
     take_tokens,
 )
 from raysweep.data.shards import cache_bytes
-from raysweep.data.slices import assign_documents, slice_count
+from raysweep.data.slices import choose_slices
 from raysweep.data.streams import build_plan
 from raysweep.data.tokenizer import eos_id, load_pretrained, load_tokenizer, tokenizer_id, train_tokenizer
 from raysweep.keys import derive_seed, stream_seed
@@ -154,8 +154,8 @@ def heldout_slices(study: Study, corpora: dict[str, TokenCorpus], eos: int, tok_
         print(f"[data] held-out slices: none (analysis.heldout_slices is {wanted})", flush=True)
         return {}
     eval_tokens = min(study.pretrain.eval_tokens, study.posttrain.eval_tokens, study.finetune.eval_tokens)
-    lengths = {r: corpora[r].heldout.lengths for r in ROLES}
-    k = slice_count(lengths, wanted, seq + 1, eval_tokens)
+    cut = choose_slices({r: corpora[r].heldout.lengths for r in ROLES}, wanted, seq + 1, eval_tokens)
+    k = len(cut[ROLES[0]]) if cut else 0
     if k < 2:
         print(
             f"[data] held-out slices: none; a held-out set is too small for two slices of {eval_tokens:,} tokens "
@@ -168,7 +168,7 @@ def heldout_slices(study: Study, corpora: dict[str, TokenCorpus], eos: int, tok_
         held = corpora[r].heldout
         out[r] = [
             build_plan(f"heldout-{r}-slice{i}of{k}", {r: (held, Selection.whole(rows, held.lengths))}, None, seq, eos, where, tok_id)
-            for i, rows in enumerate(assign_documents(held.lengths, k, r))
+            for i, rows in enumerate(cut[r])
         ]
     fewer = f" (not {wanted}: the smallest held-out set holds too few tokens for more)" if k < wanted else ""
     print(

@@ -41,17 +41,22 @@ def slice_tokens(lengths: np.ndarray, slices: list[np.ndarray]) -> list[int]:
     return [int((lengths[rows] + 1).sum()) for rows in slices]
 
 
-def slice_count(lengths_by_set: dict[str, np.ndarray], wanted: int, block_len: int, eval_tokens: int) -> int:
-    """The most slices, at most `wanted`, such that every set's smallest slice fills as many blocks
-    as an evaluation scores (eval_tokens // block_len, at least one); 0 when fewer than two fit."""
+def choose_slices(lengths_by_set: dict[str, np.ndarray], wanted: int, block_len: int, eval_tokens: int) -> dict[str, list[np.ndarray]]:
+    """Each set's documents in the most slices, at most `wanted`, such that every set's smallest
+    slice fills as many blocks as an evaluation scores (eval_tokens // block_len, at least one)
+    (assign_documents); {} when fewer than two fit. Each count tried is assigned once, the chosen
+    one kept."""
     need_blocks = max(1, eval_tokens // block_len)
     for k in range(wanted, 1, -1):
-        if all(
-            min(slice_tokens(lengths, assign_documents(lengths, k, label))) // block_len >= need_blocks
-            for label, lengths in lengths_by_set.items()
-        ):
-            return k
-    return 0
+        cut = {label: assign_documents(lengths, k, label) for label, lengths in lengths_by_set.items()}
+        if all(min(slice_tokens(lengths_by_set[label], rows)) // block_len >= need_blocks for label, rows in cut.items()):
+            return cut
+    return {}
+
+
+def slice_count(lengths_by_set: dict[str, np.ndarray], wanted: int, block_len: int, eval_tokens: int) -> int:
+    """How many slices choose_slices cuts each set into (0: none)."""
+    return len(next(iter(choose_slices(lengths_by_set, wanted, block_len, eval_tokens).values()), []))
 
 
 def needed_tokens(wanted: int, eval_tokens: int, block_len: int) -> int:

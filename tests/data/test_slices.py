@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raysweep.data.slices import assign_documents, needed_tokens, slice_count, slice_tokens
+from raysweep.data.slices import assign_documents, choose_slices, needed_tokens, slice_count, slice_tokens
 
 
 @settings(max_examples=60, deadline=None)
@@ -35,6 +35,11 @@ def test_slice_count_is_the_most_slices_that_each_fill_an_evaluation():
     assert slice_count({"pre": np.full(40, 64)}, 5, block, eval_tokens) == 0  # not even two
     assert slice_count(sets, 1, block, eval_tokens) == 0
     assert needed_tokens(5, eval_tokens, block) == 5 * 31 * 65 and needed_tokens(1, eval_tokens, block) == 0
+    cut = choose_slices(sets, 5, block, eval_tokens)  # the chosen count's assignment, made once
+    assert set(cut) == {"pre", "post"} and all(
+        len(cut[r]) == 3 and all((a == b).all() for a, b in zip(cut[r], assign_documents(sets[r], 3, r))) for r in cut
+    )
+    assert choose_slices({"pre": np.full(40, 64)}, 5, block, eval_tokens) == {}
 
 
 def test_the_study_s_slices_hold_its_held_out_documents_and_nothing_else(smoke_data):
