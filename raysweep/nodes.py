@@ -59,6 +59,11 @@ def node_diverged(node_dir: str | Path) -> dict | None:
     return json.loads(text) if text is not None else None
 
 
+def node_settled(node_dir: str | Path) -> bool:
+    """Nothing is left to train at `node_dir`: the run finished, or it diverged (an outcome too)."""
+    return node_done(node_dir) is not None or node_diverged(node_dir) is not None
+
+
 def node_points(node_dir: str | Path) -> list[list]:
     """Every metric point a settled node logged (finished: metrics.json; diverged: its record)."""
     text = storage.read_text(storage.join(node_dir, METRICS_FILE))

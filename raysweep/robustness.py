@@ -70,7 +70,7 @@ def run_variants(study: Study, data, base_tree, trainer, open_tracking, prepare)
             tree = train_tree(v, vdata, tracker, run, trainer)
             scored = slices_of_tree(v, vdata, tree, tracker, run)
         except KeyboardInterrupt as stop:
-            settled = {m.spec.node_key for m in _settled(stop)}
+            settled = _settled(stop)
             tracker.guard("closing the variant's unfinished runs", tracker.kill_running, settled)
             if run is not None:
                 tracker.guard("closing the variant's MLflow run", tracker.finish, run, {}, status="KILLED")
@@ -91,10 +91,11 @@ def run_variants(study: Study, data, base_tree, trainer, open_tracking, prepare)
     return out
 
 
-def _settled(stop) -> list:
-    from raysweep.nodes import node_diverged, node_done
+def _settled(stop) -> set[str]:
+    """Keys of the stopped tree's nodes that have nothing left to train (none before the tree began)."""
+    from raysweep.nodes import node_settled
     from raysweep.spec import all_nodes
 
     if getattr(stop, "arms", None) is None:
-        return []
-    return [m for m in all_nodes(stop.arms, stop.subtrees) if node_done(m.spec.node_dir) or node_diverged(m.spec.node_dir)]
+        return set()
+    return {m.spec.node_key for m in all_nodes(stop.arms, stop.subtrees) if node_settled(m.spec.node_dir)}

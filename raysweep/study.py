@@ -248,7 +248,7 @@ def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Pat
 def report_interrupted(study: Study, tracker, study_run: str | None, stop: KeyboardInterrupt, seconds: float) -> dict:
     """After Ctrl-C or SIGTERM: stop the slots, keep what finished (synced to MLflow), mark the
     runs that were training KILLED, and say how to resume. Nothing is counted as failed."""
-    from raysweep.nodes import node_diverged, node_done
+    from raysweep.nodes import node_settled
     from raysweep.spec import all_nodes
     from raysweep.sweep.sync import sync_tree
 
@@ -259,7 +259,7 @@ def report_interrupted(study: Study, tracker, study_run: str | None, stop: Keybo
     settled: set[str] = set()
     if arms is not None:
         nodes = all_nodes(arms, subtrees)
-        settled = {m.spec.node_key for m in nodes if node_done(m.spec.node_dir) or node_diverged(m.spec.node_dir)}
+        settled = {m.spec.node_key for m in nodes if node_settled(m.spec.node_dir)}
         sync_tree(tracker, study_run, arms, subtrees)
         kept = f"{len(settled)} of {len(nodes)} runs of the tree are finished and kept"
     else:

@@ -49,3 +49,15 @@ def test_keeping_no_leaf_weights_changes_no_key_and_not_the_study():
     cfg = Stage2Config(0.0, 1e-3, 0.0, 0.0, "full", 8)
     a, b = (plan_finetune(s, data, post, cfg, 1e-3) for s in (kept, dropped))
     assert a.spec.node_key == b.spec.node_key and (a.spec.keep_weights, b.spec.keep_weights) == (True, False)
+
+
+def test_a_node_is_settled_once_finished_or_diverged_and_not_before(tmp_path):
+    import json
+
+    from raysweep.nodes import node_settled, save_diverged
+
+    finished, diverged, open_ = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    finished.mkdir()
+    (finished / "node.json").write_text(json.dumps({"files": {}}))
+    save_diverged(diverged, 1e-3, 7, "non-finite loss", [])
+    assert node_settled(finished) and node_settled(diverged) and not node_settled(open_)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 from raysweep.leases import Lease, clear_tagged, ttl_s
-from raysweep.nodes import failures_since, node_diverged, node_done, record_failure
+from raysweep.nodes import failures_since, node_diverged, node_done, node_settled, record_failure
 from raysweep.spec import Node, Subtree, all_nodes
 from raysweep.sweep.queue import Item
 from raysweep.sweep.sync import close_run, open_run, sync_node
@@ -73,7 +73,7 @@ class Work:
         group = self.group(item)
         if item[0] != "arm" and node_diverged(self.subtrees[item[1]][0].spec.node_dir):
             return []
-        return [n for n in group if not (node_done(n.spec.node_dir) or node_diverged(n.spec.node_dir))]
+        return [n for n in group if not node_settled(n.spec.node_dir)]
 
     def with_sources(self, items: list[Item], cache_root, mirror: str | None) -> Work:
         """This work with the stream each item's runs train on, as plan files: nothing proportional
