@@ -1,7 +1,6 @@
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -102,16 +101,15 @@ def test_missing_file():
 
 
 def test_cli_rejects_bad_fraction_fast_without_starting_ray():
+    """Fast because nothing heavy runs before the check: neither Ray, torch nor MLflow is imported
+    (what the test checks, not a wall-clock time, which a loaded machine makes noisy)."""
     code = (
         "import sys; from raysweep.main import main; rc = main(['--set', 'pretrain.mix_fraction=[0, 1.5]']);"
-        "assert 'ray' not in sys.modules, 'ray was imported'; sys.exit(rc)"
+        "heavy = [m for m in ('ray', 'torch', 'mlflow') if m in sys.modules]; assert not heavy, heavy; sys.exit(rc)"
     )
-    t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    elapsed = time.perf_counter() - t0
     assert proc.returncode == 2, proc.stderr
     assert "pretrain.mix_fraction" in proc.stderr and "1.5" in proc.stderr
-    assert elapsed < 10, f"took {elapsed:.1f}s"
 
 
 def test_content_hash_follows_content():
@@ -123,28 +121,23 @@ def test_paper_study_dry_run_counts_its_search_space_offline_and_fast():
     import os
     import subprocess
     import sys
-    import time
 
     path = ROOT / "search_spaces" / "paper-135m-frontier.yaml"
     study = load_study(path)
     p1, p2, p3 = study.pretrain, study.posttrain, study.finetune
     n2 = len(p1.mix_fraction) * len(p2.lr) * len(p2.dropout) * len(p2.replay) * len(p2.tuning) * len(p2.batch_sizes)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "RAY_ADDRESS": ""}
-    t0 = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-m", "raysweep.main", "--config", str(path), "--dry-run"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    # fast because it imports nothing heavy (checked, rather than a wall-clock time)
+    code = (
+        f"import sys; from raysweep.main import main; rc = main(['--config', {str(path)!r}, '--dry-run']);"
+        "heavy = [m for m in ('ray', 'torch', 'mlflow', 'transformers') if m in sys.modules]; assert not heavy, heavy; sys.exit(rc)"
     )
-    seconds = time.perf_counter() - t0
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert f"pretrain   {len(p1.mix_fraction):>4} runs" in out.stdout
     assert f"posttrain  {n2:>4} runs" in out.stdout and n2 == 90
     assert f"finetune   {n2 * len(p3.lr):>4} runs" in out.stdout
-    assert "H100-hours" in out.stdout and seconds < 10, seconds
+    assert "H100-hours" in out.stdout
 
 
 def test_dry_run_sizes_the_data_of_a_paper_study(capsys):
