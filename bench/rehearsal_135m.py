@@ -30,7 +30,6 @@ trained twice N, loop/bare R`. Goals: bytes ≤ 10%, memory ≤ 15%, 0 nodes twi
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import platform
@@ -50,11 +49,13 @@ if __package__:  # python -m bench.rehearsal_135m, or a test importing it
     from bench.disk import du
     from bench.s3_server import FAKE_AWS, s3_uri, start_s3_server
     from bench.stage_loop import bare_loop
+    from bench.terminal import trained_now
 else:  # python bench/rehearsal_135m.py: this folder is on the path
     from arrays import ArraySource
     from disk import du
     from s3_server import FAKE_AWS, s3_uri, start_s3_server
     from stage_loop import bare_loop
+    from terminal import trained_now
 
 STUDY = ROOT / "search_spaces" / "rehearsal-135m.yaml"
 # the suite's version (tests/scenarios/test_rehearsal.py): the real width and vocabulary, 2 layers,
@@ -155,18 +156,11 @@ def run_cli(args: list[str], env: dict, log: Path, s3_pid: int, cache: Path) -> 
     return rc, "".join(lines), sampler, time.perf_counter() - t0
 
 
-def trained_now(text: str) -> dict:
-    line = next((x for x in text.splitlines() if x.startswith("trained now:")), None)
-    return ast.literal_eval(line.removeprefix("trained now: ").split(";")[0]) if line else {}
-
-
 def store_nodes(store_uri: str) -> dict[str, dict]:
     """node key -> (stage, bytes of its files, node.json) for every finished node in the store."""
     import pyarrow.fs as pafs
 
-    from raysweep.storage import _resolve
-
-    fs, root = _resolve(store_uri)
+    fs, root = pafs.FileSystem.from_uri(store_uri)
     nodes: dict[str, dict] = {}
     for info in fs.get_file_info(pafs.FileSelector(root, recursive=True)):
         if info.type != pafs.FileType.File:

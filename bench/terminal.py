@@ -1,7 +1,9 @@
-"""A benchmark's terminal: a study's output goes to a file, the bench's own lines to the terminal."""
+"""A benchmark's terminal: a study's output goes to a file, the bench's own lines to the terminal;
+and what a study's summary says it trained."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import os
 import sys
@@ -27,3 +29,9 @@ def output_to(path: Path):
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             terminal.close()
+
+
+def trained_now(text: str) -> dict:
+    """The counts of a study's summary line `trained now: {...}` ({} when it has none)."""
+    line = next((x for x in text.splitlines() if x.startswith("trained now:")), None)
+    return ast.literal_eval(line.removeprefix("trained now: ").split(";")[0]) if line else {}

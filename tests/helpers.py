@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.rehearsal_135m import trained_now  # noqa: F401  (the summary's "trained now" counts)
 from bench.s3_server import FAKE_AWS, free_port, s3_uri, start_s3_server  # noqa: F401  (the tests' own names)
+from bench.terminal import trained_now  # noqa: F401  (the summary's "trained now" counts)
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "search_spaces" / "smoke.yaml"
