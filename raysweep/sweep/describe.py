@@ -111,6 +111,7 @@ def describe_tree(study: Study) -> str:
     n_params = estimate_parameters(study.model.shape, vocab)
     t1, t2, t3 = stage_tokens(study)
     flops = 6 * n_params * (t1 + t2 + t3)
+    disk = disk_of(study, vocab)
     if p2.search == "optuna":
         level2 = (
             f"Optuna: {p2.trials} per λ, {p2.optuna_batch} at a time, lr log-uniform in [{min(p2.lr):g}, {max(p2.lr):g}], dropout ∈ {p2.dropout}, "
@@ -139,29 +140,37 @@ def describe_tree(study: Study) -> str:
         f" ≈ {gpu_hours(study, flops, t1 + t2 + t3)}",
         *describe_compute(study, n_params),
         *describe_halving(study),
-        *describe_robustness(study),
+        *describe_robustness(study, disk[0]),
         *describe_memory(study),
-        *describe_disk(*disk_of(study, vocab)),
-        *describe_transfer(disk_of(study, vocab)[0]),
+        *describe_disk(*disk),
+        *describe_transfer(disk[0]),
         f"  output: {study.out}",
     ]
     return "\n".join(lines)
 
 
-def variant_cost(study: Study, change: dict) -> tuple[float, float]:
-    """(runs, tokens) a robustness variant trains anew: the nodes whose key its change moves
+def variant_runs(study: Study, change: dict) -> dict[str, float]:
+    """Per stage, the runs a robustness variant trains anew: the nodes whose key its change moves
     (raysweep.robustness). A stage-2-only change keeps the arms; a stage-1 mixing change keeps the
     arm without D_post (λ = 0) and its subtree; every other change moves every node."""
-    sizes, (t1, t2, t3) = study.run_counts(), stage_tokens(study)
+    sizes = study.run_counts()
     [key] = change
     if key == "early_stop_min_delta":
-        return sizes["posttrain"] + sizes["finetune"], t2 + t3
+        return {**sizes, "pretrain": 0}
     share = sum(m > 0 for m in study.pretrain.mix_fraction) / len(study.pretrain.mix_fraction) if key == "stage1_mixing" else 1.0
-    return share * sum(sizes.values()), share * (t1 + t2 + t3)
+    return {stage: share * n for stage, n in sizes.items()}
 
 
-def describe_robustness(study: Study) -> list[str]:
-    """What the robustness section adds before any compute: per variant, the runs and tokens trained anew."""
+def variant_cost(study: Study, change: dict) -> tuple[float, float]:
+    """(runs, tokens) a robustness variant trains anew (variant_runs)."""
+    runs, sizes = variant_runs(study, change), study.run_counts()
+    tokens = dict(zip(("pretrain", "posttrain", "finetune"), stage_tokens(study)))
+    return sum(runs.values()), sum(tokens[s] * runs[s] / sizes[s] for s in runs if sizes[s])
+
+
+def describe_robustness(study: Study, disk=None) -> list[str]:
+    """What the robustness section adds before any compute: per variant, the runs and tokens trained
+    anew; and with the study's disk (raysweep.sweep.disk.StudyDisk), the node store they add."""
     if not study.robustness:
         return []
     from raysweep.config.conventions import variant_label
@@ -169,8 +178,12 @@ def describe_robustness(study: Study) -> list[str]:
     costs = [(variant_label(c), *variant_cost(study, c)) for c in study.robustness]
     each = "; ".join(f"{label}: {runs:,.0f} runs, {tokens:,.0f} tokens" for label, runs, tokens in costs)
     runs, tokens = sum(c[1] for c in costs), sum(c[2] for c in costs)
+    stored = ""
+    if disk is not None:  # the variants' finished nodes, each as large as the study's own of its stage
+        added = sum(n * disk.stages[s].node_bytes for c in study.robustness for s, n in variant_runs(study, c).items())
+        stored = f" and {gb(added)} to the node store"
     return [
-        f"  robust.  {len(costs)} variants of the study's conventions add {runs:,.0f} runs and ≤ {tokens:,.0f} training tokens "
+        f"  robust.  {len(costs)} variants of the study's conventions add {runs:,.0f} runs, ≤ {tokens:,.0f} training tokens{stored} "
         f"(nodes a change leaves alone are shared): {each}"
     ]
 

@@ -147,3 +147,11 @@ def test_the_dry_run_says_what_each_robustness_variant_adds(tmp_path):
     assert variant_cost(study, {"packing": "seq"}) == (sum(sizes.values()), t1 + t2 + t3)
     [line] = [x for x in describe_tree(study).splitlines() if x.startswith("  robust.")]
     assert "3 variants" in line and "early_stop_min_delta=0.01: 16 runs" in line and "stage1_mixing=blocks: 9 runs" in line
+    # and the node store they add: each stage's runs anew at that stage's node size
+    from raysweep.sweep.describe import disk_of, variant_runs
+    from raysweep.sweep.disk import gb
+
+    disk = disk_of(study, study.tokenizer.vocab_size)[0]
+    added = sum(n * disk.stages[s].node_bytes for c in study.robustness for s, n in variant_runs(study, c).items())
+    assert variant_runs(study, {"early_stop_min_delta": 0.01})["pretrain"] == 0 and added > 0
+    assert f"and {gb(added)} to the node store" in line
