@@ -50,7 +50,8 @@ def variant_study(study: Study, change: dict) -> Study:
 
 def run_variants(study: Study, data, base_tree, trainer, open_tracking, prepare) -> list[VariantResult]:
     """Each variant's tree trained (what is not shared) and scored; its rows. `open_tracking` and
-    `prepare` are the study's own (raysweep.study, raysweep.data.prepare)."""
+    `prepare` are the study's own (raysweep.study, raysweep.data.prepare); with no `trainer`
+    (--sync-mlflow) each variant's experiment is rebuilt from the node store, nothing trained."""
     from analysis.runs import make_row
     from raysweep.sweep.slices import slices_of_tree
     from raysweep.sweep.tree import Interrupted, collect, train_tree

@@ -152,8 +152,8 @@ def train_language_models(study: Study, tracker, study_run, train: bool, trainer
             said = f"optuna {optuna.__version__}, TPESampler {json.dumps(tpe_options(study.posttrain), sort_keys=True)}"
             tracker.guard("tagging the study run", lambda: tracker.client.set_tag(study_run, SAMPLER, said))
     slices = slices_of_tree(study, data, tree, tracker, study_run)  # scored from the stored weights
-    if study.robustness and train:  # each variant's tree, sharing every node its change leaves alone
-        tree.variants = run_variants(study, data, tree, trainer, open_tracking, prepare)
+    if study.robustness:  # each variant's tree, sharing every node its change leaves alone (--sync-mlflow: synced only)
+        tree.variants = run_variants(study, data, tree, trainer, open_tracking, prepare if train else prepare_cached)
     return tree, collect(study, data, tree.subtrees, slices), {"ray": t_ray - t0 if train else None, "data": t_data - t_ray}
 
 

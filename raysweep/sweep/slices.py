@@ -3,8 +3,9 @@ trained: evaluation passes from the stored weights, never training.
 
 What a checkpoint needs: a stage-2 node its D_post loss on each slice (L_im per slice), a stage-3
 node all three (L_ft, L_ret, L_pre per slice). The scores are kept beside the node
-(`<node>.slices.json`, with the slices' signature: the slices' streams and the tokens scored), so a
-study run again scores nothing twice, and a study finished before slices existed gains them on its
+(`<node>.slices.json`, by the slices' signature: the slices' streams and the tokens scored, so
+studies sharing a node store with other slice settings keep each other's scores), so a study run
+again scores nothing twice, and a study finished before slices existed gains them on its
 next run with no node trained. Scoring runs as Ray tasks, one per subtree, each reserving what one
 stage-3 worker reserves (its GPU on a GPU cluster); without Ray (--sync-mlflow) only what is
 stored is read.
@@ -36,24 +37,25 @@ def roles_of(node: Node) -> tuple[str, ...]:
     return (IMMEDIATE_ROLE,) if node.spec.stage == "posttrain" else tuple(sorted(set(FINETUNE_ROLES.values())))
 
 
-def stored(node: Node, sig: str) -> list[dict[str, float]] | None:
-    """A node's losses per slice (role -> loss), if scored on these slices."""
-    text = storage.read_text(slices_path(node.spec.node_dir))
+def scores_by_signature(node_dir: str) -> dict[str, list[dict[str, float]]]:
+    """Everything scored beside a node: signature -> its losses per slice. (Before 2026-12-07 a
+    file held one signature, {"signature", "losses"}, and another study's slices replaced it.)"""
+    text = storage.read_text(slices_path(node_dir))
     if text is None:
-        return None
+        return {}
     doc = json.loads(text)
-    return doc["losses"] if doc.get("signature") == sig else None
+    return doc["scores"] if "scores" in doc else {doc["signature"]: doc["losses"]}
 
 
 def has_weights(done: dict) -> bool:
     return "model.safetensors" in done.get("files", {})
 
 
-def jobs(subtrees: list[Subtree], sig: str) -> tuple[list[list[tuple[str, tuple[str, ...]]]], int, dict[str, list]]:
-    """Per subtree, the finished checkpoints still to score ((node folder, roles)); how many finished
-    checkpoints cannot be scored because they were stored without weights; and the scores already
-    stored, by node folder (each node's scores are read once, here: a read is a request on an object
-    store)."""
+def jobs(subtrees: list[Subtree], sig: str) -> tuple[list[list[tuple[str, tuple[str, ...], dict]]], int, dict[str, list]]:
+    """Per subtree, the finished checkpoints still to score ((node folder, roles, the scores it
+    holds for other slices)); how many finished checkpoints cannot be scored because they were
+    stored without weights; and the scores already stored, by node folder (each node's scores are
+    read once, here: a read is a request on an object store)."""
     out, weightless, known = [], 0, {}
     for n2, children in subtrees:
         group = []
@@ -61,21 +63,23 @@ def jobs(subtrees: list[Subtree], sig: str) -> tuple[list[list[tuple[str, tuple[
             done = node_done(node.spec.node_dir)
             if done is None:
                 continue
-            losses = stored(node, sig)
-            if losses is not None:
-                known[str(node.spec.node_dir)] = losses
+            have = scores_by_signature(node.spec.node_dir)
+            if sig in have:
+                known[str(node.spec.node_dir)] = have[sig]
             elif not has_weights(done):
                 weightless += 1
             else:
-                group.append((str(node.spec.node_dir), roles_of(node)))
+                group.append((str(node.spec.node_dir), roles_of(node), have))
         if group:
             out.append(group)
     return out, weightless, known
 
 
-def score_group(group: list[tuple[str, tuple[str, ...]]], loop, sources: dict, eval_tokens: int, sig: str, threads: int) -> dict[str, list]:
-    """Score one subtree's checkpoints on every slice and store each one's scores (in a Ray task);
-    returns them by node folder."""
+def score_group(
+    group: list[tuple[str, tuple[str, ...], dict]], loop, sources: dict, eval_tokens: int, sig: str, threads: int
+) -> dict[str, list]:
+    """Score one subtree's checkpoints on every slice and store each one's scores beside those it
+    holds for other slices (in a Ray task); returns them by node folder."""
     import torch
 
     from raysweep.data.streams import sample_blocks
@@ -87,9 +91,9 @@ def score_group(group: list[tuple[str, tuple[str, ...]]], loop, sources: dict, e
     k = len(next(iter(sources.values())))
     sets = [{r: torch.from_numpy(sample_blocks(src[i].local_plan(), eval_tokens)) for r, src in sources.items()} for i in range(k)]
     scores = {}
-    for node_dir, roles in group:
+    for node_dir, roles, kept in group:
         scores[node_dir] = score_weights(load_weights(node_dir, loop.tokenizer_id), loop, [{r: s[r] for r in roles} for s in sets], device)
-        storage.write_text(slices_path(node_dir), json.dumps({"signature": sig, "losses": scores[node_dir]}))
+        storage.write_text(slices_path(node_dir), json.dumps({"scores": {**kept, sig: scores[node_dir]}}))
     return scores
 
 

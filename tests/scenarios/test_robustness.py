@@ -41,3 +41,10 @@ def test_a_stage_2_variant_shares_the_arms_and_leaves_the_study_s_runs_alone(smo
     )
     said = capsys.readouterr().out
     assert "early_stop_min_delta=0.01" in said and "robustness: the verdict holds under " in said
+    # --sync-mlflow into an empty store rebuilds the variant's experiment too, training nothing
+    empty = f"sqlite:///{tmp_path / 'resynced.db'}"
+    resynced = run_study(
+        load_study(SMOKE, [f"output_dir={out}", "robustness=[{early_stop_min_delta: 0.01}]", f"tracking_uri={empty}"]), train=False
+    )
+    assert resynced["trained"] == {"pretrain": 0, "posttrain": 0, "finetune": 0}
+    assert sorted(r["name"] for r in rows_from_mlflow(empty, "smoke.early_stop_min_delta-0.01")) == sorted(r["name"] for r in variant_rows)

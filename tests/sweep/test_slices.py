@@ -24,7 +24,8 @@ def test_every_checkpoint_is_scored_by_exactly_one_task(groups, fits):
 
 def test_each_nodes_stored_scores_are_read_once_and_weightless_nodes_are_counted(tmp_path, monkeypatch):
     """jobs() sorts a subtree's finished nodes into scored (their stored scores returned, read once:
-    a read is a request on an object store), weightless (counted, not scored) and still to score."""
+    a read is a request on an object store), weightless (counted, not scored) and still to score
+    (with the scores it holds for other slices, which its new scores are stored beside)."""
     import json
 
     from raysweep import storage
@@ -54,5 +55,5 @@ def test_each_nodes_stored_scores_are_read_once_and_weightless_nodes_are_counted
     monkeypatch.setattr(storage, "read_text", lambda path: reads.append(str(path)) or real(path))
     todo, weightless, known = slices.jobs([(scored, children)], "sig")
     assert known == {str(tmp_path / "a"): [{"post": 1.0}]} and weightless == 1
-    assert todo == [[(str(tmp_path / "b"), ("ft", "post", "pre"))]]
+    assert todo == [[(str(tmp_path / "b"), ("ft", "post", "pre"), {"other slices": [{"ft": 2.0}]})]]  # its other scores kept
     assert sorted(reads).count(slices_path(tmp_path / "a")) == 1  # once, not again after scoring
