@@ -344,7 +344,9 @@ def main() -> int:
     fits = {stage: fit for stage, _, fit in stage_fits(study)}
 
     cache = tmp / "node-cache"
-    env = {**os.environ, "RAYSWEEP_CACHE": str(cache)}  # FAKE_AWS included
+    # FAKE_AWS included; Ray's "(slot_trial pid=…)" prefix kept on the workers' lines (raysweep.main
+    # drops it by default): the sampler learns from it which process trains, and which stage
+    env = {**os.environ, "RAYSWEEP_CACHE": str(cache), "RAY_DISABLE_WORKER_LOG_PREFIX": "0"}
     cli = ["--config", str(STUDY), *[a for o in overrides for a in ("--set", o)]]
     log = tmp / "cli.log"
     label = f"posttrain λ={study.pretrain.mix_fraction[0]:g} lr={study.posttrain.lr[0]:g} drop=0"
