@@ -130,8 +130,9 @@ class PosttrainConfig(_StageConfig):
         "grid",
         description="grid: every combination of the axes (the paper); optuna: `trials` configurations per λ chosen by Optuna from the stage-3 children's (L_ret, L_ft), lr log-uniform between the smallest and largest of `lr`, the other axes picked from their lists (raysweep/sweep/search.py); halving: the grid, pruned per method at each of `rungs` from short stage-3 probes, the best 1/eta going on (raysweep/sweep/halving.py)",
     )
-    # one early rung, a quarter going on: of the schedules replayed in bench/halving_rules.py the one
-    # that kept most of each method's grid hypervolume within 40% of the grid's tokens (bench/RESULTS.md)
+    # one early rung, a quarter going on: of the schedules replayed in bench/halving_rules.py that
+    # rungs and eta can say, the one whose worst method kept most of the grid's hypervolume within
+    # 40% of its tokens on both CPU twins (bench/RESULTS.md, 2026-12-07)
     rungs: list[float] = Field(
         [1 / 9, 1.0],
         description="search: halving: the shares of each stage-2 run's step budget at which its configurations are compared and pruned, rising, the last 1 (the end)",
