@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from raysweep.config import Study
+from raysweep.config import Study, StudyInputError
 from raysweep.config.conventions import check_variants, variant_label
 from raysweep.storage import is_remote
 
@@ -65,7 +65,14 @@ def run_variants(study: Study, data, base_tree, trainer, open_tracking, prepare)
             f"(MLflow experiment {v.name!r}; nodes the change leaves alone are shared)",
             flush=True,
         )
-        vdata = prepare(v) if set(change) & DATA_CONVENTIONS else data
+        try:
+            vdata = prepare(v) if set(change) & DATA_CONVENTIONS else data
+        except StudyInputError:
+            if trainer is not None:
+                raise
+            # --sync-mlflow reads the data cache, and a variant that never ran made none of its own
+            print(f"[robustness] variant {label}: not synced, it has not run yet (its data is not in the cache)", flush=True)
+            continue
         tracker, run = open_tracking(v)
         try:
             tree = train_tree(v, vdata, tracker, run, trainer)

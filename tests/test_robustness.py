@@ -22,3 +22,26 @@ def test_a_variant_shares_the_studys_folders_but_writes_its_search_log_apart(tmp
     # the marker is no setting: the variant's hash is its conventions', as before
     same = study.model_copy(update={"name": variant.name, "conventions": variant.conventions, "robustness": []})
     assert variant.content_hash() == same.content_hash()
+
+
+def test_sync_skips_a_data_variant_that_never_ran_and_training_refuses_it(tmp_path, capsys):
+    """--sync-mlflow (no trainer) rebuilds each variant from the data cache: one whose data was never
+    made (it never ran) is said and skipped, the rest of the sync goes on; when training, the same
+    error stops the study as any data error does."""
+    import pytest
+
+    from raysweep.config import StudyInputError
+    from raysweep.robustness import run_variants
+
+    study = load_study(SMOKE, [f"output_dir={tmp_path / 'out'}", "robustness=[{packing: seq}]"])
+
+    def not_cached(v):
+        raise StudyInputError("--sync-mlflow", ["the data cache lacks it"])
+
+    def no_tracking(v):
+        raise AssertionError("a skipped variant opens no MLflow run")
+
+    assert run_variants(study, None, None, None, no_tracking, not_cached) == []
+    assert "variant packing=seq: not synced, it has not run yet" in capsys.readouterr().out
+    with pytest.raises(StudyInputError):
+        run_variants(study, None, None, object(), no_tracking, not_cached)
