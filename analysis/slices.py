@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.compare import Interval, _interval, resampled_seeds, seed_groups
-from analysis.verdict import MIN_BOOTSTRAP_SEEDS, Verdict, _view_points, distinct_resamples, verdict, view_verdict
+from analysis.verdict import MIN_BOOTSTRAP_SEEDS, Verdict, _view_points, distinct_resamples, view_verdict
 from raysweep.frontier import reference_point
 
 LOSSES = ("L_im", "L_ft", "L_ret", "L_pre")
@@ -85,7 +85,7 @@ def joint_bootstrap(
     diffs, kinds = [], []
     for seed_draw in resampled_seeds(seeds, n_boot, seed):
         sample = on_slices([r for s in seed_draw for r in by_seed[s]], rng.choice(k, size=k, replace=True))
-        v = verdict(_view_points(sample, a, view), _view_points(sample, b, view), a, b, *view, ref)
+        v = view_verdict(sample, a, b, view, ref)
         diffs.append(v.lean)
         kinds.append(v.key)
     return SliceBootstrap(
@@ -94,7 +94,7 @@ def joint_bootstrap(
         n_boot,
         distinct_resamples(len(seeds)) * distinct_resamples(k),
         level,
-        _interval(diffs, verdict(_view_points(whole, a, view), _view_points(whole, b, view), a, b, *view, ref).lean, level),
+        _interval(diffs, view_verdict(whole, a, b, view, ref).lean, level),
         tuple(kinds),
     )
 

@@ -125,9 +125,9 @@ def _view_points(runs: list[dict], method: str, view: tuple[str, str]) -> np.nda
     return np.array([[r[x], r[y]] for r in runs if r["method"] == method], dtype=float).reshape(-1, 2)
 
 
-def view_verdict(rows: list[dict], a: str, b: str, view: tuple[str, str]) -> Verdict:
-    """The verdict of A vs B in `view` from runs-table rows."""
-    return verdict(_view_points(rows, a, view), _view_points(rows, b, view), a, b, *view)
+def view_verdict(rows: list[dict], a: str, b: str, view: tuple[str, str], reference: tuple | None = None) -> Verdict:
+    """The verdict of A vs B in `view` from runs-table rows (its lean on `reference`, see verdict)."""
+    return verdict(_view_points(rows, a, view), _view_points(rows, b, view), a, b, *view, reference)
 
 
 def seed_verdicts(rows: list[dict], a: str, b: str, view: tuple[str, str]) -> list[Verdict]:

@@ -155,15 +155,14 @@ def heldout_slices(study: Study, corpora: dict[str, TokenCorpus], eos: int, tok_
         return {}
     eval_tokens = min(study.pretrain.eval_tokens, study.posttrain.eval_tokens, study.finetune.eval_tokens)
     cut = choose_slices({r: corpora[r].heldout.lengths for r in ROLES}, wanted, seq + 1, eval_tokens)
-    k = len(cut[ROLES[0]]) if cut else 0
-    if k < 2:
+    if not cut:
         print(
             f"[data] held-out slices: none; a held-out set is too small for two slices of {eval_tokens:,} tokens "
             f"(raise corpora.<role>.heldout_docs, or lower eval_tokens)",
             flush=True,
         )
         return {}
-    out = {}
+    k, out = len(cut[ROLES[0]]), {}
     for r in ROLES:
         held = corpora[r].heldout
         out[r] = [

@@ -54,11 +54,6 @@ def choose_slices(lengths_by_set: dict[str, np.ndarray], wanted: int, block_len:
     return {}
 
 
-def slice_count(lengths_by_set: dict[str, np.ndarray], wanted: int, block_len: int, eval_tokens: int) -> int:
-    """How many slices choose_slices cuts each set into (0: none)."""
-    return len(next(iter(choose_slices(lengths_by_set, wanted, block_len, eval_tokens).values()), []))
-
-
 def needed_tokens(wanted: int, eval_tokens: int, block_len: int) -> int:
     """Held-out tokens a set needs for `wanted` slices (each filling an evaluation's blocks), before
     the unevenness of document lengths: what the dry run states."""

@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raysweep.data.slices import assign_documents, choose_slices, needed_tokens, slice_count, slice_tokens
+from raysweep.data.slices import assign_documents, choose_slices, needed_tokens, slice_tokens
 
 
 @settings(max_examples=60, deadline=None)
@@ -25,6 +25,10 @@ def test_slices_are_disjoint_cover_every_document_once_and_are_balanced(lengths,
 def test_each_set_draws_its_own_shuffle():
     lengths = np.full(40, 10)
     assert any((a != b).any() for a, b in zip(assign_documents(lengths, 4, "pre"), assign_documents(lengths, 4, "post")))
+
+
+def slice_count(sets: dict, wanted: int, block: int, eval_tokens: int) -> int:
+    return len(next(iter(choose_slices(sets, wanted, block, eval_tokens).values()), []))
 
 
 def test_slice_count_is_the_most_slices_that_each_fill_an_evaluation():
