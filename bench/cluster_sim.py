@@ -1,6 +1,6 @@
 """Cluster simulation: the paper's 135M frontier tree on a fake autoscaling GPU cluster, scheduled by
 raysweep's real plan, queue, slots, node store and MLflow, with training replaced by a timed
-stand-in (raysweep.train.standin). How close is the makespan to the ideal? Goals (issue 21):
+stand-in (bench/standin.py). How close is the makespan to the ideal? Goals (issue 21):
 makespan ≤ 1.15 × the lower bound, GPU busy share ≥ 0.9 while work is available, 0 nodes trained
 twice and 0 lost with a worker node removed mid-run.
 
@@ -91,11 +91,19 @@ class Case:
 
 
 def stand_in_for(paper, scale: float, log: str, seed: int, arm_gpus: int):
-    """The stand-in's durations from the paper study's own budgets and preset (raysweep.train.standin)."""
+    """The stand-in's durations from the paper study's own budgets and preset (bench/standin.py)."""
+    from ray import cloudpickle
+
     from raysweep.presets import estimate_parameters
     from raysweep.sweep.describe import PRETRAINED_VOCAB, gpu_tokens_per_s
-    from raysweep.train.standin import StandIn
 
+    if __package__:
+        from bench import standin
+    else:
+        import standin
+    # by value: Ray's workers need not find this folder (as `bench.standin` or as `standin`) to unpickle it
+    cloudpickle.register_pickle_by_value(standin)
+    StandIn = standin.StandIn
     tps = gpu_tokens_per_s(estimate_parameters(paper.model.shape, PRETRAINED_VOCAB))
     p1, p2, p3 = paper.pretrain, paper.posttrain, paper.finetune
     gpus = {
@@ -454,7 +462,7 @@ def main() -> None:
         f"cluster: a CPU head + up to {case.nodes} GPU nodes of {NODE['GPU']} GPUs / {NODE['CPU']} CPUs (fake: raylets on this machine); "
         f"time scale {case.scale:g}; arms as {case.arm_workers} worker(s)"
     )
-    print("training: TIMED STAND-IN (raysweep/train/standin.py), every run sleeps its predicted H100 duration x the time scale")
+    print("training: TIMED STAND-IN (bench/standin.py), every run sleeps its predicted H100 duration x the time scale")
     runs = ([] if args.only_removal else [("undisturbed", False)]) + (
         [] if args.no_removal else [("one worker node removed mid-run", True)]
     )

@@ -88,8 +88,8 @@ def ray_loop(preset: str, vocab: int, seq_len: int, stream, heldout: Path, batch
     sources = {"train": StreamSource(str(stream.path))}
 
     def train(config):  # the worker as a slot's (raysweep.sweep.slots.worker_setup)
-        worker, eval_sets = worker_setup(loop, None)
-        return train_chain([spec], sources, loop, eval_sets, worker)
+        worker, eval_sets, own = worker_setup(loop, None)
+        return train_chain([spec], sources, own, eval_sets, worker)
 
     [result] = (
         TorchTrainer(

@@ -158,7 +158,7 @@ def route_worker_noise(dispatcher=None) -> bool:
 
 
 def _init_ray(ray, retry_after_s: float) -> None:
-    from raysweep.tracking import http_env
+    from raysweep.tracking.store import http_env
 
     env = {**_RAY_ENV, **http_env(), **stop_file_env(), "PYTHONUNBUFFERED": "1"}
     os.environ.update(env)

@@ -75,7 +75,7 @@ def make_study_run(study: Study, tracker) -> str | None:
 
 def open_tracking(study: Study):
     """The study's tracker and its parent run (None, and the tracker offline, when MLflow fails now)."""
-    from raysweep.tracking import Tracker, default_tracking_uri, http_env
+    from raysweep.tracking.store import Tracker, default_tracking_uri, http_env
 
     os.environ.update(http_env())
     uri = study.tracking_uri or default_tracking_uri(study.out)
@@ -204,7 +204,7 @@ def write_outputs(study: Study, rows: list[dict], tree, tracker, study_run) -> t
 def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Path, tracker, timings: dict) -> None:
     from analysis.robustness import robustness_line
     from analysis.slices import slices_summary
-    from raysweep.tracking import UI_ENV, UI_PORT, runs_url
+    from raysweep.tracking.store import UI_ENV, UI_PORT, runs_url
 
     ray_said = "no Ray" if timings["ray"] is None else f"Ray start {timings['ray']:.0f}s"  # --sync-mlflow starts none
     print("\n" + "=" * 78)

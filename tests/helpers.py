@@ -104,7 +104,7 @@ def start_mlflow_server(folder: Path, port: int):
     import time
     import urllib.request
 
-    from raysweep.tracking import UI_ENV
+    from raysweep.tracking.store import UI_ENV
 
     folder.mkdir(parents=True, exist_ok=True)
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))

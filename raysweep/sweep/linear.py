@@ -28,7 +28,7 @@ from raysweep.sweep.plan import method_of
 from raysweep.sweep.sync import close_run, final_metrics
 from raysweep.sweep.tree import TreeResult, leaf_record
 from raysweep.tags import METHOD, MIX_FRACTION, OUTCOME, PARENT_NODE
-from raysweep.tracking import Tracker
+from raysweep.tracking.store import Tracker
 from raysweep.train import theory
 
 

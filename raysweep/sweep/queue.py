@@ -57,6 +57,7 @@ class WorkQueue:
                 self.holding[slot] = item
                 self.taken_at[slot] = time.time()
                 self.attempts[item] = self.attempts.get(item, 0) + 1
+                self._event("start", item, f"slot {slot}")
                 return item
         return WAIT if mine else None
 

@@ -81,27 +81,29 @@ def broadcast(obj, world: int):
 
 
 def worker_setup(loop: LoopConfig, tracking_uri: str | None, in_trial: str | None = None):
-    """This process as the training loop sees it (raysweep.train.context.Worker), and its held-out
-    sets. `in_trial` ("cpu" or "cuda"): a slot trial training by itself, rank 0 of 1 on that device;
-    otherwise a Ray Train worker of its group."""
+    """This process as the training loop sees it (raysweep.train.context.Worker), its held-out
+    sets, and the loop's config with this worker's MLflow sink among its callbacks. `in_trial`
+    ("cpu" or "cuda"): a slot trial training by itself, rank 0 of 1 on that device; otherwise a Ray
+    Train worker of its group."""
     import torch
 
     from raysweep import storage
-    from raysweep.tracking import step_logs
+    from raysweep.tracking.points import metric_sinks
     from raysweep.train.context import Worker, load_eval_sets
 
     torch.set_num_threads(max(1, loop.threads))
-    logs, uploader = step_logs(tracking_uri), storage.Uploader()  # object-store writes happen behind training
+    uploader = storage.Uploader()  # object-store writes happen behind training
+    loop = replace(loop, callbacks=(*loop.callbacks, *metric_sinks(tracking_uri)))
     if in_trial:
         # Ray gives the trial its GPU as CUDA_VISIBLE_DEVICES, so it is device 0 of this process
         device = torch.device("cuda", 0) if in_trial == "cuda" else torch.device("cpu")
-        return Worker(device, new_log=logs, uploader=uploader), load_eval_sets(loop)
+        return Worker(device, uploader=uploader), load_eval_sets(loop), loop
     import ray.train
     import ray.train.torch
 
     tc = ray.train.get_context()
-    worker = Worker(ray.train.torch.get_device(), tc.get_world_rank(), tc.get_world_size(), ray.train.torch.prepare_model, logs, uploader)
-    return worker, load_eval_sets(loop)
+    worker = Worker(ray.train.torch.get_device(), tc.get_world_rank(), tc.get_world_size(), ray.train.torch.prepare_model, uploader)
+    return worker, load_eval_sets(loop), loop
 
 
 def serve_queue(config: dict) -> None:
@@ -112,13 +114,13 @@ def serve_queue(config: dict) -> None:
 
     job: SlotJob = config["job"]
     ctx, slot, kinds = job.ctx, job.slot, job.kinds
-    worker, eval_sets = worker_setup(ctx.loop, ctx.tracking_uri, job.in_trial)
+    worker, eval_sets, loop = worker_setup(ctx.loop, ctx.tracking_uri, job.in_trial)
     rank, world = worker.rank, worker.world
     if rank == 0:
         ctx.trainer.record("fit", slot=slot, kinds=list(kinds), node=ray.get_runtime_context().get_node_id())
 
     def train(specs, rows):
-        return ctx.trainer.train(specs, rows, ctx.loop, eval_sets, worker)
+        return ctx.trainer.train(specs, rows, loop, eval_sets, worker)
 
     while True:
         hold_if_stopping()  # no item is taken once a stop signal has come (raysweep.signals)

@@ -1,6 +1,7 @@
 """MLflow brought up to date from the node store: each settled node's run holds every metric point
-the node logged (exactly once), its final metrics and its status. Run by the workers after each
-node, by the driver before and after a tree (and alone with --sync-mlflow); idempotent.
+the node logged (exactly once), its final metrics and its status. Run by the driver only: as each
+item of a tree run ends (raysweep.sweep.runs), before and after a tree, and alone with
+--sync-mlflow; idempotent.
 
 MLflow is a view, never the record (raysweep.tracking): whatever an outage, a killed worker or a
 retrained node left out of it, or changed, is written from the node's own files.
@@ -12,7 +13,7 @@ from raysweep.keys import json_key
 from raysweep.nodes import node_diverged, node_done, node_points
 from raysweep.spec import FINETUNE_ROLES, IMMEDIATE_ROLE, Node, Subtree, finetune_losses, immediate_loss
 from raysweep.tags import FINAL_STEP, NODE_KEY, OUTCOME, SLICES, SLICES_KEY, SLICES_SIGNATURE, SLICES_STEP, SYNCED, SYNCED_RESULT
-from raysweep.tracking import Tracker
+from raysweep.tracking.store import Tracker
 
 
 def final_metrics(stage: str, losses: dict[str, float]) -> dict[str, float]:

@@ -23,6 +23,7 @@ from raysweep.nodes import node_diverged, node_done, quarantine, verify_node
 from raysweep.spec import Node, Subtree, all_nodes, immediate_loss
 from raysweep.sweep.plan import plan
 from raysweep.sweep.queue import Item
+from raysweep.sweep.runs import TreeRuns
 from raysweep.sweep.slots import SlotContext, run_slots, subtree_slots
 from raysweep.sweep.sync import sync_tree
 from raysweep.sweep.work import Work, split_tail
@@ -185,9 +186,10 @@ def train_nodes(
     result = TreeResult(arms, subtrees)
     me = trainer_id(study)
     if items:
-        work = Work(arms, subtrees, tracker, study_run)
+        work = Work(arms, subtrees)
+        runs = TreeRuns(tracker, study_run)
         try:
-            result.failures = train_items(study, data, work, items, trainer, me)
+            result.failures = train_items(study, data, work, runs, items, trainer, me, settled | blocked)
         except KeyboardInterrupt as stop:
             # Ray is still up here: the study clears the leases once it has stopped the workers
             raise Interrupted(arms, subtrees, *stop.args, clear_leases=work.clear_leases) from None
@@ -206,8 +208,11 @@ def train_nodes(
     return result
 
 
-def train_items(study: Study, data, work: Work, items: list[Item], trainer: Trainer, trained_by: str) -> list[str]:
-    """Train `items` on warm slots, each node stamped `trained_by`; returns the failures, one line each."""
+def train_items(
+    study: Study, data, work: Work, runs: TreeRuns, items: list[Item], trainer: Trainer, trained_by: str, settled: set[str]
+) -> list[str]:
+    """Train `items` on warm slots, each node stamped `trained_by`, each node not in `settled` with
+    its MLflow run opened first by this driver (`runs`); returns the failures, one line each."""
     resources = {s: getattr(study, s).resources for s in ("pretrain", "posttrain", "finetune")}
     arm_item = {a.spec.node_key: ("arm", i) for i, a in enumerate(work.arms)}
     arm_of = {it: arm_item[work.group(it)[0].parent] for it in items if it[0] == "subtree"}
@@ -219,13 +224,14 @@ def train_items(study: Study, data, work: Work, items: list[Item], trainer: Trai
     items, split = split_tail(items, todo, subtree_slots(resources, study.max_concurrent_trials, len(arm_of)))
     needs.update({it: ("subtree", it[1]) for it in items if it[0] == "leaf"})
     work = work.with_tail(split).with_sources(items, study.out / "cache", data_mirror(study.checkpoints))
+    work = work.with_runs(runs.open(work, items, settled))
     ctx = SlotContext(
         loop=loop_config(study, data, trained_by),
         resources=resources,
         retries=study.retries,
         tune_storage=str(study.out / "tune"),
         ray_storage=str(study.out / "ray"),
-        tracking_uri=work.tracker.tracking_uri if work.tracker.online else None,
+        tracking_uri=runs.tracker.tracking_uri if runs.online else None,
         work=work,
         trainer=trainer,
     )
@@ -235,8 +241,10 @@ def train_items(study: Study, data, work: Work, items: list[Item], trainer: Trai
         return head.spec.label + (f" (+{len(children)} fine-tuning runs)" if item[0] == "subtree" else "")
 
     _, failed, never, slot_errors = run_slots(
-        ctx, items, needs, study.max_concurrent_trials, lambda queue: QueueEvents(queue, len(items), describe)
+        ctx, items, needs, study.max_concurrent_trials, lambda queue: QueueEvents(queue, len(items), describe, runs.on_event)
     )
+    # an interrupted study marks what is still open KILLED instead (raysweep.study.report_interrupted)
+    runs.close_rest()
     return failure_lines(work, failed, never, slot_errors)
 
 
@@ -311,10 +319,12 @@ def leaf_record(name: str, method: str, config: dict, post: dict, done: dict, sl
 
 
 class QueueEvents:
-    """Prints the queue's events in the driver (a thread), one line each, with the run's progress."""
+    """Prints the queue's events in the driver (a thread), one line each, with the run's progress,
+    and hands each to `on_event(what, item, text)` (raysweep.sweep.runs moves MLflow runs on)."""
 
-    def __init__(self, queue, total: int, describe):
+    def __init__(self, queue, total: int, describe, on_event=None):
         self.queue, self.total, self.describe, self.seen, self.done = queue, total, describe, 0, 0
+        self.on_event = on_event
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -340,6 +350,10 @@ class QueueEvents:
             return
         self.seen += len(events)
         for t, what, item, text in events:
+            if self.on_event is not None:
+                self.on_event(what, item, text)
+            if what == "start":
+                continue
             self.done += what != "retry"
             left = t / max(1, self.done) * (self.total - self.done)
             what = {"done": "done", "retry": "FAILED (retrying)", "failed": "FAILED"}.get(what, what)

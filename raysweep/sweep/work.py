@@ -4,8 +4,9 @@
 weights in memory; ("leaf", j, c): child c of stage-2 node j alone, from its stored weights. A
 subtree's children are split off as leaves only at the tree's tail (`split_tail`), so the last
 subtrees' stage-3 runs spread over the slots that would otherwise stand idle. Finished and diverged
-nodes are skipped, so a retried item continues where its last attempt stopped. Rank 0 opens and
-syncs the items' MLflow runs; every rank trains.
+nodes are skipped, so a retried item continues where its last attempt stopped. Every rank trains;
+rank 0's runs stream metric points to the MLflow runs the driver opened for them
+(raysweep.sweep.runs), and nothing else of MLflow happens here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from raysweep.leases import Lease, clear_tagged, ttl_s
 from raysweep.nodes import failures_since, node_diverged, node_done, node_settled, record_failure
 from raysweep.spec import Node, Subtree, all_nodes
 from raysweep.sweep.queue import Item
-from raysweep.sweep.sync import close_run, open_run, sync_node
 
 
 def split_tail(items: list[Item], todo: dict[int, list[int]], slots: int) -> tuple[list[Item], dict[int, set[int]]]:
@@ -37,12 +37,11 @@ def split_tail(items: list[Item], todo: dict[int, list[int]], slots: int) -> tup
 class Work:
     """One tree run's items and what training them needs, made in the driver and sent, as it is, to
     every slot: the nodes, each item's streams (`with_sources`), the subtrees whose tail was split
-    (`with_tail`), the tracker that opens and syncs the items' MLflow runs."""
+    (`with_tail`), the MLflow run of each node to train (`with_runs`)."""
 
     arms: list[Node]
     subtrees: list[Subtree]
-    tracker: object  # raysweep.tracking.Tracker
-    study_run: str | None
+    runs: dict[str, str] = field(default_factory=dict)  # node key -> its MLflow run id, opened by the driver (raysweep.sweep.runs)
     split: dict[int, set[int]] = field(default_factory=dict)  # subtree -> its children trained as leaf items (split_tail)
     sources: dict[Item, dict] = field(default_factory=dict)  # item -> {dataset: StreamSource}: each rank reads its own rows
     lease_tag: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # this tree run's leases (raysweep.leases.clear_tagged)
@@ -75,6 +74,10 @@ class Work:
             return []
         return [n for n in group if not node_settled(n.spec.node_dir)]
 
+    def with_runs(self, runs: dict[str, str]) -> Work:
+        """This work with the MLflow run each node's metric points go to."""
+        return replace(self, runs=runs)
+
     def with_sources(self, items: list[Item], cache_root, mirror: str | None) -> Work:
         """This work with the stream each item's runs train on, as plan files: nothing proportional
         to a stream goes into the object store or the driver; each rank maps its own rows
@@ -92,16 +95,6 @@ class Work:
                 sources[item]["ft"] = source_of(children[0].stream, cache_root, mirror)
         return replace(self, sources=sources)
 
-    def run_of(self, node: Node, memo: dict) -> str | None:
-        """The node's MLflow run id (found by node key or created, parents first); None offline."""
-        key = node.spec.node_key
-        if key not in memo:
-            memo[key] = open_run(self.tracker, node, self.parent_run(node, memo))
-        return memo[key]
-
-    def parent_run(self, node: Node, memo: dict) -> str | None:
-        return self.study_run if node.parent is None else self.run_of(self.by_key[node.parent], memo)
-
     def train_item(self, item: Item, train, rank: int, world: int, broadcast) -> tuple[str, str] | None:
         """Train the item on this rank: `train(specs, sources)` trains a chain of runs, each rank on
         its own rows (raysweep.train.chain); `broadcast` shares rank 0's list with the others. Rank
@@ -110,22 +103,13 @@ class Work:
         lease = self.lease(item) if rank == 0 and self.todo(item) else None
         try:
             keys = broadcast([n.spec.node_key for n in self.todo(item)] if rank == 0 else None, world)
-            nodes = [self.by_key[k] for k in keys]
-            memo: dict = {}
-            run_ids = {n.spec.node_key: self.run_of(n, memo) for n in nodes} if rank == 0 else {}
-            specs = [replace(n.spec, run_id=run_ids.get(n.spec.node_key)) for n in nodes]
-            results = train(specs, self.sources[item]) if specs else []
+            specs = [replace(self.by_key[k].spec, run_id=self.runs.get(k) if rank == 0 else None) for k in keys]
+            if specs:
+                train(specs, self.sources[item])
         finally:
             if lease is not None:
                 lease.release()
-        if rank != 0:
-            return None
-        for n, r in zip(nodes, results):
-            if r.get("blocked"):
-                close_run(self.tracker, run_ids[n.spec.node_key], "blocked")
-            else:
-                sync_node(self.tracker, n, self.parent_run(n, memo))
-        return self.outcome(item)
+        return self.outcome(item) if rank == 0 else None
 
     def lease(self, item: Item) -> Lease:
         """The item's lease (on its arm or stage-2 node), taken: waits while another trainer holds it."""
@@ -164,15 +148,9 @@ class Work:
 
     def abandon(self, item: Item, since: float, error: str) -> None:
         """After a failed attempt that started at `since` (slot trial, outside the workers): the
-        item's finished nodes are synced to MLflow, its unfinished ones marked failed (a retry
-        reopens them), and the attempt is recorded in the failures file of the node it was training
-        unless its worker recorded it (a worker killed by a signal or the OOM killer writes nothing)."""
-        memo: dict = {}
+        attempt is recorded in the failures file of the node it was training unless its worker
+        recorded it (a worker killed by a signal or the OOM killer writes nothing). Its MLflow runs
+        are the driver's to close, on the queue's event (raysweep.sweep.runs)."""
         unfinished = self.todo(item)
-        for n in self.group(item):
-            if node_done(n.spec.node_dir):
-                sync_node(self.tracker, n, self.parent_run(n, memo))
-            elif n in unfinished:
-                close_run(self.tracker, self.run_of(n, memo), "failed")
         if unfinished and not any(failures_since(n.spec.node_dir, since) for n in unfinished):
             record_failure(unfinished[0].spec, error)

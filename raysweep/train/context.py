@@ -7,7 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from raysweep.presets import ModelShape
-from raysweep.train.steplog import StepLog
 
 
 @dataclass(frozen=True)
@@ -23,7 +22,7 @@ class LoopConfig:
     compile: bool = False  # torch.compile the training step (model.compile)
     precision: str = "auto"  # model.precision: auto (bf16 autocast on GPU, fp32 on CPU), bf16, fp32
     threads: int = 1  # torch threads per worker (its CPU reservation)
-    callbacks: tuple = ()  # raysweep.train.callbacks.Callback: fault drills, audits (the loop calls them at named points)
+    callbacks: tuple = ()  # raysweep.train.callbacks.Callback: fault drills, audits, the MLflow sink (the loop calls them at named points)
     trained_by: str = ""  # who trains (raysweep.sweep.tree.trainer_id), kept in each node it trains: another driver sharing the store may finish a node first
 
 
@@ -40,7 +39,6 @@ class Worker:
     rank: int = 0
     world: int = 1
     wrap_model: Callable = _plain  # Ray Train's prepare_model (device placement, DDP) in a worker group
-    new_log: Callable[..., StepLog] = StepLog  # (spec, total_steps, tokens_per_step, active) -> StepLog; MLflow's in a study
     uploader: object = None  # raysweep.storage.Uploader for object-store node stores
 
     def wrap(self, model):

@@ -7,9 +7,11 @@
 
 Per run: AdamW (β 0.9/0.95, grad clip 1.0), linear warmup + cosine decay, a step budget, periodic
 held-out evaluation (sharded over ranks, all-reduced), optional early stopping. It imports no Ray
-and no MLflow: the worker's place in its group and its step logger come in a `Worker`
-(raysweep.train.context), so the same loop runs in a Ray Train worker, in a plain process and on
-a GPU machine without Ray.
+and no MLflow: the worker's place in its group comes in a `Worker` (raysweep.train.context), and
+everything that is not training (progress lines, metric sinks, fault drills, audits) is a callback
+(raysweep.train.callbacks), so the same loop runs in a Ray Train worker, in a plain process and on
+a GPU machine without Ray. The loop keeps the run's metric points itself (its checkpoints and its
+node save them) and hands each new one to the callbacks.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -25,6 +27,7 @@ from raysweep.memory import fit_stage
 from raysweep.nodes import load_progress, progress_dir, save_progress
 from raysweep.spec import Diverged, RunSpec
 from raysweep.train.callbacks import each
+from raysweep.train.callbacks.progress import ProgressLines
 from raysweep.train.context import LoopConfig, Worker
 from raysweep.train.model import add_lora, build_model, set_dropout
 from raysweep.train.optimizer import build_optimizer
@@ -64,6 +67,20 @@ class RunProgress:
     first_step: int = 0
     t_train: float = 0.0  # when this attempt's steps began
     aside: float = 0.0  # seconds of this attempt's steps spent evaluating and writing progress checkpoints
+    points: list = field(
+        default_factory=list
+    )  # the run's metric points (key, value, ms, step), rank 0: saved with its checkpoints and its node
+    callbacks: tuple = ()  # this run's: the loop's own (progress lines), then the config's (raysweep.train.callbacks)
+    rank0: bool = True
+
+    def metrics(self, spec: RunSpec, values: dict[str, float]) -> None:
+        """New metric points at the current step (rank 0), handed to the callbacks."""
+        if not self.rank0 or not values:
+            return
+        ts = int(time.time() * 1000)
+        new = [(k, float(v), ts, self.step) for k, v in values.items()]
+        self.points += new
+        each(self.callbacks, "on_metrics", spec, new)
 
 
 def host_state(state: dict, copy: bool) -> dict:
@@ -128,9 +145,8 @@ def fit_run(spec: RunSpec, cfg: LoopConfig, worker: Worker, trainable: int | Non
     )
 
 
-def resume(spec: RunSpec, m: Model, log, worker: Worker) -> RunProgress:
-    """Continue where an interrupted attempt left off, bit for bit (a fresh RunProgress if none)."""
-    p = RunProgress()
+def resume(spec: RunSpec, m: Model, p: RunProgress, worker: Worker) -> RunProgress:
+    """Continue where an interrupted attempt left off, bit for bit (`p` as it is if there is no checkpoint)."""
     saved = load_progress(spec, worker.rank) if spec.checkpoint_every else None
     if saved is None:
         return p
@@ -141,7 +157,9 @@ def resume(spec: RunSpec, m: Model, log, worker: Worker) -> RunProgress:
     p.seconds_before = saved["train_seconds"]
     if saved["rng"] is not None:
         torch.set_rng_state(saved["rng"])
-    log.restore(saved.get("metrics", []), p.step)
+    if p.rank0:  # the points logged up to the checkpoint's step (later ones are made again)
+        p.points = [tuple(x) for x in saved.get("metrics", []) if x[3] <= p.step]
+        each(p.callbacks, "on_resume", spec, list(p.points))
     p.resumed_from = p.step  # the data position is the step: the same batches follow as in an uninterrupted run
     if worker.rank == 0:
         print(
@@ -163,7 +181,7 @@ def early_stop(spec: RunSpec, p: RunProgress, evals: dict[str, float], raw) -> b
     return p.bad >= spec.patience
 
 
-def checkpoint(spec: RunSpec, p: RunProgress, m: Model, log, worker: Worker) -> None:
+def checkpoint(spec: RunSpec, p: RunProgress, m: Model, worker: Worker) -> None:
     """A resumable progress checkpoint (raysweep.nodes.save_progress): weights, optimizer, counters, RNG."""
     counters = {
         "step": p.step,
@@ -171,7 +189,7 @@ def checkpoint(spec: RunSpec, p: RunProgress, m: Model, log, worker: Worker) -> 
         "best_step": p.best_step,
         "bad": p.bad,
         "train_seconds": p.seconds_before + time.perf_counter() - p.t_train,
-        "metrics": list(log.points),
+        "metrics": list(p.points),
     }
     rank0 = worker.rank == 0
     save_progress(
@@ -185,7 +203,7 @@ def checkpoint(spec: RunSpec, p: RunProgress, m: Model, log, worker: Worker) -> 
     )
 
 
-def train_steps(spec: RunSpec, m: Model, p: RunProgress, it, cfg: LoopConfig, monitor: dict, log, worker: Worker) -> None:
+def train_steps(spec: RunSpec, m: Model, p: RunProgress, it, cfg: LoopConfig, monitor: dict, worker: Worker) -> None:
     """The step loop, from p.step to the step budget or an early stop."""
     p.t_train = time.perf_counter()
     m.model.train()
@@ -194,21 +212,21 @@ def train_steps(spec: RunSpec, m: Model, p: RunProgress, it, cfg: LoopConfig, mo
         t_wait = time.perf_counter()
         x = next(it)
         p.data_wait += time.perf_counter() - t_wait
-        each(cfg.callbacks, "on_batch", spec, p.step, x)
+        each(p.callbacks, "on_batch", spec, p.step, x)
         for g in m.opt.param_groups:
             g["lr"] = lr_at(p.step, spec.lr, spec.min_lr, spec.warmup_steps, spec.max_steps, spec.schedule)
         loss, norm = forward_backward(m.step_model, m.model, m.opt, x, worker.device, micro_batch=m.micro, precision=cfg.precision)
-        for cb in cfg.callbacks:
+        for cb in p.callbacks:
             loss, norm = cb.on_gradients(spec, p.step, loss, norm)
         # The norm of the all-reduced gradient is the same on every rank, so all ranks stop together
         # (a per-rank loss test could stop one rank inside a collective the others wait in).
         if not torch.isfinite(norm):
-            log.close()
+            each(p.callbacks, "on_close", spec)
             raise Diverged(
                 f"{spec.label}: non-finite loss/gradient at step {p.step} (loss {loss.item():.4g}); "
                 f"this config diverges: lower its lr ({spec.lr:g})",
                 p.step,
-                log.points,
+                p.points,
             )
         m.opt.step()
         p.step += 1
@@ -216,28 +234,29 @@ def train_steps(spec: RunSpec, m: Model, p: RunProgress, it, cfg: LoopConfig, mo
         if p.t_first is None:
             p.t_first, p.first_step = time.perf_counter(), p.step
         if p.step % 10 == 0:
-            log.metrics(p.step, {"train_loss": p.train_loss, "lr": m.opt.param_groups[0]["lr"]})
+            p.metrics(spec, {"train_loss": p.train_loss, "lr": m.opt.param_groups[0]["lr"]})
         if p.step % spec.eval_every == 0 or p.step == spec.max_steps:
             t_aside = time.perf_counter()
             evals = evaluate(m.model, monitor, worker.device, worker.rank, worker.world, m.eval_batch, cfg.precision)
-            log.metrics(p.step, {f"heldout_{k}": v for k, v in evals.items()})
-            log.progress(p.step, p.train_loss, evals, force=True)
+            p.metrics(spec, {f"heldout_{k}": v for k, v in evals.items()})
+            if p.rank0:
+                each(p.callbacks, "on_step", spec, p.step, p.train_loss, evals)
             stop = spec.early_stop_on and early_stop(spec, p, evals, m.raw)
             p.aside += time.perf_counter() - t_aside
             if stop:
                 p.stopped_early = True
                 break
-        else:
-            log.progress(p.step, p.train_loss)
+        elif p.rank0:
+            each(p.callbacks, "on_step", spec, p.step, p.train_loss, None)
         periodic = spec.checkpoint_every and p.step % spec.checkpoint_every == 0
         if p.step < spec.max_steps and (periodic or p.step == spec.stop_at):  # at a rung: the next one continues from here
             t_aside = time.perf_counter()
-            checkpoint(spec, p, m, log, worker)
+            checkpoint(spec, p, m, worker)
             p.aside += time.perf_counter() - t_aside
-        each(cfg.callbacks, "on_step_end", spec, p.step, worker)
+        each(p.callbacks, "on_step_end", spec, p.step, worker)
 
 
-def finish(spec: RunSpec, m: Model, p: RunProgress, cfg: LoopConfig, eval_sets: dict, log, worker: Worker) -> tuple[dict, dict]:
+def finish(spec: RunSpec, m: Model, p: RunProgress, cfg: LoopConfig, eval_sets: dict, worker: Worker) -> tuple[dict, dict]:
     """The best weights back, the final evaluation on every held-out set, LoRA merged; (result, weights on CPU)."""
     t_end = time.perf_counter()
     train_seconds = p.seconds_before + t_end - p.t_train
@@ -250,8 +269,8 @@ def finish(spec: RunSpec, m: Model, p: RunProgress, cfg: LoopConfig, eval_sets: 
     raw = m.raw.merge_and_unload() if spec.lora else m.raw  # θ_post = base + the adapters' product: a plain model for stage 3
     rung = spec.stops_at_rung(p.step, p.stopped_early)
     if not rung:  # a rung's losses are its snapshot's, not the run's final ones
-        log.metrics(p.step, {f"final_{k}": v for k, v in final.items()})
-    log.close()
+        p.metrics(spec, {f"final_{k}": v for k, v in final.items()})
+    each(p.callbacks, "on_close", spec)
     result = {
         "losses": final,
         "steps": p.step,
@@ -276,22 +295,22 @@ def finish(spec: RunSpec, m: Model, p: RunProgress, cfg: LoopConfig, eval_sets: 
 
         result["compiled_graphs"] = int(counters["stats"]["unique_graphs"])
     state = host_state(raw.state_dict(), copy=False)  # the run's model is done with: its own tensors where they are on the host
-    each(cfg.callbacks, "on_finish", spec, result, state, worker)
+    each(p.callbacks, "on_finish", spec, result, state, worker)
     return result, state
 
 
 def train_run(spec: RunSpec, init_state: dict | None, source, cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker):
     """Train one run on its stream (`source.rows_for(batch, world, rank)`: a StreamSource's plan, or
     bench/arrays.py's ArraySource); returns (result dict, final weights on CPU, metric points)."""
-    each(cfg.callbacks, "on_start", spec, worker)
+    p = RunProgress(callbacks=(ProgressLines(cfg.seq_len), *cfg.callbacks), rank0=worker.rank == 0)
+    each(p.callbacks, "on_start", spec, worker)
     m = build(spec, init_state, cfg, worker)
     del init_state  # in the model now: a parent loaded for this run alone is freed, not held while it trains
-    log = worker.new_log(spec, spec.max_steps, spec.batch_size * cfg.seq_len, worker.rank == 0)
     torch.manual_seed(spec.seed + worker.rank)  # dropout masks differ per rank, fixed per seed
     monitor = {k: eval_sets[k] for k in spec.monitor}
     rows = source.rows_for(spec.batch_size, worker.world, worker.rank)
-    p = resume(spec, m, log, worker)
+    resume(spec, m, p, worker)
     it = batches(rows, worker.device, start=p.step)
-    train_steps(spec, m, p, it, cfg, monitor, log, worker)
-    result, state = finish(spec, m, p, cfg, eval_sets, log, worker)
-    return result, state, log.points
+    train_steps(spec, m, p, it, cfg, monitor, worker)
+    result, state = finish(spec, m, p, cfg, eval_sets, worker)
+    return result, state, p.points

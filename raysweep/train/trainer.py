@@ -1,14 +1,14 @@
 """What a worker slot calls to train a chain of runs: the one thing the scheduler (raysweep.sweep)
 knows of training. The study makes a `Trainer` (the real loop, with the fault drills the
 environment asks for); the cluster simulation hands in its timed stand-in instead
-(raysweep.train.standin), which has the same methods. Either crosses the Ray boundary pickled in
+(bench/standin.py), which has the same methods. Either crosses the Ray boundary pickled in
 the slots' context, so each keeps what it needs in its fields."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from raysweep.train.faults import Faults
+from raysweep.train.callbacks.faults import Faults
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class Trainer:
 
     @classmethod
     def from_env(cls) -> Trainer:
-        """The real loop, with the fault drills RAYSWEEP_INJECT_* ask for (raysweep.train.faults),
+        """The real loop, with the fault drills RAYSWEEP_INJECT_* ask for (raysweep.train.callbacks.faults),
         read once here in the driver: workers get them with the trainer, whatever their environment."""
         faults = Faults.from_env()
         return cls(callbacks=(faults,) if faults.any() else ())

@@ -10,7 +10,7 @@ from raysweep.data.streams import StreamSource
 from raysweep.nodes import node_done
 from raysweep.study import run_study
 from raysweep.sweep.slots import worker_setup
-from raysweep.train.audit import Audit
+from raysweep.train.callbacks.audit import Audit
 from raysweep.train.chain import train_chain
 from raysweep.train.context import LoopConfig, Worker, load_eval_sets
 from tests.helpers import REDUCED, SMOKE, node_results, run_spec, with_reference_data
@@ -42,8 +42,8 @@ def _fit(study, data, tmp_path, workers: int, name: str, **over):
     spec, loop, sources = _run(study, data, tmp_path, name, **over)
 
     def train(config):  # each worker as a slot's (raysweep.sweep.slots.worker_setup); rank 0's results come back
-        worker, eval_sets = worker_setup(loop, None)
-        return train_chain([spec], sources, loop, eval_sets, worker)
+        worker, eval_sets, own = worker_setup(loop, None)
+        return train_chain([spec], sources, own, eval_sets, worker)
 
     trainer = TorchTrainer(
         train,

@@ -104,8 +104,8 @@ def test_no_item_is_lost_held_twice_or_started_before_its_arm(script, retries):
 
 def test_a_slot_that_failed_for_good_gives_its_item_back(ray_local):
     """The Tune callback for a slot trial that failed for good (its process died more than
-    `retries` times): the item it held returns to the queue as a failed attempt and its MLflow runs
-    are closed, so a slot waiting for that arm is not left waiting forever."""
+    `retries` times): the item it held returns to the queue as a failed attempt (the driver moves
+    its MLflow runs on from the queue's events), so a slot waiting for that arm is not left waiting forever."""
     from types import SimpleNamespace
 
     from raysweep.sweep.slots import give_back_on_error
@@ -118,7 +118,8 @@ def test_a_slot_that_failed_for_good_gives_its_item_back(ray_local):
     callback.on_trial_error(0, [], SimpleNamespace(config={"slot": (0, ("arm", "subtree"))}, get_error=lambda: "process died"))
     assert abandoned == [(A0, "its worker slot failed: process died")] and ray_local.get(queue.held_by.remote(0)) is None
     assert ray_local.get(queue.take.remote(1)) == A0  # the waiting slot trains the arm (second attempt)
-    assert ray_local.get(queue.events_since.remote(0))[0][1:] == ("retry", A0, "its worker slot failed: process died")
+    events = [e[1:] for e in ray_local.get(queue.events_since.remote(0))]
+    assert events == [("start", A0, "slot 0"), ("retry", A0, "its worker slot failed: process died"), ("start", A0, "slot 1")]
     ray_local.kill(queue)
 
 

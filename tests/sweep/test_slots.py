@@ -69,7 +69,7 @@ def test_a_one_rank_group_broadcasts_nothing_and_errors_read_as_their_worker_rai
 
 def test_the_trainer_adds_its_callbacks_to_the_loops_and_reads_the_drills_from_the_environment(monkeypatch):
     import raysweep.train.chain
-    from raysweep.train.faults import Faults
+    from raysweep.train.callbacks.faults import Faults
 
     got = []
     monkeypatch.setattr(raysweep.train.chain, "train_chain", lambda specs, sources, cfg, evals, worker: got.append(cfg.callbacks))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from raysweep.nodes import save_node
 from raysweep.spec import Node, losses_by_role
 from raysweep.sweep.sync import final_metrics, summary_metrics, sync_node
-from raysweep.tracking import Tracker
+from raysweep.tracking.store import Tracker
 from tests.helpers import run_spec
 
 

@@ -61,7 +61,7 @@ def test_a_truncated_node_is_quarantined_and_trained_again_and_an_intact_one_tru
 
 def test_failures_read_as_what_failed_and_why(tmp_path):
     arms, subtrees = _tree(tmp_path)
-    work = Work(arms, subtrees, None, None)
+    work = Work(arms, subtrees)
     failed = {("arm", 1): "out of memory", ("subtree", 0): "blocked: its arm diverged", ("leaf", 2, 1): "blocked: diverged"}
     assert failure_lines(work, failed, [("subtree", 2)], []) == [
         "pretrain arm pretrain/a1: out of memory",

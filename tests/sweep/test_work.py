@@ -1,4 +1,4 @@
-"""raysweep.sweep.work on its own (no Ray, no MLflow: the study run is None, so no run is opened): an
+"""raysweep.sweep.work on its own (no Ray, no MLflow): an
 item's nodes, what is left of it, what a trained item tells the queue, what a failed attempt
 leaves in the node store, and the copies `with_tail` / `with_sources` make."""
 
@@ -20,7 +20,7 @@ def _tree(tmp_path):
     arm = _node(tmp_path, "a0", "pretrain")
     post = _node(tmp_path, "s0", "posttrain", "a0")
     children = [_node(tmp_path, f"c{k}", "finetune", "s0") for k in range(3)]
-    return Work([arm], [(post, children)], tracker=None, study_run=None)
+    return Work([arm], [(post, children)])
 
 
 def _finish(node: Node, losses: dict) -> None:
@@ -70,7 +70,7 @@ def test_train_item_trains_what_is_left_in_order_and_settles_it(tmp_path):
     tree = _tree(tmp_path)
     post, children = tree.subtrees[0]
     _finish(children[0], {"ft": 1.0, "post": 2.0, "pre": 3.0})
-    work = Work(tree.arms, tree.subtrees, None, None, sources={("subtree", 0): {"train": "stream"}})
+    work = Work(tree.arms, tree.subtrees, sources={("subtree", 0): {"train": "stream"}})
     seen = []
 
     def train(specs, sources):

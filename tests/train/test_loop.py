@@ -18,9 +18,9 @@ from raysweep.data.streams import StreamSource, build_plan
 from raysweep.nodes import load_weights, node_done
 from raysweep.presets import PRESETS
 from raysweep.spec import Diverged, RunSpec
+from raysweep.train.callbacks.faults import Faults
 from raysweep.train.chain import train_chain
 from raysweep.train.context import LoopConfig, Worker, load_eval_sets
-from raysweep.train.faults import Faults
 from raysweep.train.loop import train_run
 from tests.helpers import ROOT, run_spec, token_view
 

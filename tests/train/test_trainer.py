@@ -7,8 +7,8 @@ import pickle
 
 from raysweep.presets import PRESETS
 from raysweep.train import chain
+from raysweep.train.callbacks.faults import Faults
 from raysweep.train.context import LoopConfig
-from raysweep.train.faults import Faults
 from raysweep.train.trainer import Trainer
 
 DRILLS = ("FAILURE", "KILL", "NAN", "DELAY")

@@ -7,7 +7,7 @@ import hashlib
 
 import torch
 
-from raysweep.train.callbacks import Callback
+from raysweep.train.callbacks.base import Callback
 
 
 class Audit(Callback):

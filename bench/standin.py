@@ -6,8 +6,9 @@ duration, then writes a real, tiny node (node.json, metric points, a 16-byte wei
 children load as they would a real one: a lost or half-written parent fails them as it would.
 
 The bench hands it to `run_study(study, trainer=stand_in)` in place of the real trainer
-(raysweep.train.trainer.Trainer: the same methods); no study file or CLI flag can select it, and a
-tree run under it says so first.
+(raysweep.train.trainer.Trainer: the same methods). It lives here, with its bench, since
+2026-12-07: nothing in the package needs it, no study file or CLI flag can select it, and a tree run
+under it says so first.
 
 Durations: `seconds[stage]` is one run of the stage at its full token budget (the bench's tokens
 ÷ tokens/s, times its time scale); an arm adds `seconds_per_mix × λ` (its λ·|D_post| tokens); a

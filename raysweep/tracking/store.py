@@ -1,29 +1,14 @@
-"""MLflow tracking: one parent run per study, one nested run per tree node.
-
-Runs are found again by their node key (a tag), never created twice: a resumed study reuses the
-runs it already has. The store and experiment are created in the driver before any trial starts,
-because several processes initialising a fresh SQLite store at once race on its schema.
-
-MLflow is a view, never the record. Every node keeps its own results *and every metric point it
-logged* (with the point's original timestamp) in its checkpoint folder, so an MLflow outage loses
-nothing: training goes on, and `python -m raysweep.main --sync-mlflow` (also run at the end of
-every study: raysweep.sweep.sync) writes what MLflow is missing. Points are delivered exactly once: a point whose
-(key, step) the run already holds is never sent again (a resumed or retried run re-makes the same
-points, bit for bit), and a batch is re-sent only with the same timestamps, which MLflow's SQL
-stores de-duplicate.
-"""
+"""The driver's MLflow store (raysweep.tracking): the study's experiment and runs, found again by key."""
 
 from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
-from raysweep.spec import RunSpec
 from raysweep.tags import DESCRIPTION, EXPERIMENT_TAGS, FINISHES, NODE_KEY, OUTCOME, STAGE, STUDY_HASH
-from raysweep.train.steplog import StepLog
+from raysweep.tracking.points import MetricSender, warn_outage
 
 # MLflow 3.17's experiment page opens on the GenAI overview whatever the experiment's kind (its
 # sidebar's "Model training" switch is kept per browser), so the summary prints the route of the runs
@@ -54,59 +39,6 @@ def default_tracking_uri(out: Path) -> str:
     return f"sqlite:///{out / 'mlflow.db'}"
 
 
-def warn_outage(what: str, error: BaseException, outages: list[str] | None = None) -> None:
-    """Say that an MLflow call failed (training goes on); record it in `outages` when given."""
-    if outages is not None:
-        outages.append(f"{what} ({type(error).__name__})")
-    print(
-        f"[mlflow] {what} failed ({type(error).__name__}: {str(error)[:300]}); training goes on, "
-        "the results are kept with the checkpoints and MLflow is synced from them later",
-        file=sys.__stderr__,
-        flush=True,
-    )
-
-
-def logged_steps(client, run_id: str) -> set[tuple[str, int]]:
-    """(key, step) of every metric point the run holds."""
-    run = client.get_run(run_id)
-    return {(key, m.step) for key in run.data.metrics for m in client.get_metric_history(run_id, key)}
-
-
-class MetricSender:
-    """Delivers one run's metric points, (key, value, timestamp ms, step), exactly once (module
-    docstring). A failed send keeps its points for the next try and never raises; its first failure
-    is recorded in `outages` when given (the driver's, through Tracker.sender)."""
-
-    def __init__(self, tracking_uri: str, run_id: str, outages: list[str] | None = None):
-        self.tracking_uri, self.run_id, self.outages = tracking_uri, run_id, outages
-        self.sent: set[tuple[str, int]] | None = None  # read from the run on the first send
-        self.pending: list[tuple] = []
-        self.failures = 0
-
-    def send(self, points: list[tuple] = ()) -> bool:
-        from mlflow.entities import Metric
-        from mlflow.tracking import MlflowClient
-
-        self.pending += list(points)
-        try:
-            client = MlflowClient(self.tracking_uri)
-            if self.sent is None:
-                self.sent = logged_steps(client, self.run_id)
-            todo = [p for p in self.pending if (p[0], p[3]) not in self.sent]
-            for i in range(0, len(todo), 1000):  # MLflow takes at most 1000 metrics per batch
-                batch = todo[i : i + 1000]
-                client.log_batch(self.run_id, metrics=[Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in batch])
-                self.sent.update((k, step) for k, _, _, step in batch)
-            self.pending = []
-            return True
-        except Exception as e:  # noqa: BLE001 - any failure of the store: keep the points, go on
-            if self.failures == 0:
-                warn_outage(f"logging metrics of run {self.run_id}", e, self.outages)
-            self.failures += 1
-            self.sent = None  # a batch may have landed before the error: look again before re-sending
-            return False
-
-
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     flat = {}
     for k, v in d.items():
@@ -131,6 +63,7 @@ class Tracker:
         self.online = True  # False once the store could not be opened: trials then skip MLflow entirely
         self.outages: list[str] = []
         self._client = None
+        self._inode: int | None = None  # the SQLite file the store was opened on (lost() tells a new one from it)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_client": None, "outages": []}  # a trial's outages are its own
@@ -153,7 +86,9 @@ class Tracker:
     def init_store(self) -> str:
         """Create the store and the experiment (driver only); returns the experiment id."""
         if self.tracking_uri.startswith("sqlite:///"):
-            _wal(self.tracking_uri.removeprefix("sqlite:///"))
+            db = self.tracking_uri.removeprefix("sqlite:///")
+            _wal(db)
+            self._inode = os.stat(db).st_ino
         client = self.client
         exp = client.get_experiment_by_name(self.experiment_name)
         if exp is None:
@@ -230,12 +165,21 @@ class Tracker:
             return
         self.finish(run_id, metrics, failed=failed, tags={FINISHES: n + 1}, step=n)
 
+    def set_status(self, run_id: str, status: str) -> None:
+        """A node run's state while it is open: SCHEDULED (its item waits in the queue) or RUNNING."""
+        self.client.update_run(run_id, status=status)
+
     def kill_running(self, keep: set[str]) -> int:
-        """Mark KILLED every run of the experiment still RUNNING whose node key is not in `keep`
-        (an interrupted study: the runs its workers had open). Returns how many."""
+        """Mark KILLED every node run of the experiment still RUNNING or SCHEDULED whose node key
+        is not in `keep` (an interrupted study: the runs the driver had open). Returns how many."""
         from mlflow.entities import RunTag
 
-        runs = self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=50_000)
+        # two searches: MLflow's filter has no OR, and IN only for run ids
+        runs = [
+            r
+            for status in ("RUNNING", "SCHEDULED")
+            for r in self.client.search_runs([self.experiment_id], filter_string=f"attributes.status = '{status}'", max_results=50_000)
+        ]
         killed = 0
         for r in runs:
             key = r.data.tags.get(NODE_KEY)
@@ -278,6 +222,10 @@ class Tracker:
             db = Path(self.tracking_uri.removeprefix("sqlite:///"))
             if not db.exists():
                 return f"{db} was deleted"
+            if self._inode is not None and db.stat().st_ino != self._inode:
+                # the driver's own calls after the deletion (it moves node runs on while the tree
+                # trains) made a new file, part of a store, while older connections wrote into the old one
+                return f"{db} was deleted (a partial store was made in its place)"
             # a fresh connection: MLflow's pooled ones may still hold a deleted file open
             with closing(sqlite3.connect(db)) as con:
                 tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -294,9 +242,17 @@ class Tracker:
         return None
 
     def rebuild(self) -> str:
-        """Open the store afresh (a new SQLite file gets MLflow's tables) with the experiment; its id."""
+        """Open the store afresh (a new SQLite file gets MLflow's tables) with the experiment; its id.
+        A partial file made in place of the deleted one is moved aside (`<file>.partial-<time>`), so
+        every run is written again into one whole store, nested as the node store says."""
         if self.tracking_uri.startswith("sqlite:///"):
             _forget_engine(self.tracking_uri)
+            db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            if self._inode is not None and db.exists() and db.stat().st_ino != self._inode:
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                for f in db.parent.glob(db.name + "*"):
+                    if ".partial-" not in f.name:
+                        f.rename(f.with_name(f.name.replace(db.name, f"{db.name}.partial-{stamp}", 1)))
         self._client = None  # its store holds the old engine
         return self.init_store()
 
@@ -335,56 +291,3 @@ def _wal(db: str) -> None:
             return
         except sqlite3.OperationalError:  # another writer holds the lock: wait and try again
             time.sleep(1 + attempt)
-
-
-# ----------------------------------------------------------------------------- step metrics from workers
-
-
-class MLflowStepLog(StepLog):
-    """The training loop's StepLog in a study: points also go to the run's MLflow run, from a
-    background thread, so a slow or down tracking server never stalls training, and exactly once
-    (MetricSender)."""
-
-    def __init__(self, spec: RunSpec, total_steps: int, tokens_per_step: int, active: bool, tracking_uri: str):
-        from concurrent.futures import ThreadPoolExecutor
-
-        super().__init__(spec, total_steps, tokens_per_step, active)
-        self.unsent: list[tuple] = []
-        self.sender = MetricSender(tracking_uri, spec.run_id)
-        self.thread = ThreadPoolExecutor(1, thread_name_prefix="mlflow")
-
-    def restore(self, points: list, step: int) -> None:
-        super().restore(points, step)
-        self.unsent = list(self.points)  # any the store missed before the interruption
-
-    def deliver(self, new: list[tuple]) -> None:
-        self.unsent += new
-        if len(self.unsent) >= 200:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.unsent:
-            batch, self.unsent = self.unsent, []
-            self.thread.submit(self.sender.send, batch)
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Send what is left, waiting at most `timeout` s (what MLflow misses, the driver's sync delivers)."""
-        self.flush()
-        done = self.thread.submit(lambda: None)
-        try:
-            done.result(timeout=timeout)
-        except Exception:  # noqa: BLE001 - a stalled store: leave the thread, never the run
-            pass
-        self.thread.shutdown(wait=False)
-
-
-def step_logs(tracking_uri: str | None):
-    """The Worker.new_log of a study's workers: MLflow's StepLog for rank 0 of a run with an MLflow
-    run, the plain one otherwise (offline, or ranks > 0)."""
-
-    def new_log(spec: RunSpec, total_steps: int, tokens_per_step: int, active: bool) -> StepLog:
-        if active and spec.run_id and tracking_uri:
-            return MLflowStepLog(spec, total_steps, tokens_per_step, active, tracking_uri)
-        return StepLog(spec, total_steps, tokens_per_step, active)
-
-    return new_log

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raysweep.nodes import progress_dir
-from raysweep.train.callbacks import Callback
+from raysweep.train.callbacks.base import Callback
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,97 @@
+"""Every node run's life in MLflow, owned by the driver: workers only add metric points.
+
+Before a tree run's slots start, the driver opens the MLflow run of each node it will train
+(parents first, nested under the study's run) and marks it SCHEDULED; the workers get the run ids
+in their specs and stream metric points to them (raysweep.tracking.points.MLflowPoints), nothing more.
+The queue's events (raysweep.sweep.queue), read by the driver's progress thread, move the runs on:
+
+    start  -> RUNNING (the item's nodes that are not settled)
+    retry  -> SCHEDULED again (its progress checkpoint is kept; the next attempt resumes it)
+    done, diverged, failed, blocked
+           -> each settled node synced from its node folder (FINISHED, or FAILED "diverged");
+              each unsettled one closed FAILED with the reason ("failed", "blocked")
+
+Once the slots have stopped, a run still open (its item never taken: every slot failed) is closed
+as "not trained", so a study leaves nothing RUNNING or SCHEDULED, whatever its workers died of.
+"""
+
+from __future__ import annotations
+
+from raysweep.nodes import node_settled
+from raysweep.spec import Node
+from raysweep.sweep.queue import Item
+from raysweep.sweep.sync import close_run, open_run, sync_node
+from raysweep.sweep.work import Work
+
+OPEN = ("SCHEDULED", "RUNNING")
+
+
+class TreeRuns:
+    """The MLflow runs of one tree run's nodes (node key -> run id), and their states as the driver set them."""
+
+    def __init__(self, tracker, study_run: str | None):
+        self.tracker, self.study_run = tracker, study_run
+        self.work: Work | None = None  # the tree run's items and nodes, as its slots get them (open)
+        self.ids: dict[str, str] = {}  # the runs this tree run opened
+        self.state: dict[str, str] = {}  # node key -> the status the driver last gave its run
+        self.memo: dict[str, str | None] = {}  # node key -> run id, parents included
+
+    @property
+    def online(self) -> bool:
+        return self.tracker is not None and self.tracker.online and self.study_run is not None
+
+    def open(self, work: Work, items: list[Item], settled: set[str]) -> dict[str, str]:
+        """Open (or find) the run of every node of `items` not in `settled`, SCHEDULED; returns
+        node key -> run id for the workers. Empty offline: the driver's sync writes them later."""
+        self.work = work
+        if not self.online:
+            return {}
+        for item in items:
+            for node in self.work.group(item):
+                key = node.spec.node_key
+                if key in settled or key in self.ids:
+                    continue
+                run_id = self.run_of(node)
+                if run_id is not None:
+                    self.ids[key] = run_id
+                    self.set(key, "SCHEDULED")
+        return dict(self.ids)
+
+    def run_of(self, node: Node) -> str | None:
+        key = node.spec.node_key
+        if key not in self.memo:
+            parent = self.study_run if node.parent is None else self.run_of(self.work.by_key[node.parent])
+            self.memo[key] = open_run(self.tracker, node, parent)
+        return self.memo[key]
+
+    def set(self, key: str, status: str) -> None:
+        if self.state.get(key) != status:
+            self.tracker.guard(f"marking MLflow run {self.ids[key]} {status}", self.tracker.set_status, self.ids[key], status)
+            self.state[key] = status
+
+    def on_event(self, what: str, item: Item, text: str) -> None:
+        """One queue event (module docstring)."""
+        nodes = [n for n in self.work.group(item) if self.state.get(n.spec.node_key) in OPEN]
+        if what in ("start", "retry"):
+            for n in nodes:
+                self.set(n.spec.node_key, "RUNNING" if what == "start" else "SCHEDULED")
+            return
+        reason = "blocked" if what == "blocked" or text.startswith("blocked") or what == "done" else "failed"
+        for n in nodes:
+            self.settle(n, reason)
+
+    def settle(self, node: Node, reason: str) -> None:
+        """A node whose item ended: synced when settled (finished or diverged), else closed with `reason`."""
+        key = node.spec.node_key
+        if node_settled(node.spec.node_dir):
+            parent = self.study_run if node.parent is None else self.memo.get(node.parent)
+            sync_node(self.tracker, node, parent)
+        else:
+            close_run(self.tracker, self.ids[key], reason)
+        self.state[key] = "closed"
+
+    def close_rest(self) -> None:
+        """Once the slots have stopped: every run still open is settled (its item never ended)."""
+        for key, status in list(self.state.items()):
+            if status in OPEN:
+                self.settle(self.work.by_key[key], "not trained")
