@@ -133,7 +133,7 @@ def train_language_models(study: Study, tracker, study_run, train: bool, trainer
     t0 = time.perf_counter()
     if train:
         init_ray()
-    trainer = (trainer or Trainer.from_env()) if train else None  # None: nothing trained
+    trainer = (trainer or Trainer()) if train else None  # None: nothing trained
     t_ray = time.perf_counter()
     data = prepare(study) if train else prepare_cached(study)
     t_data = time.perf_counter()
@@ -343,7 +343,8 @@ def run_study(study: Study, train: bool = True, trainer=None) -> dict:
     """Prepare data, train the tree, write the report; returns the summary. `train=False`
     (--sync-mlflow) trains nothing and brings MLflow up to date from the node store. `trainer`:
     what trains each chain of runs (default: the training loop, raysweep.train.trainer.Trainer,
-    with the fault drills the environment asks for; the cluster simulation hands in its stand-in)."""
+    whose loop carries the fault drills the environment asks for; the cluster simulation hands in
+    its stand-in, bench/standin.py)."""
     from analysis.runs import make_row
 
     t0 = time.perf_counter()

@@ -6,7 +6,7 @@ a few Tune trials, the *slots*, each train item after item from one queue (raysw
 until it is empty: the tree pays one start-up per slot, whatever the number of runs.
 
     run_slots ── WorkQueue actor ── slot_trial 0 (Tune) → fit_worker_group → serve_queue: item, item, …
-                                 └─ slot_trial 1 (Tune) → train_in_trial   → serve_queue: item, item, …
+                                 └─ slot_trial 1 (Tune) → serve_queue (a stage of one worker): item, item, …
 
 A stage of several workers (DDP) fits one Ray Train worker group per slot. Its slot trials reserve
 one byte of Ray's `memory` resource, never CPU or GPU: their Train workers need those, and a trial
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 
 from raysweep.config import ResourcesConfig
 from raysweep.signals import hold_if_stopping
@@ -118,9 +119,7 @@ def serve_queue(config: dict) -> None:
     rank, world = worker.rank, worker.world
     if rank == 0:
         ctx.trainer.record("fit", slot=slot, kinds=list(kinds), node=ray.get_runtime_context().get_node_id())
-
-    def train(specs, rows):
-        return ctx.trainer.train(specs, rows, loop, eval_sets, worker)
+    train = partial(ctx.trainer.train, cfg=loop, eval_sets=eval_sets, worker=worker)  # (specs, sources) -> results
 
     while True:
         hold_if_stopping()  # no item is taken once a stop signal has come (raysweep.signals)
@@ -165,10 +164,9 @@ def fit_worker_group(entry, job: SlotJob, resources: ResourcesConfig, ray_storag
     return trainer.fit().return_value
 
 
-def train_in_trial(entry, job: SlotJob, resources: ResourcesConfig, ray_storage: str, run_name: str):
-    """`entry` run in this slot trial's own process, on the CPUs/GPUs the trial reserved (a stage of
-    one worker; see the module docstring). Same signature as fit_worker_group."""
-    return entry({"job": replace(job, in_trial="cuda" if resources.gpus_per_worker else "cpu")})
+def trial_device(resources: ResourcesConfig) -> str:
+    """The device of a slot trial that trains by itself: its GPU when it reserved one."""
+    return "cuda" if resources.gpus_per_worker else "cpu"
 
 
 def trains_in_trial(resources: ResourcesConfig) -> bool:
@@ -203,19 +201,15 @@ def slot_trial(config: dict, ctx: SlotContext) -> None:
     queue, work = ctx.queue, ctx.work
     give_back(queue, work, slot, "its worker slot died")  # held only if this trial was restarted (its process died)
     resources = slot_resources(ctx.resources, kinds)
-    worker_ctx = replace(ctx, loop=with_threads(ctx.loop, resources))
-    train = train_in_trial if trains_in_trial(resources) else fit_worker_group
+    job = SlotJob(replace(ctx, loop=with_threads(ctx.loop, resources)), slot, kinds)
     start_failures, fits = 0, 0
     while ray.get(queue.has_work.remote(kinds)):
         fits += 1
         try:
-            train(
-                serve_queue,
-                SlotJob(worker_ctx, slot, kinds),
-                resources,
-                ctx.ray_storage,
-                f"slot{slot}-{fits}-{time.time_ns()}",
-            )
+            if trains_in_trial(resources):  # in this trial's own process, on the CPUs/GPUs it reserved
+                serve_queue({"job": replace(job, in_trial=trial_device(resources))})
+            else:
+                fit_worker_group(serve_queue, job, resources, ctx.ray_storage, f"slot{slot}-{fits}-{time.time_ns()}")
         except Exception as e:  # noqa: BLE001  (a worker's error, or its death)
             if not give_back(queue, work, slot, error_text(e)):
                 start_failures += 1
@@ -288,8 +282,8 @@ def slot_restarts(ctx: SlotContext) -> int:
     return nodes * (ctx.retries + 1) + ctx.retries
 
 
-def launch_slots(ctx: SlotContext, slots: list[tuple[int, tuple[str, ...]]], name: str):
-    """One Tune run of slot trials (all of one shape), at most len(slots) at once; returns Tune's results."""
+def slot_tuner(ctx: SlotContext, slots: list[tuple[int, tuple[str, ...]]], name: str):
+    """One Tune run of slot trials (all of one shape), at most len(slots) at once, ready to fit."""
     from ray import tune
 
     resources = trial_resources(slot_resources(ctx.resources, slots[0][1]))
@@ -307,7 +301,7 @@ def launch_slots(ctx: SlotContext, slots: list[tuple[int, tuple[str, ...]]], nam
             callbacks=[give_back_on_error(ctx.queue, ctx.work), *silent_trial_lines()],
         ),
     )
-    return tuner.fit()
+    return tuner
 
 
 def concurrency(resources: ResourcesConfig) -> int:
@@ -377,7 +371,7 @@ def run_slots(
                 continue
             print(f"[tree] {n} warm worker slot{'s' if n > 1 else ''} for {' and '.join(k + 's' for k in kinds)}", flush=True)
             ctx.trainer.record("phase", kinds=list(kinds), slots=n)
-            grid = launch_slots(ctx, [(first + k, kinds) for k in range(n)], "tree" if len(shapes) == 1 else f"tree-{kinds[0]}s")
+            grid = slot_tuner(ctx, [(first + k, kinds) for k in range(n)], "tree" if len(shapes) == 1 else f"tree-{kinds[0]}s").fit()
             slot_errors += [str(r.error) for r in grid if r.error]
             first += n
     settled, failed, never = ray.get(queue.outcome.remote())

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 
 from raysweep import storage
 from raysweep.config import Study
@@ -28,6 +29,7 @@ from raysweep.sweep.slots import SlotContext, run_slots, subtree_slots
 from raysweep.sweep.sync import sync_tree
 from raysweep.sweep.work import Work, split_tail
 from raysweep.tags import METHOD, PROBE
+from raysweep.train.callbacks.faults import Faults
 from raysweep.train.context import LoopConfig
 from raysweep.train.trainer import Trainer
 
@@ -154,6 +156,7 @@ def loop_config(study: Study, data, trained_by: str = "") -> LoopConfig:
         tokenizer_id=data.tokenizer_id,
         compile=study.model.compile,
         precision=study.model.precision,
+        callbacks=Faults.drills(),  # read here, in the driver, once: the workers get them with the config
         trained_by=trained_by,
     )
 
@@ -189,18 +192,17 @@ def train_nodes(
         work = Work(arms, subtrees)
         runs = TreeRuns(tracker, study_run)
         try:
-            result.failures = train_items(study, data, work, runs, items, trainer, me, settled | blocked)
+            ctx, items, needs = slot_context(study, data, work, runs, items, trainer, me, settled | blocked)
+            events = lambda queue: QueueEvents(queue, len(items), partial(item_label, ctx.work), runs.on_event)  # noqa: E731
+            _, failed, never, slot_errors = run_slots(ctx, items, needs, study.max_concurrent_trials, events)
+            # an interrupted study marks what is still open KILLED instead (raysweep.study.report_interrupted)
+            runs.close_rest()
+            result.failures = failure_lines(ctx.work, failed, never, slot_errors)
         except KeyboardInterrupt as stop:
             # Ray is still up here: the study clears the leases once it has stopped the workers
             raise Interrupted(arms, subtrees, *stop.args, clear_leases=work.clear_leases) from None
         work.clear_leases()  # every trial has ended: what a killed or failed worker held is stale
-    for m in all_nodes(arms, subtrees):
-        done = node_done(m.spec.node_dir) if m.spec.node_key not in before else None
-        if done is not None and done.get("trained_by") == me:
-            kind = kind_of(m)
-            result.trained[kind] = result.trained.get(kind, 0) + 1
-        elif done is not None:
-            result.finished_elsewhere += 1
+    count_trained(result, before, me)
     # MLflow is a view of the node store: whatever an outage or a killed worker kept from it is written now
     sync_tree(tracker, study_run, arms, subtrees)
     result.diverged = diverged_report(arms, subtrees)
@@ -208,11 +210,23 @@ def train_nodes(
     return result
 
 
-def train_items(
+def count_trained(result: TreeResult, before: set[str], me: str) -> None:
+    """Count into `result` the nodes finished since `before`: by this call (`me`), per kind, or by another driver."""
+    for m in all_nodes(result.arms, result.subtrees):
+        done = node_done(m.spec.node_dir) if m.spec.node_key not in before else None
+        if done is not None and done.get("trained_by") == me:
+            kind = kind_of(m)
+            result.trained[kind] = result.trained.get(kind, 0) + 1
+        elif done is not None:
+            result.finished_elsewhere += 1
+
+
+def slot_context(
     study: Study, data, work: Work, runs: TreeRuns, items: list[Item], trainer: Trainer, trained_by: str, settled: set[str]
-) -> list[str]:
-    """Train `items` on warm slots, each node stamped `trained_by`, each node not in `settled` with
-    its MLflow run opened first by this driver (`runs`); returns the failures, one line each."""
+) -> tuple[SlotContext, list[Item], dict[Item, Item]]:
+    """What the slots of one tree run share, the items in the order slots take them (the tree's
+    tail split into leaf items) and what each waits for. Each node is stamped `trained_by`, and each
+    not in `settled` has its MLflow run opened first by this driver (`runs`)."""
     resources = {s: getattr(study, s).resources for s in ("pretrain", "posttrain", "finetune")}
     arm_item = {a.spec.node_key: ("arm", i) for i, a in enumerate(work.arms)}
     arm_of = {it: arm_item[work.group(it)[0].parent] for it in items if it[0] == "subtree"}
@@ -235,17 +249,13 @@ def train_items(
         work=work,
         trainer=trainer,
     )
+    return ctx, items, needs
 
-    def describe(item) -> str:
-        head, *children = work.group(item)
-        return head.spec.label + (f" (+{len(children)} fine-tuning runs)" if item[0] == "subtree" else "")
 
-    _, failed, never, slot_errors = run_slots(
-        ctx, items, needs, study.max_concurrent_trials, lambda queue: QueueEvents(queue, len(items), describe, runs.on_event)
-    )
-    # an interrupted study marks what is still open KILLED instead (raysweep.study.report_interrupted)
-    runs.close_rest()
-    return failure_lines(work, failed, never, slot_errors)
+def item_label(work: Work, item: Item) -> str:
+    """An item in the progress lines: its first run's label, and how many stage-3 runs follow it."""
+    head, *children = work.group(item)
+    return head.spec.label + (f" (+{len(children)} fine-tuning runs)" if item[0] == "subtree" else "")
 
 
 def failure_lines(work: Work, failed: dict, never: list, slot_errors: list[str]) -> list[str]:

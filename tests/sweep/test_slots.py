@@ -3,8 +3,6 @@ kinds share slots and how many slots each phase gets, the typed job a slot's wor
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from raysweep.config import ResourcesConfig
 from raysweep.sweep import slots
 from raysweep.train.context import LoopConfig
@@ -52,12 +50,10 @@ def test_a_workers_threads_follow_its_cpus():
     assert slots.with_threads(loop, ResourcesConfig(cpus_per_worker=0.5)).threads == 1
 
 
-def test_a_trial_that_trains_itself_hands_its_job_the_device_it_reserved():
-    ctx = slots.SlotContext(LoopConfig(None, 10, 8, 8, {}, "tok"), {}, 0, "t", "r", None, work=None, trainer=Trainer())
-    job = slots.SlotJob(ctx, 3, ("subtree", "leaf"))
-    got = slots.train_in_trial(lambda config: config["job"], job, ONE_CPU, "r", "name")
-    assert got == replace(job, in_trial="cpu")
-    assert slots.train_in_trial(lambda config: config["job"].in_trial, job, ResourcesConfig(gpus_per_worker=1.0), "r", "n") == "cuda"
+def test_a_trial_that_trains_itself_trains_on_the_device_it_reserved():
+    assert slots.trains_in_trial(ONE_CPU) and slots.trial_device(ONE_CPU) == "cpu"
+    assert slots.trial_device(ResourcesConfig(gpus_per_worker=1.0)) == "cuda"
+    assert not slots.trains_in_trial(ResourcesConfig(workers=2))
 
 
 def test_a_one_rank_group_broadcasts_nothing_and_errors_read_as_their_worker_raised_them():
@@ -67,17 +63,8 @@ def test_a_one_rank_group_broadcasts_nothing_and_errors_read_as_their_worker_rai
     assert slots.error_text(KeyError()) == "KeyError"
 
 
-def test_the_trainer_adds_its_callbacks_to_the_loops_and_reads_the_drills_from_the_environment(monkeypatch):
-    import raysweep.train.chain
-    from raysweep.train.callbacks.faults import Faults
+def test_the_real_trainer_is_the_chain_itself_and_keeps_no_timeline():
+    from raysweep.train.chain import train_chain
 
-    got = []
-    monkeypatch.setattr(raysweep.train.chain, "train_chain", lambda specs, sources, cfg, evals, worker: got.append(cfg.callbacks))
-    mine, theirs = Faults(nan="x@1"), Faults(kill="y@2")
-    Trainer(callbacks=(mine,)).train([], {}, LoopConfig(None, 10, 8, 8, {}, "tok", callbacks=(theirs,)), {}, None)
-    assert got == [(theirs, mine)]
-    monkeypatch.delenv("RAYSWEEP_INJECT_NAN", raising=False)
-    assert Trainer.from_env().callbacks == ()
-    monkeypatch.setenv("RAYSWEEP_INJECT_NAN", "posttrain@7")
-    assert Trainer.from_env().callbacks == (Faults(nan="posttrain@7"),)
-    assert Trainer().record("tree", items=3) is None and Trainer().backend is None  # the real loop keeps no timeline
+    assert Trainer().train is train_chain  # no layer between a slot and the chain
+    assert Trainer().record("tree", items=3) is None and Trainer().backend is None and Trainer().banner is None

@@ -1,5 +1,6 @@
 """Fault injection for tests and drills (README, "Guarantees"): a loop callback, read once from the
-environment by the study (raysweep.train.trainer.Trainer.from_env).
+environment by the driver (Faults.drills, in raysweep.sweep.tree.loop_config), so workers get the
+drills with the loop's config whatever their own environment.
 
 RAYSWEEP_INJECT_FAILURE=<text> raises in every run whose label holds <text>;
 RAYSWEEP_INJECT_KILL=<text>@<step> SIGKILLs that run's worker once at that step (like a preempted
@@ -36,6 +37,12 @@ class Faults(Callback):
 
     def any(self) -> bool:
         return any((self.failure, self.kill, self.nan, self.delay))
+
+    @classmethod
+    def drills(cls) -> tuple:
+        """The loop's callbacks for the drills the environment asks for: none, or these faults."""
+        faults = cls.from_env()
+        return (faults,) if faults.any() else ()
 
     def on_start(self, spec, worker) -> None:
         self.run_steps.update(kill=_injected_step(self.kill, spec.label), nan=_injected_step(self.nan, spec.label))
