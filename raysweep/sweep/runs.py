@@ -76,7 +76,9 @@ class TreeRuns:
             for n in nodes:
                 self.set(n.spec.node_key, "RUNNING" if what == "start" else "SCHEDULED")
             return
-        reason = "blocked" if what == "blocked" or text.startswith("blocked") or what == "done" else "failed"
+        # a node left unsettled by an item that ended "done" sits below its diverged stage-2 run;
+        # a "failed" event whose text says "blocked" is an item whose arm or stage-2 run failed
+        reason = "blocked" if what in ("done", "blocked") or text.startswith("blocked") else "failed"
         for n in nodes:
             self.settle(n, reason)
 
