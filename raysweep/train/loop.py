@@ -67,8 +67,9 @@ class RunProgress:
     first_step: int = 0
     t_train: float = 0.0  # when this attempt's steps began
     aside: float = 0.0  # seconds of this attempt's steps spent evaluating and writing progress checkpoints
-    # the run's metric points (key, value, ms, step), rank 0: saved with its checkpoints and its node
-    points: list = field(default_factory=list)
+    points: list = field(
+        default_factory=list
+    )  # the run's metric points (key, value, ms, step), rank 0: saved with its checkpoints and its node
     callbacks: tuple = ()  # this run's: the loop's own (progress lines), then the config's (raysweep.train.callbacks)
     rank0: bool = True
 
@@ -144,11 +145,11 @@ def fit_run(spec: RunSpec, cfg: LoopConfig, worker: Worker, trainable: int | Non
     )
 
 
-def resume(spec: RunSpec, m: Model, p: RunProgress, worker: Worker) -> None:
+def resume(spec: RunSpec, m: Model, p: RunProgress, worker: Worker) -> RunProgress:
     """Continue where an interrupted attempt left off, bit for bit (`p` as it is if there is no checkpoint)."""
     saved = load_progress(spec, worker.rank) if spec.checkpoint_every else None
     if saved is None:
-        return
+        return p
     m.raw.load_state_dict(saved["model"])
     m.opt.load_state_dict(saved["opt"])
     p.step, p.best, p.best_step, p.bad = saved["step"], saved["best"], saved["best_step"], saved["bad"]
@@ -166,6 +167,7 @@ def resume(spec: RunSpec, m: Model, p: RunProgress, worker: Worker) -> None:
             file=sys.__stdout__,
             flush=True,
         )
+    return p
 
 
 def early_stop(spec: RunSpec, p: RunProgress, evals: dict[str, float], raw) -> bool:
