@@ -32,9 +32,8 @@ class TreeRuns:
     def __init__(self, tracker, study_run: str | None):
         self.tracker, self.study_run = tracker, study_run
         self.work: Work | None = None  # the tree run's items and nodes, as its slots get them (open)
-        self.ids: dict[str, str] = {}  # the runs this tree run opened
-        self.state: dict[str, str] = {}  # node key -> the status the driver last gave its run
         self.memo: dict[str, str | None] = {}  # node key -> run id, parents included
+        self.state: dict[str, str] = {}  # node key -> the status the driver last gave the run it opened
 
     @property
     def online(self) -> bool:
@@ -49,24 +48,22 @@ class TreeRuns:
         for item in items:
             for node in self.work.group(item):
                 key = node.spec.node_key
-                if key in settled or key in self.ids:
-                    continue
-                run_id = self.run_of(node)
-                if run_id is not None:
-                    self.ids[key] = run_id
+                if key not in settled and key not in self.state and self.run_of(node) is not None:
                     self.set(key, "SCHEDULED")
-        return dict(self.ids)
+        return {key: self.memo[key] for key in self.state}
 
     def run_of(self, node: Node) -> str | None:
         key = node.spec.node_key
         if key not in self.memo:
-            parent = self.study_run if node.parent is None else self.run_of(self.work.by_key[node.parent])
-            self.memo[key] = open_run(self.tracker, node, parent)
+            self.memo[key] = open_run(self.tracker, node, self.parent_run(node))
         return self.memo[key]
+
+    def parent_run(self, node: Node) -> str | None:
+        return self.study_run if node.parent is None else self.run_of(self.work.by_key[node.parent])
 
     def set(self, key: str, status: str) -> None:
         if self.state.get(key) != status:
-            self.tracker.guard(f"marking MLflow run {self.ids[key]} {status}", self.tracker.set_status, self.ids[key], status)
+            self.tracker.guard(f"marking MLflow run {self.memo[key]} {status}", self.tracker.set_status, self.memo[key], status)
             self.state[key] = status
 
     def on_event(self, what: str, item: Item, text: str) -> None:
@@ -86,10 +83,9 @@ class TreeRuns:
         """A node whose item ended: synced when settled (finished or diverged), else closed with `reason`."""
         key = node.spec.node_key
         if node_settled(node.spec.node_dir):
-            parent = self.study_run if node.parent is None else self.memo.get(node.parent)
-            sync_node(self.tracker, node, parent)
+            sync_node(self.tracker, node, self.parent_run(node), run_id=self.memo[key])
         else:
-            close_run(self.tracker, self.ids[key], reason)
+            close_run(self.tracker, self.memo[key], reason)
         self.state[key] = "closed"
 
     def close_rest(self) -> None:

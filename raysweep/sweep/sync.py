@@ -54,10 +54,11 @@ def close_run(tracker: Tracker, run_id: str | None, outcome: str) -> None:
         tracker.guard(f"closing MLflow run {run_id}", tracker.finish, run_id, {}, failed=True, tags={OUTCOME: outcome})
 
 
-def sync_node(tracker: Tracker, node: Node, parent_run: str | None) -> str | None:
+def sync_node(tracker: Tracker, node: Node, parent_run: str | None, run_id: str | None = None) -> str | None:
     """Bring a settled node's MLflow run up to date from its checkpoint folder alone: the run exists
     and holds every metric point the node logged (exactly once), its final metrics and its status
     (FINISHED; FAILED with outcome "diverged"). Idempotent and cheap once synced (a tag records it).
+    `run_id`: the node's run when the caller holds it (else found by node key, or created).
     Returns the run id, or None when MLflow is unreachable (warned; nothing is lost)."""
     done = node_done(node.spec.node_dir)
     diverged = None if done else node_diverged(node.spec.node_dir)
@@ -66,7 +67,7 @@ def sync_node(tracker: Tracker, node: Node, parent_run: str | None) -> str | Non
             tracker.guard(f"finding the MLflow run of {node.name}", tracker.find_run, NODE_KEY, node.spec.node_key) if parent_run else None
         )
         return found.info.run_id if found is not None else None
-    run_id = open_run(tracker, node, parent_run)
+    run_id = run_id or open_run(tracker, node, parent_run)
     if run_id is None:
         return None
     try:

@@ -193,7 +193,7 @@ def train_nodes(
         runs = TreeRuns(tracker, study_run)
         try:
             ctx, items, needs = slot_context(study, data, work, runs, items, trainer, me, settled | blocked)
-            events = lambda queue: QueueEvents(queue, len(items), partial(item_label, ctx.work), runs.on_event)  # noqa: E731
+            events = partial(QueueEvents, total=len(items), describe=partial(item_label, ctx.work), on_event=runs.on_event)
             _, failed, never, slot_errors = run_slots(ctx, items, needs, study.max_concurrent_trials, events)
             # an interrupted study marks what is still open KILLED instead (raysweep.study.report_interrupted)
             runs.close_rest()

@@ -51,22 +51,19 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
 
 
 class Tracker:
-    """A thin wrapper over MlflowClient, safe to pickle into Ray trials (it pickles only strings and
-    flags: the client is made again in each process). `outages` lists every call that failed in this
-    process, through this tracker (the driver's summary says how many)."""
+    """A thin wrapper over MlflowClient, the driver's only (since 2026-12-07 no worker holds one:
+    workers get run ids and send points, raysweep.tracking.points). `outages` lists every call that
+    failed through this tracker (the driver's summary says how many)."""
 
     def __init__(self, tracking_uri: str, experiment_name: str, artifact_root: Path | None = None):
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
         self.artifact_root = artifact_root
         self.experiment_id: str | None = None
-        self.online = True  # False once the store could not be opened: trials then skip MLflow entirely
+        self.online = True  # False once the store could not be opened: the workers then get no run ids and send nothing
         self.outages: list[str] = []
         self._client = None
         self._inode: int | None = None  # the SQLite file the store was opened on (lost() tells a new one from it)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_client": None, "outages": []}  # a trial's outages are its own
 
     @property
     def client(self):

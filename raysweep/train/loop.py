@@ -67,9 +67,8 @@ class RunProgress:
     first_step: int = 0
     t_train: float = 0.0  # when this attempt's steps began
     aside: float = 0.0  # seconds of this attempt's steps spent evaluating and writing progress checkpoints
-    points: list = field(
-        default_factory=list
-    )  # the run's metric points (key, value, ms, step), rank 0: saved with its checkpoints and its node
+    # the run's metric points (key, value, ms, step), rank 0: saved with its checkpoints and its node
+    points: list = field(default_factory=list)
     callbacks: tuple = ()  # this run's: the loop's own (progress lines), then the config's (raysweep.train.callbacks)
     rank0: bool = True
 
@@ -145,11 +144,11 @@ def fit_run(spec: RunSpec, cfg: LoopConfig, worker: Worker, trainable: int | Non
     )
 
 
-def resume(spec: RunSpec, m: Model, p: RunProgress, worker: Worker) -> RunProgress:
+def resume(spec: RunSpec, m: Model, p: RunProgress, worker: Worker) -> None:
     """Continue where an interrupted attempt left off, bit for bit (`p` as it is if there is no checkpoint)."""
     saved = load_progress(spec, worker.rank) if spec.checkpoint_every else None
     if saved is None:
-        return p
+        return
     m.raw.load_state_dict(saved["model"])
     m.opt.load_state_dict(saved["opt"])
     p.step, p.best, p.best_step, p.bad = saved["step"], saved["best"], saved["best_step"], saved["bad"]
@@ -167,7 +166,6 @@ def resume(spec: RunSpec, m: Model, p: RunProgress, worker: Worker) -> RunProgre
             file=sys.__stdout__,
             flush=True,
         )
-    return p
 
 
 def early_stop(spec: RunSpec, p: RunProgress, evals: dict[str, float], raw) -> bool:
