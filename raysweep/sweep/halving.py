@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from dataclasses import replace
 
 from raysweep import storage
@@ -133,7 +132,7 @@ def planned_nodes(study: Study) -> dict[str, int]:
     counts = [survivors(len(configs), len(p2.rungs), eta_of(study)) for configs in grid_by_method(study).values()]
     rungs = sum(sum(c[:-1]) for c in counts)
     final = sum(c[-1] for c in counts)
-    # a pruned configuration's rung drops its weights once decided (run_halving): the kept rungs keep
+    # a pruned configuration's rung drops its weights once decided (halving_rounds): the kept rungs keep
     # theirs; at rung r the store holds the kept rungs before it and every rung of r, until r is decided
     kept = sum(sum(c[1:]) for c in counts)
     peak = max((sum(sum(c[1 : r + 1]) + c[r] for c in counts) for r in range(len(p2.rungs) - 1)), default=0)
@@ -271,11 +270,11 @@ def probe_points(probes: list[Node]) -> list[Point]:
 # ----------------------------------------------------------------------------- the search
 
 
-def run_halving(study: Study, data, train_nodes: Callable):
-    """The search on the real tree: one tree run per rung, `train_nodes(arms, subtrees)`
-    (raysweep.sweep.tree.train_nodes, handed in), over the live configurations' rungs and probes,
-    then one over the survivors' whole runs and their stage-3 children. Returns the TreeResult of
-    the whole search (the survivors' subtrees; every rung's decisions in `halving`)."""
+def halving_rounds(study: Study, data):
+    """The search on the real tree (raysweep.sweep.tree.SEARCHES): yields one round per rung, the
+    live configurations' rungs and probes, then one of the survivors' whole runs and their stage-3
+    children; it is sent each round's TreeResult. Returns the TreeResult of the whole search (the
+    survivors' subtrees; every rung's decisions in `halving`)."""
     p2, eta = study.posttrain, eta_of(study)
     configs = grid(study)
     arms, _ = plan(study, data, [])
@@ -291,7 +290,7 @@ def run_halving(study: Study, data, train_nodes: Callable):
             probed[name] = (head, probe_nodes(study, data, head, cfg, at))
         subtrees = list(probed.values())
         print(f"[halving] rung {index + 1}/{len(p2.rungs)}: {len(live)} stage-2 configurations at {share:.3g} of their budget", flush=True)
-        result = train_nodes(arms, subtrees)
+        result = yield arms, subtrees
         total = result if total is None else total.absorb(result)
         for name, (_, probes) in probed.items():
             points[name] = probe_points(probes)
@@ -311,7 +310,7 @@ def run_halving(study: Study, data, train_nodes: Callable):
                     drop_weights(head.spec.node_dir, f"halving pruned {d['config']} at rung {index + 1}")
     final_arms, final = plan(study, data, [runs[name][0] for name in live])
     print(f"[halving] final: {len(live)} stage-2 configurations train to the end, with their stage-3 runs", flush=True)
-    result = train_nodes(final_arms, final)
+    result = yield final_arms, final
     total = result if total is None else total.absorb(result)
     total.subtrees = final
     total.halving = log

@@ -249,3 +249,9 @@ def plan(study: Study, data, stage2: list[Stage2Config] | None = None) -> tuple[
             post = plan_posttrain(study, data, arm, cfg)
             subtrees.append((post, [plan_finetune(study, data, post, cfg, lr) for lr in study.finetune.lr]))
     return arms, subtrees
+
+
+def grid_rounds(study: Study, data):
+    """The grid as a search (raysweep.sweep.tree.SEARCHES): one round, every configuration; it is
+    sent the round's TreeResult and returns it."""
+    return (yield plan(study, data))

@@ -24,7 +24,6 @@ where it stopped.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 from raysweep.config import Study
 from raysweep.keys import derive_seed
@@ -81,11 +80,9 @@ def searchers(study: Study) -> dict:
     return out
 
 
-def search_loop(
-    study: Study, train_round: Callable[[list[Stage2Config]], list[tuple[Stage2Config, tuple[float, float] | None]]]
-) -> list[dict]:
-    """Ask, train, tell until every arm has `trials` configurations. `train_round` trains a round's
-    configurations and returns each with its told pair (None: failed). Returns the search's log."""
+def search_loop(study: Study):
+    """Ask, train, tell until every arm has `trials` configurations: yields each round's
+    configurations and is sent each back with its told pair (None: failed). Returns the search's log."""
     from optuna.trial import TrialState
 
     p2 = study.posttrain
@@ -97,7 +94,8 @@ def search_loop(
             for _ in range(min(p2.optuna_batch, p2.trials - start)):
                 trial = s.ask()
                 asked.append((mix, trial, suggest(trial, study, mix)))
-        results = dict(((c.mix_fraction, c.trial), v) for c, v in train_round([c for _, _, c in asked]))
+        told = yield [c for _, _, c in asked]
+        results = {(c.mix_fraction, c.trial): v for c, v in told}
         for mix, trial, cfg in asked:
             values = results.get((mix, cfg.trial))
             if values is None:
@@ -121,36 +119,45 @@ def search_loop(
     return log
 
 
-def run_search(study: Study, data, train_nodes: Callable):
-    """The search on the real tree: each round is one tree run, `train_nodes(arms, subtrees)`
-    (raysweep.sweep.tree.train_nodes, handed in: the search imports only the plan), over the arms
-    (trained in the first round, skipped after) and the round's subtrees. Returns the whole
-    search's TreeResult (every round's subtrees, the log in `search`)."""
+def optuna_rounds(study: Study, data):
+    """The search on the real tree (raysweep.sweep.tree.SEARCHES): yields each round's arms
+    (trained in the first round, skipped after) and subtrees, and is sent the round's TreeResult.
+    Returns the whole search's TreeResult (every round's subtrees, the log in `search`)."""
     total = None
-
-    def train_round(configs: list[Stage2Config]):
-        nonlocal total
+    asks = search_loop(study)
+    configs = next(asks)
+    while True:
         arms, round_subtrees = plan(study, data, configs)
         print(
             f"[search] round of {len(configs)} stage-2 configurations: "
             + ", ".join(f"λ={c.mix_fraction:g} lr={c.lr:.3g}" for c in configs),
             flush=True,
         )
-        result = train_nodes(arms, round_subtrees)
+        result = yield arms, round_subtrees
         if total is None:
             total = result
         else:
             total.absorb(result).subtrees = [*total.subtrees, *round_subtrees]
-        by_trial = {(n2.params["mix_fraction"], n2.params["optuna_trial"]): children for n2, children in round_subtrees}
-        told = []
-        for cfg in configs:
-            done = [node_done(c.spec.node_dir) for c in by_trial[cfg.mix_fraction, cfg.trial]]
-            named = [finetune_losses(d["result"]["losses"]) for d in done if d]
-            points = [(n["L_ret"], n["L_ft"]) for n in named]
-            told.append((cfg, balanced_point(points)))  # the (L_ret, L_ft) told for it
-        return told
+        try:
+            configs = asks.send(told_pairs(configs, round_subtrees))
+        except StopIteration as done:
+            total.search = write_log(study, done.value)
+            return total
 
-    log = search_loop(study, train_round)
+
+def told_pairs(configs: list[Stage2Config], round_subtrees: list) -> list[tuple[Stage2Config, tuple[float, float] | None]]:
+    """Each configuration of a round with the (L_ret, L_ft) told for it: its best balanced child's."""
+    by_trial = {(n2.params["mix_fraction"], n2.params["optuna_trial"]): children for n2, children in round_subtrees}
+    told = []
+    for cfg in configs:
+        done = [node_done(c.spec.node_dir) for c in by_trial[cfg.mix_fraction, cfg.trial]]
+        named = [finetune_losses(d["result"]["losses"]) for d in done if d]
+        told.append((cfg, balanced_point([(n["L_ret"], n["L_ft"]) for n in named])))
+    return told
+
+
+def write_log(study: Study, log: list[dict]) -> list[dict]:
+    """The search's log in search.json, and each arm's best balanced configuration said."""
     path = study.own_file("search.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(log, indent=1))
@@ -167,5 +174,4 @@ def run_search(study: Study, data, train_nodes: Callable):
                 f"(L_ret {r['L_ret']:.3f}, L_ft {r['L_ft']:.3f}); all trials in {path}",
                 flush=True,
             )
-    total.search = log
-    return total
+    return log

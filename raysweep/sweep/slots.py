@@ -5,7 +5,7 @@ dozens of short runs. So instead of one `TorchTrainer.fit` per arm and per stage
 a few Tune trials, the *slots*, each train item after item from one queue (raysweep.sweep.queue)
 until it is empty: the tree pays one start-up per slot, whatever the number of runs.
 
-    run_slots ── WorkQueue actor ── slot_trial 0 (Tune) → fit_worker_group → serve_queue: item, item, …
+    work_queue ── WorkQueue actor ── slot_trial 0 (Tune) → worker_group → serve_queue: item, item, …
                                  └─ slot_trial 1 (Tune) → serve_queue (a stage of one worker): item, item, …
 
 A stage of several workers (DDP) fits one Ray Train worker group per slot. Its slot trials reserve
@@ -28,8 +28,8 @@ slot waits on workers it cannot get.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from functools import partial
 
 from raysweep.config import ResourcesConfig
 from raysweep.signals import hold_if_stopping
@@ -119,8 +119,6 @@ def serve_queue(config: dict) -> None:
     rank, world = worker.rank, worker.world
     if rank == 0:
         ctx.trainer.record("fit", slot=slot, kinds=list(kinds), node=ray.get_runtime_context().get_node_id())
-    train = partial(ctx.trainer.train, cfg=loop, eval_sets=eval_sets, worker=worker)  # (specs, sources) -> results
-
     while True:
         hold_if_stopping()  # no item is taken once a stop signal has come (raysweep.signals)
         item = ray.get(ctx.queue.take.remote(slot, kinds)) if rank == 0 else None
@@ -130,9 +128,11 @@ def serve_queue(config: dict) -> None:
         if item == WAIT:
             time.sleep(0.25)
             continue
-        settled = ctx.work.train_item(item, train, rank, world, broadcast)
+        with ctx.work.claim(item, rank, world, broadcast) as specs:
+            if specs:  # a chain of runs, each rank on its own rows (raysweep.train.chain)
+                ctx.trainer.train(specs, ctx.work.sources[item], loop, eval_sets, worker)
         if rank == 0:
-            ray.get(ctx.queue.settle.remote(slot, *settled))
+            ray.get(ctx.queue.settle.remote(slot, *ctx.work.outcome(item)))
 
 
 # ----------------------------------------------------------------------------- the slots (Tune trials)
@@ -146,12 +146,12 @@ def worker_resources(resources: ResourcesConfig) -> dict:
     return own
 
 
-def fit_worker_group(entry, job: SlotJob, resources: ResourcesConfig, ray_storage: str, run_name: str):
-    """One TorchTrainer fit of `entry` with `job`; returns rank 0's return value."""
+def worker_group(entry, job: SlotJob, resources: ResourcesConfig, ray_storage: str, run_name: str):
+    """One TorchTrainer of `entry` with `job`, ready to fit (the slot trial fits it)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    trainer = TorchTrainer(
+    return TorchTrainer(
         entry,
         train_loop_config={"job": job},
         torch_config=TorchConfig(backend=job.ctx.trainer.backend) if job.ctx.trainer.backend else None,
@@ -161,7 +161,6 @@ def fit_worker_group(entry, job: SlotJob, resources: ResourcesConfig, ray_storag
         # each fit gets a fresh name: a reused one would make Ray Train resume the old run
         run_config=RunConfig(name=run_name, storage_path=ray_storage),
     )
-    return trainer.fit().return_value
 
 
 def trial_device(resources: ResourcesConfig) -> str:
@@ -209,7 +208,7 @@ def slot_trial(config: dict, ctx: SlotContext) -> None:
             if trains_in_trial(resources):  # in this trial's own process, on the CPUs/GPUs it reserved
                 serve_queue({"job": replace(job, in_trial=trial_device(resources))})
             else:
-                fit_worker_group(serve_queue, job, resources, ctx.ray_storage, f"slot{slot}-{fits}-{time.time_ns()}")
+                worker_group(serve_queue, job, resources, ctx.ray_storage, f"slot{slot}-{fits}-{time.time_ns()}").fit()
         except Exception as e:  # noqa: BLE001  (a worker's error, or its death)
             if not give_back(queue, work, slot, error_text(e)):
                 start_failures += 1
@@ -349,31 +348,35 @@ def on_this_node():
     return NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
 
 
-def run_slots(
-    ctx: SlotContext, items: list[Item], needs: dict[Item, Item], max_slots: int | None, progress
-) -> tuple[dict, dict, list, list[str]]:
-    """Train `items` on warm slots: one queue actor, and Tune trials that each keep one worker group
-    for the whole run. Returns the queue's (settled, failed, never trained) and the slots' errors."""
+def work_queue(items: list[Item], needs: dict[Item, Item], retries: int):
+    """The queue actor a tree run's slots take `items` from (raysweep.sweep.queue), on the driver's node."""
     import ray
 
-    queue = ray.remote(num_cpus=0, scheduling_strategy=on_this_node())(WorkQueue).remote(items, needs, ctx.retries)
-    ctx = replace(ctx, queue=queue)
-    slot_errors: list[str] = []
-    with progress(queue):
-        if ctx.trainer.banner:
-            print(f"[tree] {ctx.trainer.banner}", flush=True)
-        ctx.trainer.record("tree", items=len(items))
-        first = 0
-        shapes = phases(ctx.resources)
-        for kinds, fits in shapes:
-            n = phase_slots(kinds, fits, max_slots, items)
-            if n == 0:
-                continue
-            print(f"[tree] {n} warm worker slot{'s' if n > 1 else ''} for {' and '.join(k + 's' for k in kinds)}", flush=True)
-            ctx.trainer.record("phase", kinds=list(kinds), slots=n)
-            grid = slot_tuner(ctx, [(first + k, kinds) for k in range(n)], "tree" if len(shapes) == 1 else f"tree-{kinds[0]}s").fit()
-            slot_errors += [str(r.error) for r in grid if r.error]
-            first += n
+    return ray.remote(num_cpus=0, scheduling_strategy=on_this_node())(WorkQueue).remote(items, needs, retries)
+
+
+def slot_tuners(ctx: SlotContext, items: list[Item], max_slots: int | None) -> Iterator:
+    """Phase by phase (see `phases`), the Tune run of warm slots that trains `items` from
+    ctx.queue, ready to fit: the tree fits each before the next phase is said and made."""
+    if ctx.trainer.banner:
+        print(f"[tree] {ctx.trainer.banner}", flush=True)
+    ctx.trainer.record("tree", items=len(items))
+    first = 0
+    shapes = phases(ctx.resources)
+    for kinds, fits in shapes:
+        n = phase_slots(kinds, fits, max_slots, items)
+        if n == 0:
+            continue
+        print(f"[tree] {n} warm worker slot{'s' if n > 1 else ''} for {' and '.join(k + 's' for k in kinds)}", flush=True)
+        ctx.trainer.record("phase", kinds=list(kinds), slots=n)
+        yield slot_tuner(ctx, [(first + k, kinds) for k in range(n)], "tree" if len(shapes) == 1 else f"tree-{kinds[0]}s")
+        first += n
+
+
+def queue_outcome(queue) -> tuple[dict, dict, list]:
+    """The queue's (settled, failed, never trained) once every slot has ended; the actor is gone after."""
+    import ray
+
     settled, failed, never = ray.get(queue.outcome.remote())
     ray.kill(queue)
-    return settled, failed, never, slot_errors
+    return settled, failed, never

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from raysweep import storage
@@ -22,10 +22,12 @@ from raysweep.data.mirror import data_mirror
 from raysweep.data.streams import source_of
 from raysweep.nodes import node_diverged, node_done, quarantine, verify_node
 from raysweep.spec import Node, Subtree, all_nodes, immediate_loss
-from raysweep.sweep.plan import plan
+from raysweep.sweep.halving import halving_rounds
+from raysweep.sweep.plan import grid_rounds, plan
 from raysweep.sweep.queue import Item
 from raysweep.sweep.runs import TreeRuns
-from raysweep.sweep.slots import SlotContext, run_slots, subtree_slots
+from raysweep.sweep.search import optuna_rounds
+from raysweep.sweep.slots import SlotContext, queue_outcome, slot_tuners, subtree_slots, work_queue
 from raysweep.sweep.sync import sync_tree
 from raysweep.sweep.work import Work, split_tail
 from raysweep.tags import METHOD, PROBE
@@ -71,19 +73,49 @@ class TreeResult:
         return self
 
 
-def train_tree(study: Study, data, tracker, study_run: str | None, trainer: Trainer | None) -> TreeResult:
-    """Train every node not yet finished. With `posttrain.search: optuna` the stage-2 configurations
-    come from raysweep.sweep.search, round by round; with `halving`, rung by rung from
-    raysweep.sweep.halving. `trainer` trains each chain of runs
-    (raysweep.train.trainer); None trains nothing: it checks the node store and syncs MLflow from it
-    (--sync-mlflow)."""
-    if study.posttrain.search in ("optuna", "halving"):
-        from raysweep.sweep.halving import run_halving
-        from raysweep.sweep.search import run_search
+SEARCHES = {"grid": grid_rounds, "optuna": optuna_rounds, "halving": halving_rounds}
+"""`posttrain.search` -> its rounds: a generator of the (arms, subtrees) to train, one tree run
+each, sent each run's TreeResult, returning the whole search's TreeResult. The grid is one round."""
 
-        search = run_search if study.posttrain.search == "optuna" else run_halving
-        return search(study, data, lambda arms, subtrees: train_nodes(study, data, tracker, study_run, arms, subtrees, trainer))
-    return train_nodes(study, data, tracker, study_run, *plan(study, data), trainer=trainer)
+
+def train_tree(study: Study, data, tracker, study_run: str | None, trainer: Trainer | None) -> TreeResult:
+    """Train every node not yet finished, round by round of the study's search (SEARCHES), each
+    round's items on warm slots; finished (and diverged) nodes are skipped. `trainer` trains each
+    chain of runs (raysweep.train.trainer); None trains nothing: it checks the node store and syncs
+    MLflow from it (--sync-mlflow)."""
+    rounds = SEARCHES[study.posttrain.search](study, data)
+    arms, subtrees = next(rounds)
+    me = trainer_id(study)
+    while True:
+        t0 = time.perf_counter()
+        result, before, settled, items = survey(tracker, study_run, arms, subtrees, trainer)
+        if items:
+            work = Work(arms, subtrees)
+            runs = TreeRuns(tracker, study_run)
+            try:
+                ctx, items, needs = slot_context(study, data, work, runs, items, trainer, me, settled)
+                ctx = replace(ctx, queue=work_queue(items, needs, ctx.retries))
+                slot_errors: list[str] = []
+                with QueueEvents(ctx.queue, len(items), partial(item_label, ctx.work), runs.on_event):
+                    for tuner in slot_tuners(ctx, items, study.max_concurrent_trials):
+                        slot_errors += [str(r.error) for r in tuner.fit() if r.error]
+                _, failed, never = queue_outcome(ctx.queue)
+                # an interrupted study marks what is still open KILLED instead (raysweep.study.report_interrupted)
+                runs.close_rest()
+                result.failures = failure_lines(ctx.work, failed, never, slot_errors)
+            except KeyboardInterrupt as stop:
+                # Ray is still up here: the study clears the leases once it has stopped the workers
+                raise Interrupted(arms, subtrees, *stop.args, clear_leases=work.clear_leases) from None
+            work.clear_leases()  # every trial has ended: what a killed or failed worker held is stale
+        count_trained(result, before, me)
+        # MLflow is a view of the node store: whatever an outage or a killed worker kept from it is written now
+        sync_tree(tracker, study_run, arms, subtrees)
+        result.diverged = diverged_report(arms, subtrees)
+        result.seconds = time.perf_counter() - t0
+        try:
+            arms, subtrees = rounds.send(result)
+        except StopIteration as done:
+            return done.value
 
 
 def kind_of(node: Node) -> str:
@@ -161,11 +193,10 @@ def loop_config(study: Study, data, trained_by: str = "") -> LoopConfig:
     )
 
 
-def train_nodes(
-    study: Study, data, tracker, study_run: str | None, arms: list[Node], subtrees: list[Subtree], trainer: Trainer | None
-) -> TreeResult:
-    """Train the given arms and subtrees on warm slots; finished (and diverged) nodes are skipped."""
-    t0 = time.perf_counter()
+def survey(tracker, study_run: str | None, arms: list[Node], subtrees: list[Subtree], trainer: Trainer | None):
+    """What one tree run finds in the node store, said: (its result so far, the nodes finished
+    before it, the nodes settled (finished, diverged or blocked below), the items left to train in
+    order). What is settled is listed in this study's MLflow before training starts."""
     # one look at each node (a remote read with an object store); everything below derives from it
     before = verified_done(arms, subtrees)
     settled = before | {
@@ -174,7 +205,7 @@ def train_nodes(
     blocked = blocked_below(subtrees, settled - before)
     todo = [i for i, a in enumerate(arms) if a.spec.node_key not in settled]
     todo2 = [i for i, (n, children) in enumerate(subtrees) if not {m.spec.node_key for m in (n, *children)} <= settled | blocked]
-    # finished here or by another study sharing the node store: this study's MLflow lists them before training starts
+    # finished here or by another study sharing the node store
     sync_tree(
         tracker, study_run, [a for a in arms if a.spec.node_key in settled], [st for i, st in enumerate(subtrees) if i not in set(todo2)]
     )
@@ -186,28 +217,7 @@ def train_nodes(
         flush=True,
     )
     items = trial_order(arms, subtrees, todo, todo2) if trainer is not None else []
-    result = TreeResult(arms, subtrees)
-    me = trainer_id(study)
-    if items:
-        work = Work(arms, subtrees)
-        runs = TreeRuns(tracker, study_run)
-        try:
-            ctx, items, needs = slot_context(study, data, work, runs, items, trainer, me, settled | blocked)
-            events = partial(QueueEvents, total=len(items), describe=partial(item_label, ctx.work), on_event=runs.on_event)
-            _, failed, never, slot_errors = run_slots(ctx, items, needs, study.max_concurrent_trials, events)
-            # an interrupted study marks what is still open KILLED instead (raysweep.study.report_interrupted)
-            runs.close_rest()
-            result.failures = failure_lines(ctx.work, failed, never, slot_errors)
-        except KeyboardInterrupt as stop:
-            # Ray is still up here: the study clears the leases once it has stopped the workers
-            raise Interrupted(arms, subtrees, *stop.args, clear_leases=work.clear_leases) from None
-        work.clear_leases()  # every trial has ended: what a killed or failed worker held is stale
-    count_trained(result, before, me)
-    # MLflow is a view of the node store: whatever an outage or a killed worker kept from it is written now
-    sync_tree(tracker, study_run, arms, subtrees)
-    result.diverged = diverged_report(arms, subtrees)
-    result.seconds = time.perf_counter() - t0
-    return result
+    return TreeResult(arms, subtrees), before, settled | blocked, items
 
 
 def count_trained(result: TreeResult, before: set[str], me: str) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -95,21 +97,20 @@ class Work:
                 sources[item]["ft"] = source_of(children[0].stream, cache_root, mirror)
         return replace(self, sources=sources)
 
-    def train_item(self, item: Item, train, rank: int, world: int, broadcast) -> tuple[str, str] | None:
-        """Train the item on this rank: `train(specs, sources)` trains a chain of runs, each rank on
-        its own rows (raysweep.train.chain); `broadcast` shares rank 0's list with the others. Rank
-        0 returns (outcome, text) for the queue. Rank 0 holds the item's lease while it trains
-        (raysweep.leases: another study sharing the node store waits, then skips what it finished)."""
+    @contextmanager
+    def claim(self, item: Item, rank: int, world: int, broadcast) -> Iterator[list]:
+        """The item's runs still to train on this rank, in order (each with the MLflow run the
+        driver opened for it, on rank 0), while rank 0 holds the item's lease (raysweep.leases:
+        another study sharing the node store waits, then skips what it finished). `broadcast`
+        shares rank 0's list with the others. The slot trains them itself (raysweep.sweep.slots):
+        no layer between the queue and the chain."""
         lease = self.lease(item) if rank == 0 and self.todo(item) else None
         try:
             keys = broadcast([n.spec.node_key for n in self.todo(item)] if rank == 0 else None, world)
-            specs = [replace(self.by_key[k].spec, run_id=self.runs.get(k) if rank == 0 else None) for k in keys]
-            if specs:
-                train(specs, self.sources[item])
+            yield [replace(self.by_key[k].spec, run_id=self.runs.get(k) if rank == 0 else None) for k in keys]
         finally:
             if lease is not None:
                 lease.release()
-        return self.outcome(item) if rank == 0 else None
 
     def lease(self, item: Item) -> Lease:
         """The item's lease (on its arm or stage-2 node), taken: waits while another trainer holds it."""

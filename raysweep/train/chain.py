@@ -15,7 +15,7 @@ from raysweep.nodes import finish_progress, load_weights, record_failure, save_d
 from raysweep.signals import hold_if_stopping
 from raysweep.spec import Diverged, RunSpec
 from raysweep.train.context import LoopConfig, Worker
-from raysweep.train.loop import train_run
+from raysweep.train.loop import finish, start_run, train_steps
 
 
 def train_chain(specs: list[RunSpec], sources: dict, cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker) -> list[dict]:
@@ -28,10 +28,15 @@ def train_chain(specs: list[RunSpec], sources: dict, cfg: LoopConfig, eval_sets:
         if spec.init_from in diverged:  # its parent diverged in this chain: nothing to start from
             results.append({"node_key": spec.node_key, "blocked": True})
             continue
+        m = p = it = None  # a diverged run's model and optimizer are not held while the next one builds its own
         try:
             # the parent's weights are named nowhere here, so a parent loaded for this run alone is
-            # freed once the model holds them (train_run), not kept while it trains
-            result, state, points = train_run(spec, _parent(spec, states, cfg), sources[spec.dataset], cfg, eval_sets, worker)
+            # freed once the model holds them (start_run), not kept while it trains
+            m, p, it, monitor = start_run(spec, _parent(spec, states, cfg), sources[spec.dataset], cfg, eval_sets, worker)
+            train_steps(spec, m, p, it, cfg, monitor, worker)
+            result, state = finish(spec, m, p, cfg, eval_sets, worker)
+            points = p.points
+            del m, p, it  # the optimizer's state is freed before the node is written
         except Diverged as e:  # deterministic: recorded as the run's outcome, not retried
             if worker.rank == 0:
                 save_diverged(spec.node_dir, spec.lr, e.step, str(e), e.points)

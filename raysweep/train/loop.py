@@ -297,18 +297,25 @@ def finish(spec: RunSpec, m: Model, p: RunProgress, cfg: LoopConfig, eval_sets: 
     return result, state
 
 
-def train_run(spec: RunSpec, init_state: dict | None, source, cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker):
-    """Train one run on its stream (`source.rows_for(batch, world, rank)`: a StreamSource's plan, or
-    bench/arrays.py's ArraySource); returns (result dict, final weights on CPU, metric points)."""
+def start_run(spec: RunSpec, init_state: dict | None, source, cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker):
+    """Everything a run's steps need, resumed where an interrupted attempt left off: (model,
+    progress, this rank's batches, the held-out sets it monitors). `source.rows_for(batch, world,
+    rank)`: a StreamSource's plan, or bench/arrays.py's ArraySource."""
     p = RunProgress(callbacks=(ProgressLines(cfg.seq_len), *cfg.callbacks), rank0=worker.rank == 0)
     each(p.callbacks, "on_start", spec, worker)
     m = build(spec, init_state, cfg, worker)
-    del init_state  # in the model now: a parent loaded for this run alone is freed, not held while it trains
+    del init_state  # in the model now: a parent loaded for this run alone is freed, not held while it resumes and trains
     torch.manual_seed(spec.seed + worker.rank)  # dropout masks differ per rank, fixed per seed
     monitor = {k: eval_sets[k] for k in spec.monitor}
     rows = source.rows_for(spec.batch_size, worker.world, worker.rank)
     resume(spec, m, p, worker)
-    it = batches(rows, worker.device, start=p.step)
+    return m, p, batches(rows, worker.device, start=p.step), monitor
+
+
+def train_run(spec: RunSpec, init_state: dict | None, source, cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker):
+    """Train one run on its stream, as a chain trains each of its runs (raysweep.train.chain);
+    returns (result dict, final weights on CPU, metric points)."""
+    m, p, it, monitor = start_run(spec, init_state, source, cfg, eval_sets, worker)
     train_steps(spec, m, p, it, cfg, monitor, worker)
     result, state = finish(spec, m, p, cfg, eval_sets, worker)
     return result, state, p.points

@@ -1,10 +1,14 @@
 """One stage on 2 Ray Train workers (DDP over gloo) and on one worker (in-process, as a one-worker
 stage trains in its slot): the same data per step, identical replicas."""
 
-from dataclasses import replace
+import sys
+import traceback
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 
+import raysweep
 from raysweep.config import load_study
 from raysweep.data.streams import StreamSource
 from raysweep.nodes import node_done
@@ -13,7 +17,40 @@ from raysweep.sweep.slots import worker_setup
 from raysweep.train.callbacks.audit import Audit
 from raysweep.train.chain import train_chain
 from raysweep.train.context import LoopConfig, Worker, load_eval_sets
+from raysweep.train.trainer import Trainer
 from tests.helpers import REDUCED, SMOKE, node_results, run_spec, with_reference_data
+
+
+def _own_frames() -> list[str]:
+    """The calls on this process's stack that are raysweep's own (module:function), outermost first."""
+    package = str(Path(raysweep.__file__).parent)
+    return [f"{Path(f.filename).stem}:{f.name}" for f in traceback.extract_stack() if f.filename.startswith(package)]
+
+
+@dataclass(frozen=True)
+class RouteProbe(Trainer):
+    """The real trainer, writing the stack of raysweep's own calls at each process's first training
+    loss (one line per process, in `path`): cross_entropy is wrapped for that, so the probe's
+    wrapper stands where cross_entropy's own frame would be."""
+
+    path: str = ""
+
+    def train(self, specs, sources, cfg, eval_sets, worker):
+        from raysweep.train import step
+
+        real = step.cross_entropy
+
+        def probe(*args, **kwargs):
+            step.cross_entropy = real
+            with open(self.path, "a") as f:
+                f.write(" -> ".join([*_own_frames(), "loss:cross_entropy"]) + "\n")
+            return real(*args, **kwargs)
+
+        step.cross_entropy = probe
+        try:
+            return train_chain(specs, sources, cfg, eval_sets, worker)
+        finally:
+            step.cross_entropy = real
 
 
 def _run(study, data, tmp_path, name: str, **over):
@@ -94,15 +131,37 @@ def test_ddp_with_micro_batches_and_activation_checkpointing_equals_the_one_work
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-4)
 
 
-def test_a_study_whose_stages_ask_different_resources(ray_local, reference, tmp_path):
+def test_a_study_whose_stages_ask_different_resources(ray_local, reference, tmp_path, monkeypatch):
     """Pretraining on 2 DDP workers, stages 2-3 on 1: arms train first on warm slots of their shape,
     then the subtrees on theirs (raysweep.sweep.slots.phases); the items a 2-rank slot takes reach both
     ranks. Every node finishes, and the 2-worker arm matches the 1-worker reference's losses."""
     ref_out = reference[0]
     out = with_reference_data(ref_out, tmp_path / "study")
     study = load_study(SMOKE, [f"output_dir={out}", *REDUCED, "pretrain.resources.workers=2", "pretrain.resources.cpus_per_worker=1"])
-    summary = run_study(study)
+    import cloudpickle
+    from ray import tune
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers need not import this test module
+    fits, fit = [], tune.Tuner.fit
+    monkeypatch.setattr(tune.Tuner, "fit", lambda self: fits.append(_own_frames()) or fit(self))
+    probe = RouteProbe(path=str(tmp_path / "route.txt"))
+    summary = run_study(study, trainer=probe)
     assert summary["failures"] == [] and summary["trained"] == {"pretrain": 1, "posttrain": 2, "finetune": 2}
     got, want = node_results(out), node_results(ref_out)
     [arm] = [p.name for p in (out / "checkpoints" / "pretrain").iterdir() if "." not in p.name]  # resources are in no node key
     assert got[arm]["losses"] == pytest.approx(want[arm]["losses"], rel=1e-3)  # same data per step; only the reduction order differs
+    # the route from the CLI to the loss (README): main -> run_study, then the driver's stack where
+    # Tune takes over, then a slot's (one-worker: slot_trial on) or a DDP worker's (serve_queue on;
+    # its slot_trial fitted the worker group) at the first loss; ≤ 10 own calls either way
+    driver = fits[0][fits[0].index("study:run_study") :]
+    assert driver == ["study:run_study", "study:train_language_models", "tree:train_tree"]
+    routes = set((tmp_path / "route.txt").read_text().splitlines())
+    tail = ["serve_queue", "train_chain", "train_steps", "forward_backward", "cross_entropy"]
+    one_worker = [r for r in routes if r.startswith("slots:slot_trial")]
+    ddp = [r for r in routes if r.startswith("slots:serve_queue")]
+    assert one_worker and ddp, routes
+    for route in one_worker + ddp:
+        names = [call.split(":")[1] for call in route.split(" -> ")]
+        assert names[-5:] == tail, route
+        whole = ["main", "run_study", "train_language_models", "train_tree", "slot_trial", *names[names[0] == "slot_trial" :]]
+        assert len(whole) <= 10, " -> ".join(whole)

@@ -26,6 +26,17 @@ def _study(*overrides: str):
     )
 
 
+def _run(study, train_round) -> list[dict]:
+    """search_loop driven as the tree drives it: each round's configurations trained, then sent back."""
+    asks = search_loop(study)
+    try:
+        configs = next(asks)
+        while True:
+            configs = asks.send(train_round(configs))
+    except StopIteration as done:
+        return done.value
+
+
 def _toy(calls: list):
     """A known two-objective landscape in log10(lr): L_ret is best at 1e-3, L_ft at 1e-2, so the
     Pareto set is lr ∈ [1e-3, 1e-2]; dropout 0.1 costs a little L_ft."""
@@ -44,9 +55,9 @@ def _toy(calls: list):
 def test_search_is_seeded_reproducible_and_stays_in_its_space():
     study = _study("posttrain.trials=10", "posttrain.optuna_batch=4")
     first, again, other = [], [], []
-    log = search_loop(study, _toy(first))
-    assert search_loop(study, _toy(again)) == log  # same seed: same configurations
-    assert search_loop(_study("posttrain.trials=10", "posttrain.optuna_batch=4", "seed=1"), _toy(other)) != log
+    log = _run(study, _toy(first))
+    assert _run(study, _toy(again)) == log  # same seed: same configurations
+    assert _run(_study("posttrain.trials=10", "posttrain.optuna_batch=4", "seed=1"), _toy(other)) != log
     arms = study.pretrain.mix_fraction
     assert [len(r) for r in first] == [4 * len(arms), 4 * len(arms), 2 * len(arms)]  # rounds of optuna_batch per arm
     for lam in arms:
@@ -59,7 +70,7 @@ def test_search_is_seeded_reproducible_and_stays_in_its_space():
 def test_search_spends_later_trials_near_the_frontier():
     """Told the children's (L_ret, L_ft), TPE moves its proposals toward the Pareto set in lr."""
     study = _study("posttrain.trials=40", "posttrain.optuna_batch=4", "pretrain.mix_fraction=[0.0]")
-    log = search_loop(study, _toy([]))
+    log = _run(study, _toy([]))
 
     def off_front(r):  # distance in decades from lr ∈ [1e-3, 1e-2]
         x = math.log10(r["lr"])
@@ -76,7 +87,7 @@ def test_a_failed_configuration_is_told_as_failed_and_the_search_goes_on():
     def train_round(configs):
         return [(c, None if c.trial == 1 else (1.0, 1.0)) for c in configs]
 
-    log = search_loop(study, train_round)
+    log = _run(study, train_round)
     assert [r["L_ret"] for r in log] == [1.0, None, 1.0, 1.0]
 
 

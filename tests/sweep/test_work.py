@@ -66,7 +66,7 @@ def test_a_trained_item_tells_the_queue_its_outcome_in_words(tmp_path):
     assert lone.outcome(("arm", 0)) == ("diverged", "pretrain diverged at step 2")  # an arm blocks its subtrees
 
 
-def test_train_item_trains_what_is_left_in_order_and_settles_it(tmp_path):
+def test_a_claimed_item_is_what_is_left_in_order_under_its_lease_then_settled(tmp_path):
     tree = _tree(tmp_path)
     post, children = tree.subtrees[0]
     _finish(children[0], {"ft": 1.0, "post": 2.0, "pre": 3.0})
@@ -79,7 +79,10 @@ def test_train_item_trains_what_is_left_in_order_and_settles_it(tmp_path):
             save_node(s, {}, {"losses": {"post": 2.5, "ft": 1.0, "pre": 3.0}}, "tok")
         return [{"node_key": s.node_key} for s in specs]
 
-    outcome = work.train_item(("subtree", 0), train, 0, 1, lambda obj, world: obj)
+    with work.claim(("subtree", 0), 0, 1, lambda obj, world: obj) as specs:
+        assert list(tmp_path.rglob("*.lease"))  # held while the item trains
+        train(specs, work.sources[("subtree", 0)])
+    outcome = work.outcome(("subtree", 0))
     assert seen == [(["s0", "c1", "c2"], {"train": "stream"})]
     assert outcome == ("done", "L_im 2.500")
     assert all(node_done(n.spec.node_dir) for n in (post, *children))
