@@ -16,7 +16,7 @@ from analysis.runs import COLUMNS
 from analysis.slices import LOSSES, joint_bootstrap, larger_front, slice_count, slice_verdicts, slices_table
 from analysis.verdict import MIN_BOOTSTRAP_SEEDS, confidence_words, seed_agreement, seed_verdicts
 from raysweep.frontier import hypervolume_2d, reference_point
-from raysweep.storage import atomic_file, disk_full, is_disk_full
+from raysweep.store.storage import atomic_file, disk_full, is_disk_full
 
 _NAMES = {"L_ret": "L_ret (D_post after fine-tuning)", "L_ft": "L_ft (D_ft)", "L_pre": "L_pre (D_pre after fine-tuning)"}
 
@@ -262,7 +262,7 @@ def write_csvs(rows: list[dict], folder: Path) -> list[Path]:
 
 def write_whole(path: Path, text: str, what: str) -> Path:
     """Write a file whole or not at all (a temporary file renamed into place); a full disk is said
-    with the path, the bytes free there and the bytes the file needed (raysweep.storage.DiskFull)."""
+    with the path, the bytes free there and the bytes the file needed (raysweep.store.storage.DiskFull)."""
     data = text.encode("utf-8")
     try:
         with atomic_file(path) as tmp:

@@ -98,7 +98,7 @@ def checks(device, shape: str, vocab: int, seq: int) -> list[dict]:
     """The correctness checks on `device` (see the module doc); one dict each: name, ok, detail."""
     import torch
 
-    from raysweep.nodes import load_weights, save_node
+    from raysweep.store.nodes import load_weights, save_node
     from raysweep.train.loop import train_run
     from raysweep.train.model import add_lora, build_model
     from raysweep.train.step import autocast

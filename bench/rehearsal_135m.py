@@ -18,7 +18,7 @@ pretraining arms are paid for (issue 44).
    the dry run's peak counts and a sample would catch at any size); the training process's peak RSS per stage (attributed by the last
    progress line the CLI printed) against the memory model's peak, and the peak RSS of the
    supervisor, the driver, Ray's head and the S3 server (which no model estimates); seconds to
-   download and upload one node of each stage through raysweep.storage.
+   download and upload one node of each stage through raysweep.store.storage.
 4. Tokens/s of each stage's training steps (the loop's step_tokens_per_s: evaluations and progress
    checkpoints left out) against a bare PyTorch loop of the same model, batch and threads, run here
    after the study.
@@ -177,8 +177,8 @@ def store_nodes(store_uri: str) -> dict[str, dict]:
 
 
 def transfer_seconds(store_uri: str, nodes: dict, tmp: Path) -> dict[str, tuple[float, float, int]]:
-    """stage -> (download s, upload s, bytes) of one node of it, through raysweep.storage."""
-    from raysweep.storage import download_dir, join, upload_dir
+    """stage -> (download s, upload s, bytes) of one node of it, through raysweep.store.storage."""
+    from raysweep.store.storage import download_dir, join, upload_dir
 
     out = {}
     for stage in STAGES:
@@ -233,7 +233,7 @@ def loop_tokens_per_s(shape, vocab: int, blocks, batch: int, threads: int, lora:
 def bytes_report(store_uri: str, after: dict, samplers: list, disk) -> float:
     """Each stage's node bytes in the store and its progress checkpoint's largest size against the
     dry run's; prints them and returns the largest relative error."""
-    from raysweep.storage import cache_dir, join, with_suffix
+    from raysweep.store.storage import cache_dir, join, with_suffix
     from raysweep.sweep.disk import gb
 
     progress_seen = {name: size for smp in samplers for name, size in smp.progress.items()}
@@ -371,7 +371,7 @@ def main() -> int:
     bytes_err = bytes_report(store_uri, after, [first[2], second[2]], disk)
     mem_err = memory_report([first[2], second[2]], fits)
     transfers = transfer_seconds(store_uri, after, tmp)
-    print("node transfer through raysweep.storage to the local S3 API (moto):")
+    print("node transfer through raysweep.store.storage to the local S3 API (moto):")
     for stage, (down, up, size) in transfers.items():
         print(
             f"  {stage:<9} {gb(size)}: download {down:.1f} s ({size / down / 1e6:,.0f} MB/s), upload {up:.1f} s ({size / up / 1e6:,.0f} MB/s)"

@@ -52,5 +52,5 @@ def start_s3_server(folder: Path):
 
 
 def s3_uri(port: int, bucket: str, path: str = "nodes") -> str:
-    """A node store in the test S3 server (raysweep.storage: pyarrow's S3 options in the query)."""
+    """A node store in the test S3 server (raysweep.store.storage: pyarrow's S3 options in the query)."""
     return f"s3://{bucket}/{path}?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1&allow_bucket_creation=true"

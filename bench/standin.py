@@ -26,8 +26,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from raysweep.nodes import finish_progress, load_weights, save_node
 from raysweep.spec import RunSpec
+from raysweep.store.nodes import finish_progress, load_weights, save_node
 
 LINE = "TIMED STAND-IN for training (bench/cluster_sim.py): every run sleeps its predicted duration and writes a tiny node"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from raysweep.config import Study, StudyInputError
 from raysweep.config.conventions import check_variants, variant_label
-from raysweep.storage import is_remote
+from raysweep.store.storage import is_remote
 
 # what a convention changes: the data (streams made again) or only how runs train
 DATA_CONVENTIONS = {"packing", "stage1_mixing", "heldout_carving"}
@@ -101,8 +101,8 @@ def run_variants(study: Study, data, base_tree, trainer, open_tracking, prepare)
 
 def _settled(stop) -> set[str]:
     """Keys of the stopped tree's nodes that have nothing left to train (none before the tree began)."""
-    from raysweep.nodes import node_settled
     from raysweep.spec import all_nodes
+    from raysweep.store.nodes import node_settled
 
     if getattr(stop, "arms", None) is None:
         return set()

@@ -14,9 +14,10 @@ import os
 import time
 from pathlib import Path
 
-from raysweep import packages, signals, storage
+from raysweep import packages, signals
 from raysweep.config import Study, StudyInputError
 from raysweep.ray_instance import init_ray, stop_own_ray
+from raysweep.store import storage
 
 
 def write_data_summary(data, path: Path) -> Path:
@@ -32,7 +33,7 @@ def write_data_summary(data, path: Path) -> Path:
 def check_writable(study: Study) -> None:
     """Fail before any compute if the output or node folder cannot be written (a read-only mount, a
     path through a file, a full disk), naming the key to change."""
-    from raysweep import storage
+    from raysweep.store import storage
 
     problems = []
     places = [("output_dir", study.out)]
@@ -248,8 +249,8 @@ def print_summary(study: Study, rows: list[dict], tree, tables: str, report: Pat
 def report_interrupted(study: Study, tracker, study_run: str | None, stop: KeyboardInterrupt, seconds: float) -> dict:
     """After Ctrl-C or SIGTERM: stop the slots, keep what finished (synced to MLflow), mark the
     runs that were training KILLED, and say how to resume. Nothing is counted as failed."""
-    from raysweep.nodes import node_settled
     from raysweep.spec import all_nodes
+    from raysweep.store.nodes import node_settled
     from raysweep.sweep.sync import sync_tree
 
     stop_own_ray()  # the slots stop now, so nothing trains or logs behind this summary

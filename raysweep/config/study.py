@@ -15,8 +15,8 @@ from raysweep.config.corpora import CorporaConfig
 from raysweep.config.model import ModelConfig, TokenizerConfig
 from raysweep.config.stages import HASHED_OPERATIONAL, OPERATIONAL, FinetuneConfig, PosttrainConfig, PretrainConfig
 from raysweep.config.theory import TheoryConfig
-from raysweep.keys import json_key
-from raysweep.storage import is_remote
+from raysweep.store.keys import json_key
+from raysweep.store.storage import is_remote
 
 
 def _excluded(paths: list[str]) -> dict:
@@ -45,7 +45,7 @@ class Study(_Strict):
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default: a SQLite store inside output_dir")
     checkpoint_dir: str | None = Field(
         None,
-        description="the content-addressed node store: a folder, or an object-store URI (s3://bucket/prefix, gs://bucket/prefix; raysweep/storage.py); default <output_dir>/checkpoints. Point several studies at one folder and a node any of them finished (same key: parent, stage config, data, tokenizer, seed) is never trained again",
+        description="the content-addressed node store: a folder, or an object-store URI (s3://bucket/prefix, gs://bucket/prefix; raysweep/store/storage.py); default <output_dir>/checkpoints. Point several studies at one folder and a node any of them finished (same key: parent, stage config, data, tokenizer, seed) is never trained again",
     )
     retries: int = Field(
         2,
@@ -141,7 +141,7 @@ class Study(_Strict):
         if not self.checkpoint_dir:
             return self.out / "checkpoints"
         where = self.checkpoint_dir.format(name=self.name)
-        if is_remote(where):  # an object store (raysweep.storage): kept as the URI it is
+        if is_remote(where):  # an object store (raysweep.store.storage): kept as the URI it is
             return where
         return Path(where).expanduser().resolve()
 

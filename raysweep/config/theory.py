@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field
 
 from raysweep.config.base import _Strict
-from raysweep.storage import is_remote
+from raysweep.store.storage import is_remote
 
 if TYPE_CHECKING:
     from raysweep.config.study import Study

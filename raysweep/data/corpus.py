@@ -29,8 +29,8 @@ from raysweep.data.corpora.synthetic import GENERATOR_VERSION
 from raysweep.data.shard_tasks import report, run_tasks
 from raysweep.data.shards import TokenView, token_dtype, verify_shard
 from raysweep.data.tokenizer import NotCached
-from raysweep.keys import derive_seed, json_key
-from raysweep.storage import write_text
+from raysweep.store.keys import derive_seed, json_key
+from raysweep.store.storage import write_text
 
 TOKENS_VERSION = 1  # bump when reading, carving or the shard format changes, so caches are rebuilt
 

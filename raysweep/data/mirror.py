@@ -13,7 +13,7 @@ from raysweep.data.blocks import ARRAYS, Stream
 def data_mirror(checkpoint_dir) -> str | None:
     """Where the data cache is copied for workers that do not share the driver's disk: beside the
     nodes, when the node store is an object store (a shared folder needs no copy)."""
-    from raysweep import storage
+    from raysweep.store import storage
 
     return storage.join(checkpoint_dir, "data") if storage.is_remote(checkpoint_dir) else None
 
@@ -37,8 +37,8 @@ def publish(streams: list[Stream], cache_root: Path, mirror: str) -> None:
     file already there with its size is skipped), then a manifest of every file's SHA-256, then
     stats.json last, so workers on machines that do not share this one's disk can fetch them
     (StreamSource) and check every byte they fetched."""
-    from raysweep import storage
-    from raysweep.keys import file_digest
+    from raysweep.store import storage
+    from raysweep.store.keys import file_digest
 
     root = cache_root.resolve()
     done: set[Path] = set()
@@ -65,8 +65,8 @@ def fetch(mirror: str, rel: str) -> Path:
     machine and checked against the manifest's SHA-256: a file whose bytes differ is fetched
     again, and one that differs twice raises CorruptData (the local copy is never completed, so
     nothing trains on it)."""
-    from raysweep import storage
-    from raysweep.keys import file_digest
+    from raysweep.store import storage
+    from raysweep.store.keys import file_digest
 
     root = storage.cache_dir(mirror)  # one folder per mirror; its layout is the data cache's
     plan = root / rel

@@ -6,7 +6,7 @@ to the token: the last document of a share may be cut, and in compute-matched mo
 part of that document opens the complementary share. Shares are prefixes of one order, so a
 smaller λ always selects a subset of a larger one, and λ = 1 is exactly one pass.
 
-Seeds come from raysweep.keys.derive_seed (root seed and a path of names, by SHA-256).
+Seeds come from raysweep.store.keys.derive_seed (root seed and a path of names, by SHA-256).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from raysweep.keys import array_digest
 from raysweep.spec import share_tokens
+from raysweep.store.keys import array_digest
 
 
 def seeded_order(n: int, seed: int) -> np.ndarray:

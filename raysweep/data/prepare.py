@@ -43,7 +43,7 @@ from raysweep.data.shards import cache_bytes
 from raysweep.data.slices import choose_slices
 from raysweep.data.streams import build_plan
 from raysweep.data.tokenizer import eos_id, load_pretrained, load_tokenizer, tokenizer_id, train_tokenizer
-from raysweep.keys import derive_seed, stream_seed
+from raysweep.store.keys import derive_seed, stream_seed
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import numpy as np
 
 from raysweep.data.corpora.sources import CorpusError, ShardSource, carved, hash64, render, text_hash
 from raysweep.data.shards import ShardWriter
-from raysweep.storage import atomic_file
+from raysweep.store.storage import atomic_file
 
 ENCODE_BATCH = 1024  # documents tokenized at once in a task
 

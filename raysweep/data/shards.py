@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from raysweep.data.mixing import ROLES, available_tokens, needed_tokens
-from raysweep.keys import array_digest, file_digest
-from raysweep.storage import atomic_file
+from raysweep.store.keys import array_digest, file_digest
+from raysweep.store.storage import atomic_file
 
 MAX_SHARD_BYTES = 1 << 30  # 1 GiB of token ids per shard file
 

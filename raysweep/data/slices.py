@@ -17,7 +17,7 @@ import heapq
 
 import numpy as np
 
-from raysweep.keys import derive_seed
+from raysweep.store.keys import derive_seed
 
 
 def assign_documents(lengths: np.ndarray, k: int, label: str) -> list[np.ndarray]:

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from raysweep.data.blocks import ARRAYS, Stream, interleave_ranks, rank_slice
-from raysweep.keys import array_digest, derive_seed, stream_key
-from raysweep.storage import atomic_file, write_text
+from raysweep.store.keys import array_digest, derive_seed, stream_key
+from raysweep.store.storage import atomic_file, write_text
 
 PLAN_FILE = "plan.json"
 

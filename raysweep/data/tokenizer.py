@@ -4,7 +4,7 @@
 Either way it ends up as one `tokenizer.json` in the study cache, next to a small sidecar naming
 its document separator. Its identity (`tokenizer_id`, the hash of that JSON) is stored with every
 stream and checkpoint; continuing a checkpoint with a different tokenizer is an error
-(`check_same_tokenizer`), never a silent mix of vocabularies.
+(raysweep.store.nodes.check_same_tokenizer), never a silent mix of vocabularies.
 """
 
 from __future__ import annotations
@@ -14,15 +14,11 @@ import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from raysweep.keys import file_digest, json_key, text_key
-from raysweep.storage import atomic_file
+from raysweep.store.keys import file_digest, json_key, text_key
+from raysweep.store.storage import atomic_file
 
 EOS = "<|endoftext|>"  # separator of the trained BPE tokenizer; id 0
 SIDECAR = "raysweep-tokenizer.json"  # {"eos": separator token, "origin": where it came from}
-
-
-class TokenizerMismatchError(RuntimeError):
-    """A checkpoint, stream or parent node was made with another tokenizer than the study's."""
 
 
 def _store(tok, eos: str, origin: str, cache_dir: Path, prefix: str) -> Path:
@@ -115,15 +111,6 @@ def load_tokenizer(path: Path):
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(str(path))
-
-
-def check_same_tokenizer(expected: str, found: str | None, what: str) -> None:
-    """Refuse to mix vocabularies: `what` was made with tokenizer `found`, the study uses `expected`."""
-    if found != expected:
-        raise TokenizerMismatchError(
-            f"{what} was made with tokenizer {found!r}, but this study's tokenizer is {expected!r}; "
-            "token ids would mean different strings. Use the same tokenizer settings or a new output_dir."
-        )
 
 
 def eos_id(path: Path) -> int:

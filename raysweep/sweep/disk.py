@@ -2,7 +2,7 @@
 data cache and MLflow. Pure arithmetic (no torch, no Ray, no data), so `--dry-run` says it before a
 cluster or a bucket is paid for; bench/disk.py checks it against `du` of a real study.
 
-What a node holds (raysweep.nodes): `model.safetensors` (fp32 weights; with tied embeddings the
+What a node holds (raysweep.store.nodes): `model.safetensors` (fp32 weights; with tied embeddings the
 embedding is stored twice, as the input embedding and the head, since safetensors refuses shared
 tensors), `metrics.json` (every metric point) and `node.json`. While it trains, its `<key>.resume/`
 progress checkpoint holds the weights (torch.save keeps a tied tensor once), AdamW's two moments

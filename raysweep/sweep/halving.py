@@ -24,12 +24,12 @@ import json
 import math
 from dataclasses import replace
 
-from raysweep import storage
 from raysweep.config import Study
 from raysweep.frontier import dominates, front_ranks, hypervolume_2d, reference_point
-from raysweep.keys import derive_seed, node_key
-from raysweep.nodes import drop_weights, node_done
 from raysweep.spec import Node, balanced_point, finetune_losses
+from raysweep.store import storage
+from raysweep.store.keys import derive_seed, node_key
+from raysweep.store.nodes import drop_weights, node_done
 from raysweep.sweep.plan import Stage2Config, grid, method_of, plan, plan_finetune, plan_posttrain, steps_for
 from raysweep.tags import METHOD, PROBE
 

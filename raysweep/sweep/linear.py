@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from raysweep import storage
 from raysweep.config import Study
 from raysweep.data.mixing import mixture_weight
-from raysweep.keys import derive_seed, node_key
-from raysweep.nodes import NODE_FILE, node_diverged, node_done, save_diverged
 from raysweep.spec import Diverged, all_nodes, finetune_losses, immediate_loss
+from raysweep.store import storage
+from raysweep.store.keys import derive_seed, node_key
+from raysweep.store.nodes import NODE_FILE, node_diverged, node_done, save_diverged
 from raysweep.sweep.plan import method_of
 from raysweep.sweep.sync import close_run, final_metrics
 from raysweep.sweep.tree import TreeResult, leaf_record

@@ -5,7 +5,7 @@
         └── level 2: one post-training run per stage-2 configuration (grid point or Optuna trial)
             └── stage 3: one fine-tuning run per learning rate, from θ_post
 
-Every node has a content key (raysweep.keys.node_key: parent key, stage config, data, tokenizer,
+Every node has a content key (raysweep.store.keys.node_key: parent key, stage config, data, tokenizer,
 seed) and a folder named by it; a node whose folder holds node.json is finished and never trained
 again. Planning reads only the study and the prepared data's statistics: no Ray, no torch.
 """
@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from raysweep import storage
 from raysweep.config import Study
-from raysweep.keys import TRAINING_PROTOCOL, derive_seed, node_key
 from raysweep.presets import PRESETS
 from raysweep.spec import Node, RunSpec, Subtree
+from raysweep.store import storage
+from raysweep.store.keys import TRAINING_PROTOCOL, derive_seed, node_key
 from raysweep.tags import METHOD, MIX_FRACTION, PARENT_NODE
 
 

@@ -15,7 +15,7 @@ with warm slots:
   the subtrees of a failed arm are failed as blocked; a diverged arm blocks its subtrees
   silently (an outcome, not a failure);
 - holding: the item each slot took is known, so a slot whose fit or whose trial died gives it
-  back as a failed attempt, and the other slots go on. (Not raysweep.leases: those are the node
+  back as a failed attempt, and the other slots go on. (Not raysweep.store.leases: those are the node
   store's, between studies; this is one queue's record of its slots.)
 """
 

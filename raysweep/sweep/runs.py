@@ -17,8 +17,8 @@ as "not trained", so a study leaves nothing RUNNING or SCHEDULED, whatever its w
 
 from __future__ import annotations
 
-from raysweep.nodes import node_settled
 from raysweep.spec import Node
+from raysweep.store.nodes import node_settled
 from raysweep.sweep.queue import Item
 from raysweep.sweep.sync import close_run, open_run, sync_node
 from raysweep.sweep.work import Work

@@ -26,9 +26,9 @@ from __future__ import annotations
 import json
 
 from raysweep.config import Study
-from raysweep.keys import derive_seed
-from raysweep.nodes import node_done
 from raysweep.spec import balanced_point, finetune_losses
+from raysweep.store.keys import derive_seed
+from raysweep.store.nodes import node_done
 from raysweep.sweep.plan import Stage2Config, plan
 
 

@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from raysweep import storage
-from raysweep.keys import json_key
-from raysweep.nodes import node_done, slices_path
 from raysweep.spec import FINETUNE_ROLES, IMMEDIATE_ROLE, Node, Subtree
+from raysweep.store import storage
+from raysweep.store.keys import json_key
+from raysweep.store.nodes import node_done, slices_path
 
 
 def signature(slices: dict, eval_tokens: int) -> str:
@@ -83,7 +83,7 @@ def score_group(
     import torch
 
     from raysweep.data.streams import sample_blocks
-    from raysweep.nodes import load_weights
+    from raysweep.store.nodes import load_weights
     from raysweep.train.score import score_weights
 
     torch.set_num_threads(max(1, threads))

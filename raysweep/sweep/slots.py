@@ -88,7 +88,7 @@ def worker_setup(loop: LoopConfig, tracking_uri: str | None, in_trial: str | Non
     Train worker of its group."""
     import torch
 
-    from raysweep import storage
+    from raysweep.store import storage
     from raysweep.tracking.points import metric_sinks
     from raysweep.train.context import Worker, load_eval_sets
 

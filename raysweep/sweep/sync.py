@@ -9,9 +9,9 @@ retrained node left out of it, or changed, is written from the node's own files.
 
 from __future__ import annotations
 
-from raysweep.keys import json_key
-from raysweep.nodes import node_diverged, node_done, node_points
 from raysweep.spec import FINETUNE_ROLES, IMMEDIATE_ROLE, Node, Subtree, finetune_losses, immediate_loss
+from raysweep.store.keys import json_key
+from raysweep.store.nodes import node_diverged, node_done, node_points
 from raysweep.tags import FINAL_STEP, NODE_KEY, OUTCOME, SLICES, SLICES_KEY, SLICES_SIGNATURE, SLICES_STEP, SYNCED, SYNCED_RESULT
 from raysweep.tracking.store import Tracker
 

@@ -16,12 +16,12 @@ import uuid
 from dataclasses import dataclass, field, replace
 from functools import partial
 
-from raysweep import storage
 from raysweep.config import Study
 from raysweep.data.mirror import data_mirror
 from raysweep.data.streams import source_of
-from raysweep.nodes import node_diverged, node_done, quarantine, verify_node
 from raysweep.spec import Node, Subtree, all_nodes, immediate_loss
+from raysweep.store import storage
+from raysweep.store.nodes import node_diverged, node_done, quarantine, verify_node
 from raysweep.sweep.halving import halving_rounds
 from raysweep.sweep.plan import grid_rounds, plan
 from raysweep.sweep.queue import Item
@@ -128,9 +128,9 @@ def kind_of(node: Node) -> str:
 def verified_done(arms: list[Node], subtrees: list[Subtree]) -> set[str]:
     """Keys of the finished nodes whose files are intact. A node that this run will load (the parent
     of an unfinished node) is hashed in full; the rest get a size check (cheap, catches truncation).
-    A corrupt node is moved aside (raysweep.nodes.quarantine) and so trained again. Leaves are
+    A corrupt node is moved aside (raysweep.store.nodes.quarantine) and so trained again. Leaves are
     checked first, so a parent is hashed only when a child really needs it. Remote nodes are
-    checked in full when they are downloaded to be loaded (raysweep.nodes.load_weights)."""
+    checked in full when they are downloaded to be loaded (raysweep.store.nodes.load_weights)."""
     done: set[str] = set()
 
     def check(node: Node, needed: bool) -> None:

@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
-from raysweep.leases import Lease, clear_tagged, ttl_s
-from raysweep.nodes import failures_since, node_diverged, node_done, node_settled, record_failure
 from raysweep.spec import Node, Subtree, all_nodes
+from raysweep.store.leases import Lease, clear_tagged, ttl_s
+from raysweep.store.nodes import failures_since, node_diverged, node_done, node_settled, record_failure
 from raysweep.sweep.queue import Item
 
 
@@ -46,7 +46,7 @@ class Work:
     runs: dict[str, str] = field(default_factory=dict)  # node key -> its MLflow run id, opened by the driver (raysweep.sweep.runs)
     split: dict[int, set[int]] = field(default_factory=dict)  # subtree -> its children trained as leaf items (split_tail)
     sources: dict[Item, dict] = field(default_factory=dict)  # item -> {dataset: StreamSource}: each rank reads its own rows
-    lease_tag: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # this tree run's leases (raysweep.leases.clear_tagged)
+    lease_tag: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # this tree run's leases (raysweep.store.leases.clear_tagged)
 
     @cached_property
     def by_key(self) -> dict[str, Node]:
@@ -100,7 +100,7 @@ class Work:
     @contextmanager
     def claim(self, item: Item, rank: int, world: int, broadcast) -> Iterator[list]:
         """The item's runs still to train on this rank, in order (each with the MLflow run the
-        driver opened for it, on rank 0), while rank 0 holds the item's lease (raysweep.leases:
+        driver opened for it, on rank 0), while rank 0 holds the item's lease (raysweep.store.leases:
         another study sharing the node store waits, then skips what it finished). `broadcast`
         shares rank 0's list with the others. The slot trains them itself (raysweep.sweep.slots):
         no layer between the queue and the chain."""

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from raysweep.nodes import finish_progress, load_weights, record_failure, save_diverged, save_node
 from raysweep.signals import hold_if_stopping
 from raysweep.spec import Diverged, RunSpec
+from raysweep.store.nodes import finish_progress, load_weights, record_failure, save_diverged, save_node
 from raysweep.train.context import LoopConfig, Worker
 from raysweep.train.loop import finish, start_run, train_steps
 

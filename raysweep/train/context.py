@@ -39,7 +39,7 @@ class Worker:
     rank: int = 0
     world: int = 1
     wrap_model: Callable = _plain  # Ray Train's prepare_model (device placement, DDP) in a worker group
-    uploader: object = None  # raysweep.storage.Uploader for object-store node stores
+    uploader: object = None  # raysweep.store.storage.Uploader for object-store node stores
 
     def wrap(self, model):
         return self.wrap_model(model) if self.wrap_model is not _plain else model.to(self.device)

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import torch
 
 from raysweep.memory import fit_stage
-from raysweep.nodes import load_progress, progress_dir, save_progress
 from raysweep.spec import Diverged, RunSpec
+from raysweep.store.nodes import load_progress, progress_dir, save_progress
 from raysweep.train.callbacks import each
 from raysweep.train.callbacks.progress import ProgressLines
 from raysweep.train.context import LoopConfig, Worker
@@ -180,7 +180,7 @@ def early_stop(spec: RunSpec, p: RunProgress, evals: dict[str, float], raw) -> b
 
 
 def checkpoint(spec: RunSpec, p: RunProgress, m: Model, worker: Worker) -> None:
-    """A resumable progress checkpoint (raysweep.nodes.save_progress): weights, optimizer, counters, RNG."""
+    """A resumable progress checkpoint (raysweep.store.nodes.save_progress): weights, optimizer, counters, RNG."""
     counters = {
         "step": p.step,
         "best": p.best,

@@ -317,8 +317,7 @@ def test_a_checkpoint_from_another_tokenizer_is_refused(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from raysweep.data.tokenizer import TokenizerMismatchError
-    from raysweep.nodes import NODE_FILE, load_weights
+    from raysweep.store.nodes import NODE_FILE, TokenizerMismatchError, load_weights
 
     node = tmp_path / "node"
     node.mkdir()

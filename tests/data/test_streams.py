@@ -9,8 +9,8 @@ import pytest
 from raysweep.data.blocks import rank_rows, reference_blocks
 from raysweep.data.mixing import mix_share, replay_tokens, seeded_order, take_budget
 from raysweep.data.streams import StreamReader, StreamRows, build_plan, read_blocks
-from raysweep.keys import derive_seed
 from raysweep.presets import PRESETS
+from raysweep.store.keys import derive_seed
 from tests.helpers import token_view
 
 EOS = 0
@@ -236,9 +236,9 @@ def test_a_disk_too_small_for_the_shards_fails_before_reading(tmp_path, monkeypa
 def test_published_data_is_checked_by_sha256_on_fetch_and_a_flipped_bit_is_never_trained_on(s3_server, tmp_path, monkeypatch):
     """On the S3 API: a bit flipped on the way is fetched again; a bit flipped in the mirror itself
     (twice the same wrong bytes) stops the fetch, and the local copy is never completed."""
-    from raysweep import storage
     from raysweep.data.mirror import CorruptData, publish
     from raysweep.data.streams import StreamSource, source_of
+    from raysweep.store import storage
     from tests.helpers import s3_uri
 
     stream = _random_stream(tmp_path)

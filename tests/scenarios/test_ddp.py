@@ -11,7 +11,7 @@ import pytest
 import raysweep
 from raysweep.config import load_study
 from raysweep.data.streams import StreamSource
-from raysweep.nodes import node_done
+from raysweep.store.nodes import node_done
 from raysweep.study import run_study
 from raysweep.sweep.slots import worker_setup
 from raysweep.train.callbacks.audit import Audit

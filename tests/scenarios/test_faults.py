@@ -246,7 +246,7 @@ def test_a_corrupt_parent_is_never_loaded(tmp_path):
     """Unit: the worker-side check (load_weights) refuses a corrupt node and moves it aside."""
     import torch
 
-    from raysweep.nodes import CorruptCheckpoint, load_weights, node_done, save_node
+    from raysweep.store.nodes import CorruptCheckpoint, load_weights, node_done, save_node
 
     spec = run_spec(tmp_path / "node", stage="pretrain", label="p", min_lr=1e-4, warmup_steps=1, max_steps=1)
     save_node(spec, {"w": torch.arange(1000.0)}, {"losses": {}}, "tok", points=[["loss", 1.0, 5, 1]])
@@ -266,7 +266,7 @@ def test_full_disk_at_checkpoint_write_leaves_nothing_marked_done(tmp_path, monk
     import safetensors.torch
     import torch
 
-    from raysweep.nodes import node_done, save_node
+    from raysweep.store.nodes import node_done, save_node
 
     def full(*args, **kwargs):
         Path(args[1]).write_bytes(b"half a file")
@@ -298,8 +298,8 @@ def test_a_node_bigger_than_the_free_space_says_where_how_much_is_free_and_neede
     the free and the needed bytes, and nothing is left that could pass for a node."""
     import torch
 
-    from raysweep.nodes import node_done, save_node
-    from raysweep.storage import DiskFull
+    from raysweep.store.nodes import node_done, save_node
+    from raysweep.store.storage import DiskFull
 
     spec = run_spec(tiny_disk / "node", stage="pretrain", label="pretrain λ=0", min_lr=1e-4, warmup_steps=1, max_steps=1)
     with pytest.raises(
@@ -313,7 +313,7 @@ def test_a_node_bigger_than_the_free_space_says_where_how_much_is_free_and_neede
 
 def test_a_report_that_does_not_fit_leaves_no_half_written_file(tiny_disk):
     from analysis.report import write_report
-    from raysweep.storage import DiskFull
+    from raysweep.store.storage import DiskFull
     from tests.helpers import example_rows
 
     fill(tiny_disk)

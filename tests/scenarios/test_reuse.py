@@ -7,8 +7,8 @@ import math
 from mlflow.tracking import MlflowClient
 
 from raysweep.config import load_study
-from raysweep.nodes import node_done
 from raysweep.spec import all_nodes
+from raysweep.store.nodes import node_done
 from raysweep.study import run_study
 from raysweep.sweep.plan import plan
 from tests.helpers import SMOKE, with_reference_data
@@ -73,7 +73,7 @@ def test_second_study_reuses_the_shared_stage1_node(ray_local, reference, tmp_pa
 def test_two_drivers_of_one_study_at_once_train_each_node_once_and_each_counts_its_own(ray_local, reference, mlflow_server, tmp_path):
     """Two drivers (each its own local Ray, as a job submitted twice) start the same study, on one
     output_dir and one MLflow server, at the same moment: each item is trained by whichever takes
-    its lease first (raysweep.leases), the other waits and then finds those nodes finished, so the
+    its lease first (raysweep.store.leases), the other waits and then finds those nodes finished, so the
     two together train every node exactly once; each summary counts what its own process trained
     and what the other finished (both once counted all five: issue 45), and the results equal the
     undisturbed run's."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raysweep.nodes import save_diverged, save_node
 from raysweep.spec import Node
+from raysweep.store.nodes import save_diverged, save_node
 from raysweep.sweep.runs import TreeRuns
 from raysweep.sweep.work import Work
 from raysweep.tags import OUTCOME

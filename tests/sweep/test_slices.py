@@ -28,9 +28,9 @@ def test_each_nodes_stored_scores_are_read_once_and_weightless_nodes_are_counted
     (with the scores it holds for other slices, which its new scores are stored beside)."""
     import json
 
-    from raysweep import storage
-    from raysweep.nodes import slices_path
     from raysweep.spec import Node, RunSpec
+    from raysweep.store import storage
+    from raysweep.store.nodes import slices_path
     from raysweep.sweep import slices
 
     def node(name: str, stage: str, files: dict | None, scores: list | None = None, sig: str = "sig") -> Node:

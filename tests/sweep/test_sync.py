@@ -3,8 +3,8 @@ losses, and one finished node written to a SQLite MLflow store exactly once, how
 
 from __future__ import annotations
 
-from raysweep.nodes import save_node
 from raysweep.spec import Node, losses_by_role
+from raysweep.store.nodes import save_node
 from raysweep.sweep.sync import final_metrics, summary_metrics, sync_node
 from raysweep.tracking.store import Tracker
 from tests.helpers import run_spec

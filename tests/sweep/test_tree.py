@@ -3,8 +3,8 @@ diverged node settles below it, which finished nodes are trusted, and the lines 
 
 from __future__ import annotations
 
-from raysweep.nodes import node_done, save_diverged, save_node
 from raysweep.spec import Node
+from raysweep.store.nodes import node_done, save_diverged, save_node
 from raysweep.sweep.tree import blocked_below, diverged_report, failure_lines, leaf_record, trial_order, verified_done
 from raysweep.sweep.work import Work
 from tests.helpers import run_spec

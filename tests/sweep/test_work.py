@@ -4,8 +4,8 @@ leaves in the node store, and the copies `with_tail` / `with_sources` make."""
 
 from __future__ import annotations
 
-from raysweep.nodes import failures_since, node_done, save_diverged, save_node
 from raysweep.spec import Node
+from raysweep.store.nodes import failures_since, node_done, save_diverged, save_node
 from raysweep.sweep.work import Work
 from tests.helpers import run_spec
 

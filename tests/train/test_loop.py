@@ -15,9 +15,9 @@ import torch
 from bench.arrays import ArraySource
 from raysweep.data.mixing import Selection
 from raysweep.data.streams import StreamSource, build_plan
-from raysweep.nodes import load_weights, node_done
 from raysweep.presets import PRESETS
 from raysweep.spec import Diverged, RunSpec
+from raysweep.store.nodes import load_weights, node_done
 from raysweep.train.callbacks.faults import Faults
 from raysweep.train.chain import train_chain
 from raysweep.train.context import LoopConfig, Worker, load_eval_sets
@@ -190,7 +190,7 @@ def test_host_state_copies_each_tensor_once_and_unshared_clones_only_the_tied_he
     keeps it one tensor (the best weights and the progress checkpoint hold it once), a final state on
     CPU is the model's own tensors (no copy), and the node's safetensors file gets the head as a
     clone, the only tensor it refuses to share (found by bench/rehearsal_135m.py, 2026-12-07)."""
-    from raysweep.nodes import unshared
+    from raysweep.store.nodes import unshared
     from raysweep.train.loop import host_state
     from raysweep.train.model import build_model
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import torch
 
 from raysweep.data.streams import StreamSource
-from raysweep.nodes import load_weights, node_done, save_node
+from raysweep.store.nodes import load_weights, node_done, save_node
 from raysweep.train.chain import train_chain
 from raysweep.train.context import LoopConfig, Worker, load_eval_sets
 from raysweep.train.model import build_model

@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from raysweep.nodes import load_weights
+from raysweep.store.nodes import load_weights
 from raysweep.sweep.tree import loop_config
 from raysweep.train.context import load_eval_sets
 from raysweep.train.score import score_weights

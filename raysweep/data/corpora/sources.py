@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from raysweep.config import TEMPLATES
 from raysweep.data.corpora.synthetic import generate
-from raysweep.keys import text_key
+from raysweep.store.keys import text_key
 
 SYNTHETIC_TRAIN_DOCS = 6000
 SYNTHETIC_SHARD_DOCS = 2000  # generated documents per shard (one task each)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 
-from raysweep.keys import path_digest
+from raysweep.store.keys import path_digest
 
 GENERATOR_VERSION = 1  # bump when a generator changes, so caches are rebuilt
 

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from raysweep.nodes import progress_dir
+from raysweep.store.nodes import progress_dir
 from raysweep.train.callbacks.base import Callback
 
 

@@ -1,4 +1,4 @@
-"""One trainer per node (raysweep/leases.py), on a local folder and on a real S3 API: a free lease
+"""One trainer per node (raysweep/store/leases.py), on a local folder and on a real S3 API: a free lease
 is taken, a live one waited for, an expired one (or one whose owner's process is gone) taken over,
 a released one gone. Two whole studies sharing one node store: tests/scenarios/test_reuse.py."""
 
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from raysweep import leases, storage
+from raysweep.store import leases, storage
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from raysweep import storage
+from raysweep.store import storage
 
 SETTLE_S = 1.0
 

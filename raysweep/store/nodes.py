@@ -22,10 +22,24 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from raysweep import signals, storage
-from raysweep.data.tokenizer import check_same_tokenizer
-from raysweep.keys import file_digest
+from raysweep import signals
 from raysweep.spec import RunSpec
+from raysweep.store import storage
+from raysweep.store.keys import file_digest
+
+
+class TokenizerMismatchError(RuntimeError):
+    """A checkpoint, stream or parent node was made with another tokenizer than the study's."""
+
+
+def check_same_tokenizer(expected: str, found: str | None, what: str) -> None:
+    """Refuse to mix vocabularies: `what` was made with tokenizer `found`, the study uses `expected`."""
+    if found != expected:
+        raise TokenizerMismatchError(
+            f"{what} was made with tokenizer {found!r}, but this study's tokenizer is {expected!r}; "
+            "token ids would mean different strings. Use the same tokenizer settings or a new output_dir."
+        )
+
 
 NODE_FILE = "node.json"  # written last: a node folder with this file is complete
 SLICES_SUFFIX = ".slices.json"  # beside a node: its scores on the held-out slices (raysweep.sweep.slices)
@@ -40,7 +54,7 @@ class CorruptCheckpoint(RuntimeError):
 
 
 def node_done(node_dir: str | Path) -> dict | None:
-    """The node.json of a finished node (a local folder or a URI, raysweep.storage), or None."""
+    """The node.json of a finished node (a local folder or a URI, raysweep.store.storage), or None."""
     text = storage.read_text(storage.join(node_dir, NODE_FILE))
     return json.loads(text) if text is not None else None
 

@@ -1,4 +1,4 @@
-"""Object-store node stores (raysweep/storage.py), through pyarrow's filesystem API.
+"""Object-store node stores (raysweep/store/storage.py), through pyarrow's filesystem API.
 
 Most stores here are `file://` URIs: the same code path as s3:// or gs:// (pyarrow FileSystem.from_uri,
 streams, selectors), with the "remote" side on local disk. The S3 tests talk to a real S3 API on
@@ -15,8 +15,9 @@ import shutil
 import pytest
 import torch
 
-from raysweep import storage
-from raysweep.nodes import (
+from raysweep.spec import RunSpec
+from raysweep.store import storage
+from raysweep.store.nodes import (
     NODE_FILE,
     load_progress,
     load_weights,
@@ -25,7 +26,6 @@ from raysweep.nodes import (
     save_node,
     save_progress,
 )
-from raysweep.spec import RunSpec
 from tests.helpers import run_spec
 
 
@@ -82,7 +82,7 @@ def test_a_node_is_uploaded_node_json_last_and_fetched_back_when_the_cache_is_go
     shutil.rmtree(tmp_path / "cache")  # a new machine: nothing cached
     assert torch.equal(load_weights(node_dir, "tok")["w"], state["w"])  # downloaded once
     assert (storage.cache_dir(node_dir) / "model.safetensors").exists()
-    from raysweep.data.tokenizer import TokenizerMismatchError
+    from raysweep.store.nodes import TokenizerMismatchError
 
     with pytest.raises(TokenizerMismatchError):
         load_weights(node_dir, "another-tokenizer")

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from raysweep.keys import text_key
+from raysweep.store.keys import text_key
 
 
 class DiskFull(OSError):

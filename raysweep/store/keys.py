@@ -116,4 +116,4 @@ def stream_seed(root: int, name: str) -> int:
 
 def _known(namespace: str) -> None:
     if namespace not in NAMESPACES:
-        raise ValueError(f"unknown key namespace {namespace!r}; add it to raysweep.keys.NAMESPACES")
+        raise ValueError(f"unknown key namespace {namespace!r}; add it to raysweep.store.keys.NAMESPACES")

@@ -1,9 +1,9 @@
-"""Keys and seeds (raysweep.keys): deterministic, path-dependent, namespaced; orders from seeds."""
+"""Keys and seeds (raysweep.store.keys): deterministic, path-dependent, namespaced; orders from seeds."""
 
 import pytest
 
 from raysweep.data.mixing import seeded_order
-from raysweep.keys import (
+from raysweep.store.keys import (
     NAMESPACES,
     derive_seed,
     json_key,
@@ -30,7 +30,7 @@ def test_an_unknown_namespace_is_refused_so_two_kinds_never_share_a_key():
 
 
 def test_the_recipes_are_the_ones_every_existing_key_was_made_with():
-    """Spelled out once here, independently of raysweep.keys: the exact text each key hashes."""
+    """Spelled out once here, independently of raysweep.store.keys: the exact text each key hashes."""
     import hashlib
     import json
 

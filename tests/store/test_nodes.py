@@ -1,4 +1,4 @@
-"""The node store's records (raysweep.nodes); its faults (corrupt, truncated, full disk) are in
+"""The node store's records (raysweep.store.nodes); its faults (corrupt, truncated, full disk) are in
 tests/scenarios/test_faults.py."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from dataclasses import replace
 import torch
 
 from raysweep.config import load_study
-from raysweep.nodes import node_done, save_node, verify_node
 from raysweep.spec import RunSpec
+from raysweep.store.nodes import node_done, save_node, verify_node
 from tests.helpers import SMOKE, run_spec
 
 
@@ -54,7 +54,7 @@ def test_keeping_no_leaf_weights_changes_no_key_and_not_the_study():
 def test_a_node_is_settled_once_finished_or_diverged_and_not_before(tmp_path):
     import json
 
-    from raysweep.nodes import node_settled, save_diverged
+    from raysweep.store.nodes import node_settled, save_diverged
 
     finished, diverged, open_ = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     finished.mkdir()
