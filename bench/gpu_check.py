@@ -99,9 +99,9 @@ def checks(device, shape: str, vocab: int, seq: int) -> list[dict]:
     import torch
 
     from raysweep.store.nodes import load_weights, save_node
-    from raysweep.train.loop import train_run
     from raysweep.train.model import add_lora, build_model
     from raysweep.train.step import autocast
+    from raysweep.train.trainer import Trainer
 
     cpu = torch.device("cpu")
     cfg, rows, evals, worker = _setup(shape, vocab, seq, device)
@@ -116,9 +116,9 @@ def checks(device, shape: str, vocab: int, seq: int) -> list[dict]:
             flush=True,
         )
 
-    base, state, points = train_run(_spec(tmp, "base", early_stop_on="post", patience=50), None, rows, cfg, evals, worker)
+    base, state, points = Trainer(cfg, worker, evals).run(_spec(tmp, "base", early_stop_on="post", patience=50), rows)
     if device.type == "cuda":
-        ref, _, _ = train_run(_spec(tmp, "ref-cpu", early_stop_on="post", patience=50), None, rows, cfg, evals, replace(worker, device=cpu))
+        ref, _, _ = Trainer(cfg, replace(worker, device=cpu), evals).run(_spec(tmp, "ref-cpu", early_stop_on="post", patience=50), rows)
         ok, worst = _close(base["losses"], ref["losses"], BF16_REL)
         check("the loop on this device equals the same run on CPU (bf16 vs fp32)", ok, worst_rel=worst, tolerance=BF16_REL)
     # a checkpoint written from the device's weights, loaded back bit for bit
@@ -135,14 +135,12 @@ def checks(device, shape: str, vocab: int, seq: int) -> list[dict]:
         best=min(held),
     )
     # micro-batches of one: the same run as one forward per step
-    micro, _, _ = train_run(_spec(tmp, "micro", early_stop_on="post", patience=50, micro_batch_size=1), None, rows, cfg, evals, worker)
+    micro, _, _ = Trainer(cfg, worker, evals).run(_spec(tmp, "micro", early_stop_on="post", patience=50, micro_batch_size=1), rows)
     rel = EXACT_REL if device.type == "cpu" else BF16_REL / 4
     ok, worst = _close(micro["losses"], base["losses"], rel)
     check("micro-batches of one equal one forward", ok, worst_rel=worst, tolerance=rel, accumulation=micro["accumulation_steps"])
     # torch.compile against eager
-    compiled, _, _ = train_run(
-        _spec(tmp, "compiled", early_stop_on="post", patience=50), None, rows, replace(cfg, compile=True), evals, worker
-    )
+    compiled, _, _ = Trainer(replace(cfg, compile=True), worker, evals).run(_spec(tmp, "compiled", early_stop_on="post", patience=50), rows)
     ok, worst = _close(compiled["losses"], base["losses"], COMPILED_REL[device.type])
     check("torch.compile equals eager", ok, worst_rel=worst, tolerance=COMPILED_REL[device.type], graphs=compiled.get("compiled_graphs", 0))
     # LoRA trained and merged on the device: the merged plain model computes what the adapted one did
@@ -255,13 +253,13 @@ def loop_rate(device, shape: str, vocab: int, seq: int, micro: int, compile_: bo
 
     from raysweep.presets import PRESETS
     from raysweep.train.context import LoopConfig, Worker
-    from raysweep.train.loop import train_run
+    from raysweep.train.trainer import Trainer
 
     rows = ArraySource(np.random.default_rng(0).integers(0, vocab, size=(micro * (steps + 4), seq + 1)).astype(np.int64))
     cfg = LoopConfig(PRESETS[shape], vocab, seq, 1, {}, "tok", compile=compile_)
     tmp = Path(tempfile.mkdtemp(prefix="gpu-loop-"))
     spec = _spec(tmp, "loop", batch_size=micro, max_steps=steps + 3, eval_every=10**9, monitor=[])
-    result, _, _ = train_run(spec, None, rows, cfg, {}, Worker(device))
+    result, _, _ = Trainer(cfg, Worker(device), {}).run(spec, rows)
     return result["steady_tokens_per_s"]
 
 

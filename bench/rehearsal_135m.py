@@ -197,13 +197,13 @@ def transfer_seconds(store_uri: str, nodes: dict, tmp: Path) -> dict[str, tuple[
 
 
 def loop_tokens_per_s(shape, vocab: int, blocks, batch: int, threads: int, lora: dict | None, tmp: Path) -> float:
-    """raysweep's per-run loop (raysweep.train.loop.train_run) on the same model, blocks, batch and
+    """raysweep's per-run loop (raysweep.train.trainer.Trainer.run) on the same model, blocks, batch and
     threads as stage_loop.bare_loop, alone on the machine: tokens/s after its first step."""
     import torch
 
     from raysweep.spec import RunSpec
     from raysweep.train.context import LoopConfig, Worker
-    from raysweep.train.loop import train_run
+    from raysweep.train.trainer import Trainer
 
     torch.set_num_threads(threads)
     steps, seq = len(blocks) // batch, blocks.shape[1] - 1
@@ -224,8 +224,8 @@ def loop_tokens_per_s(shape, vocab: int, blocks, batch: int, threads: int, lora:
         seed=0,
         lora=lora,
     )
-    result, _, _ = train_run(
-        spec, None, ArraySource(blocks), LoopConfig(shape, vocab, seq, 1 << 30, {}, "tok"), {}, Worker(torch.device("cpu"))
+    result, _, _ = Trainer(LoopConfig(shape, vocab, seq, 1 << 30, {}, "tok"), Worker(torch.device("cpu")), {}).run(
+        spec, ArraySource(blocks)
     )
     return result["steady_tokens_per_s"]
 

@@ -65,8 +65,8 @@ def ray_loop(preset: str, vocab: int, seq_len: int, stream, heldout: Path, batch
     from raysweep.presets import PRESETS
     from raysweep.spec import RunSpec
     from raysweep.sweep.slots import worker_setup
-    from raysweep.train.chain import train_chain
     from raysweep.train.context import LoopConfig
+    from raysweep.train.trainer import Trainer
 
     spec = RunSpec(
         stage="finetune",
@@ -89,7 +89,7 @@ def ray_loop(preset: str, vocab: int, seq_len: int, stream, heldout: Path, batch
 
     def train(config):  # the worker as a slot's (raysweep.sweep.slots.worker_setup)
         worker, eval_sets, own = worker_setup(loop, None)
-        return train_chain([spec], sources, own, eval_sets, worker)
+        return Trainer(own, worker, eval_sets).fit([spec], sources)
 
     [result] = (
         TorchTrainer(

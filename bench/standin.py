@@ -6,7 +6,7 @@ duration, then writes a real, tiny node (node.json, metric points, a 16-byte wei
 children load as they would a real one: a lost or half-written parent fails them as it would.
 
 The bench hands it to `run_study(study, trainer=stand_in)` in place of the real trainer
-(raysweep.train.trainer.Trainer: the same methods). It lives here, with its bench, since
+(raysweep.train.trainer.TrainerConfig: the same methods; what it builds has the Trainer's `fit`). It lives here, with its bench, since
 2026-12-07: nothing in the package needs it, no study file or CLI flag can select it, and a tree run
 under it says so first.
 
@@ -42,8 +42,8 @@ class StandIn:
     banner: str = field(default=LINE, init=False)  # what a tree run says first
     backend: str = field(default="gloo", init=False)  # the simulation's GPUs are declared, not real: its groups talk over gloo
 
-    def train(self, specs: list[RunSpec], sources: dict, cfg, eval_sets: dict, worker) -> list[dict]:
-        return train_chain(self, specs, cfg, worker)
+    def build(self, loop, worker, eval_sets: dict):
+        return StandInTrainer(self, loop, worker)
 
     def record(self, event: str, **fields) -> None:
         record(self, event, **fields)
@@ -94,8 +94,20 @@ def fake_result(spec: RunSpec, seconds: float, seq_len: int) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class StandInTrainer:
+    """What a worker of the simulation trains with (raysweep.train.trainer.Trainer's stand-in)."""
+
+    s: StandIn
+    cfg: object  # the loop's settings (raysweep.train.context.LoopConfig)
+    worker: object
+
+    def fit(self, specs: list[RunSpec], sources: dict) -> list[dict]:
+        return train_chain(self.s, specs, self.cfg, self.worker)
+
+
 def train_chain(s: StandIn, specs: list[RunSpec], cfg, worker) -> list[dict]:
-    """raysweep.train.chain.train_chain's stand-in: same results, same node files."""
+    """raysweep.train.trainer.Trainer.fit's stand-in: same results, same node files."""
     import torch
 
     results, here = [], set()

@@ -144,7 +144,7 @@ def training_peak(
     if keeps_best and host:
         static += 4 * params  # the best weights so far, kept in host memory (the worker's, on CPU)
     if holds_parent and host:
-        static += 4 * params  # a stage-2 run's weights, kept for its next child (raysweep.train.chain)
+        static += 4 * params  # a stage-2 run's weights, kept for its next child (raysweep.train.trainer.Trainer.fit)
     tokens = micro * seq_len
     chunked = tokens * v > CHUNK_ELEMENTS
     acts = tokens * activation_bytes_per_token(s, precision, checkpointing, dropout, seq_len)

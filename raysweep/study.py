@@ -129,12 +129,12 @@ def train_language_models(study: Study, tracker, study_run, train: bool, trainer
     from raysweep.robustness import run_variants
     from raysweep.sweep.slices import slices_of_tree
     from raysweep.sweep.tree import collect, train_tree
-    from raysweep.train.trainer import Trainer
+    from raysweep.train.trainer import TrainerConfig
 
     t0 = time.perf_counter()
     if train:
         init_ray()
-    trainer = (trainer or Trainer()) if train else None  # None: nothing trained
+    trainer = (trainer or TrainerConfig()) if train else None  # None: nothing trained
     t_ray = time.perf_counter()
     data = prepare(study) if train else prepare_cached(study)
     t_data = time.perf_counter()
@@ -343,7 +343,7 @@ def finish_study_run(tracker, study_run: str | None, rows: list[dict], tree) -> 
 def run_study(study: Study, train: bool = True, trainer=None) -> dict:
     """Prepare data, train the tree, write the report; returns the summary. `train=False`
     (--sync-mlflow) trains nothing and brings MLflow up to date from the node store. `trainer`:
-    what trains each chain of runs (default: the training loop, raysweep.train.trainer.Trainer,
+    what each worker builds its trainer from (default: the training loop, raysweep.train.trainer.TrainerConfig,
     whose loop carries the fault drills the environment asks for; the cluster simulation hands in
     its stand-in, bench/standin.py)."""
     from analysis.runs import make_row

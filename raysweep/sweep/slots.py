@@ -36,7 +36,7 @@ from raysweep.signals import hold_if_stopping
 from raysweep.sweep.queue import WAIT, Item, WorkQueue
 from raysweep.sweep.work import Work
 from raysweep.train.context import LoopConfig
-from raysweep.train.trainer import Trainer
+from raysweep.train.trainer import TrainerConfig
 
 TRIAL_RESOURCES = {"memory": 1}  # see the module docstring
 
@@ -52,7 +52,7 @@ class SlotContext:
     ray_storage: str
     tracking_uri: str | None  # None: MLflow offline, workers log nowhere (the driver syncs later)
     work: Work  # the tree's nodes, each item's streams and its MLflow runs
-    trainer: Trainer  # what trains a chain of runs (raysweep.train.trainer)
+    trainer: TrainerConfig  # what each worker builds its trainer of chains of runs from (raysweep.train.trainer)
     queue: object = None  # the WorkQueue actor handle
 
 
@@ -116,6 +116,7 @@ def serve_queue(config: dict) -> None:
     job: SlotJob = config["job"]
     ctx, slot, kinds = job.ctx, job.slot, job.kinds
     worker, eval_sets, loop = worker_setup(ctx.loop, ctx.tracking_uri, job.in_trial)
+    trainer = ctx.trainer.build(loop, worker, eval_sets)
     rank, world = worker.rank, worker.world
     if rank == 0:
         ctx.trainer.record("fit", slot=slot, kinds=list(kinds), node=ray.get_runtime_context().get_node_id())
@@ -129,8 +130,8 @@ def serve_queue(config: dict) -> None:
             time.sleep(0.25)
             continue
         with ctx.work.claim(item, rank, world, broadcast) as specs:
-            if specs:  # a chain of runs, each rank on its own rows (raysweep.train.chain)
-                ctx.trainer.train(specs, ctx.work.sources[item], loop, eval_sets, worker)
+            if specs:  # a chain of runs, each rank on its own rows (raysweep.train.trainer.Trainer.fit)
+                trainer.fit(specs, ctx.work.sources[item])
         if rank == 0:
             ray.get(ctx.queue.settle.remote(slot, *ctx.work.outcome(item)))
 

@@ -33,7 +33,7 @@ from raysweep.sweep.work import Work, split_tail
 from raysweep.tags import METHOD, PROBE
 from raysweep.train.callbacks.faults import Faults
 from raysweep.train.context import LoopConfig
-from raysweep.train.trainer import Trainer
+from raysweep.train.trainer import TrainerConfig
 
 
 class Interrupted(KeyboardInterrupt):
@@ -78,7 +78,7 @@ SEARCHES = {"grid": grid_rounds, "optuna": optuna_rounds, "halving": halving_rou
 each, sent each run's TreeResult, returning the whole search's TreeResult. The grid is one round."""
 
 
-def train_tree(study: Study, data, tracker, study_run: str | None, trainer: Trainer | None) -> TreeResult:
+def train_tree(study: Study, data, tracker, study_run: str | None, trainer: TrainerConfig | None) -> TreeResult:
     """Train every node not yet finished, round by round of the study's search (SEARCHES), each
     round's items on warm slots; finished (and diverged) nodes are skipped. `trainer` trains each
     chain of runs (raysweep.train.trainer); None trains nothing: it checks the node store and syncs
@@ -193,7 +193,7 @@ def loop_config(study: Study, data, trained_by: str = "") -> LoopConfig:
     )
 
 
-def survey(tracker, study_run: str | None, arms: list[Node], subtrees: list[Subtree], trainer: Trainer | None):
+def survey(tracker, study_run: str | None, arms: list[Node], subtrees: list[Subtree], trainer: TrainerConfig | None):
     """What one tree run finds in the node store, said: (its result so far, the nodes finished
     before it, the nodes settled (finished, diverged or blocked below), the items left to train in
     order). What is settled is listed in this study's MLflow before training starts."""
@@ -232,7 +232,7 @@ def count_trained(result: TreeResult, before: set[str], me: str) -> None:
 
 
 def slot_context(
-    study: Study, data, work: Work, runs: TreeRuns, items: list[Item], trainer: Trainer, trained_by: str, settled: set[str]
+    study: Study, data, work: Work, runs: TreeRuns, items: list[Item], trainer: TrainerConfig, trained_by: str, settled: set[str]
 ) -> tuple[SlotContext, list[Item], dict[Item, Item]]:
     """What the slots of one tree run share, the items in the order slots take them (the tree's
     tail split into leaf items) and what each waits for. Each node is stamped `trained_by`, and each

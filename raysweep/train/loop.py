@@ -1,38 +1,39 @@
-"""The per-run training loop: one RunSpec, from its initial weights to its final held-out losses.
+"""One run's parts, from its initial weights to its final held-out losses (raysweep.train.trainer's
+Trainer.run puts them together, around its steps):
 
-    build (model, dropout, LoRA, optimizer, compile) -> resume (progress checkpoint) -> steps
-    (lr schedule, forward/backward, non-finite check, periodic evaluation, early stopping that keeps
-    the best weights, progress checkpoints) -> finish (best weights back, final evaluation, LoRA
-    merged, the result)
+    start_run (callbacks' start, model, dropout, LoRA, optimizer, compile, the run's own callbacks:
+    progress lines, early stopping, progress checkpoints; resume from a progress checkpoint; this
+    rank's batches) -> steps (Trainer.run: lr schedule, forward/backward, non-finite check) ->
+    after_step (periodic evaluation; early stopping's verdict) -> finish (best weights back, final
+    evaluation, LoRA merged, the result)
 
 Per run: AdamW (β 0.9/0.95, grad clip 1.0), linear warmup + cosine decay, a step budget, periodic
 held-out evaluation (sharded over ranks, all-reduced), optional early stopping. It imports no Ray
 and no MLflow: the worker's place in its group comes in a `Worker` (raysweep.train.context), and
-everything that is not training (progress lines, metric sinks, fault drills, audits) is a callback
-(raysweep.train.callbacks), so the same loop runs in a Ray Train worker, in a plain process and on
-a GPU machine without Ray. The loop keeps the run's metric points itself (its checkpoints and its
-node save them) and hands each new one to the callbacks.
+everything that is not training (progress lines, early stopping, progress checkpoints, metric
+sinks, fault drills, audits) is a callback (raysweep.train.callbacks), so the same loop runs in a
+Ray Train worker, in a plain process and on a GPU machine without Ray. The run keeps its metric
+points itself (its checkpoints and its node save them) and hands each new one to the callbacks.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 
 import torch
 
 from raysweep.memory import fit_stage
-from raysweep.spec import Diverged, RunSpec
-from raysweep.store.nodes import load_progress, progress_dir, save_progress
+from raysweep.spec import RunSpec
 from raysweep.train.callbacks import each
+from raysweep.train.callbacks.checkpoints import ProgressCheckpoints
+from raysweep.train.callbacks.early_stopping import EarlyStopping
 from raysweep.train.callbacks.progress import ProgressLines
 from raysweep.train.context import LoopConfig, Worker
-from raysweep.train.model import add_lora, build_model, set_dropout
+from raysweep.train.model import add_lora, build_model, host_state, set_dropout
 from raysweep.train.optimizer import build_optimizer
-from raysweep.train.schedule import lr_at
-from raysweep.train.step import batches, evaluate, forward_backward
+from raysweep.train.step import batches, evaluate
 
 
 @dataclass
@@ -82,22 +83,6 @@ class RunProgress:
         each(self.callbacks, "on_metrics", spec, new)
 
 
-def host_state(state: dict, copy: bool) -> dict:
-    """A state dict on the host, each storage once: tied tensors (the embedding and the head) stay
-    one tensor, as in the model. `copy`: a copy even of tensors already on the host (the best
-    weights, while the model trains on); else those are the model's own. Before 2026-12-07 every
-    key was copied, so the tied embedding twice and the final weights once more: in the 135M
-    rehearsal ≈ 0.8 GB of host memory per run that held no information."""
-    copies: dict = {}
-    out = {}
-    for k, v in state.items():
-        same = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride()), v.device)
-        if same not in copies:
-            copies[same] = v.detach().to("cpu", copy=copy)
-        out[k] = copies[same]
-    return out
-
-
 def build(spec: RunSpec, init_state: dict | None, cfg: LoopConfig, worker: Worker) -> Model:
     """A fresh model of the study's shape (seeded by the run), its parent's weights, dropout, LoRA adapters."""
     residual_dropout = 0.0 if spec.lora else spec.dropout
@@ -144,114 +129,21 @@ def fit_run(spec: RunSpec, cfg: LoopConfig, worker: Worker, trainable: int | Non
     )
 
 
-def resume(spec: RunSpec, m: Model, p: RunProgress, worker: Worker) -> None:
-    """Continue where an interrupted attempt left off, bit for bit (`p` as it is if there is no checkpoint)."""
-    saved = load_progress(spec, worker.rank) if spec.checkpoint_every else None
-    if saved is None:
-        return
-    m.raw.load_state_dict(saved["model"])
-    m.opt.load_state_dict(saved["opt"])
-    p.step, p.best, p.best_step, p.bad = saved["step"], saved["best"], saved["best_step"], saved["bad"]
-    p.best_state = saved["best_state"] or None
-    p.seconds_before = saved["train_seconds"]
-    if saved["rng"] is not None:
-        torch.set_rng_state(saved["rng"])
-    if p.rank0:  # the points logged up to the checkpoint's step (later ones are made again)
-        p.points = [tuple(x) for x in saved.get("metrics", []) if x[3] <= p.step]
-        each(p.callbacks, "on_resume", spec, list(p.points))
-    p.resumed_from = p.step  # the data position is the step: the same batches follow as in an uninterrupted run
-    if worker.rank == 0:
-        print(
-            f"[{spec.label}] resumed at step {p.step}/{spec.max_steps} from {progress_dir(spec.progress_node[1])}",
-            file=sys.__stdout__,
-            flush=True,
-        )
-
-
-def early_stop(spec: RunSpec, p: RunProgress, evals: dict[str, float], raw) -> bool:
-    """Keep the best weights so far; True once `patience` evaluations in a row brought no improvement."""
-    current = evals[spec.early_stop_on]
-    if current < p.best - spec.early_stop_min_delta:
-        p.best, p.best_step, p.bad = current, p.step, 0
-        p.best_state = host_state(raw.state_dict(), copy=True)
-        return False
-    p.bad += 1
-    return p.bad >= spec.patience
-
-
-def checkpoint(spec: RunSpec, p: RunProgress, m: Model, worker: Worker) -> None:
-    """A resumable progress checkpoint (raysweep.store.nodes.save_progress): weights, optimizer, counters, RNG."""
-    counters = {
-        "step": p.step,
-        "best": p.best,
-        "best_step": p.best_step,
-        "bad": p.bad,
-        "train_seconds": p.seconds_before + time.perf_counter() - p.t_train,
-        "metrics": list(p.points),
-    }
-    rank0 = worker.rank == 0
-    save_progress(
-        spec,
-        worker.rank,
-        m.raw.state_dict() if rank0 else None,
-        m.opt.state_dict() if rank0 else None,
-        counters,
-        p.best_state,
-        worker.uploader,
-    )
-
-
-def train_steps(spec: RunSpec, m: Model, p: RunProgress, it, cfg: LoopConfig, monitor: dict, worker: Worker) -> None:
-    """The step loop, from p.step to the step budget or an early stop."""
-    p.t_train = time.perf_counter()
-    m.model.train()
-    end = min(spec.stop_at or spec.max_steps, spec.max_steps)  # a rung ends a run early, to be continued
-    while p.step < end:
-        t_wait = time.perf_counter()
-        x = next(it)
-        p.data_wait += time.perf_counter() - t_wait
-        each(p.callbacks, "on_batch", spec, p.step, x)
-        for g in m.opt.param_groups:
-            g["lr"] = lr_at(p.step, spec.lr, spec.min_lr, spec.warmup_steps, spec.max_steps, spec.schedule)
-        loss, norm = forward_backward(m.step_model, m.model, m.opt, x, worker.device, micro_batch=m.micro, precision=cfg.precision)
-        for cb in p.callbacks:
-            loss, norm = cb.on_gradients(spec, p.step, loss, norm)
-        # The norm of the all-reduced gradient is the same on every rank, so all ranks stop together
-        # (a per-rank loss test could stop one rank inside a collective the others wait in).
-        if not torch.isfinite(norm):
-            each(p.callbacks, "on_close", spec)
-            raise Diverged(
-                f"{spec.label}: non-finite loss/gradient at step {p.step} (loss {loss.item():.4g}); "
-                f"this config diverges: lower its lr ({spec.lr:g})",
-                p.step,
-                p.points,
-            )
-        m.opt.step()
-        p.step += 1
-        p.train_loss = loss.item()
-        if p.t_first is None:
-            p.t_first, p.first_step = time.perf_counter(), p.step
-        if p.step % 10 == 0:
-            p.metrics(spec, {"train_loss": p.train_loss, "lr": m.opt.param_groups[0]["lr"]})
-        if p.step % spec.eval_every == 0 or p.step == spec.max_steps:
-            t_aside = time.perf_counter()
-            evals = evaluate(m.model, monitor, worker.device, worker.rank, worker.world, m.eval_batch, cfg.precision)
-            p.metrics(spec, {f"heldout_{k}": v for k, v in evals.items()})
-            if p.rank0:
-                each(p.callbacks, "on_step", spec, p.step, p.train_loss, evals)
-            stop = spec.early_stop_on and early_stop(spec, p, evals, m.raw)
-            p.aside += time.perf_counter() - t_aside
-            if stop:
-                p.stopped_early = True
-                break
-        elif p.rank0:
+def after_step(spec: RunSpec, m: Model, p: RunProgress, cfg: LoopConfig, monitor: dict, worker: Worker) -> None:
+    """After a trained step: at an evaluation step the monitored held-out losses, their metric
+    points, the step's callbacks (rank 0) and the callbacks' verdict (early stopping sets
+    p.stopped_early); at any other step the step's callbacks alone."""
+    if not (p.step % spec.eval_every == 0 or p.step == spec.max_steps):
+        if p.rank0:
             each(p.callbacks, "on_step", spec, p.step, p.train_loss, None)
-        periodic = spec.checkpoint_every and p.step % spec.checkpoint_every == 0
-        if p.step < spec.max_steps and (periodic or p.step == spec.stop_at):  # at a rung: the next one continues from here
-            t_aside = time.perf_counter()
-            checkpoint(spec, p, m, worker)
-            p.aside += time.perf_counter() - t_aside
-        each(p.callbacks, "on_step_end", spec, p.step, worker)
+        return
+    t_aside = time.perf_counter()
+    evals = evaluate(m.model, monitor, worker.device, worker.rank, worker.world, m.eval_batch, cfg.precision)
+    p.metrics(spec, {f"heldout_{k}": v for k, v in evals.items()})
+    if p.rank0:
+        each(p.callbacks, "on_step", spec, p.step, p.train_loss, evals)
+    p.stopped_early = any([cb.on_evaluated(spec, p.step, evals) for cb in p.callbacks])  # every callback hears it
+    p.aside += time.perf_counter() - t_aside
 
 
 def finish(spec: RunSpec, m: Model, p: RunProgress, cfg: LoopConfig, eval_sets: dict, worker: Worker) -> tuple[dict, dict]:
@@ -297,25 +189,20 @@ def finish(spec: RunSpec, m: Model, p: RunProgress, cfg: LoopConfig, eval_sets: 
     return result, state
 
 
-def start_run(spec: RunSpec, init_state: dict | None, source, cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker):
+def start_run(spec: RunSpec, parent, source, cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker):
     """Everything a run's steps need, resumed where an interrupted attempt left off: (model,
-    progress, this rank's batches, the held-out sets it monitors). `source.rows_for(batch, world,
-    rank)`: a StreamSource's plan, or bench/arrays.py's ArraySource."""
+    progress with the run's callbacks, this rank's batches, the held-out sets it monitors).
+    `parent()`: the weights it starts from, loaded here so that nothing but the model holds them
+    once it is built (a parent loaded for this run alone is freed before the run resumes and
+    trains). `source.rows_for(batch, world, rank)`: a StreamSource's plan, or bench/arrays.py's
+    ArraySource."""
     p = RunProgress(callbacks=(ProgressLines(cfg.seq_len), *cfg.callbacks), rank0=worker.rank == 0)
     each(p.callbacks, "on_start", spec, worker)
-    m = build(spec, init_state, cfg, worker)
-    del init_state  # in the model now: a parent loaded for this run alone is freed, not held while it resumes and trains
+    m = build(spec, parent() if parent is not None else None, cfg, worker)
+    checkpoints = ProgressCheckpoints(m, p)
+    p.callbacks = (p.callbacks[0], EarlyStopping(p, m.raw), checkpoints, *p.callbacks[1:])  # the run's own, made with its model
     torch.manual_seed(spec.seed + worker.rank)  # dropout masks differ per rank, fixed per seed
     monitor = {k: eval_sets[k] for k in spec.monitor}
     rows = source.rows_for(spec.batch_size, worker.world, worker.rank)
-    resume(spec, m, p, worker)
+    checkpoints.restore(spec, worker)
     return m, p, batches(rows, worker.device, start=p.step), monitor
-
-
-def train_run(spec: RunSpec, init_state: dict | None, source, cfg: LoopConfig, eval_sets: dict[str, torch.Tensor], worker: Worker):
-    """Train one run on its stream, as a chain trains each of its runs (raysweep.train.chain);
-    returns (result dict, final weights on CPU, metric points)."""
-    m, p, it, monitor = start_run(spec, init_state, source, cfg, eval_sets, worker)
-    train_steps(spec, m, p, it, cfg, monitor, worker)
-    result, state = finish(spec, m, p, cfg, eval_sets, worker)
-    return result, state, p.points

@@ -10,7 +10,8 @@ import torch
 from raysweep.config import load_study
 from raysweep.spec import all_nodes
 from raysweep.sweep.plan import plan
-from raysweep.train.loop import RunProgress, early_stop
+from raysweep.train.callbacks.early_stopping import EarlyStopping
+from raysweep.train.loop import RunProgress
 from raysweep.train.model import build_model
 from raysweep.train.optimizer import build_optimizer
 from tests.helpers import SMOKE, run_spec
@@ -60,7 +61,7 @@ def test_the_early_stopping_threshold_decides_what_counts_as_better(tmp_path):
     for delta, improved in ((1e-4, True), (0.01, False)):
         spec = run_spec(tmp_path / "n", early_stop_on="post", patience=5, early_stop_min_delta=delta)
         p = RunProgress(best=3.0)
-        early_stop(spec, p, {"post": 2.995}, model)
+        EarlyStopping(p, model).on_evaluated(spec, 0, {"post": 2.995})
         assert (p.best == 2.995) is improved and p.bad == (0 if improved else 1)
 
 

@@ -15,9 +15,8 @@ from raysweep.store.nodes import node_done
 from raysweep.study import run_study
 from raysweep.sweep.slots import worker_setup
 from raysweep.train.callbacks.audit import Audit
-from raysweep.train.chain import train_chain
 from raysweep.train.context import LoopConfig, Worker, load_eval_sets
-from raysweep.train.trainer import Trainer
+from raysweep.train.trainer import Trainer, TrainerConfig
 from tests.helpers import REDUCED, SMOKE, node_results, run_spec, with_reference_data
 
 
@@ -28,14 +27,14 @@ def _own_frames() -> list[str]:
 
 
 @dataclass(frozen=True)
-class RouteProbe(Trainer):
-    """The real trainer, writing the stack of raysweep's own calls at each process's first training
-    loss (one line per process, in `path`): cross_entropy is wrapped for that, so the probe's
+class RouteProbe(TrainerConfig):
+    """The real trainer, built after wrapping cross_entropy so that each process writes the stack
+    of raysweep's own calls at its first training loss (one line per process, in `path`); the
     wrapper stands where cross_entropy's own frame would be."""
 
     path: str = ""
 
-    def train(self, specs, sources, cfg, eval_sets, worker):
+    def build(self, loop, worker, eval_sets):
         from raysweep.train import step
 
         real = step.cross_entropy
@@ -47,10 +46,7 @@ class RouteProbe(Trainer):
             return real(*args, **kwargs)
 
         step.cross_entropy = probe
-        try:
-            return train_chain(specs, sources, cfg, eval_sets, worker)
-        finally:
-            step.cross_entropy = real
+        return TrainerConfig.build(self, loop, worker, eval_sets)
 
 
 def _run(study, data, tmp_path, name: str, **over):
@@ -80,7 +76,7 @@ def _fit(study, data, tmp_path, workers: int, name: str, **over):
 
     def train(config):  # each worker as a slot's (raysweep.sweep.slots.worker_setup); rank 0's results come back
         worker, eval_sets, own = worker_setup(loop, None)
-        return train_chain([spec], sources, own, eval_sets, worker)
+        return Trainer(own, worker, eval_sets).fit([spec], sources)
 
     trainer = TorchTrainer(
         train,
@@ -96,7 +92,7 @@ def _here(study, data, tmp_path, name: str):
     import torch
 
     spec, loop, sources = _run(study, data, tmp_path, name)
-    [result] = train_chain([spec], sources, loop, load_eval_sets(loop), Worker(torch.device("cpu")))
+    [result] = Trainer(loop, Worker(torch.device("cpu")), load_eval_sets(loop)).fit([spec], sources)
     return spec, result
 
 
@@ -138,8 +134,7 @@ def test_a_study_whose_stages_ask_different_resources(ray_local, reference, tmp_
     ref_out = reference[0]
     out = with_reference_data(ref_out, tmp_path / "study")
     study = load_study(SMOKE, [f"output_dir={out}", *REDUCED, "pretrain.resources.workers=2", "pretrain.resources.cpus_per_worker=1"])
-    import cloudpickle
-    from ray import tune
+    from ray import cloudpickle, tune
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's workers need not import this test module
     fits, fit = [], tune.Tuner.fit
@@ -156,7 +151,7 @@ def test_a_study_whose_stages_ask_different_resources(ray_local, reference, tmp_
     driver = fits[0][fits[0].index("study:run_study") :]
     assert driver == ["study:run_study", "study:train_language_models", "tree:train_tree"]
     routes = set((tmp_path / "route.txt").read_text().splitlines())
-    tail = ["serve_queue", "train_chain", "train_steps", "forward_backward", "cross_entropy"]
+    tail = ["serve_queue", "fit", "run", "forward_backward", "cross_entropy"]
     one_worker = [r for r in routes if r.startswith("slots:slot_trial")]
     ddp = [r for r in routes if r.startswith("slots:serve_queue")]
     assert one_worker and ddp, routes

@@ -47,7 +47,7 @@ def test_paper_scale_nodes_are_their_weights_and_checkpoints_add_the_optimizer()
     for stage, s in d.stages.items():
         assert abs(s.node_bytes / (stored * WEIGHT_BYTES) - 1) < 0.01, stage  # 135M fp32: metadata is noise
     # progress: weights once, two moments; stage 2 also its best weights for early stopping (the
-    # tied embedding once: raysweep.train.loop.host_state keeps it one tensor, as torch.save does)
+    # tied embedding once: raysweep.train.model.host_state keeps it one tensor, as torch.save does)
     assert abs(d.stages["pretrain"].progress_bytes / (n * (WEIGHT_BYTES + ADAM_BYTES)) - 1) < 0.01
     assert abs(d.stages["posttrain"].progress_bytes / (n * (2 * WEIGHT_BYTES + ADAM_BYTES)) - 1) < 0.01
     assert d.leaf_weights == 270 * stored * WEIGHT_BYTES

@@ -19,9 +19,8 @@ from raysweep.presets import PRESETS
 from raysweep.spec import Diverged, RunSpec
 from raysweep.store.nodes import load_weights, node_done
 from raysweep.train.callbacks.faults import Faults
-from raysweep.train.chain import train_chain
 from raysweep.train.context import LoopConfig, Worker, load_eval_sets
-from raysweep.train.loop import train_run
+from raysweep.train.trainer import Trainer
 from tests.helpers import ROOT, run_spec, token_view
 
 VOCAB, SEQ = 64, 16
@@ -52,8 +51,8 @@ def _spec(tmp_path, **over) -> RunSpec:
 
 def test_a_run_trains_and_early_stopping_keeps_the_best_weights(setup):
     cfg, rows, evals, tmp = setup
-    result, state, points = train_run(
-        _spec(tmp, early_stop_on="post", patience=2, max_steps=200, lr=3e-2), None, rows, cfg, evals, Worker(torch.device("cpu"))
+    result, state, points = Trainer(cfg, Worker(torch.device("cpu")), evals).run(
+        _spec(tmp, early_stop_on="post", patience=2, max_steps=200, lr=3e-2), rows
     )
     held = [v for k, v, _, step in points if k == "heldout_post"]
     assert result["stopped_early"] and result["steps"] < 200
@@ -64,13 +63,13 @@ def test_a_run_trains_and_early_stopping_keeps_the_best_weights(setup):
 
 def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(setup):
     cfg, rows, evals, tmp = setup
-    whole, state, _ = train_run(_spec(tmp, node_dir=str(tmp / "whole")), None, rows, cfg, evals, Worker(torch.device("cpu")))
+    whole, state, _ = Trainer(cfg, Worker(torch.device("cpu")), evals).run(_spec(tmp, node_dir=str(tmp / "whole")), rows)
     # a first attempt stops at step 12 (an injected NaN), after its progress checkpoint at step 10;
     # a fresh attempt of the same node resumes from that checkpoint
     spec = _spec(tmp, node_dir=str(tmp / "resumed"), checkpoint_every=10)
     with pytest.raises(Diverged):
-        train_run(spec, None, rows, replace(cfg, callbacks=(Faults(nan="plain@12"),)), evals, Worker(torch.device("cpu")))
-    again, state2, _ = train_run(spec, None, rows, cfg, evals, Worker(torch.device("cpu")))
+        Trainer(replace(cfg, callbacks=(Faults(nan="plain@12"),)), Worker(torch.device("cpu")), evals).run(spec, rows)
+    again, state2, _ = Trainer(cfg, Worker(torch.device("cpu")), evals).run(spec, rows)
     assert again["resumed_from_step"] == 10
     assert again["losses"] == whole["losses"]
     assert all(torch.equal(state[k], state2[k]) for k in state)
@@ -81,13 +80,13 @@ def test_a_non_finite_loss_is_diverged_and_recorded_not_raised_by_the_chain(setu
     cfg = replace(cfg, callbacks=(Faults(nan="plain@3"),))
     parent = _spec(tmp, node_dir=str(tmp / "parent"))
     child = _spec(tmp, label="child", node_key="c", node_dir=str(tmp / "child"), init_from=parent.node_dir)
-    results = train_chain([parent, child], {"train": rows}, cfg, evals, Worker(torch.device("cpu")))
+    results = Trainer(cfg, Worker(torch.device("cpu")), evals).fit([parent, child], {"train": rows})
     assert results == [{"node_key": "k", "diverged": 3}, {"node_key": "c", "blocked": True}]
     assert (tmp / "parent.diverged.json").exists() and not (tmp / "parent").exists()
 
 
 def test_the_loop_imports_neither_ray_nor_mlflow():
-    code = "import sys\nimport raysweep.train.chain, raysweep.train.loop\nprint(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))"
+    code = "import sys\nimport raysweep.train.trainer, raysweep.train.loop\nprint(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
@@ -100,10 +99,8 @@ def test_the_compiled_training_step_matches_the_eager_one(setup):
     differently, so not bit for bit). tests/sweep/test_plan.py checks the study key reaches the loop."""
     cfg, rows, evals, tmp = setup
     worker = Worker(torch.device("cpu"))
-    eager, _, _ = train_run(_spec(tmp, node_dir=str(tmp / "eager"), max_steps=8), None, rows, cfg, evals, worker)
-    compiled, _, _ = train_run(
-        _spec(tmp, node_dir=str(tmp / "compiled"), max_steps=8), None, rows, replace(cfg, compile=True), evals, worker
-    )
+    eager, _, _ = Trainer(cfg, worker, evals).run(_spec(tmp, node_dir=str(tmp / "eager"), max_steps=8), rows)
+    compiled, _, _ = Trainer(replace(cfg, compile=True), worker, evals).run(_spec(tmp, node_dir=str(tmp / "compiled"), max_steps=8), rows)
     assert compiled["compiled_graphs"] > 0 and "compiled_graphs" not in eager
     assert compiled["steps"] == eager["steps"] == 8
     assert compiled["losses"] == pytest.approx(eager["losses"], rel=1e-4)
@@ -111,9 +108,9 @@ def test_the_compiled_training_step_matches_the_eager_one(setup):
 
 def test_a_run_in_micro_batches_of_one_equals_the_run_in_one_forward_and_resumes_the_same(setup):
     cfg, rows, evals, tmp = setup
-    whole, state, _ = train_run(_spec(tmp, node_dir=str(tmp / "whole")), None, rows, cfg, evals, Worker(torch.device("cpu")))
-    micro, mstate, _ = train_run(
-        _spec(tmp, node_dir=str(tmp / "micro"), micro_batch_size=1), None, rows, cfg, evals, Worker(torch.device("cpu"))
+    whole, state, _ = Trainer(cfg, Worker(torch.device("cpu")), evals).run(_spec(tmp, node_dir=str(tmp / "whole")), rows)
+    micro, mstate, _ = Trainer(cfg, Worker(torch.device("cpu")), evals).run(
+        _spec(tmp, node_dir=str(tmp / "micro"), micro_batch_size=1), rows
     )
     assert whole["micro_batch_size"] == 4 and whole["accumulation_steps"] == 1
     assert micro["micro_batch_size"] == 1 and micro["accumulation_steps"] == 4
@@ -122,8 +119,8 @@ def test_a_run_in_micro_batches_of_one_equals_the_run_in_one_forward_and_resumes
     # interrupted at step 12 after its progress checkpoint at 10, then resumed: bit for bit the same run
     spec = _spec(tmp, node_dir=str(tmp / "resumed"), micro_batch_size=1, checkpoint_every=10)
     with pytest.raises(Diverged):
-        train_run(spec, None, rows, replace(cfg, callbacks=(Faults(nan="plain@12"),)), evals, Worker(torch.device("cpu")))
-    again, astate, _ = train_run(spec, None, rows, cfg, evals, Worker(torch.device("cpu")))
+        Trainer(replace(cfg, callbacks=(Faults(nan="plain@12"),)), Worker(torch.device("cpu")), evals).run(spec, rows)
+    again, astate, _ = Trainer(cfg, Worker(torch.device("cpu")), evals).run(spec, rows)
     assert again["resumed_from_step"] == 10 and again["losses"] == micro["losses"]
     assert all(torch.equal(astate[k], mstate[k]) for k in mstate)
 
@@ -131,21 +128,11 @@ def test_a_run_in_micro_batches_of_one_equals_the_run_in_one_forward_and_resumes
 def test_activation_checkpointing_changes_memory_not_results(setup):
     cfg, rows, evals, tmp = setup
     for dropout in (0.0, 0.1):  # with dropout the recomputed layers must draw the same masks
-        plain, _, _ = train_run(
-            _spec(tmp, node_dir=str(tmp / f"p{dropout}"), dropout=dropout, max_steps=10),
-            None,
-            rows,
-            cfg,
-            evals,
-            Worker(torch.device("cpu")),
+        plain, _, _ = Trainer(cfg, Worker(torch.device("cpu")), evals).run(
+            _spec(tmp, node_dir=str(tmp / f"p{dropout}"), dropout=dropout, max_steps=10), rows
         )
-        ckpt, _, _ = train_run(
-            _spec(tmp, node_dir=str(tmp / f"c{dropout}"), dropout=dropout, max_steps=10, activation_checkpointing=True),
-            None,
-            rows,
-            cfg,
-            evals,
-            Worker(torch.device("cpu")),
+        ckpt, _, _ = Trainer(cfg, Worker(torch.device("cpu")), evals).run(
+            _spec(tmp, node_dir=str(tmp / f"c{dropout}"), dropout=dropout, max_steps=10, activation_checkpointing=True), rows
         )
         assert ckpt["losses"] == pytest.approx(plain["losses"], rel=1e-5), dropout
 
@@ -157,15 +144,15 @@ def test_rungs_are_prefixes_of_the_run_and_the_run_continues_from_the_last_one_b
     cfg, rows, evals, tmp = setup
     worker = Worker(torch.device("cpu"))
     run = _spec(tmp, node_dir=str(tmp / "whole"), checkpoint_every=100, early_stop_on="post", patience=50)
-    whole = train_chain([run], {"train": rows}, cfg, evals, worker)[0]
+    whole = Trainer(cfg, worker, evals).fit([run], {"train": rows})[0]
     wanted = load_weights(run.node_dir, "tok")
     pieces = replace(run, node_dir=str(tmp / "pieces"), node_key="p")
     rung_of = {"node_key": pieces.node_key, "node_dir": pieces.node_dir, "label": pieces.label}
     for step in (7, 16):
         rung = replace(pieces, node_key=f"p@{step}", node_dir=str(tmp / f"pieces.rung{step}"), stop_at=step, rung_of=rung_of)
-        [got] = train_chain([rung], {"train": rows}, cfg, evals, worker)
+        [got] = Trainer(cfg, worker, evals).fit([rung], {"train": rows})
         assert got["steps"] == step and node_done(rung.node_dir) and not node_done(pieces.node_dir)
-    [last] = train_chain([pieces], {"train": rows}, cfg, evals, worker)
+    [last] = Trainer(cfg, worker, evals).fit([pieces], {"train": rows})
     assert last["resumed_from_step"] == 16 and last["losses"] == whole["losses"]
     assert all(torch.equal(wanted[k], v) for k, v in load_weights(pieces.node_dir, "tok").items())
     assert not (tmp / "pieces.resume").exists()  # the run finished: its progress is gone, its rungs stay
@@ -179,7 +166,7 @@ def test_a_rung_whose_run_stops_early_before_it_finishes_the_run_itself(setup):
     )
     rung_of = {"node_key": run.node_key, "node_dir": run.node_dir, "label": run.label}
     rung = replace(run, node_key="r@150", node_dir=str(tmp / "run.rung150"), stop_at=150, rung_of=rung_of)
-    [got] = train_chain([rung], {"train": rows}, cfg, evals, Worker(torch.device("cpu")))
+    [got] = Trainer(cfg, Worker(torch.device("cpu")), evals).fit([rung], {"train": rows})
     assert got["stopped_early"] and got["steps"] < 150
     done = node_done(run.node_dir)
     assert done["result"]["losses"] == got["losses"] and done["spec"]["node_key"] == "r" and done["spec"]["stop_at"] is None
@@ -191,8 +178,7 @@ def test_host_state_copies_each_tensor_once_and_unshared_clones_only_the_tied_he
     CPU is the model's own tensors (no copy), and the node's safetensors file gets the head as a
     clone, the only tensor it refuses to share (found by bench/rehearsal_135m.py, 2026-12-07)."""
     from raysweep.store.nodes import unshared
-    from raysweep.train.loop import host_state
-    from raysweep.train.model import build_model
+    from raysweep.train.model import build_model, host_state
 
     model = build_model("debug", 64, 16)
     sd = model.state_dict()

@@ -8,9 +8,9 @@ import torch
 
 from raysweep.data.streams import StreamSource
 from raysweep.store.nodes import load_weights, node_done, save_node
-from raysweep.train.chain import train_chain
 from raysweep.train.context import LoopConfig, Worker, load_eval_sets
 from raysweep.train.model import build_model
+from raysweep.train.trainer import Trainer
 from tests.helpers import plan_smoke, run_spec
 
 
@@ -33,7 +33,7 @@ def test_lora_run_changes_only_its_targets_and_saves_a_merged_model(smoke_data, 
         data.tokenizer_id,
     )
     source = StreamSource(str(data.posttrain[0.0, 0.0].path))
-    [result] = train_chain([spec], {"train": source}, cfg, load_eval_sets(cfg), Worker(torch.device("cpu")))
+    [result] = Trainer(cfg, Worker(torch.device("cpu")), load_eval_sets(cfg)).fit([spec], {"train": source})
 
     n_layers = sum(1 for k in base if k.endswith("o_proj.weight"))
     shapes = {k: v.shape for k, v in base.items()}

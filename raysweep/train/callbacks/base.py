@@ -1,9 +1,9 @@
 """The training loop's one callback system: what it calls at named points of a run, for everything
-that is not training itself. The loop (raysweep.train.loop) runs its own callbacks first (progress
-lines, raysweep.train.callbacks.progress), then the config's (fault drills, the DDP audit), then
-the worker's (the MLflow sink that raysweep.tracking hands in); a method a callback leaves alone
-does nothing, so the loop reads as training only (OLMo-core's callbacks, reduced to the points
-raysweep needs).
+that is not training itself. A run calls its own callbacks first (progress lines, early stopping,
+progress checkpoints: progress.py, early_stopping.py, checkpoints.py), then the config's (fault
+drills, the DDP audit), then the worker's (the MLflow sink that raysweep.tracking hands in); a
+method a callback leaves alone does nothing, so the loop reads as training only (OLMo-core's
+callbacks, reduced to the points raysweep needs).
 
 Callbacks cross the Ray boundary inside the LoopConfig (pickled into each worker), so a callback's
 state is per worker process; `on_start` begins each run. Metric points are the loop's record (kept
@@ -44,6 +44,11 @@ class Callback:
 
     def on_step(self, spec: RunSpec, step: int, train_loss: float, evals: dict[str, float] | None) -> None:
         """Step `step` is trained (rank 0), with the held-out losses when it evaluated."""
+
+    def on_evaluated(self, spec: RunSpec, step: int, evals: dict[str, float]) -> bool:
+        """The held-out losses of an evaluation at `step` (every rank: all-reduced, the same on
+        each); True stops the run there (early stopping)."""
+        return False
 
     def on_step_end(self, spec: RunSpec, step: int, worker: Worker) -> None:
         """After step `step` (its evaluation and progress checkpoint included), on every rank."""
