@@ -3,8 +3,10 @@ tests/scenarios/test_faults.py."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
+import pytest
 import torch
 
 from raysweep.config import load_study
@@ -61,3 +63,18 @@ def test_a_node_is_settled_once_finished_or_diverged_and_not_before(tmp_path):
     (finished / "node.json").write_text(json.dumps({"files": {}}))
     save_diverged(diverged, 1e-3, 7, "non-finite loss", [])
     assert node_settled(finished) and node_settled(diverged) and not node_settled(open_)
+
+
+def test_a_checkpoint_from_another_tokenizer_is_refused(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from raysweep.store.nodes import NODE_FILE, TokenizerMismatchError, load_weights
+
+    node = tmp_path / "node"
+    node.mkdir()
+    save_file({"w": torch.zeros(2)}, str(node / "model.safetensors"))
+    (node / NODE_FILE).write_text(json.dumps({"spec": {}, "result": {}, "tokenizer_id": "aaaa"}))
+    assert set(load_weights(str(node), "aaaa")) == {"w"}
+    with pytest.raises(TokenizerMismatchError, match="made with tokenizer 'aaaa'.*this study's tokenizer is 'bbbb'"):
+        load_weights(str(node), "bbbb")

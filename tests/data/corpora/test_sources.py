@@ -302,32 +302,6 @@ def test_config_errors_for_sources_and_mixing_name_the_key(tmp_path):
     )
 
 
-def test_pretrained_tokenizer_from_a_local_folder(tmp_path):
-    from raysweep.data.tokenizer import eos_token, load_pretrained, load_tokenizer
-
-    folder = hub_layouts.pretrained_tokenizer(tmp_path, [f"some text {i}" for i in range(200)])
-    path = load_pretrained(str(folder), None, tmp_path / "cache")
-    assert eos_token(path) == "<|endoftext|>" and load_tokenizer(path).token_to_id("<|endoftext|>") == 0
-    assert load_pretrained(str(folder), None, tmp_path / "cache") == path  # stored by content: loaded twice, one copy
-    with pytest.raises(ValueError, match=r"tokenizer\.pretrained: cannot load"):
-        load_pretrained(str(tmp_path / "no-such-tokenizer"), None, tmp_path / "cache")
-
-
-def test_a_checkpoint_from_another_tokenizer_is_refused(tmp_path):
-    import torch
-    from safetensors.torch import save_file
-
-    from raysweep.store.nodes import NODE_FILE, TokenizerMismatchError, load_weights
-
-    node = tmp_path / "node"
-    node.mkdir()
-    save_file({"w": torch.zeros(2)}, str(node / "model.safetensors"))
-    (node / NODE_FILE).write_text(json.dumps({"spec": {}, "result": {}, "tokenizer_id": "aaaa"}))
-    assert set(load_weights(str(node), "aaaa")) == {"w"}
-    with pytest.raises(TokenizerMismatchError, match="made with tokenizer 'aaaa'.*this study's tokenizer is 'bbbb'"):
-        load_weights(str(node), "bbbb")
-
-
 # ------------------------------------------------- the hub pipeline, end to end through prepare
 
 
