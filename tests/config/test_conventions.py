@@ -5,7 +5,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 from raysweep.config import load_study
 from raysweep.spec import all_nodes
@@ -13,7 +12,6 @@ from raysweep.sweep.plan import plan
 from raysweep.train.callbacks.early_stopping import EarlyStopping
 from raysweep.train.loop import RunProgress
 from raysweep.train.model import build_model
-from raysweep.train.optimizer import build_optimizer
 from tests.helpers import SMOKE, run_spec
 
 
@@ -43,17 +41,6 @@ def test_a_training_convention_enters_the_keys_of_the_stages_it_changes_and_thei
     key, value = override.removeprefix("conventions.").split("=")
     spec = next(n.spec for n in all_nodes(*after) if n.spec.stage == first)
     assert str(getattr(spec, key)).lower() == value.lower() or getattr(spec, key) == float(value)
-
-
-def test_decay_1d_puts_norm_weights_in_the_decayed_group():
-    model = build_model("debug", 64, 16)
-    cpu = torch.device("cpu")
-    today, every = build_optimizer(model, 1e-3, 0.1, cpu), build_optimizer(model, 1e-3, 0.1, cpu, decay_1d=True)
-    one_d = sum(p.numel() for p in model.parameters() if p.dim() < 2)
-    assert one_d > 0
-    assert sum(p.numel() for p in today.param_groups[1]["params"]) == one_d and today.param_groups[1]["weight_decay"] == 0.0
-    assert sum(p.numel() for p in every.param_groups[0]["params"]) == sum(p.numel() for p in model.parameters())
-    assert not every.param_groups[1]["params"]
 
 
 def test_the_early_stopping_threshold_decides_what_counts_as_better(tmp_path):

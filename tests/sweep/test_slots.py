@@ -6,7 +6,6 @@ from __future__ import annotations
 from raysweep.config import ResourcesConfig
 from raysweep.sweep import slots
 from raysweep.train.context import LoopConfig
-from raysweep.train.trainer import Trainer, TrainerConfig
 
 ONE_CPU = ResourcesConfig()
 DDP_GPU = ResourcesConfig(workers=4, cpus_per_worker=2.0, gpus_per_worker=1.0)
@@ -61,15 +60,3 @@ def test_a_one_rank_group_broadcasts_nothing_and_errors_read_as_their_worker_rai
     assert slots.broadcast(obj, 1) is obj
     assert slots.error_text(RuntimeError("  out of memory \n")) == "out of memory"
     assert slots.error_text(KeyError()) == "KeyError"
-
-
-def test_the_real_trainer_config_builds_the_loops_trainer_and_keeps_no_timeline():
-    import torch
-
-    from raysweep.train.context import Worker
-
-    loop = LoopConfig(shape=None, vocab_size=8, seq_len=4, eval_tokens=0, eval_sources={}, tokenizer_id="t")
-    worker = Worker(torch.device("cpu"))
-    built = TrainerConfig().build(loop, worker, {})
-    assert type(built) is Trainer and built.cfg is loop and built.worker is worker  # pickled to a slot, built in its worker
-    assert TrainerConfig().record("tree", items=3) is None and TrainerConfig.backend is None and TrainerConfig.banner is None

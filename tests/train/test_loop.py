@@ -170,24 +170,3 @@ def test_a_rung_whose_run_stops_early_before_it_finishes_the_run_itself(setup):
     assert got["stopped_early"] and got["steps"] < 150
     done = node_done(run.node_dir)
     assert done["result"]["losses"] == got["losses"] and done["spec"]["node_key"] == "r" and done["spec"]["stop_at"] is None
-
-
-def test_host_state_copies_each_tensor_once_and_unshared_clones_only_the_tied_head():
-    """A tied model's state dict names one tensor twice (the embedding and the head): the host copy
-    keeps it one tensor (the best weights and the progress checkpoint hold it once), a final state on
-    CPU is the model's own tensors (no copy), and the node's safetensors file gets the head as a
-    clone, the only tensor it refuses to share (found by bench/rehearsal_135m.py, 2026-12-07)."""
-    from raysweep.store.nodes import unshared
-    from raysweep.train.model import build_model, host_state
-
-    model = build_model("debug", 64, 16)
-    sd = model.state_dict()
-    assert sd["lm_head.weight"].data_ptr() == sd["model.embed_tokens.weight"].data_ptr()  # tied
-    best = host_state(sd, copy=True)
-    assert best["lm_head.weight"] is best["model.embed_tokens.weight"]
-    assert all(best[k].data_ptr() != sd[k].data_ptr() and torch.equal(best[k], sd[k]) for k in sd)
-    final = host_state(sd, copy=False)
-    assert all(final[k].data_ptr() == sd[k].data_ptr() for k in sd)
-    saved = unshared(final)
-    clones = [k for k in sd if saved[k].data_ptr() != sd[k].data_ptr()]
-    assert clones == ["lm_head.weight"] and torch.equal(saved["lm_head.weight"], sd["lm_head.weight"])

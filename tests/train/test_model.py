@@ -61,3 +61,24 @@ def test_dropout_is_real_and_only_in_training():
 def test_same_seed_same_init():
     a, b = build_model("debug", 256, 32, seed=1), build_model("debug", 256, 32, seed=1)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_host_state_copies_each_tensor_once_and_unshared_clones_only_the_tied_head():
+    """A tied model's state dict names one tensor twice (the embedding and the head): the host copy
+    keeps it one tensor (the best weights and the progress checkpoint hold it once), a final state on
+    CPU is the model's own tensors (no copy), and the node's safetensors file gets the head as a
+    clone, the only tensor it refuses to share (found by bench/rehearsal_135m.py, 2026-12-07)."""
+    from raysweep.store.nodes import unshared
+    from raysweep.train.model import build_model, host_state
+
+    model = build_model("debug", 64, 16)
+    sd = model.state_dict()
+    assert sd["lm_head.weight"].data_ptr() == sd["model.embed_tokens.weight"].data_ptr()  # tied
+    best = host_state(sd, copy=True)
+    assert best["lm_head.weight"] is best["model.embed_tokens.weight"]
+    assert all(best[k].data_ptr() != sd[k].data_ptr() and torch.equal(best[k], sd[k]) for k in sd)
+    final = host_state(sd, copy=False)
+    assert all(final[k].data_ptr() == sd[k].data_ptr() for k in sd)
+    saved = unshared(final)
+    clones = [k for k in sd if saved[k].data_ptr() != sd[k].data_ptr()]
+    assert clones == ["lm_head.weight"] and torch.equal(saved["lm_head.weight"], sd["lm_head.weight"])

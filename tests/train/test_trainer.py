@@ -1,26 +1,54 @@
-"""raysweep.train.trainer and the fault drills: the drills are read once, in the driver, from the
-environment, and travel in the loop's config (each drill itself: tests/scenarios/test_faults.py)."""
+"""raysweep.train.trainer: what a slot's TrainerConfig builds, and how `fit` trains a chain: each
+run from its parent's weights in memory (kept only while a later run starts from them), a diverged
+run's children blocked, every finished run stored as its node."""
 
 from __future__ import annotations
 
-import pickle
+from dataclasses import dataclass, field, replace
 
-from raysweep.train.callbacks.faults import Faults
+import torch
 
-DRILLS = ("FAILURE", "KILL", "NAN", "DELAY")
+from raysweep.spec import Diverged
+from raysweep.store.nodes import node_diverged, node_done
+from raysweep.train.context import LoopConfig, Worker
+from raysweep.train.trainer import Trainer, TrainerConfig
+from tests.helpers import run_spec
+
+CPU = Worker(torch.device("cpu"))
+LOOP = LoopConfig(shape=None, vocab_size=8, seq_len=4, eval_tokens=0, eval_sources={}, tokenizer_id="t")
 
 
-def test_the_drills_come_from_the_drivers_environment_and_travel_with_the_loops_config(monkeypatch):
-    from raysweep.presets import PRESETS
-    from raysweep.train.context import LoopConfig
+def test_the_real_trainer_config_builds_the_loops_trainer_and_keeps_no_timeline():
+    built = TrainerConfig().build(LOOP, CPU, {})
+    assert type(built) is Trainer and built.cfg is LOOP and built.worker is CPU  # pickled to a slot, built in its worker
+    assert TrainerConfig().record("tree", items=3) is None and TrainerConfig.backend is None and TrainerConfig.banner is None
 
-    for drill in DRILLS:
-        monkeypatch.delenv(f"RAYSWEEP_INJECT_{drill}", raising=False)
-    assert Faults.drills() == ()  # the real loop, nothing injected
-    monkeypatch.setenv("RAYSWEEP_INJECT_KILL", "posttrain λ=0.5@4")
-    [faults] = Faults.drills()
-    assert faults == Faults(kill="posttrain λ=0.5@4")
-    # a worker gets them with the pickled config, whatever its own environment
-    cfg = LoopConfig(PRESETS["debug"], 64, 16, 128, {}, "tok", callbacks=Faults.drills())
-    monkeypatch.delenv("RAYSWEEP_INJECT_KILL")
-    assert pickle.loads(pickle.dumps(cfg)).callbacks == (faults,) and Faults.drills() == ()
+
+@dataclass
+class Scripted(Trainer):
+    """`fit` as it is, each run replaced: it notes the weights it started from and returns its own."""
+
+    started_from: dict = field(default_factory=dict)
+
+    def run(self, spec, source, parent=None):
+        self.started_from[spec.node_key] = parent() if parent is not None else None
+        if spec.node_key == "bad":
+            raise Diverged("non-finite loss", 3, [("train_loss", float("nan"), 0, 3)])
+        result = {"losses": {"post": 1.0}, "steps": spec.max_steps, "stopped_early": False}
+        return result, {"w": torch.full((2,), float(len(self.started_from)))}, []
+
+
+def test_a_chain_starts_children_from_their_parent_in_memory_and_blocks_below_a_diverged_run(tmp_path):
+    parent = run_spec(tmp_path / "p", node_key="p")
+    child = [replace(run_spec(tmp_path / f"c{i}", node_key=f"c{i}", stage="finetune"), init_from=parent.node_dir) for i in (1, 2)]
+    bad = run_spec(tmp_path / "bad", node_key="bad")
+    below = replace(run_spec(tmp_path / "b", node_key="b", stage="finetune"), init_from=bad.node_dir)
+    trainer = Scripted(LOOP, CPU, {})
+    results = trainer.fit([parent, *child, bad, below], {"train": None})
+    assert [r["node_key"] for r in results] == ["p", "c1", "c2", "bad", "b"]
+    assert results[3] == {"node_key": "bad", "diverged": 3} and results[4] == {"node_key": "b", "blocked": True}
+    assert trainer.started_from["p"] is None
+    # both children start from the parent's own weights in memory (no reload from its node)
+    assert trainer.started_from["c1"] is trainer.started_from["c2"] and torch.equal(trainer.started_from["c1"]["w"], torch.full((2,), 1.0))
+    assert all(node_done(s.node_dir) for s in (parent, *child)) and node_done(below.node_dir) is None
+    assert node_diverged(bad.node_dir)["step"] == 3
