@@ -18,6 +18,7 @@ its timed stand-in's config instead (bench/standin.py), which builds a trainer w
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +68,11 @@ class Trainer:
         results, states, diverged = [], {}, set()
         for i, spec in enumerate(specs):
             hold_if_stopping()  # no run starts once a stop signal has come (raysweep.signals)
+            # the last run's model and optimizer are gone before this one builds its own, even where a
+            # library's reference cycle holds them: the first run's lazy imports of transformers and
+            # peft keep its frames (its model and AdamW state among their locals) until the cycle
+            # collector runs, which on a long run may be after the next model is built
+            gc.collect()
             if spec.init_from in diverged:  # its parent diverged in this chain: nothing to start from
                 results.append({"node_key": spec.node_key, "blocked": True})
                 continue

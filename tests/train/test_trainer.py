@@ -52,3 +52,59 @@ def test_a_chain_starts_children_from_their_parent_in_memory_and_blocks_below_a_
     assert trainer.started_from["c1"] is trainer.started_from["c2"] and torch.equal(trainer.started_from["c1"]["w"], torch.full((2,), 1.0))
     assert all(node_done(s.node_dir) for s in (parent, *child)) and node_done(below.node_dir) is None
     assert node_diverged(bad.node_dir)["step"] == 3
+
+
+def test_a_run_leaves_no_model_or_optimizer_for_the_cycle_collector(tmp_path):
+    """Once `run` returns, its model, optimizer and progress are freed by reference counting alone:
+    a reference cycle (a callback holding the run's progress that holds the callback) would keep a
+    135M model and its AdamW state (≈ 1.6 GB) alive into the next run until Python's cycle collector
+    happened to run."""
+    import gc
+
+    from bench.arrays import ArraySource
+    from raysweep.presets import PRESETS
+    from raysweep.train import loop
+    from raysweep.train.model import build_model
+
+    cfg = replace(LOOP, shape=PRESETS["debug"], vocab_size=64, seq_len=16)
+    spec = run_spec(tmp_path / "n", max_steps=4, eval_every=2, monitor=[], early_stop_on=None, checkpoint_every=2)
+    blocks = torch.randint(0, 64, (32, 17)).numpy()
+    build_model("debug", 64, 16)  # transformers imported first: its lazy import leaves a cycle of its own (the next test)
+    gc.collect()
+    gc.disable()
+    try:
+        Trainer(cfg, CPU, {}).run(spec, ArraySource(blocks))
+        left = [o for o in gc.get_objects() if isinstance(o, (loop.Model, loop.RunProgress, torch.optim.Optimizer))]
+    finally:
+        gc.enable()
+    assert left == []
+
+
+def test_fit_frees_the_last_runs_model_before_the_next_run_even_inside_a_reference_cycle(tmp_path):
+    """A library's cycle (the first run's lazy import of transformers keeps its frames, its model
+    among their locals) is collected before the next run of the chain starts, not whenever Python's
+    cycle collector happens to run."""
+    import gc
+    import weakref
+
+    class Cyclic:
+        def __init__(self):
+            self.me, self.weights = self, torch.zeros(4)
+
+    seen = []
+
+    class Leaky(Scripted):
+        def run(self, spec, source, parent=None):
+            if seen:
+                seen.append(seen[0]() is None)  # the last run's cyclic model, collected by now?
+            else:
+                seen.append(weakref.ref(Cyclic()))
+            return super().run(spec, source, parent)
+
+    specs = [run_spec(tmp_path / "a", node_key="a"), run_spec(tmp_path / "b", node_key="b")]
+    gc.disable()
+    try:
+        Leaky(LOOP, CPU, {}).fit(specs, {"train": None})
+    finally:
+        gc.enable()
+    assert seen[1] is True

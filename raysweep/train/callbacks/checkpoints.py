@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+import weakref
 
 import torch
 
@@ -19,7 +20,8 @@ class ProgressCheckpoints(Callback):
     weights and optimizer)."""
 
     def __init__(self, model, progress):
-        self.m, self.p = model, progress
+        # held weakly: the progress holds this callback (see early_stopping.py)
+        self.m, self.p = weakref.proxy(model), weakref.proxy(progress)
 
     def restore(self, spec, worker) -> None:
         """Continue where an interrupted attempt left off (nothing to do without a checkpoint)."""

@@ -3,6 +3,8 @@ so all ranks decide alike and stop together)."""
 
 from __future__ import annotations
 
+import weakref
+
 from raysweep.train.callbacks.base import Callback
 from raysweep.train.model import host_state
 
@@ -14,7 +16,10 @@ class EarlyStopping(Callback):
     best_state), so a progress checkpoint saves them and a resumed run goes on counting."""
 
     def __init__(self, progress, raw):
-        self.p, self.raw = progress, raw  # the run's RunProgress and its plain module (raysweep.train.loop)
+        # the run's RunProgress and its plain module (raysweep.train.loop), held weakly: the progress
+        # holds this callback, and a cycle would keep the model alive after its run until Python's
+        # cycle collector happened to run
+        self.p, self.raw = weakref.proxy(progress), weakref.proxy(raw)
 
     def on_evaluated(self, spec, step, evals) -> bool:
         if not spec.early_stop_on:
