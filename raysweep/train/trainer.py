@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import gc
 import time
+import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import ClassVar
 
@@ -59,6 +60,7 @@ class Trainer:
     cfg: LoopConfig
     worker: Worker
     eval_sets: dict
+    last_run: weakref.ref | None = field(default=None, init=False)  # the last run's optimizer, weakly
 
     def fit(self, specs: list[RunSpec], sources: dict) -> list[dict]:
         """Train `specs` in order on every rank of the worker group. sources[spec.dataset] is the
@@ -68,11 +70,13 @@ class Trainer:
         results, states, diverged = [], {}, set()
         for i, spec in enumerate(specs):
             hold_if_stopping()  # no run starts once a stop signal has come (raysweep.signals)
-            # the last run's model and optimizer are gone before this one builds its own, even where a
-            # library's reference cycle holds them: the first run's lazy imports of transformers and
-            # peft keep its frames (its model and AdamW state among their locals) until the cycle
-            # collector runs, which on a long run may be after the next model is built
-            gc.collect()
+            if self.last_run is not None and self.last_run() is not None:
+                # the last run's optimizer outlived its run: a library's reference cycle holds it (the
+                # first run in a process imports transformers and peft lazily inside build_model, and
+                # those import frames keep the run's frames, its model and AdamW state among their
+                # locals). Collected before this run builds its own; a collection costs ~0.2 s here,
+                # so only then
+                gc.collect()
             if spec.init_from in diverged:  # its parent diverged in this chain: nothing to start from
                 results.append({"node_key": spec.node_key, "blocked": True})
                 continue
@@ -115,6 +119,7 @@ class Trainer:
         fresh model); returns (result dict, final weights on CPU, metric points)."""
         cfg, worker = self.cfg, self.worker
         m, p, it, monitor = start_run(spec, parent, source, cfg, self.eval_sets, worker)
+        self.last_run = weakref.ref(m.opt)
         p.t_train = time.perf_counter()
         m.model.train()
         end = min(spec.stop_at or spec.max_steps, spec.max_steps)  # a rung ends a run early, to be continued
