@@ -63,7 +63,7 @@ def test_the_stop_file_is_named_to_workers_and_holds_them(tmp_path, monkeypatch)
     stop.touch()
     assert signals.stop_requested()
     code = "from raysweep import signals\nsignals.hold_if_stopping(longest_s=0)\nprint('went on')"
-    held = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    held = _python(code)
     assert held.returncode == 1 and "went on" not in held.stdout  # it ends itself rather than go on
     monkeypatch.delenv(signals.STOP_FILE_ENV)
     assert signals.stop_file_env() == {} and not signals.stop_requested()
